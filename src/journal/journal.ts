@@ -1,0 +1,679 @@
+/**
+ * The journal: every sale and every step of it, in one SQLite file, committed before anyone is told
+ * (contract §6.1). Each method that changes data is exactly one transaction, so one fsync in WAL with
+ * synchronous=FULL, and a power cut or a full disk leaves either the whole change or none of it.
+ */
+import fs from 'node:fs';
+import nodePath from 'node:path';
+import Database from 'better-sqlite3';
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
+import type { Clock } from '../clock.js';
+import { formatYuan } from '../money.js';
+import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
+import { SALE_STATES, canTransition } from './states.js';
+import type { SaleState } from './states.js';
+
+export type JournalErrorCode = 'CORRUPT' | 'FULL' | 'READONLY' | 'BAD_TRANSITION' | 'NOT_FOUND' | 'IO';
+
+export class JournalError extends Error {
+  constructor(
+    readonly code: JournalErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'JournalError';
+  }
+}
+
+export interface Sale {
+  /** Never reused (AUTOINCREMENT): the sequence behind out_trade_no. */
+  id: number;
+  /** The register's sale reference; not unique, a FAILED ref may be tried again. */
+  ref: string;
+  amountFen: number;
+  outTradeNo: string;
+  state: SaleState;
+  /** Masked payment code, e.g. 13**********3456; never the full code. */
+  codeMasked: string | null;
+  transactionId: string | null;
+  finalCode: string | null;
+  finalText: string | null;
+  /** The code the register gets once a reversal is confirmed (TIMEOUT_REVERSED, CANCELLED, INTERRUPTED ...). */
+  reverseReason: string | null;
+  reverseAttempts: number;
+  /** Wall ms; back-off of the background reversal queue. */
+  nextReverseAt: number | null;
+  /** Wall ms when micropay was committed to be sent. */
+  submittedAt: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface SaleEvent {
+  id: number;
+  saleId: number;
+  at: number;
+  kind: string;
+  detail: string;
+}
+
+/** Any subset, written in the same transaction as the change it goes with. */
+export interface SalePatch {
+  codeMasked?: string | null;
+  transactionId?: string | null;
+  finalCode?: string | null;
+  finalText?: string | null;
+  reverseReason?: string | null;
+  reverseAttempts?: number;
+  nextReverseAt?: number | null;
+  submittedAt?: number | null;
+}
+
+export interface JournalOptions {
+  /** 1-16 of [A-Za-z0-9]; prefixes every out_trade_no. */
+  deviceId: string;
+  clock: Clock;
+  /** Technician commands read while the daemon writes: no pragmas that write, no migrations. */
+  readonly?: boolean;
+  /** For tests: PRAGMA max_page_count, to produce a real SQLITE_FULL. */
+  maxPageCount?: number;
+}
+
+/** What the connection really runs with, read back from SQLite (for selftest and tests). */
+export interface JournalPragmas {
+  journalMode: string;
+  synchronous: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA';
+  foreignKeys: boolean;
+  busyTimeout: number;
+  userVersion: number;
+}
+
+interface SaleRow {
+  id: number;
+  ref: string;
+  amount_fen: number;
+  out_trade_no: string;
+  state: SaleState;
+  code_masked: string | null;
+  transaction_id: string | null;
+  final_code: string | null;
+  final_text: string | null;
+  reverse_reason: string | null;
+  reverse_attempts: number;
+  next_reverse_at: number | null;
+  submitted_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+interface EventRow {
+  id: number;
+  sale_id: number;
+  at: number;
+  kind: string;
+  detail: string;
+}
+
+interface EventInput {
+  kind: string;
+  detail: string;
+}
+
+const DEVICE_ID = /^[A-Za-z0-9]{1,16}$/;
+const TAG = /^[A-Z0-9]{4}$/;
+/** A masked code keeps 2 + 4 digits; 7 digits in a row can only be (part of) a full payment code. */
+const DIGIT_RUN = /[0-9]{7}/;
+const OUT_TRADE_NO_MAX = 32;
+const BUSY_TIMEOUT_MS = 5000;
+const SYNCHRONOUS = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
+
+const PATCH_COLUMNS = {
+  codeMasked: 'code_masked',
+  transactionId: 'transaction_id',
+  finalCode: 'final_code',
+  finalText: 'final_text',
+  reverseReason: 'reverse_reason',
+  reverseAttempts: 'reverse_attempts',
+  nextReverseAt: 'next_reverse_at',
+  submittedAt: 'submitted_at',
+} as const satisfies Record<keyof SalePatch, keyof SaleRow>;
+
+type PatchKey = keyof typeof PATCH_COLUMNS;
+const TEXT_FIELDS = new Set<PatchKey>(['codeMasked', 'transactionId', 'finalCode', 'finalText', 'reverseReason']);
+const TIME_FIELDS = new Set<PatchKey>(['nextReverseAt', 'submittedAt']);
+
+function toSale(row: SaleRow): Sale {
+  return {
+    id: row.id,
+    ref: row.ref,
+    amountFen: row.amount_fen,
+    outTradeNo: row.out_trade_no,
+    state: row.state,
+    codeMasked: row.code_masked,
+    transactionId: row.transaction_id,
+    finalCode: row.final_code,
+    finalText: row.final_text,
+    reverseReason: row.reverse_reason,
+    reverseAttempts: row.reverse_attempts,
+    nextReverseAt: row.next_reverse_at,
+    submittedAt: row.submitted_at,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function toEvent(row: EventRow): SaleEvent {
+  return { id: row.id, saleId: row.sale_id, at: row.at, kind: row.kind, detail: row.detail };
+}
+
+function checkCodeMasked(value: string | null): void {
+  // The message never repeats the value: it may be a full payment code.
+  if (value !== null && DIGIT_RUN.test(value)) {
+    throw new TypeError('codeMasked holds a run of 7 or more digits: store the masked code, never the full payment code');
+  }
+}
+
+/** Checks a patch before any transaction starts, so a bad patch writes nothing. */
+function checkPatch(patch: SalePatch): void {
+  if (typeof patch !== 'object' || patch === null) throw new TypeError('patch must be an object');
+  for (const [key, value] of Object.entries(patch)) {
+    if (!Object.hasOwn(PATCH_COLUMNS, key)) throw new TypeError(`patch has an unknown field: ${key}`);
+    if (value === undefined) continue;
+    const field = key as PatchKey;
+    if (TEXT_FIELDS.has(field)) {
+      if (value !== null && typeof value !== 'string') throw new TypeError(`patch.${field} must be a string or null`);
+      if (field === 'codeMasked') checkCodeMasked(value as string | null);
+    } else if (TIME_FIELDS.has(field)) {
+      if (value !== null && !Number.isSafeInteger(value)) throw new TypeError(`patch.${field} must be integer ms or null`);
+    } else if (!Number.isSafeInteger(value) || (value as number) < 0) {
+      throw new TypeError(`patch.${field} must be an integer >= 0`);
+    }
+  }
+}
+
+function checkEvent(event: EventInput): void {
+  if (typeof event !== 'object' || event === null) throw new TypeError('event must be { kind, detail }');
+  if (typeof event.kind !== 'string' || event.kind === '') throw new TypeError('event kind must be a non-empty string');
+  if (typeof event.detail !== 'string') throw new TypeError('event detail must be a string');
+}
+
+function checkCount(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw new TypeError(`${name} must be an integer >= 0`);
+}
+
+function merge(row: SaleRow, patch: SalePatch): SaleRow {
+  const next = { ...row } as Record<string, unknown>;
+  for (const key of Object.keys(PATCH_COLUMNS) as PatchKey[]) {
+    const value = patch[key];
+    if (value !== undefined) next[PATCH_COLUMNS[key]] = value;
+  }
+  return next as unknown as SaleRow;
+}
+
+function errorCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * SQLite and file system errors as JournalErrors with words a technician can act on. Anything else (a
+ * TypeError, a constraint a bug ran into) passes unchanged: it is not the disk's fault.
+ */
+function toJournalError(err: unknown, file: string, action: string): unknown {
+  if (err instanceof JournalError) return err;
+  const code = errorCode(err);
+  if (code === undefined) return err;
+  const why = errorMessage(err);
+  if (code === 'SQLITE_FULL' || code === 'ENOSPC') {
+    return new JournalError(
+      'FULL',
+      `journal ${file} is full (disk full or size limit reached): ${action} was not written (${why})`,
+      { cause: err },
+    );
+  }
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+    return new JournalError(
+      'CORRUPT',
+      `journal ${file} is damaged (${why}): sales are refused; keep the file for inspection, do not delete it`,
+      { cause: err },
+    );
+  }
+  if (code.startsWith('SQLITE_READONLY') || code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new JournalError(
+      'READONLY',
+      `journal ${file} cannot be written (${why}): check the owner and permissions of the file and its directory, ` +
+        'and that the disk is not mounted read-only',
+      { cause: err },
+    );
+  }
+  if (code.startsWith('SQLITE_CANTOPEN')) {
+    return new JournalError('IO', `journal ${file} cannot be opened (${why}): check that the path and its directory exist`, {
+      cause: err,
+    });
+  }
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return new JournalError('IO', `journal ${file} is locked by another process: ${action} failed (${why})`, { cause: err });
+  }
+  if (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_PROTOCOL') || /^E[A-Z]+$/.test(code)) {
+    return new JournalError('IO', `journal ${file}: ${action} failed with a disk error (${why})`, { cause: err });
+  }
+  return err;
+}
+
+/** The parent directory must exist (the journal does not guess where a state directory should be). */
+function checkLocation(file: string, readonly: boolean): void {
+  const dir = nodePath.dirname(nodePath.resolve(file));
+  let dirStat: fs.Stats;
+  try {
+    dirStat = fs.statSync(dir);
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === 'ENOENT') throw new JournalError('IO', `journal directory ${dir} does not exist (journal ${file})`);
+    if (code === 'ENOTDIR') throw new JournalError('IO', `journal directory ${dir} is not a directory (journal ${file})`);
+    throw toJournalError(err, file, 'open');
+  }
+  if (!dirStat.isDirectory()) throw new JournalError('IO', `journal directory ${dir} is not a directory (journal ${file})`);
+
+  let fileStat: fs.Stats | undefined;
+  try {
+    fileStat = fs.statSync(file);
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw toJournalError(err, file, 'open');
+  }
+  if (fileStat?.isDirectory()) throw new JournalError('IO', `journal ${file} is a directory, not a file`);
+
+  if (readonly) {
+    if (fileStat === undefined) throw new JournalError('NOT_FOUND', `journal ${file} does not exist (has the daemon run yet?)`);
+    return;
+  }
+  try {
+    // SQLite creates FILE-wal and FILE-shm beside the journal, so the directory must be writable too.
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new JournalError(
+      'READONLY',
+      `journal directory ${dir} is not writable by this user (uid ${process.getuid?.() ?? '?'}): ` +
+        `the journal ${file} and its -wal and -shm files live there`,
+      { cause: err },
+    );
+  }
+  if (fileStat !== undefined) {
+    try {
+      fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK);
+    } catch (err) {
+      throw new JournalError(
+        'READONLY',
+        `journal ${file} is not readable and writable by this user (uid ${process.getuid?.() ?? '?'})`,
+        { cause: err },
+      );
+    }
+  }
+}
+
+/** Refuses a file that is not a sound journal, before anything could write to it. */
+function checkIntegrity(db: SqliteDatabase, file: string): void {
+  const problems = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check);
+  if (problems.length !== 1 || problems[0] !== 'ok') {
+    throw new JournalError(
+      'CORRUPT',
+      `journal ${file} failed its integrity check (${problems.slice(0, 5).join('; ')}): sales are refused; ` +
+        'keep the file for inspection, do not delete it',
+    );
+  }
+}
+
+function userVersion(db: SqliteDatabase): number {
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+function checkVersion(version: number, file: string): void {
+  if (version > SCHEMA_VERSION) {
+    throw new JournalError(
+      'IO',
+      `journal ${file} was written by a newer scanbox (schema ${version}; this one knows up to ${SCHEMA_VERSION})`,
+    );
+  }
+}
+
+/** A newer schema or somebody else's SQLite file is refused before anything (even WAL mode) is written. */
+function checkSchema(db: SqliteDatabase, file: string): number {
+  const version = userVersion(db);
+  checkVersion(version, file);
+  if (version === 0) {
+    const objects = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").get() as {
+      n: number;
+    };
+    if (objects.n > 0) {
+      throw new JournalError('CORRUPT', `${file} is an SQLite database but not a scanbox journal: refusing to touch it`);
+    }
+  }
+  return version;
+}
+
+function migrate(db: SqliteDatabase, file: string): void {
+  // IMMEDIATE and the version read inside: two processes opening a new file at once migrate it once.
+  db.transaction(() => {
+    const from = checkSchema(db, file);
+    if (from === SCHEMA_VERSION) return;
+    for (let version = from; version < SCHEMA_VERSION; version++) MIGRATIONS[version]!(db);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
+const SALE_COLUMNS = `id, ref, amount_fen, out_trade_no, state, code_masked, transaction_id, final_code, final_text,
+  reverse_reason, reverse_attempts, next_reverse_at, submitted_at, created_at, updated_at`;
+
+export class Journal {
+  readonly path: string;
+  readonly tag: string;
+
+  private readonly db: SqliteDatabase;
+  private readonly clock: Clock;
+  private readonly deviceId: string;
+  private readonly readonly: boolean;
+
+  private readonly stmt: {
+    insertSale: Statement<[string, number, number, number]>;
+    setOutTradeNo: Statement<[string, number]>;
+    writeSale: Statement<[Record<string, unknown>]>;
+    insertEvent: Statement<[number, number, string, string]>;
+    getSale: Statement<[number], SaleRow>;
+    byOutTradeNo: Statement<[string], SaleRow>;
+    latestByRef: Statement<[string], SaleRow>;
+    unfinished: Statement<[], SaleRow>;
+    pendingReversals: Statement<[], SaleRow>;
+    recent: Statement<[number], SaleRow>;
+    events: Statement<[number], EventRow>;
+    counts: Statement<[], { state: SaleState; n: number }>;
+    prune: Statement<[number, number]>;
+  };
+
+  private readonly txCreate: (ref: string, amountFen: number) => Sale;
+  private readonly txChange: (saleId: number, to: SaleState | null, patch: SalePatch, event?: EventInput) => Sale;
+  private readonly txEvent: (saleId: number, kind: string, detail: string) => void;
+  private readonly txPrune: (olderThanMs: number, batchSize: number) => number;
+
+  static open(path: string, options: JournalOptions): Journal {
+    if (typeof path !== 'string' || path === '') throw new TypeError('journal path must be a non-empty string');
+    if (typeof options?.deviceId !== 'string' || !DEVICE_ID.test(options.deviceId)) {
+      throw new TypeError('deviceId must be 1-16 of [A-Za-z0-9]');
+    }
+    if (typeof options.clock?.now !== 'function') throw new TypeError('clock is required');
+    const { maxPageCount } = options;
+    if (maxPageCount !== undefined && (!Number.isSafeInteger(maxPageCount) || maxPageCount < 1)) {
+      throw new TypeError('maxPageCount must be a positive integer');
+    }
+    const readonly = options.readonly === true;
+
+    checkLocation(path, readonly);
+    let db: SqliteDatabase;
+    try {
+      db = readonly ? new Database(path, { readonly: true, fileMustExist: true }) : new Database(path);
+    } catch (err) {
+      throw toJournalError(err, path, 'open');
+    }
+    try {
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      // First read of the file, before any pragma or migration that could write to it.
+      checkIntegrity(db, path);
+      const version = checkSchema(db, path);
+      if (readonly) {
+        if (version === 0) throw new JournalError('NOT_FOUND', `${path} is not a scanbox journal yet (no schema)`);
+      } else {
+        const mode = db.pragma('journal_mode = WAL', { simple: true }) as string;
+        if (mode !== 'wal') {
+          throw new JournalError('IO', `journal ${path} cannot use WAL mode (got ${mode}): is it on a network file system?`);
+        }
+        // better-sqlite3 leaves WAL at NORMAL, which can lose the last commits on power loss.
+        db.pragma('synchronous = FULL');
+        db.pragma('foreign_keys = ON');
+        migrate(db, path);
+        if (maxPageCount !== undefined) db.pragma(`max_page_count = ${maxPageCount}`);
+      }
+      const tagRow = db.prepare("SELECT value FROM meta WHERE key = 'tag'").get() as { value: string } | undefined;
+      if (tagRow === undefined || !TAG.test(tagRow.value)) {
+        throw new JournalError('CORRUPT', `journal ${path} has no valid tag in its meta table`);
+      }
+      return new Journal(db, path, tagRow.value, options.deviceId, options.clock, readonly);
+    } catch (err) {
+      db.close();
+      throw toJournalError(err, path, 'open');
+    }
+  }
+
+  private constructor(
+    db: SqliteDatabase,
+    path: string,
+    tag: string,
+    deviceId: string,
+    clock: Clock,
+    readonly: boolean,
+  ) {
+    this.db = db;
+    this.path = path;
+    this.tag = tag;
+    this.deviceId = deviceId;
+    this.clock = clock;
+    this.readonly = readonly;
+
+    this.stmt = {
+      insertSale: db.prepare(
+        "INSERT INTO sales (ref, amount_fen, state, created_at, updated_at) VALUES (?, ?, 'open', ?, ?)",
+      ),
+      setOutTradeNo: db.prepare('UPDATE sales SET out_trade_no = ? WHERE id = ?'),
+      writeSale: db.prepare(`UPDATE sales SET
+          state = @state, code_masked = @code_masked, transaction_id = @transaction_id, final_code = @final_code,
+          final_text = @final_text, reverse_reason = @reverse_reason, reverse_attempts = @reverse_attempts,
+          next_reverse_at = @next_reverse_at, submitted_at = @submitted_at, updated_at = @updated_at
+        WHERE id = @id AND state = @from`),
+      insertEvent: db.prepare('INSERT INTO events (sale_id, at, kind, detail) VALUES (?, ?, ?, ?)'),
+      getSale: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE id = ?`),
+      byOutTradeNo: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE out_trade_no = ?`),
+      latestByRef: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE ref = ? ORDER BY id DESC LIMIT 1`),
+      unfinished: db.prepare(
+        `SELECT ${SALE_COLUMNS} FROM sales WHERE state IN ('open', 'paying', 'polling', 'reversing') ORDER BY id`,
+      ),
+      pendingReversals: db.prepare(
+        `SELECT ${SALE_COLUMNS} FROM sales WHERE state = 'reversing' ORDER BY next_reverse_at ASC NULLS FIRST, id`,
+      ),
+      recent: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales ORDER BY id DESC LIMIT ?`),
+      events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
+      counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
+      // reverse_failed is left out on purpose: a technician still needs its whole history.
+      prune: db.prepare(`DELETE FROM events WHERE id IN (
+          SELECT e.id FROM events e JOIN sales s ON s.id = e.sale_id
+          WHERE s.state IN ('paid', 'failed', 'reversed') AND s.updated_at < ?
+          ORDER BY e.id LIMIT ?)`),
+    };
+
+    this.txCreate = db.transaction((ref: string, amountFen: number): Sale => {
+      const now = this.now();
+      const id = Number(this.stmt.insertSale.run(ref, amountFen, now, now).lastInsertRowid);
+      const outTradeNo = `${this.deviceId}${this.tag}${String(id).padStart(8, '0')}`;
+      if (outTradeNo.length > OUT_TRADE_NO_MAX) {
+        throw new JournalError('FULL', `journal ${this.path}: sale ids no longer fit a ${OUT_TRADE_NO_MAX}-char out_trade_no`);
+      }
+      this.stmt.setOutTradeNo.run(outTradeNo, id);
+      this.stmt.insertEvent.run(id, now, 'created', `ref=${ref} amount=${formatYuan(amountFen)} out_trade_no=${outTradeNo}`);
+      return toSale(this.row(id));
+    }).immediate;
+
+    this.txChange = db.transaction((saleId: number, to: SaleState | null, patch: SalePatch, event?: EventInput): Sale => {
+      const row = this.stmt.getSale.get(saleId);
+      if (row === undefined) throw new JournalError('NOT_FOUND', `no sale with id ${saleId} in journal ${this.path}`);
+      const target = to ?? row.state;
+      if (to !== null && !canTransition(row.state, to)) {
+        throw new JournalError(
+          'BAD_TRANSITION',
+          `sale ${saleId} (${row.out_trade_no}) cannot go from ${row.state} to ${String(to)}`,
+        );
+      }
+      const now = this.now();
+      const next = merge(row, patch);
+      const { changes } = this.stmt.writeSale.run({ ...next, state: target, updated_at: now, id: saleId, from: row.state });
+      if (changes !== 1) {
+        throw new JournalError('BAD_TRANSITION', `sale ${saleId} changed state underneath (was ${row.state})`);
+      }
+      if (event !== undefined) this.stmt.insertEvent.run(saleId, now, event.kind, event.detail);
+      return toSale(this.row(saleId));
+    }).immediate;
+
+    this.txEvent = db.transaction((saleId: number, kind: string, detail: string): void => {
+      if (this.stmt.getSale.get(saleId) === undefined) {
+        throw new JournalError('NOT_FOUND', `no sale with id ${saleId} in journal ${this.path}`);
+      }
+      this.stmt.insertEvent.run(saleId, this.now(), kind, detail);
+    }).immediate;
+
+    this.txPrune = db.transaction(
+      (olderThanMs: number, batchSize: number): number => this.stmt.prune.run(olderThanMs, batchSize).changes,
+    ).immediate;
+  }
+
+  /** ONE transaction: the sale in state 'open' and its 'created' event. */
+  createSale(ref: string, amountFen: number): Sale {
+    if (typeof ref !== 'string' || ref === '') throw new TypeError('ref must be a non-empty string');
+    if (!Number.isSafeInteger(amountFen) || amountFen <= 0) throw new TypeError('amountFen must be an integer > 0');
+    return this.write('create a sale', () => this.txCreate(ref, amountFen));
+  }
+
+  /**
+   * ONE transaction: the state change (only along states.ts, guarded by the current state), the patch and
+   * the event. A refused transition writes nothing.
+   */
+  transition(saleId: number, to: SaleState, patch: SalePatch, event: { kind: string; detail: string }): Sale {
+    checkPatch(patch);
+    checkEvent(event);
+    return this.write(`move sale ${saleId} to ${String(to)}`, () => this.txChange(saleId, to, patch, event));
+  }
+
+  /** ONE transaction: a change within the same state (e.g. the reversal counters), with an optional event. */
+  update(saleId: number, patch: SalePatch, event?: { kind: string; detail: string }): Sale {
+    checkPatch(patch);
+    if (event !== undefined) checkEvent(event);
+    return this.write(`update sale ${saleId}`, () => this.txChange(saleId, null, patch, event));
+  }
+
+  addEvent(saleId: number, kind: string, detail: string): void {
+    checkEvent({ kind, detail });
+    this.write(`add an event to sale ${saleId}`, () => this.txEvent(saleId, kind, detail));
+  }
+
+  get(id: number): Sale | undefined {
+    return this.read('read a sale', () => {
+      const row = this.stmt.getSale.get(id);
+      return row && toSale(row);
+    });
+  }
+
+  byOutTradeNo(outTradeNo: string): Sale | undefined {
+    return this.read('read a sale', () => {
+      const row = this.stmt.byOutTradeNo.get(outTradeNo);
+      return row && toSale(row);
+    });
+  }
+
+  /** The newest attempt for a register ref. */
+  latestByRef(ref: string): Sale | undefined {
+    return this.read('read a sale', () => {
+      const row = this.stmt.latestByRef.get(ref);
+      return row && toSale(row);
+    });
+  }
+
+  /** Sales recovery must finish before new sales are taken, oldest first. */
+  unfinished(): Sale[] {
+    return this.read('list unfinished sales', () => this.stmt.unfinished.all().map(toSale));
+  }
+
+  /** The reversal queue: never-tried first, then by back-off deadline. */
+  pendingReversals(): Sale[] {
+    return this.read('list pending reversals', () => this.stmt.pendingReversals.all().map(toSale));
+  }
+
+  /** Newest first. */
+  recent(limit: number): Sale[] {
+    checkCount('limit', limit);
+    return this.read('list recent sales', () => this.stmt.recent.all(limit).map(toSale));
+  }
+
+  events(saleId: number): SaleEvent[] {
+    return this.read('read events', () => this.stmt.events.all(saleId).map(toEvent));
+  }
+
+  counts(): Record<SaleState, number> {
+    return this.read('count sales', () => {
+      const counts = Object.fromEntries(SALE_STATES.map((s) => [s, 0])) as Record<SaleState, number>;
+      for (const { state, n } of this.stmt.counts.all()) counts[state] = n;
+      return counts;
+    });
+  }
+
+  /**
+   * Deletes at most `batchSize` events of settled sales (paid, failed, reversed) last changed before
+   * `olderThanMs`, in one transaction, so the SD card sees small writes. Sale rows stay: idempotency by ref
+   * needs them. Returns how many events went.
+   */
+  prune(olderThanMs: number, batchSize: number): number {
+    if (!Number.isFinite(olderThanMs)) throw new TypeError('olderThanMs must be a number of wall ms');
+    checkCount('batchSize', batchSize);
+    if (batchSize === 0) return 0;
+    return this.write('prune old events', () => this.txPrune(olderThanMs, batchSize));
+  }
+
+  /** 'ok', or what SQLite found wrong. */
+  quickCheck(): string {
+    try {
+      const rows = this.db.pragma('quick_check') as { quick_check: string }[];
+      return rows.map((r) => r.quick_check).join('; ');
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  pragmas(): JournalPragmas {
+    return this.read('read pragmas', () => ({
+      journalMode: this.db.pragma('journal_mode', { simple: true }) as string,
+      synchronous: SYNCHRONOUS[this.db.pragma('synchronous', { simple: true }) as number] ?? 'OFF',
+      foreignKeys: this.db.pragma('foreign_keys', { simple: true }) === 1,
+      busyTimeout: this.db.pragma('busy_timeout', { simple: true }) as number,
+      userVersion: userVersion(this.db),
+    }));
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  private now(): number {
+    return Math.floor(this.clock.now());
+  }
+
+  private row(id: number): SaleRow {
+    const row = this.stmt.getSale.get(id);
+    if (row === undefined) throw new JournalError('NOT_FOUND', `no sale with id ${id} in journal ${this.path}`);
+    return row;
+  }
+
+  private write<T>(action: string, fn: () => T): T {
+    if (this.readonly) throw new JournalError('READONLY', `journal ${this.path} is open read-only: cannot ${action}`);
+    try {
+      return fn();
+    } catch (err) {
+      throw toJournalError(err, this.path, action);
+    }
+  }
+
+  private read<T>(action: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw toJournalError(err, this.path, action);
+    }
+  }
+}

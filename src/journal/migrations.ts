@@ -1,0 +1,73 @@
+/**
+ * The journal's schema, one step per `PRAGMA user_version`. A step, once shipped, is never edited: a box in
+ * the field may be at any version, and the next daemon must bring it forward from exactly what that step made.
+ * Each step runs with the `user_version` bump in one transaction, so a power cut leaves the old or the new
+ * schema, never half of one.
+ */
+import { randomInt } from 'node:crypto';
+import type { Database } from 'better-sqlite3';
+
+export type Migration = (db: Database) => void;
+
+const TAG_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+
+/**
+ * 4 random characters of [A-Z0-9], made once per journal file. They sit between the device id and the sale
+ * id in every out_trade_no, so a journal that is lost and made again (a new SD card, a deleted file) does not
+ * hand out the out_trade_nos of the old one again: WeChat Pay would take them for the old orders.
+ */
+export function newTag(): string {
+  let tag = '';
+  for (let i = 0; i < 4; i++) tag += TAG_ALPHABET[randomInt(TAG_ALPHABET.length)];
+  return tag;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  // 1: meta, sales, events.
+  (db) => {
+    db.exec(`
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT;
+
+      -- AUTOINCREMENT: an id is never handed out twice, even after the newest rows were deleted, because the
+      -- id is the sequence behind out_trade_no.
+      -- out_trade_no is NULL only inside the transaction that creates the row (it is made from the new id).
+      CREATE TABLE sales (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        ref              TEXT NOT NULL CHECK (length(ref) > 0),
+        amount_fen       INTEGER NOT NULL CHECK (amount_fen > 0),
+        out_trade_no     TEXT UNIQUE,
+        state            TEXT NOT NULL CHECK (state IN
+                           ('open', 'paying', 'polling', 'reversing', 'paid', 'failed', 'reversed', 'reverse_failed')),
+        code_masked      TEXT,
+        transaction_id   TEXT,
+        final_code       TEXT,
+        final_text       TEXT,
+        reverse_reason   TEXT,
+        reverse_attempts INTEGER NOT NULL DEFAULT 0 CHECK (reverse_attempts >= 0),
+        next_reverse_at  INTEGER,
+        submitted_at     INTEGER,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE INDEX sales_ref ON sales (ref, id);
+      CREATE INDEX sales_state ON sales (state);
+
+      CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        sale_id INTEGER NOT NULL REFERENCES sales (id),
+        at      INTEGER NOT NULL,
+        kind    TEXT NOT NULL CHECK (length(kind) > 0),
+        detail  TEXT NOT NULL
+      ) STRICT;
+
+      CREATE INDEX events_sale ON events (sale_id, id);
+    `);
+    db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('tag', newTag());
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,0 +1,58 @@
+/**
+ * The states of a sale are the journal's states; the payment cycle is a state machine over them. This
+ * table is the whole of it: the journal refuses any transition not listed here, so a bug elsewhere cannot
+ * move money state sideways.
+ *
+ *   open ──scan──> paying ──SUCCESS──> paid
+ *    │               │ ──final err_code──> failed
+ *    │               │ ──unknown / USERPAYING──> polling ──SUCCESS──> paid
+ *    │               │                              │ ──CLOSED/REVOKED──> failed
+ *    │               └──────────────┬───────────────┘
+ *    │                              v
+ *    │                          reversing ──confirmed──> reversed
+ *    │                              └──REVERSE_EXPIRE etc──> reverse_failed
+ *    └──cancel / no scan / foreign code / offline / restart──> failed   (nothing was sent)
+ */
+
+export type SaleState =
+  | 'open'
+  | 'paying'
+  | 'polling'
+  | 'reversing'
+  | 'paid'
+  | 'failed'
+  | 'reversed'
+  | 'reverse_failed';
+
+export const SALE_STATES: readonly SaleState[] = [
+  'open',
+  'paying',
+  'polling',
+  'reversing',
+  'paid',
+  'failed',
+  'reversed',
+  'reverse_failed',
+];
+
+export const TRANSITIONS: Readonly<Record<SaleState, readonly SaleState[]>> = {
+  open: ['paying', 'failed'],
+  paying: ['paid', 'failed', 'polling', 'reversing'],
+  polling: ['paid', 'failed', 'reversing'],
+  reversing: ['reversed', 'reverse_failed'],
+  paid: [],
+  failed: [],
+  reversed: [],
+  // A reversal WeChat Pay refused for good (e.g. past 7 days) stays visible for a technician; a manual
+  // `scanbox reverse` may try it again.
+  reverse_failed: ['reversing'],
+};
+
+/** Final for the register: the sale has its one answer. */
+export function isFinal(state: SaleState): boolean {
+  return state === 'paid' || state === 'failed' || state === 'reversed' || state === 'reverse_failed';
+}
+
+export function canTransition(from: SaleState, to: SaleState): boolean {
+  return TRANSITIONS[from].includes(to);
+}
