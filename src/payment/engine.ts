@@ -1,0 +1,566 @@
+import type { Clock } from '../clock.js';
+import type { Journal, Sale, SalePatch } from '../journal/journal.js';
+import type { SaleState } from '../journal/states.js';
+import { isFinal } from '../journal/states.js';
+import { formatYuan } from '../money.js';
+import { maskCode, type Logger } from '../log.js';
+import type { ApiOutcome } from '../wechatpay/client.js';
+import { cashierText, micropayAction, tradeStateClass } from '../wechatpay/codes.js';
+
+/**
+ * One sale's cycle, micropay -> orderquery -> reverse, as a state machine over the journal's states
+ * (src/journal/states.ts). Every transition is committed to the journal before anyone is told: the
+ * caller learns the outcome only from a row that is already durable.
+ *
+ * The engine knows nothing of serial ports or lights; box.ts wires it to the counter.
+ */
+
+/** The three calls the engine makes; the real WechatPayClient satisfies it. */
+export interface PaymentGateway {
+  micropay(req: {
+    outTradeNo: string;
+    totalFee: number;
+    authCode: string;
+    body: string;
+    deviceInfo?: string;
+    attach?: string;
+  }): Promise<ApiOutcome>;
+  orderquery(req: { outTradeNo: string }): Promise<ApiOutcome>;
+  reverse(req: { outTradeNo: string }): Promise<ApiOutcome>;
+}
+
+export interface EngineOptions {
+  journal: Journal;
+  gateway: PaymentGateway;
+  clock: Clock;
+  log: Logger;
+  /** Goods description shown to the payer. */
+  body: string;
+  /** Sent as device_info. */
+  deviceId: string;
+  /** Query interval while the payer confirms (SCANBOX_USERPAYING_POLL_S). */
+  pollMs?: number;
+  /** How long the payer may take before the order is reversed (SCANBOX_USERPAYING_TIMEOUT_S). */
+  userpayingTimeoutMs?: number;
+  /** WeChat Pay asks merchants not to reverse within 15 s of placing the order. */
+  minReverseDelayMs?: number;
+  /** Reverse attempts while the register waits; after them the sale is reported REVERSE_PENDING. */
+  foregroundReverseAttempts?: number;
+  /** Back-off between reverse attempts, the last value repeating for ever. */
+  reverseBackoffMs?: readonly number[];
+  /** Told about every answer (or its absence) from WeChat Pay, so the box can tell ONLINE from OFFLINE. */
+  onGatewayOutcome?: (outcome: ApiOutcome) => void;
+}
+
+export type SaleProgress = 'scanned' | 'password';
+
+export type StartResult =
+  | { kind: 'open'; sale: Sale }
+  | { kind: 'paid'; sale: Sale }
+  | { kind: 'busy'; sale: Sale };
+
+export interface PayOptions {
+  /** Aborted when the cashier cancels: anything already sent is reversed. */
+  signal?: AbortSignal;
+  onProgress?: (progress: SaleProgress, sale: Sale) => void;
+}
+
+/** What the register is told about a sale, derived only from its journal row. */
+export type Verdict =
+  | { kind: 'paid'; ref: string; outTradeNo: string; transactionId: string }
+  | { kind: 'failed'; ref: string; code: string; text: string }
+  | { kind: 'pending'; ref: string };
+
+export function verdictOf(sale: Sale): Verdict {
+  if (sale.state === 'paid') {
+    return { kind: 'paid', ref: sale.ref, outTradeNo: sale.outTradeNo, transactionId: sale.transactionId ?? '' };
+  }
+  if (sale.finalCode !== null) {
+    return { kind: 'failed', ref: sale.ref, code: sale.finalCode, text: sale.finalText ?? cashierText(sale.finalCode) };
+  }
+  return { kind: 'pending', ref: sale.ref };
+}
+
+const DEFAULT_BACKOFF = [1000, 2000, 5000, 10000, 30000, 60000, 300000, 900000] as const;
+
+class Cancelled extends Error {
+  constructor() {
+    super('cancelled by the cashier');
+  }
+}
+
+function outcomeDetail(outcome: ApiOutcome): string {
+  const detail: Record<string, string | number> = { call: outcome.call, result: outcome.kind, ms: outcome.ms };
+  if (outcome.origin) detail.origin = outcome.origin;
+  if (outcome.kind === 'unknown') {
+    detail.failure = outcome.failure;
+    detail.message = outcome.message;
+  } else if (outcome.kind === 'business') {
+    detail.err_code = outcome.errCode;
+    if (outcome.errCodeDes) detail.err_code_des = outcome.errCodeDes;
+  } else {
+    for (const key of ['trade_state', 'transaction_id', 'total_fee', 'recall', 'time_end'] as const) {
+      const value = outcome.fields[key];
+      if (value !== undefined) detail[key] = value;
+    }
+  }
+  return JSON.stringify(detail);
+}
+
+export class PaymentEngine {
+  private readonly journal: Journal;
+  private readonly gateway: PaymentGateway;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly body: string;
+  private readonly deviceId: string;
+  private readonly pollMs: number;
+  private readonly userpayingTimeoutMs: number;
+  private readonly minReverseDelayMs: number;
+  private readonly foregroundReverseAttempts: number;
+  private readonly backoff: readonly number[];
+  private readonly onGatewayOutcome: ((outcome: ApiOutcome) => void) | undefined;
+  /** Sales whose reversal is being worked on now, so the queue and a sale never reverse at once. */
+  private readonly reversing = new Set<number>();
+  private queue: { stop: AbortController; done: Promise<void> } | null = null;
+
+  constructor(options: EngineOptions) {
+    this.journal = options.journal;
+    this.gateway = options.gateway;
+    this.clock = options.clock;
+    this.log = options.log;
+    this.body = options.body;
+    this.deviceId = options.deviceId;
+    this.pollMs = options.pollMs ?? 5000;
+    this.userpayingTimeoutMs = options.userpayingTimeoutMs ?? 30000;
+    this.minReverseDelayMs = options.minReverseDelayMs ?? 15000;
+    this.foregroundReverseAttempts = options.foregroundReverseAttempts ?? 3;
+    this.backoff = options.reverseBackoffMs ?? DEFAULT_BACKOFF;
+    this.onGatewayOutcome = options.onGatewayOutcome;
+    if (!(this.pollMs > 0) || !(this.userpayingTimeoutMs > 0)) throw new TypeError('poll interval and timeout must be > 0');
+  }
+
+  private saleLog(sale: Sale): Logger {
+    return this.log.child({ ref: sale.ref, out_trade_no: sale.outTradeNo, amount: formatYuan(sale.amountFen) });
+  }
+
+  /**
+   * The register's PAY, with its REF as the idempotency key: a REF that was paid gets its PAID sale back
+   * and nothing is charged again (also after a restart); a REF whose last attempt failed gets a new
+   * attempt with a new out_trade_no; while any sale is unfinished no other is opened.
+   */
+  startSale(ref: string, amountFen: number): StartResult {
+    const previous = this.journal.latestByRef(ref);
+    if (previous?.state === 'paid') {
+      if (previous.amountFen !== amountFen) {
+        this.saleLog(previous).warning('PAY repeated for a paid REF with another amount; answering the paid sale', {
+          asked: formatYuan(amountFen),
+        });
+      }
+      return { kind: 'paid', sale: previous };
+    }
+    const open = this.journal.unfinished().find((sale) => sale.state !== 'reversing' || sale.finalCode === null);
+    if (open) return { kind: 'busy', sale: open };
+    return { kind: 'open', sale: this.open(ref, amountFen) };
+  }
+
+  /** Commits a new sale (state open) before anything else happens to it. */
+  open(ref: string, amountFen: number): Sale {
+    const sale = this.journal.createSale(ref, amountFen);
+    this.saleLog(sale).info('sale opened');
+    return sale;
+  }
+
+  /** Ends an open sale locally, nothing having been sent: CANCELLED, NO_SCAN, NOT_WECHAT_CODE, OFFLINE. */
+  failOpen(saleId: number, code: string, text: string = cashierText(code)): Sale {
+    const sale = this.journal.transition(saleId, 'failed', { finalCode: code, finalText: text }, {
+      kind: 'ended',
+      detail: JSON.stringify({ code, sent: false }),
+    });
+    this.saleLog(sale).info('sale ended before any request', { result: code });
+    return sale;
+  }
+
+  /**
+   * Runs the payment cycle for an open sale with the scanned payment code and returns the sale once the
+   * register can be told its answer: paid, failed, reversed, or REVERSE_PENDING (the reversal then goes
+   * on in the background queue). The full code lives only in this call's memory.
+   */
+  async pay(saleId: number, paymentCode: string, options: PayOptions = {}): Promise<Sale> {
+    const { signal, onProgress } = options;
+    let sale = this.current(saleId);
+    if (sale.state !== 'open') throw new Error(`sale ${sale.outTradeNo} is ${sale.state}, not open`);
+    const log = this.saleLog(sale);
+    const submittedAt = this.clock.now();
+    sale = this.journal.transition(saleId, 'paying', { codeMasked: maskCode(paymentCode), submittedAt }, {
+      kind: 'micropay_sent',
+      detail: JSON.stringify({ code: maskCode(paymentCode) }),
+    });
+    log.info('payment code scanned, asking WeChat Pay', { code: paymentCode });
+    onProgress?.('scanned', sale);
+
+    // micropay is never aborted or re-sent: a second one could charge twice, and an aborted one may
+    // still have charged. Cancel takes effect once it has answered.
+    const outcome = await this.gateway.micropay({
+      outTradeNo: sale.outTradeNo,
+      totalFee: sale.amountFen,
+      authCode: paymentCode,
+      body: this.body,
+      deviceInfo: this.deviceId,
+      attach: sale.ref,
+    });
+    this.onGatewayOutcome?.(outcome);
+    log.info('micropay answered', { ...this.outcomeFields(outcome) });
+
+    if (signal?.aborted) {
+      this.journal.addEvent(saleId, 'micropay_answer', outcomeDetail(outcome));
+      return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while WeChat Pay was asked');
+    }
+
+    if (outcome.kind === 'success') {
+      const mismatch = this.paidMismatch(sale, outcome);
+      if (mismatch) {
+        this.journal.addEvent(saleId, 'micropay_answer', outcomeDetail(outcome));
+        log.error('WeChat Pay answered paid for another order or amount; reversing', { reason: mismatch });
+        return this.reverse(saleId, 'REVERSED', mismatch);
+      }
+      return this.markPaid(saleId, outcome, 'micropay_answer');
+    }
+
+    let passwordWait = false;
+    if (outcome.kind === 'business') {
+      const action = micropayAction(outcome.errCode);
+      if (action === 'final' || action === 'config') {
+        sale = this.journal.transition(
+          saleId,
+          'failed',
+          { finalCode: outcome.errCode, finalText: cashierText(outcome.errCode) },
+          { kind: 'micropay_answer', detail: outcomeDetail(outcome) },
+        );
+        if (action === 'config') {
+          log.error('WeChat Pay refused the request as misconfigured; nothing charged', { result: outcome.errCode });
+        } else {
+          log.info('payment declined by WeChat Pay; nothing charged', { result: outcome.errCode });
+        }
+        return sale;
+      }
+      passwordWait = outcome.errCode === 'USERPAYING';
+    }
+
+    sale = this.journal.transition(saleId, 'polling', {}, { kind: 'micropay_answer', detail: outcomeDetail(outcome) });
+    if (passwordWait) {
+      log.info('payer must confirm in WeChat; waiting');
+      onProgress?.('password', sale);
+    } else {
+      log.warning('micropay result unknown; asking WeChat Pay with orderquery', this.outcomeFields(outcome));
+    }
+    return this.poll(saleId, { passwordWait, signal, onProgress });
+  }
+
+  private async poll(
+    saleId: number,
+    options: { passwordWait: boolean; signal: AbortSignal | undefined; onProgress: PayOptions['onProgress'] },
+  ): Promise<Sale> {
+    const { signal } = options;
+    let passwordWait = options.passwordWait;
+    const log = this.saleLog(this.current(saleId));
+    const started = this.clock.now();
+    const maxQueries = Math.max(1, Math.ceil(this.userpayingTimeoutMs / this.pollMs));
+    // The payer needs a moment to type a password; an unknown result (SYSTEMERROR, a dropped
+    // connection) is asked about at once.
+    let delay = passwordWait ? this.pollMs : 0;
+    for (let query = 1; query <= maxQueries; query++) {
+      try {
+        if (delay > 0) await this.clock.sleep(delay, signal);
+        if (signal?.aborted) throw new Cancelled();
+      } catch {
+        return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while the payer was confirming');
+      }
+      delay = this.pollMs;
+      const sale = this.current(saleId);
+      const outcome = await this.gateway.orderquery({ outTradeNo: sale.outTradeNo });
+      this.onGatewayOutcome?.(outcome);
+      log.info('orderquery answered', { ...this.outcomeFields(outcome), query });
+      if (signal?.aborted) {
+        this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
+        return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while the payer was confirming');
+      }
+      if (outcome.kind === 'success') {
+        const state = outcome.fields.trade_state ?? '';
+        const cls = tradeStateClass(state);
+        if (cls === 'paid') {
+          const mismatch = this.paidMismatch(sale, outcome);
+          if (mismatch) {
+            this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
+            log.error('orderquery says paid for another order or amount; reversing', { reason: mismatch });
+            return this.reverse(saleId, 'REVERSED', mismatch);
+          }
+          return this.markPaid(saleId, outcome, 'orderquery_answer');
+        }
+        if (cls === 'closed') {
+          const done = this.journal.transition(
+            saleId,
+            'failed',
+            { finalCode: state, finalText: cashierText(state) },
+            { kind: 'orderquery_answer', detail: outcomeDetail(outcome) },
+          );
+          log.info('order closed at WeChat Pay; nothing charged', { result: state });
+          return done;
+        }
+        if (cls === 'reverse') {
+          this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
+          log.info('payer cancelled or payment failed in WeChat; reversing', { result: state });
+          return this.reverse(saleId, 'REVERSED', 'the payer cancelled or the payment failed in WeChat');
+        }
+        if (state === 'USERPAYING' && !passwordWait) {
+          passwordWait = true;
+          options.onProgress?.('password', this.current(saleId));
+        }
+      }
+      this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
+      if (this.clock.now() - started >= this.userpayingTimeoutMs) break;
+    }
+    if (passwordWait) {
+      log.info('payer did not confirm in time; reversing');
+      return this.reverse(saleId, 'TIMEOUT_REVERSED', 'password not entered in time');
+    }
+    log.warning('result still unknown after querying; reversing');
+    return this.reverse(saleId, 'REVERSED', 'result unknown after querying');
+  }
+
+  private paidMismatch(sale: Sale, outcome: ApiOutcome & { kind: 'success' }): string | null {
+    const fee = outcome.fields.total_fee;
+    const echoed = outcome.fields.out_trade_no;
+    if (echoed !== undefined && echoed !== sale.outTradeNo) return `answer names out_trade_no ${echoed}`;
+    if (fee !== undefined && fee !== String(sale.amountFen)) return `answer says total_fee ${fee}, sale is ${sale.amountFen}`;
+    if (!outcome.fields.transaction_id) return 'answer has no transaction_id';
+    return null;
+  }
+
+  private markPaid(saleId: number, outcome: ApiOutcome & { kind: 'success' }, kind: string): Sale {
+    const transactionId = outcome.fields.transaction_id ?? '';
+    const sale = this.journal.transition(saleId, 'paid', { transactionId, finalCode: null, finalText: null }, {
+      kind,
+      detail: outcomeDetail(outcome),
+    });
+    this.saleLog(sale).info('paid', { transaction_id: transactionId, ms: outcome.ms });
+    return sale;
+  }
+
+  /**
+   * Moves a sale to reversing (committed first), then tries to reverse it while the register waits.
+   * If WeChat Pay has not confirmed after the foreground attempts, the sale is reported REVERSE_PENDING and
+   * the background queue keeps trying, across restarts, until it is confirmed.
+   */
+  async reverse(saleId: number, reason: string, why: string): Promise<Sale> {
+    let sale = this.current(saleId);
+    if (sale.state !== 'reversing') {
+      sale = this.journal.transition(saleId, 'reversing', { reverseReason: reason, finalCode: null, finalText: null }, {
+        kind: 'reverse_started',
+        detail: JSON.stringify({ reason, why }),
+      });
+    }
+    if (this.reversing.has(saleId)) return sale;
+    this.reversing.add(saleId);
+    try {
+      await this.respectReverseDelay(sale);
+      for (let attempt = 1; attempt <= this.foregroundReverseAttempts; attempt++) {
+        const after = await this.reverseOnce(saleId);
+        if (after.state !== 'reversing') return after;
+        if (attempt < this.foregroundReverseAttempts) await this.clock.sleep(this.backoffFor(after.reverseAttempts));
+      }
+      return this.markReversePending(saleId);
+    } finally {
+      this.reversing.delete(saleId);
+    }
+  }
+
+  /** WeChat Pay: do not reverse within 15 s of placing the order. A clock that went back waits at most that. */
+  private async respectReverseDelay(sale: Sale): Promise<void> {
+    if (sale.submittedAt === null) return;
+    const elapsed = this.clock.now() - sale.submittedAt;
+    const wait = Math.min(this.minReverseDelayMs, Math.max(0, this.minReverseDelayMs - elapsed));
+    if (wait > 0) await this.clock.sleep(wait);
+  }
+
+  private backoffFor(attempts: number): number {
+    const index = Math.min(Math.max(attempts - 1, 0), this.backoff.length - 1);
+    return this.backoff[index] ?? 1000;
+  }
+
+  /** One reverse call and its committed consequence. Returns the sale as it now stands. */
+  private async reverseOnce(saleId: number): Promise<Sale> {
+    const sale = this.current(saleId);
+    const log = this.saleLog(sale);
+    const outcome = await this.gateway.reverse({ outTradeNo: sale.outTradeNo });
+    this.onGatewayOutcome?.(outcome);
+    const attempts = sale.reverseAttempts + 1;
+    const reason = sale.reverseReason ?? 'REVERSED';
+    const detail = outcomeDetail(outcome);
+
+    if (outcome.kind === 'success' && outcome.fields.recall !== 'Y') {
+      const done = this.journal.transition(
+        saleId,
+        'reversed',
+        { reverseAttempts: attempts, nextReverseAt: null, finalCode: reason, finalText: cashierText(reason) },
+        { kind: 'reverse_answer', detail },
+      );
+      log.info('reversed at WeChat Pay', { result: reason, attempts, ms: outcome.ms });
+      return done;
+    }
+    // ORDERNOTEXIST: WeChat Pay never registered the order, so there is nothing to give back. The 15 s
+    // wait before any reverse has let an in-flight micropay land first.
+    if (outcome.kind === 'business' && outcome.errCode === 'ORDERNOTEXIST') {
+      const done = this.journal.transition(
+        saleId,
+        'reversed',
+        { reverseAttempts: attempts, nextReverseAt: null, finalCode: reason, finalText: cashierText(reason) },
+        { kind: 'reverse_answer', detail },
+      );
+      log.warning('WeChat Pay has no such order; nothing to reverse', { result: reason });
+      return done;
+    }
+    if (outcome.kind === 'business' && outcome.errCode !== 'SYSTEMERROR' && outcome.errCode !== 'USERPAYING') {
+      // REVERSE_EXPIRE and the like: WeChat Pay will never accept this reverse. A person must act.
+      const done = this.journal.transition(
+        saleId,
+        'reverse_failed',
+        {
+          reverseAttempts: attempts,
+          nextReverseAt: null,
+          finalCode: 'REVERSE_PENDING',
+          finalText: `reversal refused (${outcome.errCode}): refund it in the merchant platform`,
+        },
+        { kind: 'reverse_answer', detail },
+      );
+      log.error('WeChat Pay refused the reversal; refund it by hand', { result: outcome.errCode });
+      return done;
+    }
+    const nextReverseAt = this.clock.now() + this.backoffFor(attempts);
+    const pending = this.journal.update(saleId, { reverseAttempts: attempts, nextReverseAt }, { kind: 'reverse_answer', detail });
+    const fields = this.outcomeFields(outcome);
+    if (outcome.kind === 'success') log.warning('WeChat Pay asks to call reverse again (recall=Y)', { attempts });
+    else log.error('reversal not confirmed yet; will retry', { ...fields, attempts });
+    return pending;
+  }
+
+  private markReversePending(saleId: number): Sale {
+    const sale = this.current(saleId);
+    if (sale.state !== 'reversing') return sale;
+    if (sale.finalCode === 'REVERSE_PENDING') return sale;
+    const pending = this.journal.update(
+      saleId,
+      { finalCode: 'REVERSE_PENDING', finalText: cashierText('REVERSE_PENDING') },
+      { kind: 'reverse_pending', detail: JSON.stringify({ attempts: sale.reverseAttempts }) },
+    );
+    this.saleLog(pending).error('reversal not confirmed; the box keeps trying in the background', {
+      attempts: pending.reverseAttempts,
+    });
+    return pending;
+  }
+
+  /**
+   * Finishes every unfinished sale in the journal before new sales are taken: an open sale never sent
+   * anything and just ends; a sale that reached WeChat Pay is queried and reversed unless WeChat Pay
+   * closed it (paid but never reported PAID is reversed too: the register never heard PAID). A reversal
+   * that cannot be confirmed now is left to the background queue as REVERSE_PENDING.
+   */
+  async recover(): Promise<Sale[]> {
+    const finished: Sale[] = [];
+    for (const stale of this.journal.unfinished()) {
+      const log = this.saleLog(stale);
+      log.warning('recovering a sale left unfinished by a restart', { state: stale.state });
+      finished.push(await this.recoverOne(stale.id));
+    }
+    return finished;
+  }
+
+  private async recoverOne(saleId: number): Promise<Sale> {
+    const sale = this.current(saleId);
+    const state: SaleState = sale.state;
+    if (state === 'open') {
+      return this.failOpen(saleId, 'INTERRUPTED', 'box restarted before the code was scanned; nothing charged');
+    }
+    if (state === 'reversing') return this.reverse(saleId, sale.reverseReason ?? 'INTERRUPTED', 'restart');
+    if (state === 'paying' || state === 'polling') {
+      const outcome = await this.gateway.orderquery({ outTradeNo: sale.outTradeNo });
+      this.onGatewayOutcome?.(outcome);
+      if (outcome.kind === 'success' && tradeStateClass(outcome.fields.trade_state ?? '') === 'closed') {
+        const state = outcome.fields.trade_state ?? 'CLOSED';
+        return this.journal.transition(
+          saleId,
+          'failed',
+          { finalCode: 'INTERRUPTED', finalText: `box restarted; order ${state.toLowerCase()} at WeChat Pay, nothing charged` },
+          { kind: 'orderquery_answer', detail: outcomeDetail(outcome) },
+        );
+      }
+      this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
+      return this.reverse(saleId, 'INTERRUPTED', 'box restarted mid-payment');
+    }
+    return sale;
+  }
+
+  /** Tries every due pending reversal once. Returns how many were tried. */
+  async runDueReversals(): Promise<number> {
+    let tried = 0;
+    for (const sale of this.journal.pendingReversals()) {
+      if (this.reversing.has(sale.id)) continue;
+      if (sale.nextReverseAt !== null && sale.nextReverseAt > this.clock.now()) continue;
+      this.reversing.add(sale.id);
+      try {
+        tried++;
+        const after = await this.reverseOnce(sale.id);
+        if (after.state === 'reversing') this.markReversePending(sale.id);
+      } finally {
+        this.reversing.delete(sale.id);
+      }
+    }
+    return tried;
+  }
+
+  /** The background reversal queue: wakes every `tickMs`, tries what is due, until stopped. */
+  startReversalQueue(tickMs = 1000): void {
+    if (this.queue) return;
+    const stop = new AbortController();
+    const done = (async () => {
+      while (!stop.signal.aborted) {
+        try {
+          await this.runDueReversals();
+        } catch (error) {
+          this.log.error('reversal queue failed; will retry', { error: (error as Error).message });
+        }
+        try {
+          await this.clock.sleep(tickMs, stop.signal);
+        } catch {
+          break;
+        }
+      }
+    })();
+    this.queue = { stop, done };
+  }
+
+  async stopReversalQueue(): Promise<void> {
+    if (!this.queue) return;
+    const { stop, done } = this.queue;
+    this.queue = null;
+    stop.abort();
+    await done;
+  }
+
+  private current(saleId: number): Sale {
+    const sale = this.journal.get(saleId);
+    if (!sale) throw new Error(`no sale with id ${saleId}`);
+    return sale;
+  }
+
+  private outcomeFields(outcome: ApiOutcome): Record<string, string | number> {
+    const fields: Record<string, string | number> = { result: outcome.kind, ms: outcome.ms };
+    if (outcome.kind === 'business') fields.err_code = outcome.errCode;
+    if (outcome.kind === 'unknown') fields.failure = outcome.failure;
+    if (outcome.kind === 'success' && outcome.fields.trade_state) fields.trade_state = outcome.fields.trade_state;
+    return fields;
+  }
+}
+
+export { isFinal };
+export type { SalePatch };
