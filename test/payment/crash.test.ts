@@ -84,6 +84,8 @@ interface Kill {
   /** How to reach the instant of the kill. */
   killAt: (sim: GatewaySimulator, child: Child) => Promise<void>;
   haltBeforeMicropay?: boolean;
+  /** What recovery must leave: the sale's final state and code, and whether money went back. */
+  expect: { state: string; code: string | null; refunded: boolean };
 }
 
 const pause = (ms: number) => systemClock.sleep(ms);
@@ -91,17 +93,20 @@ const pause = (ms: number) => systemClock.sleep(ms);
 const KILLS: Kill[] = [
   {
     name: 'before micropay leaves (paying committed)',
+    expect: { state: 'reversed', code: 'INTERRUPTED', refunded: false },
     scenario: { outcome: 'paid' },
     haltBeforeMicropay: true,
     killAt: async (_sim, child) => void (await child.waitFor('micropay_about_to_send')),
   },
   {
-    name: 'micropay in flight, gateway has not acted',
+    name: 'micropay in flight, gateway charged, answer delayed',
+    expect: { state: 'reversed', code: 'INTERRUPTED', refunded: true },
     scenario: { outcome: 'paid', faults: { micropay: [{ kind: 'delay', ms: 150 }] } },
     killAt: async (sim) => waitForRequest(sim, 'micropay', () => null),
   },
   {
     name: 'micropay in flight, gateway has charged',
+    expect: { state: 'reversed', code: 'INTERRUPTED', refunded: true },
     scenario: { outcome: 'paid', faults: { micropay: [{ kind: 'hang' }] } },
     killAt: async (sim) => {
       await waitForRequest(sim, 'micropay', () => null);
@@ -110,21 +115,25 @@ const KILLS: Kill[] = [
   },
   {
     name: 'polling while the payer types the password (payer confirms later)',
+    expect: { state: 'reversed', code: 'INTERRUPTED', refunded: true },
     scenario: { outcome: 'userpaying', confirmAfterMs: 400 },
     killAt: async (sim) => waitForRequest(sim, 'orderquery', () => null),
   },
   {
     name: 'polling, the payer never confirms',
+    expect: { state: 'reversed', code: 'INTERRUPTED', refunded: false },
     scenario: { outcome: 'userpaying' },
     killAt: async (sim) => waitForRequest(sim, 'orderquery', () => null),
   },
   {
-    name: 'reversing, the reverse request lost before the gateway acts',
+    name: 'reversing, the gateway reversed, its answer delayed',
+    expect: { state: 'reversed', code: 'TIMEOUT_REVERSED', refunded: false },
     scenario: { outcome: 'userpaying', faults: { reverse: [{ kind: 'delay', ms: 5000 }] } },
     killAt: async (sim) => waitForRequest(sim, 'reverse', () => null),
   },
   {
     name: 'reversing, the gateway reversed but the answer never came',
+    expect: { state: 'reversed', code: 'TIMEOUT_REVERSED', refunded: false },
     scenario: { outcome: 'userpaying', faults: { reverse: [{ kind: 'hang' }] } },
     killAt: async (sim) => {
       await waitForRequest(sim, 'reverse', () => null);
@@ -133,6 +142,7 @@ const KILLS: Kill[] = [
   },
   {
     name: 'between PAID committed and the end of the process',
+    expect: { state: 'paid', code: null, refunded: false },
     scenario: { outcome: 'paid' },
     killAt: async (_sim, child) => void (await child.waitFor('final')),
   },
@@ -180,7 +190,10 @@ t.test('SIGKILL at each step of a sale, restart on the same journal: money rules
       t.ok(isFinal(sale!.state), `final after recovery (${sale!.state} ${sale!.finalCode})`);
       t.same(journal.unfinished(), [], 'nothing left unfinished');
 
+      t.equal(sale!.state, kill.expect.state, 'final state');
+      t.equal(sale!.finalCode, kill.expect.code, 'code the register gets on QUERY');
       const entry = sim.entry(sale!.outTradeNo);
+      t.equal((entry?.refundedFen ?? 0) > 0, kill.expect.refunded, 'money given back exactly when it had been taken');
       if (sale!.state === 'paid') {
         t.equal(entry?.charged, true, 'PAID in the journal means charged at the gateway');
       } else {

@@ -274,7 +274,7 @@ t.test('the cashier cancels while micropay is in flight and it charges: the char
   });
 });
 
-t.test('reverse without a merchant certificate: HTML 400 -> REVERSE_PENDING, error logged; fixed later by the queue', async (t) => {
+t.test('reverse without a merchant certificate: HTML 400 -> REVERSE_PENDING, error logged, the queue keeps trying', async (t) => {
   const clock = new VirtualClock();
   await withWorld(t, { clock, client: { certificate: null } }, async (w) => {
     const { sale } = await sell(w, { outcome: 'userpaying' });
@@ -291,7 +291,11 @@ t.test('reverse without a merchant certificate: HTML 400 -> REVERSE_PENDING, err
     const next = w.journal.latestByRef('NEXT1')!;
     w.engine.failOpen(next.id, 'CANCELLED');
     clock.advance(3600_000);
-    t.equal(await w.engine.runDueReversals(), 0, 'the restarted client still has no certificate');
+    t.equal(await w.engine.runDueReversals(), 1, 'the queue tries again once due');
+    const still = w.journal.get(sale.id)!;
+    t.equal(still.state, 'reversing', 'without a certificate it stays pending');
+    t.equal(still.finalCode, 'REVERSE_PENDING');
+    t.equal(still.reverseAttempts, 4);
   });
 });
 
