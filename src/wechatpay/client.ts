@@ -1,0 +1,595 @@
+import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
+import { Agent, buildConnector } from 'undici';
+import type { Logger } from '../log.js';
+import { maskCode } from '../log.js';
+import { SIGN_TYPES, sign, verify, type SignType } from './sign.js';
+import { XmlError, decodeXml, encodeXml } from './xml.js';
+
+/**
+ * The WeChat Pay V2 HTTPS client for the payment-code cycle: micropay, orderquery, reverse.
+ *
+ * Money rules that shape this file:
+ * - Nothing here throws for a network or gateway problem. Whatever is not a verified answer is an
+ *   `unknown` outcome, which the payment cycle resolves by orderquery and reverse. It is never "paid" and
+ *   never a definite failure.
+ * - micropay is sent exactly once, to one origin. Re-sending it (also to the backup domain) could charge
+ *   twice; orderquery and reverse are safe to repeat and fail over to the backup domain.
+ * - The payment code and the API key never appear in a message, a log line or an outcome.
+ */
+
+export type ApiCall = 'micropay' | 'orderquery' | 'reverse';
+
+export type FailureCode =
+  | 'TIMEOUT'
+  | 'NETWORK'
+  | 'HTTP_STATUS'
+  | 'BAD_XML'
+  | 'BAD_SIGNATURE'
+  | 'ECHO_MISMATCH'
+  | 'RETURN_FAIL'
+  | 'CERT_REJECTED';
+
+export type ApiOutcome =
+  /** return_code=SUCCESS, result_code=SUCCESS, signature verified, echoes checked. */
+  | { kind: 'success'; call: ApiCall; fields: Record<string, string>; ms: number; origin: string }
+  /** return_code=SUCCESS, result_code=FAIL, signature verified, echoes checked. */
+  | {
+      kind: 'business';
+      call: ApiCall;
+      errCode: string;
+      errCodeDes: string;
+      fields: Record<string, string>;
+      ms: number;
+      origin: string;
+    }
+  /** Anything else: never paid, never a final failure. `origin` is who answered, null when nobody did. */
+  | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null };
+
+export interface MerchantCredentials {
+  mchId: string;
+  appId: string;
+  subMchId?: string;
+  subAppId?: string;
+  apiKey: string;
+  signType: SignType;
+}
+
+export type ClientCertificate =
+  | { kind: 'pem'; certPem: string; keyPem: string }
+  | { kind: 'p12'; p12: Buffer; passphrase: string };
+
+export interface WechatPayClientOptions {
+  merchant: MerchantCredentials;
+  /** Origin (optionally with a path prefix such as `/sandboxnew`), e.g. https://api.mch.weixin.qq.com */
+  apiBase: string;
+  /** e.g. https://api2.mch.weixin.qq.com; used by orderquery and reverse when the primary cannot be reached. */
+  backupBase?: string | null;
+  /** The merchant client certificate; /secapi/pay/reverse refuses requests without it. */
+  certificate?: ClientCertificate | null;
+  /** Extra trust anchors (tests, simulator), added to Node's bundled roots. */
+  ca?: string | string[];
+  /** Per call, in ms: micropay 10000, orderquery 6000, reverse 8000; connect 5000. */
+  timeouts?: Partial<Record<ApiCall, number>> & { connect?: number };
+  /** Default: the first non-internal IPv4 address of this machine, else 127.0.0.1. */
+  spbillCreateIp?: string;
+  log?: Logger;
+  /** Default: 32 characters of [A-Za-z0-9] from crypto.randomBytes. */
+  nonce?: () => string;
+  /** test/bench hook: called right before a request is written and right after its body is read. */
+  onWire?: (call: ApiCall, phase: 'send' | 'receive') => void;
+}
+
+/** The merchant certificate cannot be used; thrown by the constructor so the daemon stops at start. */
+export class CertificateError extends Error {
+  readonly code = 'CERTIFICATE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'CertificateError';
+  }
+}
+
+const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
+  micropay: 10_000,
+  orderquery: 6_000,
+  reverse: 8_000,
+  connect: 5_000,
+};
+
+const PATHS: Readonly<Record<ApiCall, string>> = {
+  micropay: '/pay/micropay',
+  orderquery: '/pay/orderquery',
+  reverse: '/secapi/pay/reverse',
+};
+
+/** A V2 answer is a few hundred bytes; anything near this is not WeChat Pay. */
+const MAX_RESPONSE_BYTES = 256 * 1024;
+
+/**
+ * How long an idle connection is kept. Sales at a counter come in bursts (micropay, then orderquery
+ * every 5 s); reusing the TLS connection saves a handshake per request. Kept well under nginx's default
+ * 75 s so the box rarely writes into a connection the server has just closed (undici uses the server's
+ * Keep-Alive hint instead when it sends one).
+ */
+const KEEP_ALIVE_MS = 20_000;
+
+/** out_trade_no: the safe set of wechatpay-v2.md §2. */
+const OUT_TRADE_NO = /^[A-Za-z0-9_-]{1,32}$/;
+
+const NONCE_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** 32 characters of [A-Za-z0-9]; bytes >= 248 are skipped so every character is equally likely. */
+export function randomNonce(length = 32): string {
+  let out = '';
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      if (byte >= 248) continue;
+      out += NONCE_ALPHABET[byte % 62];
+      if (out.length === length) break;
+    }
+  }
+  return out;
+}
+
+/** The IP WeChat Pay asks for in spbill_create_ip: this machine's first non-internal IPv4 address. */
+export function defaultSpbillCreateIp(): string {
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const address of addresses ?? []) {
+      if (address.family === 'IPv4' && !address.internal) return address.address;
+    }
+  }
+  return '127.0.0.1';
+}
+
+const P12_CONVERT_HINT =
+  'convert it once with `openssl pkcs12 -legacy -in apiclient_cert.p12 -nodes -out apiclient.pem` ' +
+  '(password = mch_id), then set SCANBOX_CERT_FILE and SCANBOX_CERT_KEY_FILE to apiclient.pem';
+
+/**
+ * Turns what OpenSSL says about an unusable merchant certificate into a message a technician can act on.
+ * Exported so the mapping of OpenSSL 3's refusal of legacy RC2-40 files can be tested on its own.
+ */
+export function certificateError(kind: ClientCertificate['kind'], error: unknown): CertificateError {
+  const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : '';
+  const detail = error instanceof Error ? error.message : String(error);
+  if (kind === 'p12') {
+    if (/mac verify failure|invalid password/i.test(detail)) {
+      return new CertificateError(
+        'merchant certificate apiclient_cert.p12: wrong password (WeChat Pay sets it to the mch_id; ' +
+          'a different one goes in SCANBOX_CERT_P12_PASSWORD_FILE)',
+      );
+    }
+    if (code === 'ERR_CRYPTO_UNSUPPORTED_OPERATION' || /unsupported/i.test(detail)) {
+      return new CertificateError(
+        `merchant certificate apiclient_cert.p12 uses a legacy cipher (RC2-40) that OpenSSL 3 refuses: ${P12_CONVERT_HINT}`,
+      );
+    }
+    return new CertificateError(`merchant certificate apiclient_cert.p12 is unusable (${detail}): ${P12_CONVERT_HINT}`);
+  }
+  if (/key values mismatch/i.test(detail)) {
+    return new CertificateError('merchant certificate: the private key does not belong to the certificate');
+  }
+  return new CertificateError(`merchant certificate (PEM) is unusable: ${detail}`);
+}
+
+/** Parses the certificate the way the TLS connection will, so a bad one stops the daemon at start. */
+function checkCertificate(certificate: ClientCertificate): ConnectionOptions {
+  const options: ConnectionOptions =
+    certificate.kind === 'pem'
+      ? { cert: certificate.certPem, key: certificate.keyPem }
+      : { pfx: certificate.p12, passphrase: certificate.passphrase };
+  if (certificate.kind === 'pem' && (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(certificate.certPem) || !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(certificate.keyPem))) {
+    throw new CertificateError('merchant certificate (PEM): expected a certificate and a private key in PEM form');
+  }
+  try {
+    createSecureContext(options);
+  } catch (error) {
+    throw certificateError(certificate.kind, error);
+  }
+  return options;
+}
+
+function normalizeBase(name: string, base: string): string {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    throw new TypeError(`${name} is not a URL: ${base}`);
+  }
+  // The payment code travels in the body: never over plain HTTP.
+  if (url.protocol !== 'https:') throw new TypeError(`${name} must be an https:// URL: ${base}`);
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    throw new TypeError(`${name} must be an origin with at most a path prefix: ${base}`);
+  }
+  return url.origin + url.pathname.replace(/\/+$/, '');
+}
+
+function positiveMs(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) throw new TypeError(`timeouts.${name} must be a positive number of ms`);
+  return Math.ceil(value);
+}
+
+function requireText(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`merchant.${name} must be a non-empty string`);
+  return value;
+}
+
+/** Every error code an undici/Node failure carries, including inside AggregateError (happy eyeballs) and causes. */
+function errorCodes(error: unknown, depth = 0): string[] {
+  if (typeof error !== 'object' || error === null || depth > 3) return [];
+  const codes: string[] = [];
+  const { code, cause, errors } = error as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof code === 'string') codes.push(code);
+  if (cause !== undefined) codes.push(...errorCodes(cause, depth + 1));
+  if (Array.isArray(errors)) for (const inner of errors) codes.push(...errorCodes(inner, depth + 1));
+  return codes;
+}
+
+function errorText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error && error.cause.message !== error.message ? ` (${error.cause.message})` : '';
+  const inner =
+    error instanceof AggregateError && error.message === '' ? error.errors.map((e) => errorText(e)).join('; ') : error.message;
+  return inner + cause;
+}
+
+/** Failures in reaching the server at all (the request never left the box); named as such in the message. */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+interface Failure {
+  failure: FailureCode;
+  message: string;
+  /** true when the backup domain may be tried (orderquery and reverse only). */
+  failover: boolean;
+}
+
+function classifyError(error: unknown, timedOut: boolean, timeoutMs: number): Failure {
+  const codes = errorCodes(error);
+  const text = errorText(error);
+  const first = codes[0] ?? (error instanceof Error ? error.name : 'Error');
+  if (codes.includes('UND_ERR_CONNECT_TIMEOUT')) {
+    return { failure: 'TIMEOUT', message: `could not connect in time: ${text}`, failover: true };
+  }
+  if (timedOut || codes.includes('UND_ERR_HEADERS_TIMEOUT') || codes.includes('UND_ERR_BODY_TIMEOUT')) {
+    return { failure: 'TIMEOUT', message: `no complete answer within ${timeoutMs} ms`, failover: false };
+  }
+  if (codes.includes('UND_ERR_RES_EXCEEDED_MAX_SIZE')) {
+    return { failure: 'BAD_XML', message: `answer larger than ${MAX_RESPONSE_BYTES} bytes`, failover: false };
+  }
+  const unreachable = codes.some((code) => UNREACHABLE.has(code));
+  // Refused, DNS, unreachable, and also a reset, a TLS failure or a closed socket (which may come after the
+  // server got the request): orderquery and reverse are safe to repeat, so the backup is asked for all of them.
+  // A read timeout is not failed over: the call's time is used up and the primary may still be working on it.
+  return { failure: 'NETWORK', message: `${unreachable ? 'cannot reach server' : 'connection failed'}: ${first}: ${text}`, failover: true };
+}
+
+type Judged = { outcome: ApiOutcome; failover: boolean };
+
+export class WechatPayClient {
+  readonly stats = { handshakes: 0, requests: 0 };
+
+  private readonly merchant: Readonly<MerchantCredentials>;
+  private readonly apiBase: string;
+  private readonly backupBase: string | null;
+  private readonly timeouts: Readonly<Record<ApiCall | 'connect', number>>;
+  private readonly spbillCreateIp: string;
+  private readonly log: Logger | undefined;
+  private readonly nonce: () => string;
+  private readonly onWire: ((call: ApiCall, phase: 'send' | 'receive') => void) | undefined;
+  /** micropay and orderquery: one keep-alive pool per origin, no client certificate. */
+  private readonly payAgent: Agent;
+  /** reverse only: presents the merchant certificate on every connection. */
+  private readonly secAgent: Agent;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: WechatPayClientOptions) {
+    const m = options.merchant;
+    if (typeof m !== 'object' || m === null) throw new TypeError('merchant credentials are required');
+    this.merchant = Object.freeze({
+      mchId: requireText('mchId', m.mchId),
+      appId: requireText('appId', m.appId),
+      ...(m.subMchId ? { subMchId: m.subMchId } : {}),
+      ...(m.subAppId ? { subAppId: m.subAppId } : {}),
+      apiKey: requireText('apiKey', m.apiKey),
+      signType: m.signType,
+    });
+    if (!SIGN_TYPES.includes(m.signType)) throw new TypeError(`merchant.signType must be one of ${SIGN_TYPES.join(', ')}`);
+    this.apiBase = normalizeBase('apiBase', options.apiBase);
+    this.backupBase = options.backupBase ? normalizeBase('backupBase', options.backupBase) : null;
+    const t = options.timeouts ?? {};
+    this.timeouts = Object.freeze({
+      micropay: positiveMs('micropay', t.micropay, DEFAULT_TIMEOUTS.micropay),
+      orderquery: positiveMs('orderquery', t.orderquery, DEFAULT_TIMEOUTS.orderquery),
+      reverse: positiveMs('reverse', t.reverse, DEFAULT_TIMEOUTS.reverse),
+      connect: positiveMs('connect', t.connect, DEFAULT_TIMEOUTS.connect),
+    });
+    this.spbillCreateIp = options.spbillCreateIp ?? defaultSpbillCreateIp();
+    this.log = options.log;
+    this.nonce = options.nonce ?? (() => randomNonce());
+    this.onWire = options.onWire;
+
+    const certificate = options.certificate ? checkCertificate(options.certificate) : {};
+    // Node's `ca` replaces the default roots; extra anchors are added to them instead.
+    const extraCa = options.ca === undefined ? [] : Array.isArray(options.ca) ? options.ca : [options.ca];
+    const trust: ConnectionOptions = extraCa.length > 0 ? { ca: [...rootCertificates, ...extraCa] } : {};
+    // One connection per origin for micropay and orderquery: a sale's requests are sequential, and undici
+    // checks an idle socket for a FIN in the next event-loop turn before reusing it; with more connections
+    // allowed, a request sent right after the previous answer would open a second TLS connection instead.
+    this.payAgent = this.agent(trust, 1);
+    this.secAgent = this.agent({ ...trust, ...certificate }, null);
+  }
+
+  private agent(tlsOptions: ConnectionOptions, connections: number | null): Agent {
+    const connect = buildConnector({ ...tlsOptions, timeout: this.timeouts.connect });
+    const counted: buildConnector.connector = (opts, callback) => {
+      connect(opts, (...args: buildConnector.CallbackArgs) => {
+        if (args[0] === null) this.stats.handshakes += 1;
+        callback(...args);
+      });
+    };
+    return new Agent({
+      connect: counted,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      keepAliveMaxTimeout: 60_000,
+      maxResponseSize: MAX_RESPONSE_BYTES,
+      pipelining: 1,
+      connections,
+    });
+  }
+
+  micropay(req: {
+    outTradeNo: string;
+    totalFee: number;
+    authCode: string;
+    body: string;
+    deviceInfo?: string;
+    attach?: string;
+  }): Promise<ApiOutcome> {
+    checkOutTradeNo(req.outTradeNo);
+    if (typeof req.totalFee !== 'number' || !Number.isSafeInteger(req.totalFee) || req.totalFee <= 0) {
+      throw new TypeError('totalFee must be a positive safe integer number of fen');
+    }
+    if (typeof req.authCode !== 'string' || req.authCode === '') throw new TypeError('authCode must be a non-empty string');
+    if (typeof req.body !== 'string' || req.body === '') throw new TypeError('body must be a non-empty string');
+    const fields: Record<string, string> = {
+      body: req.body,
+      out_trade_no: req.outTradeNo,
+      total_fee: String(req.totalFee),
+      spbill_create_ip: this.spbillCreateIp,
+      auth_code: req.authCode,
+    };
+    if (req.deviceInfo) fields.device_info = req.deviceInfo;
+    if (req.attach) fields.attach = req.attach;
+    return this.call('micropay', req.outTradeNo, fields, req.authCode);
+  }
+
+  orderquery(req: { outTradeNo: string }): Promise<ApiOutcome> {
+    checkOutTradeNo(req.outTradeNo);
+    return this.call('orderquery', req.outTradeNo, { out_trade_no: req.outTradeNo }, null);
+  }
+
+  reverse(req: { outTradeNo: string }): Promise<ApiOutcome> {
+    checkOutTradeNo(req.outTradeNo);
+    return this.call('reverse', req.outTradeNo, { out_trade_no: req.outTradeNo }, null);
+  }
+
+  /** Closes the connections once the requests under way have finished. Safe to call more than once. */
+  close(): Promise<void> {
+    this.closing ??= Promise.all([this.payAgent.close(), this.secAgent.close()]).then(() => undefined);
+    return this.closing;
+  }
+
+  private signedBody(callFields: Record<string, string>): string {
+    const m = this.merchant;
+    const nonce = this.nonce();
+    if (typeof nonce !== 'string' || !/^[A-Za-z0-9]{1,32}$/.test(nonce)) throw new TypeError('nonce() must return 1-32 of [A-Za-z0-9]');
+    const fields: Record<string, string> = { appid: m.appId, mch_id: m.mchId };
+    if (m.subAppId) fields.sub_appid = m.subAppId;
+    if (m.subMchId) fields.sub_mch_id = m.subMchId;
+    fields.nonce_str = nonce;
+    // sign_type is an ordinary signed field: it is in the map before the signature is computed.
+    fields.sign_type = m.signType;
+    Object.assign(fields, callFields);
+    fields.sign = sign(fields, m.apiKey, m.signType);
+    return encodeXml(fields);
+  }
+
+  private async call(
+    call: ApiCall,
+    outTradeNo: string,
+    callFields: Record<string, string>,
+    authCode: string | null,
+  ): Promise<ApiOutcome> {
+    const started = performance.now();
+    const scrub = scrubber(authCode, this.merchant.apiKey);
+    let outcome: ApiOutcome;
+    try {
+      const body = this.signedBody(callFields);
+      // micropay goes to one origin only: a second micropay anywhere could charge twice.
+      const bases = call !== 'micropay' && this.backupBase !== null ? [this.apiBase, this.backupBase] : [this.apiBase];
+      let judged: Judged | undefined;
+      for (const base of bases) {
+        const attemptStarted = performance.now();
+        judged = await this.attempt(call, base, body, outTradeNo, started);
+        this.logAttempt(call, outTradeNo, base, judged.outcome, attemptStarted);
+        if (!judged.failover) break;
+      }
+      outcome = judged!.outcome;
+    } catch (error) {
+      // Nothing above should throw; if it does, the money rule still holds: not paid, not failed, unknown.
+      outcome = {
+        kind: 'unknown',
+        call,
+        failure: 'NETWORK',
+        message: `internal error: ${errorText(error)}`,
+        ms: elapsed(started),
+        origin: null,
+      };
+      this.logAttempt(call, outTradeNo, this.apiBase, outcome, started);
+    }
+    return scrubOutcome(outcome, scrub);
+  }
+
+  private logAttempt(call: ApiCall, outTradeNo: string, base: string, outcome: ApiOutcome, started: number): void {
+    this.log?.debug('wechatpay request', {
+      call,
+      out_trade_no: outTradeNo,
+      origin: base,
+      outcome: outcome.kind,
+      err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
+      failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
+      ms: elapsed(started),
+    });
+  }
+
+  /** One request to one origin. Never throws. */
+  private async attempt(call: ApiCall, base: string, body: string, outTradeNo: string, started: number): Promise<Judged> {
+    const timeoutMs = this.timeouts[call];
+    const url = new URL(base + PATHS[call]);
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    const dispatcher = call === 'reverse' ? this.secAgent : this.payAgent;
+    let status: number;
+    let text: string;
+    try {
+      this.stats.requests += 1;
+      this.onWire?.(call, 'send');
+      const response = await dispatcher.request({
+        origin: url.origin,
+        path: url.pathname,
+        method: 'POST',
+        headers: { 'content-type': 'text/xml; charset=utf-8', accept: 'text/xml, application/xml' },
+        body,
+        signal: controller.signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      status = response.statusCode;
+      text = await response.body.text();
+      this.onWire?.(call, 'receive');
+    } catch (error) {
+      const failed = classifyError(error, controller.signal.aborted, timeoutMs);
+      return {
+        outcome: { kind: 'unknown', call, failure: failed.failure, message: failed.message, ms: elapsed(started), origin: null },
+        failover: failed.failover,
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+    return { outcome: this.judge(call, base, status, text, outTradeNo, started), failover: false };
+  }
+
+  /** The response checks, in the order the money rules need them. */
+  private judge(call: ApiCall, origin: string, status: number, text: string, outTradeNo: string, started: number): ApiOutcome {
+    const unknown = (failure: FailureCode, message: string): ApiOutcome => ({
+      kind: 'unknown',
+      call,
+      failure,
+      message,
+      ms: elapsed(started),
+      origin,
+    });
+    if (status !== 200) {
+      if (call === 'reverse' && /SSL certificate/i.test(text)) {
+        const said = /No required SSL certificate was sent|The SSL certificate error|[^<>]*SSL certificate[^<>]*/i.exec(text)?.[0]?.trim();
+        return unknown(
+          'CERT_REJECTED',
+          `WeChat Pay refused the merchant certificate (HTTP ${status}: ${clip(said ?? 'SSL certificate')}): ` +
+            'check the merchant certificate (SCANBOX_CERT_FILE/SCANBOX_CERT_KEY_FILE or SCANBOX_CERT_P12_FILE)',
+        );
+      }
+      return unknown('HTTP_STATUS', `HTTP ${status} from ${origin}${PATHS[call]}`);
+    }
+    let fields: Record<string, string>;
+    try {
+      fields = decodeXml(text);
+    } catch (error) {
+      if (error instanceof XmlError) return unknown('BAD_XML', error.message);
+      throw error;
+    }
+    if (fields.return_code !== 'SUCCESS') {
+      // No sign on a return_code=FAIL answer: nothing to verify, and nothing in it can be trusted beyond "not done".
+      return unknown(
+        'RETURN_FAIL',
+        `return_code=${clip(fields.return_code ?? '(none)')} return_msg=${clip(fields.return_msg ?? '')}`,
+      );
+    }
+    // Verified with the algorithm of the request: answers rarely echo sign_type.
+    if (!verify(fields, this.merchant.apiKey, this.merchant.signType)) {
+      return unknown('BAD_SIGNATURE', `signature of the ${call} answer does not verify (${this.merchant.signType})`);
+    }
+    const m = this.merchant;
+    const echoes: Array<[string, string]> = [
+      ['appid', m.appId],
+      ['mch_id', m.mchId],
+    ];
+    if (m.subMchId) echoes.push(['sub_mch_id', m.subMchId]);
+    // An answer about another order must never settle this one (only checked when the answer carries it).
+    if (fields.out_trade_no !== undefined && fields.out_trade_no !== '') echoes.push(['out_trade_no', outTradeNo]);
+    for (const [name, ours] of echoes) {
+      if (fields[name] !== ours) {
+        return unknown('ECHO_MISMATCH', `${name} in the answer is ${clip(fields[name] ?? '(none)')}, expected ${ours}`);
+      }
+    }
+    if (fields.result_code === 'SUCCESS') return { kind: 'success', call, fields, ms: elapsed(started), origin };
+    if (fields.result_code === 'FAIL') {
+      return {
+        kind: 'business',
+        call,
+        errCode: fields.err_code ?? '',
+        errCodeDes: fields.err_code_des ?? '',
+        fields,
+        ms: elapsed(started),
+        origin,
+      };
+    }
+    return unknown('BAD_XML', `result_code is ${clip(fields.result_code ?? '(none)')}, expected SUCCESS or FAIL`);
+  }
+}
+
+function checkOutTradeNo(outTradeNo: unknown): void {
+  if (typeof outTradeNo !== 'string' || !OUT_TRADE_NO.test(outTradeNo)) {
+    throw new TypeError('outTradeNo must be 1-32 of [A-Za-z0-9_-]');
+  }
+}
+
+function elapsed(started: number): number {
+  return Math.round(performance.now() - started);
+}
+
+function clip(text: string, max = 160): string {
+  const oneLine = text.replace(/[\r\n\t]+/g, ' ');
+  return oneLine.length > max ? `${oneLine.slice(0, max)}...` : oneLine;
+}
+
+/** Removes the payment code and the API key from any text, whatever the other side echoed back. */
+function scrubber(authCode: string | null, apiKey: string): (text: string) => string {
+  const secrets: Array<[string, string]> = [[apiKey, '[api key]']];
+  // A real payment code is 16-24 digits; a shorter test value would mangle unrelated text.
+  if (authCode && authCode.length >= 6) secrets.push([authCode, maskCode(authCode)]);
+  return (text) => secrets.reduce((out, [secret, shown]) => (secret === '' ? out : out.split(secret).join(shown)), text);
+}
+
+function scrubOutcome(outcome: ApiOutcome, scrub: (text: string) => string): ApiOutcome {
+  if (outcome.kind === 'unknown') return { ...outcome, message: scrub(outcome.message) };
+  const fields: Record<string, string> = {};
+  for (const [name, value] of Object.entries(outcome.fields)) fields[name] = scrub(value);
+  if (outcome.kind === 'business') {
+    return { ...outcome, errCode: scrub(outcome.errCode), errCodeDes: scrub(outcome.errCodeDes), fields };
+  }
+  return { ...outcome, fields };
+}
