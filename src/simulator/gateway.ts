@@ -284,7 +284,17 @@ export class GatewaySimulator {
     const path = (req.url ?? '').split('?')[0] ?? '';
     const call = PATHS[path] ?? 'unknown';
     const socket = req.socket as TLSSocket;
-    const record: RequestRecord = { call, outTradeNo: null, status: 0, at: this.clock.now(), tls: { authorized: socket.authorized === true } };
+    // A resumed TLS session keeps `authorized` from the first handshake even when that one carried no client
+    // certificate: only a certificate actually presented on this connection counts.
+    const peer = socket.getPeerCertificate?.();
+    const presented = peer !== undefined && peer !== null && Object.keys(peer).length > 0;
+    const record: RequestRecord = {
+      call,
+      outTradeNo: null,
+      status: 0,
+      at: this.clock.now(),
+      tls: { authorized: socket.authorized === true && presented },
+    };
     this.log.push(record);
     const chunks: Buffer[] = [];
     let size = 0;
