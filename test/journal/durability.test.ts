@@ -1,5 +1,8 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -311,19 +314,33 @@ t.test('where the journal cannot be: clear errors, nothing created', async (t) =
   t.equal(fs.statSync(empty).size, 0);
 });
 
-t.test('a directory or file this user may not write is READONLY', { skip: process.getuid?.() === 0 ? 'root may write anywhere' : false }, async (t) => {
-  const dir = t.testdir({ locked: {}, open: {} });
+t.test('a directory or file this user may not write is READONLY', async (t) => {
+  // Root may write anywhere, so as root the opens run in a child dropped to nobody with setpriv.
+  const root = process.getuid?.() === 0;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scanbox-ro-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.chmodSync(dir, 0o755);
   const locked = path.join(dir, 'locked');
-  fs.chmodSync(locked, 0o555);
+  fs.mkdirSync(locked, { mode: 0o755 });
+  const file = path.join(dir, 'existing.db');
+  // The daemon is running (its -wal and -shm exist) while the unprivileged user tries.
+  const writer = Journal.open(file, options());
+  t.teardown(() => writer.close());
+  writer.createSale('R1', 100);
+  if (!root) fs.chmodSync(locked, 0o555);
   t.teardown(() => fs.chmodSync(locked, 0o755));
-  const err = thrown(() => Journal.open(path.join(locked, 'scanbox.db'), options()));
-  t.equal(err.code, 'READONLY');
-  t.match(err.message, /not writable/);
 
-  const file = path.join(dir, 'open', 'scanbox.db');
-  Journal.open(file, options()).close();
-  fs.chmodSync(file, 0o444);
-  t.equal(thrown(() => Journal.open(file, options())).code, 'READONLY');
-  const tech = openIn(t, file, { readonly: true });
-  t.equal(tech.recent(1).length, 0, 'still readable read-only');
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'readonly-child.ts');
+  const loader = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'));
+  const node = [process.execPath, ...loader, script, locked, file];
+  const argv = root ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node] : node;
+  const out = execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+  const result = JSON.parse(out.trim().split('\n').pop()!) as Record<string, { code: string; message: string } | number>;
+  const newInLocked = result.newInLockedDir as { code: string; message: string };
+  t.equal(newInLocked.code, 'READONLY');
+  t.match(newInLocked.message, /not writable/);
+  t.equal((result.existingReadWrite as { code: string }).code, 'READONLY', 'cannot write beside the running daemon');
+  t.equal((result.existingReadOnly as { code: string }).code, 'OK', 'a technician can still read it while the daemon runs');
+  t.equal(result.readable, 1);
+  t.same(fs.readdirSync(locked), [], 'nothing was created in the locked directory');
 });
