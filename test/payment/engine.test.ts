@@ -438,3 +438,16 @@ t.test('no log line holds a full payment code or the API key', async (t) => {
     for (const code of codes) t.notOk(journalText.includes(code), 'code not journalled');
   });
 });
+
+t.test('20 sequential sales reuse one TLS connection for micropay and orderquery', async (t) => {
+  await withWorld(t, {}, async (w) => {
+    const before = w.sim.connections;
+    for (let i = 0; i < 20; i++) {
+      const { sale } = await sell(w, i % 4 === 0 ? { outcome: 'userpaying', confirmAfterMs: 4000 } : { outcome: 'paid' });
+      t.equal(sale.state, 'paid');
+    }
+    t.equal(w.client.stats.handshakes, 1, 'the client opened one connection');
+    t.equal(w.sim.connections - before, 1, 'the gateway accepted one connection');
+    t.comment(`20 sales: ${w.client.stats.requests} requests, ${w.client.stats.handshakes} TLS handshake(s)`);
+  });
+});
