@@ -15,6 +15,8 @@ const HELPER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'script
 export class LineChannel {
   /** Every line received, in order, without its terminator. */
   readonly lines: string[] = [];
+  /** Called with each line as it arrives (the demo prints them live). */
+  onLine: ((line: string) => void) | null = null;
   private buffer = '';
   private waiters: { test: (line: string) => boolean; from: number; resolve: (line: string) => void }[] = [];
 
@@ -29,6 +31,7 @@ export class LineChannel {
         this.buffer = this.buffer.slice(index + skip);
         if (line === '') continue;
         this.lines.push(line);
+        this.onLine?.(line);
         this.wake();
       }
     });

@@ -1,0 +1,379 @@
+import type { Clock } from './clock.js';
+import type { Indicator } from './devices/indicator.js';
+import type { LinePort } from './devices/line-port.js';
+import { parseRegisterLine, withChecksum } from './devices/register-protocol.js';
+import { classifyCode, describeForeign } from './devices/scanner.js';
+import type { Journal, Sale } from './journal/journal.js';
+import type { Logger } from './log.js';
+import { formatYuan } from './money.js';
+import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
+import type { ApiOutcome } from './wechatpay/client.js';
+import { cashierText } from './wechatpay/codes.js';
+
+/**
+ * The counter: the only place that knows both the devices (register line, scanner, light) and the payment
+ * engine. One open sale at a time. The register hears about a sale only from its journal row, after the
+ * row is committed.
+ */
+
+export type Health =
+  | { kind: 'READY' }
+  | { kind: 'BUSY'; ref: string }
+  | { kind: 'OFFLINE'; text: string }
+  | { kind: 'FAULT'; text: string };
+
+export interface BoxOptions {
+  engine: PaymentEngine;
+  journal: Journal;
+  register: LinePort;
+  scanner: LinePort;
+  indicator: Indicator;
+  clock: Clock;
+  log: Logger;
+  maxAmountFen: number;
+  scanTimeoutMs: number;
+  /** Asks WeChat Pay something harmless to learn whether it can be reached (an orderquery of no order). */
+  probe?: () => Promise<ApiOutcome>;
+  /** Wait between reachability probes while the gateway looks unreachable. */
+  probeIntervalMs?: number;
+  /** A Pi has no real-time clock: until the time is plausible no WeChat Pay call is made. */
+  clockSane?: () => boolean;
+  /** How long SIGTERM waits for a sale that is talking to WeChat Pay before leaving it to recovery. */
+  stopGraceMs?: number;
+  /** Event details of settled sales older than this are pruned while idle. */
+  retentionMs?: number;
+}
+
+interface OpenSale {
+  sale: Sale;
+  /** The PAY carried a checksum, so every line about this sale carries one. */
+  checksum: boolean;
+  phase: 'scan' | 'paying';
+  cancel: AbortController;
+  scanWait: AbortController;
+  done: Promise<void> | null;
+}
+
+/** The earliest time a box can believe: anything before it means the clock was never set. */
+const SANE_AFTER = Date.UTC(2025, 0, 1);
+
+export class Box {
+  private readonly o: BoxOptions;
+  private open: OpenSale | null = null;
+  private fault: string | null = null;
+  private gatewayFailures = 0;
+  private offlineText: string | null = null;
+  private stopping = false;
+  private readonly background = new AbortController();
+  private readonly tasks: Promise<void>[] = [];
+
+  constructor(options: BoxOptions) {
+    this.o = options;
+  }
+
+  start(): void {
+    this.o.register.on('line', (line: string) => this.onRegisterLine(line));
+    this.o.register.on('rejected', (reason: string) => {
+      const code = reason === 'too_long' ? 'LINE_TOO_LONG' : 'BAD_LINE';
+      const text = reason === 'too_long' ? 'line longer than 256 bytes dropped' : 'line with bytes that are not printable ASCII dropped';
+      this.o.log.warning('register line rejected', { reason });
+      void this.reply(`ERR ${code} ${text}`, false);
+    });
+    this.o.scanner.on('line', (line: string) => this.onScan(line));
+    this.o.scanner.on('rejected', (reason: string) => {
+      this.o.log.warning('scanner line rejected', { reason });
+      if (this.open?.phase !== 'scan') this.o.indicator.flash();
+    });
+    this.refreshLight();
+    if (this.o.probe) this.tasks.push(this.probeLoop());
+    if (this.o.retentionMs) this.tasks.push(this.pruneLoop(this.o.retentionMs));
+  }
+
+  health(): Health {
+    if (this.fault) return { kind: 'FAULT', text: this.fault };
+    if (this.open) return { kind: 'BUSY', ref: this.open.sale.ref };
+    const offline = this.offlineReason();
+    if (offline) return { kind: 'OFFLINE', text: offline };
+    return { kind: 'READY' };
+  }
+
+  /** The journal cannot be trusted or written: refuse sales and say why. */
+  setFault(text: string): void {
+    if (this.fault === text) return;
+    this.fault = text;
+    this.o.log.error('box fault: sales refused', { reason: text });
+    this.refreshLight();
+  }
+
+  /** Told about every WeChat Pay answer (or its absence), by the engine and by the probe. */
+  noteGateway(outcome: ApiOutcome): void {
+    const unreachable = outcome.kind === 'unknown' && (outcome.failure === 'NETWORK' || outcome.failure === 'TIMEOUT');
+    if (unreachable) {
+      this.gatewayFailures++;
+      if (this.gatewayFailures === 2) {
+        this.offlineText = `WeChat Pay unreachable (${outcome.failure})`;
+        this.o.log.error('WeChat Pay unreachable: new sales are refused until it answers again', { failure: outcome.failure });
+        this.refreshLight();
+      }
+    } else if (outcome.kind !== 'unknown' || outcome.failure === 'BAD_SIGNATURE' || outcome.failure === 'RETURN_FAIL') {
+      if (this.offlineText) this.o.log.info('WeChat Pay reachable again');
+      this.gatewayFailures = 0;
+      this.offlineText = null;
+      this.refreshLight();
+    }
+  }
+
+  private clockSane(): boolean {
+    return this.o.clockSane ? this.o.clockSane() : this.o.clock.now() >= SANE_AFTER;
+  }
+
+  private offlineReason(): string | null {
+    if (!this.clockSane()) return 'clock not synchronised';
+    return this.offlineText;
+  }
+
+  private refreshLight(): void {
+    if (this.open) return;
+    this.o.indicator.show(this.fault || this.offlineReason() ? 'offline' : 'ready');
+  }
+
+  private async reply(text: string, checksum: boolean): Promise<void> {
+    const line = withChecksum(text, checksum);
+    const sent = await this.o.register.write(line);
+    this.o.log.debug('to register', { line, sent });
+  }
+
+  private finalLine(verdict: Verdict): string {
+    if (verdict.kind === 'paid') return `PAID ${verdict.ref} ${verdict.outTradeNo} ${verdict.transactionId}`;
+    if (verdict.kind === 'failed') return `FAILED ${verdict.ref} ${verdict.code} ${verdict.text}`;
+    return `PENDING ${verdict.ref}`;
+  }
+
+  private onRegisterLine(line: string): void {
+    const parsed = parseRegisterLine(line, this.o.maxAmountFen);
+    if (!parsed.ok) {
+      this.o.log.info('register sent a bad line', { error: parsed.code });
+      void this.reply(`ERR ${parsed.code} ${parsed.text}`, parsed.checksum);
+      return;
+    }
+    const { command, checksum } = parsed;
+    try {
+      switch (command.kind) {
+        case 'STATUS': {
+          const health = this.health();
+          const text =
+            health.kind === 'READY' ? 'STATUS READY' : health.kind === 'BUSY' ? `STATUS BUSY ${health.ref}` : `STATUS ${health.kind} ${health.text}`;
+          void this.reply(text, checksum);
+          return;
+        }
+        case 'QUERY': {
+          const sale = this.o.journal.latestByRef(command.ref);
+          if (!sale) void this.reply(`ERR UNKNOWN_REF ${command.ref}`, checksum);
+          else void this.reply(this.finalLine(verdictOf(sale)), checksum);
+          return;
+        }
+        case 'CANCEL':
+          this.cancel(command.ref, checksum);
+          return;
+        case 'PAY':
+          this.pay(command.ref, command.amountFen, checksum);
+          return;
+      }
+    } catch (error) {
+      this.journalFailed(error, checksum);
+    }
+  }
+
+  private journalFailed(error: unknown, checksum: boolean): void {
+    const message = (error as Error).message;
+    this.setFault(`journal: ${message}`);
+    void this.reply(`ERR FAULT journal cannot be written, call the technician`, checksum);
+  }
+
+  private pay(ref: string, amountFen: number, checksum: boolean): void {
+    if (this.fault) return void this.reply(`ERR FAULT ${this.fault}`, checksum);
+    if (this.stopping) return void this.reply('ERR SHUTTING_DOWN the box is restarting, try again shortly', checksum);
+    if (this.open) {
+      // The register repeating the PAY it is waiting on (a lost ACK) is answered, not refused.
+      if (this.open.sale.ref === ref && this.open.sale.amountFen === amountFen) return void this.reply(`ACK ${ref}`, checksum);
+      return void this.reply(`ERR BUSY ${this.open.sale.ref}`, checksum);
+    }
+    const started = this.o.engine.startSale(ref, amountFen);
+    if (started.kind === 'paid') {
+      this.o.log.info('PAY repeated for a paid sale: answered again, nothing charged', { ref, out_trade_no: started.sale.outTradeNo });
+      return void this.reply(this.finalLine(verdictOf(started.sale)), checksum);
+    }
+    if (started.kind === 'busy') return void this.reply(`ERR BUSY ${started.sale.ref}`, checksum);
+
+    void this.reply(`ACK ${ref}`, checksum);
+    const offline = this.offlineReason();
+    if (offline) {
+      const sale = this.o.engine.failOpen(started.sale.id, 'OFFLINE', `${cashierText('OFFLINE')} (${offline})`);
+      this.finish(sale, checksum);
+      return;
+    }
+    const open: OpenSale = {
+      sale: started.sale,
+      checksum,
+      phase: 'scan',
+      cancel: new AbortController(),
+      scanWait: new AbortController(),
+      done: null,
+    };
+    this.open = open;
+    this.o.indicator.show('waiting_scan');
+    this.o.log.info('waiting for the payment code', { ref, out_trade_no: open.sale.outTradeNo, amount: formatYuan(amountFen) });
+    void this.o.clock.sleep(this.o.scanTimeoutMs, open.scanWait.signal).then(
+      () => {
+        if (this.open === open && open.phase === 'scan') {
+          this.endUnscanned(open, 'NO_SCAN', cashierText('NO_SCAN'));
+        }
+      },
+      () => undefined,
+    );
+  }
+
+  private endUnscanned(open: OpenSale, code: string, text: string): void {
+    open.scanWait.abort();
+    try {
+      const sale = this.o.engine.failOpen(open.sale.id, code, text);
+      this.open = null;
+      this.finish(sale, open.checksum);
+    } catch (error) {
+      this.open = null;
+      this.journalFailed(error, open.checksum);
+    }
+  }
+
+  private cancel(ref: string, checksum: boolean): void {
+    const open = this.open;
+    if (!open || open.sale.ref !== ref) {
+      const sale = this.o.journal.latestByRef(ref);
+      if (!sale) return void this.reply(`ERR UNKNOWN_REF ${ref}`, checksum);
+      // Already over: say how it ended, so a register that missed the final line learns it.
+      return void this.reply(this.finalLine(verdictOf(sale)), checksum);
+    }
+    this.o.log.info('cashier cancelled the sale', { ref, phase: open.phase });
+    if (open.phase === 'scan') return this.endUnscanned(open, 'CANCELLED', cashierText('CANCELLED'));
+    open.cancel.abort();
+  }
+
+  private onScan(line: string): void {
+    const open = this.open;
+    const scanned = classifyCode(line);
+    if (!open || open.phase !== 'scan') {
+      this.o.log.info('scan ignored: no sale is waiting for a code', { kind: scanned.kind });
+      this.o.indicator.flash();
+      return;
+    }
+    if (scanned.kind !== 'wechat') {
+      this.o.log.info('not a WeChat payment code: sale ended without any request', { ref: open.sale.ref, kind: scanned.kind });
+      return this.endUnscanned(open, 'NOT_WECHAT_CODE', describeForeign(scanned.kind));
+    }
+    open.phase = 'paying';
+    open.scanWait.abort();
+    open.done = this.runPayment(open, scanned.code);
+  }
+
+  private async runPayment(open: OpenSale, code: string): Promise<void> {
+    try {
+      const sale = await this.o.engine.pay(open.sale.id, code, {
+        signal: open.cancel.signal,
+        onProgress: (progress) => {
+          if (progress === 'scanned') {
+            this.o.indicator.show('paying');
+            void this.reply(`WAIT ${open.sale.ref} SCANNED`, open.checksum);
+          } else {
+            void this.reply(`WAIT ${open.sale.ref} PASSWORD`, open.checksum);
+          }
+        },
+      });
+      this.open = null;
+      this.finish(sale, open.checksum);
+    } catch (error) {
+      // The journal refused a write mid-sale: the sale stays unfinished in the journal and recovery
+      // finishes it at the next start. The register is not told anything that is not committed.
+      this.open = null;
+      this.o.log.error('sale stopped by a journal error; recovery will finish it', { ref: open.sale.ref, error: (error as Error).message });
+      this.journalFailed(error, open.checksum);
+    }
+  }
+
+  private finish(sale: Sale, checksum: boolean): void {
+    const verdict = verdictOf(sale);
+    void this.reply(this.finalLine(verdict), checksum);
+    if (verdict.kind === 'paid') {
+      this.o.log.info('sale paid', { ref: sale.ref, out_trade_no: sale.outTradeNo, amount: formatYuan(sale.amountFen) });
+      this.o.indicator.show('paid');
+    } else {
+      this.o.log.info('sale failed', {
+        ref: sale.ref,
+        out_trade_no: sale.outTradeNo,
+        amount: formatYuan(sale.amountFen),
+        result: verdict.kind === 'failed' ? verdict.code : 'PENDING',
+      });
+      this.o.indicator.show('failed');
+    }
+    // The paid/failed pattern returns by itself to the last steady one (ready or offline).
+  }
+
+  private async probeLoop(): Promise<void> {
+    const interval = this.o.probeIntervalMs ?? 15000;
+    const signal = this.background.signal;
+    while (!signal.aborted) {
+      try {
+        await this.o.clock.sleep(interval, signal);
+      } catch {
+        return;
+      }
+      if (this.gatewayFailures === 0 || this.open || !this.clockSane() || !this.o.probe) continue;
+      try {
+        this.noteGateway(await this.o.probe());
+      } catch (error) {
+        this.o.log.warning('reachability probe failed', { error: (error as Error).message });
+      }
+    }
+  }
+
+  private async pruneLoop(retentionMs: number): Promise<void> {
+    const signal = this.background.signal;
+    while (!signal.aborted) {
+      try {
+        await this.o.clock.sleep(10 * 60 * 1000, signal);
+      } catch {
+        return;
+      }
+      // Small batches, only while idle: the SD card sees short writes between sales.
+      for (let batch = 0; batch < 10 && !this.open && !signal.aborted; batch++) {
+        try {
+          const removed = this.o.journal.prune(this.o.clock.now() - retentionMs, 500);
+          if (removed > 0) this.o.log.debug('pruned old event details', { events: removed });
+          if (removed < 500) break;
+        } catch (error) {
+          this.o.log.warning('pruning failed', { error: (error as Error).message });
+          break;
+        }
+      }
+    }
+  }
+
+  /**
+   * SIGTERM: take no new sale; a sale still waiting for its code ends now (nothing was sent); a sale
+   * talking to WeChat Pay gets `stopGraceMs` to finish. Every state is already journalled, so whatever is
+   * still open when the grace runs out is finished by recovery at the next start.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.background.abort();
+    const open = this.open;
+    if (open?.phase === 'scan') {
+      this.endUnscanned(open, 'INTERRUPTED', 'box is restarting; nothing charged, pay again');
+    } else if (open?.done) {
+      const grace = this.o.stopGraceMs ?? 20000;
+      const timeout = new AbortController();
+      await Promise.race([open.done, this.o.clock.sleep(grace, timeout.signal).catch(() => undefined)]);
+      timeout.abort();
+    }
+    await Promise.allSettled(this.tasks);
+  }
+}

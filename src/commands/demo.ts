@@ -1,0 +1,151 @@
+import { maskCode, maskCodesIn } from '../log.js';
+import { Rig } from '../simulator/rig.js';
+import type { Scenario } from '../simulator/gateway.js';
+
+/**
+ * `scanbox demo`: the whole box on any Linux machine. The built-in gateway simulator, two virtual serial
+ * ports, the real daemon, and a scripted counter playing the cash register, the customer and the cashier.
+ * Prints what the cashier, the customer's light and the technician's log would show, then a summary.
+ * Exits 0 only if every sale ended as scripted.
+ */
+
+interface Step {
+  title: string;
+  ref: string;
+  amountFen: number;
+  /** What the customer shows: a WeChat code with a wallet scenario, an Alipay code, or nothing. */
+  scan?: { code: string; scenario?: Scenario } | null;
+  cancel?: boolean;
+  /** The final line expected, as a pattern. */
+  expect: RegExp;
+}
+
+let seq = 0;
+function wechatCode(): string {
+  seq++;
+  return `134${String(process.pid % 100000).padStart(5, '0')}${String(seq).padStart(10, '0')}`;
+}
+
+const STEPS: Step[] = [
+  { title: 'paid at once', ref: 'R1001', amountFen: 1234, scan: { code: wechatCode(), scenario: { outcome: 'paid' } }, expect: /^PAID R1001 \S+ \d{28}$/ },
+  {
+    title: 'password, confirmed by the payer',
+    ref: 'R1002',
+    amountFen: 8800,
+    scan: { code: wechatCode(), scenario: { outcome: 'userpaying', confirmAfterMs: 3000 } },
+    expect: /^PAID R1002 /,
+  },
+  {
+    title: 'password never entered: reversed',
+    ref: 'R1003',
+    amountFen: 2500,
+    scan: { code: wechatCode(), scenario: { outcome: 'userpaying' } },
+    expect: /^FAILED R1003 TIMEOUT_REVERSED /,
+  },
+  { title: 'insufficient balance', ref: 'R1004', amountFen: 500, scan: { code: wechatCode(), scenario: { outcome: 'NOTENOUGH' } }, expect: /^FAILED R1004 NOTENOUGH / },
+  {
+    title: 'same sale again, the customer switched card',
+    ref: 'R1004',
+    amountFen: 500,
+    scan: { code: wechatCode(), scenario: { outcome: 'paid' } },
+    expect: /^PAID R1004 /,
+  },
+  { title: 'an Alipay code', ref: 'R1005', amountFen: 990, scan: { code: '286012345678901234' }, expect: /^FAILED R1005 NOT_WECHAT_CODE / },
+  { title: 'the cashier cancels before the scan', ref: 'R1006', amountFen: 4200, cancel: true, expect: /^FAILED R1006 CANCELLED / },
+  { title: 'PAY repeated for a paid sale', ref: 'R1001', amountFen: 1234, scan: null, expect: /^PAID R1001 \S+ \d{28}$/ },
+];
+
+const pad = (text: string, width: number): string => (text.length >= width ? text : text + ' '.repeat(width - text.length));
+
+export async function demoCommand(args: string[] = []): Promise<number> {
+  if (args.length > 0) {
+    process.stderr.write('usage: scanbox demo\n');
+    return 2;
+  }
+  const started = Date.now();
+  const say = (who: string, text: string): void => {
+    const at = ((Date.now() - started) / 1000).toFixed(1).padStart(5);
+    process.stdout.write(`${at}s  ${pad(who, 9)} ${text}\n`);
+  };
+  const onLog = (line: string): void => {
+    // Light and buzzer changes are the indicator's debug lines; other debug lines are left out.
+    const light = /^<7>light (.*)$/.exec(line);
+    if (light) return say('light', light[1]!);
+    if (line.startsWith('<7>')) return;
+    say('log', maskCodesIn(line));
+  };
+
+  process.stdout.write('scanbox demo: the built-in WeChat Pay simulator, two virtual serial ports and the real daemon\n');
+  process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n\n');
+  const rig = await Rig.start({
+    env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30' },
+    onLog,
+  });
+  const results: { step: Step; line: string; ok: boolean; seconds: number }[] = [];
+  rig.register.onLine = (line) => say('register', `< ${line}`);
+  try {
+    await rig.startDaemon();
+    const mark = rig.register.mark;
+    say('register', '> STATUS');
+    rig.register.send('STATUS');
+    await rig.register.next(/^STATUS /, 5000, mark);
+
+    say('scanner', '> a code scanned with no sale open (ignored, red flash)');
+    rig.scanner.send(wechatCode());
+
+    for (const step of STEPS) {
+      // A moment between sales, as at a real counter: the light's 3 s result shows in the transcript.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      process.stdout.write(`\n--- ${step.title}\n`);
+      const t0 = Date.now();
+      const from = rig.register.mark;
+      const pay = `PAY ${step.amountFen} ${step.ref}`;
+      say('register', `> ${pay}`);
+      rig.register.send(pay);
+      if (step.scan !== null) await rig.register.next(`ACK ${step.ref}`, 10000, from);
+      if (step.scan) {
+        if (step.scan.scenario) rig.sim.setScenario(step.scan.code, step.scan.scenario);
+        say('scanner', `> ${maskCode(step.scan.code)}`);
+        rig.scanner.send(step.scan.code);
+      }
+      if (step.cancel) {
+        say('register', `> CANCEL ${step.ref}`);
+        rig.register.send(`CANCEL ${step.ref}`);
+      }
+      let line: string;
+      try {
+        line = await rig.register.next((l) => /^(PAID|FAILED) /.test(l) && l.split(' ')[1] === step.ref, 60000, from);
+      } catch {
+        line = '(no final line)';
+      }
+      results.push({ step, line, ok: step.expect.test(line), seconds: (Date.now() - t0) / 1000 });
+    }
+
+    const charged = rig.sim.ledger().filter((e) => e.charged);
+    const r1001 = charged.filter((e) => e.attach === 'R1001').length;
+    process.stdout.write('\n');
+    const exitCode = await rig.stopDaemon();
+
+    process.stdout.write('\nsummary\n');
+    process.stdout.write(`  ${pad('sale', 7)} ${pad('scripted', 44)} ${pad('register was told', 44)} result\n`);
+    for (const r of results) {
+      const told = r.line.length > 44 ? r.line.slice(0, 41) + '...' : r.line;
+      process.stdout.write(`  ${pad(r.step.ref, 7)} ${pad(r.step.title, 44)} ${pad(told, 44)} ${r.ok ? 'ok' : 'WRONG'} (${r.seconds.toFixed(1)} s)\n`);
+    }
+    const chargedFen = charged.reduce((sum, e) => sum + e.totalFee, 0);
+    process.stdout.write(
+      `  gateway ledger: ${charged.length} payments kept (${(chargedFen / 100).toFixed(2)} yuan), ` +
+        `${rig.sim.ledger().filter((e) => e.reversed).length} reversed; R1001 charged ${r1001} time(s)\n`,
+    );
+    const allOk = results.every((r) => r.ok) && r1001 === 1 && exitCode === 0;
+    process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
+    return allOk ? 0 : 1;
+  } catch (error) {
+    process.stdout.write(`demo failed: ${(error as Error).message}\n`);
+    return 1;
+  } finally {
+    rig.register.onLine = null;
+    await rig.close();
+  }
+}

@@ -1,0 +1,152 @@
+import { systemClock } from '../clock.js';
+import { Box } from '../box.js';
+import { loadConfig, type Config } from '../config.js';
+import { onoffBackend } from '../devices/gpio.js';
+import { Indicator } from '../devices/indicator.js';
+import { LinePort } from '../devices/line-port.js';
+import { Journal } from '../journal/journal.js';
+import { createLogger, type Level, type Logger } from '../log.js';
+import { PaymentEngine } from '../payment/engine.js';
+import { VERSION } from '../version.js';
+import { CertificateError, WechatPayClient } from '../wechatpay/client.js';
+
+/**
+ * `scanbox run`: config -> journal (quick_check) -> recovery -> serial ports -> READY, until SIGTERM.
+ * Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad configuration.
+ */
+
+function startupLogger(env: NodeJS.ProcessEnv): Logger {
+  const wanted = env.SCANBOX_LOG_LEVEL;
+  const level: Level = wanted === 'debug' || wanted === 'warning' || wanted === 'error' ? wanted : 'info';
+  return createLogger({ level });
+}
+
+export function clientFor(config: Config, log: Logger): WechatPayClient {
+  return new WechatPayClient({
+    merchant: {
+      mchId: config.mchId,
+      appId: config.appId,
+      ...(config.subMchId ? { subMchId: config.subMchId } : {}),
+      ...(config.subAppId ? { subAppId: config.subAppId } : {}),
+      apiKey: config.apiKey,
+      signType: config.signType,
+    },
+    apiBase: config.apiBase,
+    backupBase: config.backupBase,
+    certificate: config.certificate,
+    log,
+  });
+}
+
+export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let log = startupLogger(env);
+  const loaded = loadConfig({ env });
+  if (!loaded.ok) {
+    for (const error of loaded.errors) log.error(`configuration: ${error}`);
+    return 2;
+  }
+  const config = loaded.config;
+  log = createLogger({ level: config.logLevel });
+  const clock = systemClock;
+  log.info('scanbox starting', {
+    version: VERSION,
+    node: process.version,
+    device_id: config.deviceId,
+    scanner: config.scannerPort,
+    register: config.registerPort,
+    api: config.apiBase,
+    backup: config.backupBase ?? '-',
+    db: config.dbPath,
+  });
+
+  let client: WechatPayClient;
+  try {
+    client = clientFor(config, log);
+  } catch (error) {
+    if (error instanceof CertificateError) {
+      log.error(`configuration: merchant certificate: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+
+  let journal: Journal;
+  try {
+    journal = Journal.open(config.dbPath, { deviceId: config.deviceId, clock });
+  } catch (error) {
+    log.error('journal cannot be opened: no sales until a technician looks at it', {
+      db: config.dbPath,
+      error: (error as Error).message,
+    });
+    await client.close();
+    return 1;
+  }
+  log.info('journal open', { db: config.dbPath, tag: journal.tag });
+
+  let box: Box | null = null;
+  const engine = new PaymentEngine({
+    journal,
+    gateway: client,
+    clock,
+    log,
+    body: config.body,
+    deviceId: config.deviceId,
+    pollMs: config.pollMs,
+    userpayingTimeoutMs: config.userpayingTimeoutMs,
+    onGatewayOutcome: (outcome) => box?.noteGateway(outcome),
+  });
+
+  const recovered = await engine.recover();
+  if (recovered.length > 0) log.warning('recovery finished unfinished sales', { count: recovered.length });
+  engine.startReversalQueue(5000);
+
+  let indicator: Indicator;
+  try {
+    indicator = new Indicator({ pins: config.gpio, backend: onoffBackend({ log }), log, clock });
+  } catch (error) {
+    // A light that cannot be driven must not stop the box taking payments: the register still hears
+    // every answer. The technician sees why in the log.
+    log.error('light and buzzer unavailable: running without them', { error: (error as Error).message });
+    indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log, clock });
+  }
+  const scanner = new LinePort({ name: 'scanner', path: config.scannerPort, baudRate: config.scannerBaud, log, clock });
+  const register = new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
+  box = new Box({
+    engine,
+    journal,
+    register,
+    scanner,
+    indicator,
+    clock,
+    log,
+    maxAmountFen: config.maxAmountFen,
+    scanTimeoutMs: config.scanTimeoutMs,
+    retentionMs: config.retentionDays * 24 * 3600 * 1000,
+    probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
+  });
+  box.start();
+  scanner.start();
+  register.start();
+  log.info('ready for sales', { health: box.health().kind });
+
+  const stopped = new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { signal });
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await stopped;
+  await box.stop();
+  await engine.stopReversalQueue();
+  await Promise.allSettled([scanner.close(), register.close()]);
+  indicator.close();
+  journal.close();
+  await client.close();
+  log.info('stopped');
+  return 0;
+}

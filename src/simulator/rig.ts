@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { GatewaySimulator, type GatewaySimulatorOptions } from './gateway.js';
+import { LineChannel, VirtualPorts } from './ptys.js';
+
+/**
+ * A counter on a bench: the gateway simulator, two virtual serial ports, credential files, and the real
+ * daemon (`scanbox run`, the built dist/cli.js) in its own process. `scanbox demo` and the end-to-end
+ * tests both drive the box through it, as a cash register and a scanner would.
+ */
+
+export const RIG_MERCHANT = {
+  mchId: '1900000109',
+  appId: 'wx2421b1c4370ec43b',
+  apiKey: 'Zk3q8Lw2Rt6Yp1Xs9Vb4Nm7Hc5Dg0Jf2',
+};
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
+
+export interface RigOptions {
+  /** Extra or overriding SCANBOX_* settings for the daemon. */
+  env?: Record<string, string>;
+  simulator?: Partial<GatewaySimulatorOptions>;
+  /** Called with every line the daemon prints, as it arrives. */
+  onLog?: (line: string) => void;
+}
+
+export class Daemon {
+  readonly lines: string[] = [];
+  readonly exited: Promise<number | null>;
+  private waiters: { test: (line: string) => boolean; from: number; resolve: (line: string) => void }[] = [];
+
+  constructor(readonly process: ChildProcess, onLog?: (line: string) => void) {
+    const take = (line: string): void => {
+      this.lines.push(line);
+      onLog?.(line);
+      const index = this.lines.length - 1;
+      for (const waiter of [...this.waiters]) {
+        if (index >= waiter.from && waiter.test(line)) {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          waiter.resolve(line);
+        }
+      }
+    };
+    createInterface({ input: process.stdout! }).on('line', take);
+    createInterface({ input: process.stderr! }).on('line', take);
+    this.exited = new Promise((resolve) => process.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  }
+
+  get mark(): number {
+    return this.lines.length;
+  }
+
+  /** The first log line at or after `from` matching, waiting up to `timeoutMs`. */
+  waitFor(match: RegExp, timeoutMs = 15000, from = 0): Promise<string> {
+    const found = this.lines.slice(from).find((l) => match.test(l));
+    if (found !== undefined) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        test: (l: string) => match.test(l),
+        from,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`daemon printed no line matching ${String(match)} within ${timeoutMs} ms; last lines:\n${this.lines.slice(-15).join('\n')}`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+export class Rig {
+  daemon: Daemon | null = null;
+  readonly env: Record<string, string>;
+
+  private constructor(
+    readonly dir: string,
+    readonly sim: GatewaySimulator,
+    readonly ports: VirtualPorts,
+    readonly dbPath: string,
+    env: Record<string, string>,
+    private readonly onLog: ((line: string) => void) | undefined,
+  ) {
+    this.env = env;
+  }
+
+  static async start(options: RigOptions = {}): Promise<Rig> {
+    const dir = mkdtempSync(join(tmpdir(), 'scanbox-rig-'));
+    const sim = await GatewaySimulator.start({ ...RIG_MERCHANT, ...options.simulator });
+    const ports = await VirtualPorts.start(dir, ['scanner', 'register']);
+    const files = {
+      apikey: join(dir, 'apikey'),
+      cert: join(dir, 'apiclient_cert.pem'),
+      key: join(dir, 'apiclient_key.pem'),
+      ca: join(dir, 'simulator-ca.pem'),
+    };
+    writeFileSync(files.apikey, RIG_MERCHANT.apiKey + '\n', { mode: 0o600 });
+    writeFileSync(files.cert, sim.pki.client.certPem);
+    writeFileSync(files.key, sim.pki.client.keyPem, { mode: 0o600 });
+    writeFileSync(files.ca, sim.pki.ca.certPem);
+    const dbPath = join(dir, 'scanbox.db');
+    const env: Record<string, string> = {
+      SCANBOX_MCH_ID: RIG_MERCHANT.mchId,
+      SCANBOX_APPID: RIG_MERCHANT.appId,
+      SCANBOX_API_KEY_FILE: files.apikey,
+      SCANBOX_CERT_FILE: files.cert,
+      SCANBOX_CERT_KEY_FILE: files.key,
+      SCANBOX_API_BASE: sim.origin,
+      SCANBOX_API_BACKUP_BASE: 'none',
+      SCANBOX_SCANNER_PORT: ports.path('scanner'),
+      SCANBOX_REGISTER_PORT: ports.path('register'),
+      SCANBOX_DB: dbPath,
+      SCANBOX_DEVICE_ID: 'BENCH01',
+      SCANBOX_LOG_LEVEL: 'debug',
+      // The simulator's CA, trusted the way a test gateway is trusted in the field.
+      NODE_EXTRA_CA_CERTS: files.ca,
+      ...options.env,
+    };
+    return new Rig(dir, sim, ports, dbPath, env, options.onLog);
+  }
+
+  get register(): LineChannel {
+    return this.ports.channel('register');
+  }
+
+  get scanner(): LineChannel {
+    return this.ports.channel('scanner');
+  }
+
+  /** Starts `scanbox run` and waits until it says it is ready for sales. */
+  async startDaemon(extraEnv: Record<string, string> = {}): Promise<Daemon> {
+    const base: Record<string, string> = {};
+    for (const [key, value] of Object.entries(process.env)) {
+      if (value !== undefined && !key.startsWith('SCANBOX_') && key !== 'NODE_OPTIONS' && key !== 'CREDENTIALS_DIRECTORY' && key !== 'STATE_DIRECTORY') {
+        base[key] = value;
+      }
+    }
+    const child = spawn(process.execPath, [CLI, 'run'], {
+      env: { ...base, ...this.env, ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const daemon = new Daemon(child, this.onLog);
+    this.daemon = daemon;
+    await Promise.race([
+      daemon.waitFor(/ready for sales/, 30000),
+      daemon.exited.then((code) => {
+        throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-20).join('\n')}`);
+      }),
+    ]);
+    return daemon;
+  }
+
+  /** SIGTERM, as systemd stops it; resolves with the exit code. */
+  async stopDaemon(): Promise<number | null> {
+    const daemon = this.daemon;
+    if (!daemon || daemon.process.exitCode !== null) return daemon?.process.exitCode ?? null;
+    daemon.process.kill('SIGTERM');
+    return daemon.exited;
+  }
+
+  /** SIGKILL, as a power cut would. */
+  async killDaemon(): Promise<void> {
+    const daemon = this.daemon;
+    if (!daemon || daemon.process.exitCode !== null) return;
+    daemon.process.kill('SIGKILL');
+    await daemon.exited;
+  }
+
+  async close(): Promise<void> {
+    await this.killDaemon();
+    await this.ports.close();
+    await this.sim.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
