@@ -150,7 +150,11 @@ export class Rig {
     const daemon = new Daemon(child, this.onLog);
     this.daemon = daemon;
     await Promise.race([
-      daemon.waitFor(/ready for sales/, 30000),
+      Promise.all([
+        daemon.waitFor(/ready for sales/, 30000),
+        daemon.waitFor(/scanner port (open|back)/, 30000),
+        daemon.waitFor(/register port (open|back)/, 30000),
+      ]),
       daemon.exited.then((code) => {
         throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-20).join('\n')}`);
       }),
