@@ -85,6 +85,7 @@ export class Box {
       if (this.open?.phase !== 'scan') this.o.indicator.flash();
     });
     this.refreshLight();
+    this.tasks.push(this.watchLoop());
     if (this.o.probe) this.tasks.push(this.probeLoop());
     if (this.o.retentionMs) this.tasks.push(this.pruneLoop(this.o.retentionMs));
   }
@@ -315,6 +316,27 @@ export class Box {
       this.o.indicator.show('failed');
     }
     // The paid/failed pattern returns by itself to the last steady one (ready or offline).
+  }
+
+  /** Notices what changes without an event (the clock getting synchronised) and shows it on the light. */
+  private async watchLoop(): Promise<void> {
+    const signal = this.background.signal;
+    let sane = this.clockSane();
+    if (!sane) this.o.log.error('clock not synchronised: no WeChat Pay call until it is', { now: new Date(this.o.clock.now()).toISOString() });
+    while (!signal.aborted) {
+      try {
+        await this.o.clock.sleep(5000, signal);
+      } catch {
+        return;
+      }
+      const now = this.clockSane();
+      if (now !== sane) {
+        sane = now;
+        if (now) this.o.log.info('clock synchronised: sales resume');
+        else this.o.log.error('clock not synchronised: no WeChat Pay call until it is');
+      }
+      this.refreshLight();
+    }
   }
 
   private async probeLoop(): Promise<void> {
