@@ -7,6 +7,7 @@ import { LinePort } from '../devices/line-port.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine } from '../payment/engine.js';
+import { clockTrusted, createNotifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError, WechatPayClient } from '../wechatpay/client.js';
 
@@ -123,11 +124,38 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
     scanTimeoutMs: config.scanTimeoutMs,
     retentionMs: config.retentionDays * 24 * 3600 * 1000,
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
+    clockSane: () => clockTrusted(clock.now()),
   });
   box.start();
   scanner.start();
   register.start();
+  const describe = (): string => {
+    const health = box!.health();
+    return health.kind === 'READY' ? 'READY' : health.kind === 'BUSY' ? `BUSY ${health.ref}` : `${health.kind} ${health.text}`;
+  };
   log.info('ready for sales', { health: box.health().kind });
+
+  // systemd: READY once the box answers the register; STATUS follows the health; the watchdog is fed
+  // only while the event loop keeps time and the journal answers, so a wedged daemon gets restarted.
+  const notifier = createNotifier(env, log);
+  notifier.ready(describe());
+  const tickMs = Math.min(5000, notifier.watchdogMs ? Math.floor(notifier.watchdogMs / 2) : 5000);
+  let expected = Date.now() + tickMs;
+  const health = setInterval(() => {
+    const lag = Date.now() - expected;
+    expected = Date.now() + tickMs;
+    notifier.status(describe());
+    if (!notifier.watchdogMs) return;
+    let journalOk = true;
+    try {
+      journal.counts();
+    } catch (error) {
+      journalOk = false;
+      log.error('journal does not answer: watchdog not fed', { error: (error as Error).message });
+    }
+    if (journalOk && lag < notifier.watchdogMs / 2) notifier.watchdog();
+    else if (journalOk) log.warning('event loop stalled: watchdog not fed', { ms: lag });
+  }, tickMs);
 
   const stopped = new Promise<void>((resolve) => {
     let stopping = false;
@@ -141,6 +169,8 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
     process.on('SIGINT', onSignal);
   });
   await stopped;
+  notifier.stopping('stopping: finishing the open sale');
+  clearInterval(health);
   await box.stop();
   await engine.stopReversalQueue();
   await Promise.allSettled([scanner.close(), register.close()]);

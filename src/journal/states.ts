@@ -12,6 +12,8 @@
  *    │                          reversing ──confirmed──> reversed
  *    │                              └──REVERSE_EXPIRE etc──> reverse_failed
  *    └──cancel / no scan / foreign code / offline / restart──> failed   (nothing was sent)
+ *
+ *   paid ──technician's `scanbox reverse`──> reversing   (the payer is refunded)
  */
 
 export type SaleState =
@@ -40,7 +42,8 @@ export const TRANSITIONS: Readonly<Record<SaleState, readonly SaleState[]>> = {
   paying: ['paid', 'failed', 'polling', 'reversing'],
   polling: ['paid', 'failed', 'reversing'],
   reversing: ['reversed', 'reverse_failed'],
-  paid: [],
+  // Only a technician's `scanbox reverse` leaves paid: reversing a paid order refunds the payer.
+  paid: ['reversing'],
   failed: [],
   reversed: [],
   // A reversal WeChat Pay refused for good (e.g. past 7 days) stays visible for a technician; a manual

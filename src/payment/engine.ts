@@ -460,6 +460,48 @@ export class PaymentEngine {
   }
 
   /**
+   * A technician's reversal (`scanbox reverse OUT_TRADE_NO`), journalled like any other: a paid sale is
+   * reversed (WeChat Pay refunds the payer), a reversal that is pending or was refused is tried again now.
+   * Nothing else can be reversed: a sale still in progress finishes by itself, a failed one took nothing.
+   */
+  async manualReverse(outTradeNo: string): Promise<{ ok: boolean; sale: Sale | null; text: string }> {
+    const sale = this.journal.byOutTradeNo(outTradeNo);
+    if (!sale) return { ok: false, sale: null, text: `no sale with out_trade_no ${outTradeNo}` };
+    const log = this.saleLog(sale);
+    if (sale.state === 'reversed') return { ok: true, sale, text: 'already reversed' };
+    if (sale.state === 'failed') {
+      return { ok: false, sale, text: `nothing to reverse: the sale failed (${sale.finalCode}) and nothing was charged` };
+    }
+    if (sale.state === 'open' || sale.state === 'paying' || sale.state === 'polling') {
+      return { ok: false, sale, text: `the sale is still in progress (${sale.state}); it ends by itself` };
+    }
+    if (this.reversing.has(sale.id)) return { ok: false, sale, text: 'a reversal of this sale is running right now; try again shortly' };
+    log.warning('manual reversal requested by a technician', { state: sale.state });
+    if (sale.state === 'paid' || sale.state === 'reverse_failed') {
+      const reason = sale.state === 'paid' ? 'REVERSED' : (sale.reverseReason ?? 'REVERSED');
+      this.journal.transition(sale.id, 'reversing', { reverseReason: reason, finalCode: null, finalText: null, nextReverseAt: null }, {
+        kind: 'manual_reverse',
+        detail: JSON.stringify({ from: sale.state }),
+      });
+    } else {
+      this.journal.update(sale.id, { nextReverseAt: null }, { kind: 'manual_reverse', detail: JSON.stringify({ from: sale.state }) });
+    }
+    // Reversing a paid order is a refund, not a race with an in-flight micropay: no 15 s wait is needed
+    // beyond the one respectReverseDelay already applies from the order's time.
+    const after = await this.reverse(sale.id, this.current(sale.id).reverseReason ?? 'REVERSED', 'technician');
+    const ok = after.state === 'reversed';
+    return {
+      ok,
+      sale: after,
+      text: ok
+        ? 'reversed at WeChat Pay'
+        : after.state === 'reverse_failed'
+          ? after.finalText ?? 'WeChat Pay refused the reversal'
+          : 'not confirmed yet: the box keeps trying in the background (REVERSE_PENDING)',
+    };
+  }
+
+  /**
    * Finishes every unfinished sale in the journal before new sales are taken: an open sale never sent
    * anything and just ends; a sale that reached WeChat Pay is queried and reversed unless WeChat Pay
    * closed it (paid but never reported PAID is reversed too: the register never heard PAID). A reversal

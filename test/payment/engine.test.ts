@@ -451,3 +451,43 @@ t.test('20 sequential sales reuse one TLS connection for micropay and orderquery
     t.comment(`20 sales: ${w.client.stats.requests} requests, ${w.client.stats.handshakes} TLS handshake(s)`);
   });
 });
+
+t.test('a technician reverses a paid sale: refunded, journalled, and the REF may be paid again', async (t) => {
+  await withWorld(t, {}, async (w) => {
+    const { sale } = await sell(w, { outcome: 'paid' }, { ref: 'R-MANUAL' });
+    t.equal(sale.state, 'paid');
+    const result = await w.engine.manualReverse(sale.outTradeNo);
+    t.equal(result.ok, true, result.text);
+    t.equal(result.sale!.state, 'reversed');
+    t.equal(result.sale!.finalCode, 'REVERSED');
+    t.ok(eventKinds(w, sale).includes('manual_reverse'), 'journalled like any other');
+    const entry = w.sim.entry(sale.outTradeNo)!;
+    t.equal(entry.charged, false);
+    t.equal(entry.refundedFen, 1234);
+    t.same(verdictOf(result.sale!), { kind: 'failed', ref: 'R-MANUAL', code: 'REVERSED', text: result.sale!.finalText });
+    t.equal(w.engine.startSale('R-MANUAL', 1234).kind, 'open', 'a reversed REF is a failed attempt: it may be paid again');
+
+    const again = await w.engine.manualReverse(sale.outTradeNo);
+    t.equal(again.ok, true);
+    t.equal(again.text, 'already reversed');
+    t.equal(w.sim.entry(sale.outTradeNo)!.reverseCount, 1, 'nothing sent for an already reversed sale');
+  });
+});
+
+t.test('manual reverse refuses what cannot be reversed', async (t) => {
+  await withWorld(t, {}, async (w) => {
+    const failed = await sell(w, { outcome: 'NOTENOUGH' });
+    const refused = await w.engine.manualReverse(failed.sale.outTradeNo);
+    t.equal(refused.ok, false);
+    t.match(refused.text, /nothing was charged/);
+    t.equal(w.sim.entry(failed.sale.outTradeNo)!.reverseCount, 0);
+    const unknown = await w.engine.manualReverse('NOSUCHORDER1');
+    t.equal(unknown.ok, false);
+    t.equal(unknown.sale, null);
+    const open = w.engine.startSale('R-OPEN-M', 100);
+    const busy = await w.engine.manualReverse(open.sale.outTradeNo);
+    t.equal(busy.ok, false);
+    t.match(busy.text, /in progress/);
+    t.equal(w.journal.get(open.sale.id)!.state, 'open');
+  });
+});
