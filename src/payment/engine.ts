@@ -4,7 +4,7 @@ import type { SaleState } from '../journal/states.js';
 import { isFinal } from '../journal/states.js';
 import { formatYuan } from '../money.js';
 import { maskCode, type Logger } from '../log.js';
-import type { ApiOutcome } from '../wechatpay/client.js';
+import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
 import { cashierText, micropayAction, tradeStateClass } from '../wechatpay/codes.js';
 
 /**
@@ -15,19 +15,8 @@ import { cashierText, micropayAction, tradeStateClass } from '../wechatpay/codes
  * The engine knows nothing of serial ports or lights; box.ts wires it to the counter.
  */
 
-/** The three calls the engine makes; the real WechatPayClient satisfies it. */
-export interface PaymentGateway {
-  micropay(req: {
-    outTradeNo: string;
-    totalFee: number;
-    authCode: string;
-    body: string;
-    deviceInfo?: string;
-    attach?: string;
-  }): Promise<ApiOutcome>;
-  orderquery(req: { outTradeNo: string }): Promise<ApiOutcome>;
-  reverse(req: { outTradeNo: string }): Promise<ApiOutcome>;
-}
+/** The three calls the engine makes: the real client, or a stand-in that wraps it (tests, the crash harness). */
+export type PaymentGateway = Pick<WechatPayClient, 'micropay' | 'orderquery' | 'reverse'>;
 
 export interface EngineOptions {
   journal: Journal;
