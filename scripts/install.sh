@@ -1,0 +1,480 @@
+#!/usr/bin/env bash
+# scanbox installer: puts the payment box daemon on a Raspberry Pi (or any Debian-like machine with systemd).
+#
+#   sudo scripts/install.sh [--root DIR] [--no-enable] [--scanner-usb VID:PID[:SERIAL]] [--register-usb VID:PID[:SERIAL]]
+#   sudo scripts/install.sh --uninstall [--root DIR]
+#
+# Run it from a checkout or an unpacked release in which `npm ci` (or `npm install`) has built dist/.
+# Running it again updates the box: the application is replaced, the configuration in /etc/scanbox and the
+# journal in /var/lib/scanbox are never touched. See hardware.md for the whole installation.
+set -euo pipefail
+
+readonly APP_USER=scanbox
+readonly UNIT=scanbox.service
+readonly DEFAULT_NODE=/usr/bin/node
+readonly SECRETS=(apikey apiclient_cert.pem apiclient_key.pem)
+
+SRC=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+readonly SRC
+
+ROOT=""
+UNINSTALL=0
+ENABLE=1
+SCANNER_USB=""
+REGISTER_USB=""
+
+usage() {
+  cat <<'EOF'
+usage: sudo scripts/install.sh [options]
+
+  --root DIR                       install into DIR instead of / (an image, a test): no user is created,
+                                   systemctl and udevadm are not run; what they would do is printed
+  --no-enable                      install, but do not enable the service at boot
+  --scanner-usb VID:PID[:SERIAL]   write the udev rule naming the scanner /dev/scanbox-scanner
+  --register-usb VID:PID[:SERIAL]  write the udev rule naming the register line /dev/scanbox-register
+                                   (find the values with: udevadm info -a -n /dev/ttyUSB0)
+  --uninstall                      stop and remove the service and the application; keeps the journal
+                                   (/var/lib/scanbox), the configuration and credentials (/etc/scanbox)
+                                   and the user scanbox
+  -h, --help                       this text
+EOF
+}
+
+say() { printf 'scanbox install: %s\n' "$*"; }
+warn() { printf 'scanbox install: WARNING: %s\n' "$*" >&2; }
+die() {
+  printf 'scanbox install: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+# Bad usage exits 2, like the scanbox command itself.
+usage_error() {
+  printf 'scanbox install: ERROR: %s (see --help)\n' "$*" >&2
+  exit 2
+}
+# In --root mode (or without systemd) the steps that change the running machine are only described.
+would() { printf 'scanbox install: (skipped, would run) %s\n' "$*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root)
+      [ $# -ge 2 ] || usage_error "--root needs a directory"
+      ROOT=$2
+      shift 2
+      ;;
+    --root=*)
+      ROOT=${1#--root=}
+      shift
+      ;;
+    --uninstall) UNINSTALL=1; shift ;;
+    --no-enable) ENABLE=0; shift ;;
+    --scanner-usb)
+      [ $# -ge 2 ] || usage_error "--scanner-usb needs VID:PID[:SERIAL]"
+      SCANNER_USB=$2
+      shift 2
+      ;;
+    --scanner-usb=*) SCANNER_USB=${1#--scanner-usb=}; shift ;;
+    --register-usb)
+      [ $# -ge 2 ] || usage_error "--register-usb needs VID:PID[:SERIAL]"
+      REGISTER_USB=$2
+      shift 2
+      ;;
+    --register-usb=*) REGISTER_USB=${1#--register-usb=}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage_error "unknown option: $1" ;;
+  esac
+done
+
+# VID:PID[:SERIAL] -> the values of one udev rule; refuses anything that could break the rule's quoting.
+parse_usb() {
+  local what=$1 spec=$2
+  if ! [[ "$spec" =~ ^([0-9A-Fa-f]{4}):([0-9A-Fa-f]{4})(:([A-Za-z0-9._-]+))?$ ]]; then
+    usage_error "$what '$spec' is not VID:PID or VID:PID:SERIAL (4 hex digits each, e.g. 0403:6001:A50285BI)"
+  fi
+}
+[ -z "$SCANNER_USB" ] || parse_usb --scanner-usb "$SCANNER_USB"
+[ -z "$REGISTER_USB" ] || parse_usb --register-usb "$REGISTER_USB"
+
+if [ -n "$ROOT" ]; then
+  mkdir -p -- "$ROOT"
+  ROOT=$(cd -- "$ROOT" && pwd -P)
+  # --root / is the real machine: treat it as such.
+  if [ "$ROOT" = / ]; then ROOT=""; fi
+fi
+readonly ROOT UNINSTALL ENABLE
+
+LIVE=0 # 1: this machine, with users, systemd and udev to talk to
+if [ -z "$ROOT" ]; then LIVE=1; fi
+readonly LIVE
+
+if [ "$LIVE" = 1 ] && [ "$(id -u)" -ne 0 ]; then
+  die "run it as root: sudo $0 (with the same options)"
+fi
+
+# systemctl only when PID 1 is systemd (sd_booted(3): /run/systemd/system exists); not in a chroot or a
+# container without it.
+HAVE_SYSTEMD=0
+if [ "$LIVE" = 1 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  HAVE_SYSTEMD=1
+fi
+HAVE_UDEV=0
+if [ "$LIVE" = 1 ] && command -v udevadm >/dev/null 2>&1; then
+  HAVE_UDEV=1
+fi
+readonly HAVE_SYSTEMD HAVE_UDEV
+
+OPT=$ROOT/opt/scanbox
+ETC=$ROOT/etc/scanbox
+STATE=$ROOT/var/lib/scanbox
+UNIT_FILE=$ROOT/etc/systemd/system/$UNIT
+RULES_FILE=$ROOT/etc/udev/rules.d/99-scanbox.rules
+BIN_LINK=$ROOT/usr/local/bin/scanbox
+readonly OPT ETC STATE UNIT_FILE RULES_FILE BIN_LINK
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+user_exists() { getent passwd "$1" >/dev/null 2>&1; }
+group_exists() { getent group "$1" >/dev/null 2>&1; }
+
+# chown only where it means something: as root, and to a user/group this machine knows (in --root mode the
+# image's users may not exist here).
+own() {
+  local owner=$1 group=$2
+  shift 2
+  is_root || return 0
+  user_exists "$owner" || return 0
+  group_exists "$group" || return 0
+  chown "$owner:$group" "$@"
+}
+
+# --------------------------------------------------------------------------------------------- uninstall
+
+uninstall() {
+  say "removing scanbox${ROOT:+ from $ROOT}"
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    # Stopping lets a sale that is talking to WeChat Pay finish (up to 20 s; the unit allows 40 s).
+    systemctl disable --now --quiet "$UNIT" || true
+    say "stopped and disabled $UNIT"
+  else
+    would "systemctl disable --now $UNIT"
+  fi
+  rm -f -- "$ROOT/etc/systemd/system/multi-user.target.wants/$UNIT"
+  rm -f -- "$UNIT_FILE"
+  if [ -d "$UNIT_FILE.d" ]; then
+    say "kept the drop-ins in ${UNIT_FILE}.d (your local changes); remove them by hand if unwanted"
+  fi
+  if [ -L "$BIN_LINK" ] && [ "$(readlink -- "$BIN_LINK")" = /opt/scanbox/dist/cli.js ]; then
+    rm -f -- "$BIN_LINK"
+  fi
+  rm -rf -- "$OPT" "$OPT.new" "$OPT.old"
+  if [ -f "$RULES_FILE" ]; then
+    if [ -d "$ETC" ]; then
+      # The rules hold the USB ids the technician found: keep a copy with the configuration.
+      cp -p -- "$RULES_FILE" "$ETC/99-scanbox.rules.removed"
+      say "copied the udev rules to /etc/scanbox/99-scanbox.rules.removed"
+    fi
+    rm -f -- "$RULES_FILE"
+  fi
+  if [ "$HAVE_SYSTEMD" = 1 ]; then systemctl daemon-reload; else would "systemctl daemon-reload"; fi
+  if [ "$HAVE_UDEV" = 1 ]; then udevadm control --reload || true; elif [ "$LIVE" = 0 ]; then would "udevadm control --reload"; fi
+  say "removed: /opt/scanbox, /usr/local/bin/scanbox, /etc/systemd/system/$UNIT, /etc/udev/rules.d/99-scanbox.rules"
+  say "KEPT: /var/lib/scanbox (the journal: the record of every sale, money records; keep it as long as the"
+  say "      merchant's accounting needs it), /etc/scanbox (configuration, API key and merchant certificate:"
+  say "      delete it by hand when the box leaves service), and the user $APP_USER (userdel $APP_USER)"
+}
+
+if [ "$UNINSTALL" = 1 ]; then
+  uninstall
+  exit 0
+fi
+
+# ------------------------------------------------------------------------------------------------ checks
+
+[ -f "$SRC/dist/cli.js" ] || die "$SRC/dist/cli.js is missing: run 'npm ci' (or 'npm install') in $SRC first, it builds dist/"
+[ -f "$SRC/package.json" ] || die "$SRC/package.json is missing: run this from a scanbox checkout or release"
+for f in systemd/scanbox.service systemd/scanbox.env systemd/99-scanbox.rules; do
+  [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
+done
+if [ -d "$SRC/src" ] && [ -n "$(find "$SRC/src" -name '*.ts' -newer "$SRC/dist/cli.js" -print -quit 2>/dev/null)" ]; then
+  warn "some files in src/ are newer than dist/: if you changed the code, run 'npm run build' first"
+fi
+
+NODE=$(command -v node 2>/dev/null || true)
+[ -n "$NODE" ] || die "node is not installed (or not on root's PATH). Install Node.js 20 or newer, e.g. 'sudo apt install nodejs' on Debian 13 / Raspberry Pi OS Trixie, or from NodeSource on Bookworm"
+if ! "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  die "$NODE is Node.js $("$NODE" --version); scanbox needs Node.js 20 or newer"
+fi
+case "$NODE" in
+  /*) ;;
+  *) die "node resolves to '$NODE', not an absolute path" ;;
+esac
+# The unit runs with ProtectHome= and PrivateTmp=: a Node under a home directory (nvm) or /tmp is invisible
+# to the service. systemd also needs the full path in ExecStart=.
+NODE_REAL=$(readlink -f -- "$NODE")
+for p in "$NODE" "$NODE_REAL"; do
+  case "$p" in
+    /home/* | /root/* | /run/user/* | /tmp/* | /var/tmp/*)
+      die "node is $p (a per-user or temporary install such as nvm): the service cannot see it. Install Node.js system-wide (/usr/bin/node or /usr/local/bin/node)"
+      ;;
+  esac
+done
+[[ "$NODE" =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "node path '$NODE' has characters the unit file cannot hold"
+
+if [ -r /etc/os-release ] && grep -qiE '^(ID|ID_LIKE)=.*debian' /etc/os-release; then
+  :
+elif [ -r /etc/debian_version ]; then
+  :
+else
+  warn "this is not a Debian-like system (Raspberry Pi OS, Debian, Ubuntu): users, groups and udev may differ"
+fi
+
+VERSION=$("$NODE" -e 'process.stdout.write(String(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).version))' "$SRC/package.json")
+say "installing scanbox $VERSION from $SRC${ROOT:+ into $ROOT} (node: $NODE, $("$NODE" --version))"
+
+# ------------------------------------------------------------------------------------------------- user
+
+if [ "$LIVE" = 1 ]; then
+  # On a Raspberry Pi the gpio group exists (Raspberry Pi OS's udev rules give it /sys/class/gpio); elsewhere
+  # it is created so that the unit's SupplementaryGroups= resolves.
+  for g in dialout gpio; do
+    if ! group_exists "$g"; then
+      groupadd --system "$g"
+      say "created the group $g"
+    fi
+  done
+  if ! user_exists "$APP_USER"; then
+    # No home of its own: systemd creates /var/lib/scanbox (StateDirectory=). No login.
+    useradd --system --user-group --home-dir /var/lib/scanbox --no-create-home \
+      --shell /usr/sbin/nologin --comment "scanbox payment box daemon" "$APP_USER"
+    say "created the system user $APP_USER"
+  fi
+  usermod --append --groups dialout,gpio "$APP_USER"
+else
+  would "groupadd --system gpio (if missing); useradd --system --user-group --home-dir /var/lib/scanbox --no-create-home --shell /usr/sbin/nologin $APP_USER; usermod --append --groups dialout,gpio $APP_USER"
+fi
+
+# ---------------------------------------------------------------------------------------------- the app
+
+STAGE=$OPT.new
+rm -rf -- "$STAGE"
+mkdir -p -- "$STAGE"
+# A failed or interrupted install leaves the running version as it was, and no half-built copy.
+trap 'rm -rf -- "$STAGE"' EXIT
+for item in dist package.json package-lock.json systemd scripts README.md hardware.md; do
+  if [ -e "$SRC/$item" ]; then
+    cp -R -- "$SRC/$item" "$STAGE/"
+  elif [ "$item" = package-lock.json ]; then
+    warn "$SRC/package-lock.json is missing: dependency versions are not pinned"
+  fi
+done
+chmod 0755 "$STAGE/dist/cli.js"
+
+# Production dependencies. The checkout's node_modules already holds native modules built for this machine
+# (better-sqlite3 compiles from source for ~80 s): copy it and prune the dev dependencies offline. Without
+# it, fetch them (needs the network and, for better-sqlite3, python3, make and g++).
+sqlite_loads() {
+  (cd -- "$1" && "$NODE" -e 'const D = require("better-sqlite3"); new D(":memory:").close()') >/dev/null 2>&1
+}
+if [ -f "$SRC/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ]; then
+  say "copying node_modules from $SRC and pruning dev dependencies (offline)"
+  cp -R -- "$SRC/node_modules" "$STAGE/"
+  (cd -- "$STAGE" && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error >/dev/null)
+  # npm leaves the emptied scope directories (@types, @tapjs, ...) behind.
+  find "$STAGE/node_modules" -mindepth 1 -maxdepth 1 -type d -empty -delete
+fi
+if [ ! -d "$STAGE/node_modules" ] || ! sqlite_loads "$STAGE"; then
+  say "installing production dependencies with npm ci --omit=dev (network needed)"
+  rm -rf -- "$STAGE/node_modules"
+  # `prepare` builds dist/ with TypeScript, a dev dependency that --omit=dev leaves out; dist/ is already built.
+  (cd -- "$STAGE" && npm pkg delete scripts.prepare && npm ci --omit=dev --no-audit --no-fund --loglevel=error) ||
+    die "npm ci --omit=dev failed (see above); nothing was changed in /opt/scanbox"
+  sqlite_loads "$STAGE" || die "better-sqlite3 does not load with $NODE after npm ci; nothing was changed in /opt/scanbox"
+fi
+
+# The daemon must not be able to change its own code: everything root-owned, read-only for the rest.
+if is_root; then chown -R root:root "$STAGE"; fi
+chmod -R u+rwX,go+rX,go-w "$STAGE"
+
+# Replace the running version in two renames: a running daemon keeps the code it loaded until the restart
+# below, and never sees a half-copied tree.
+if [ -d "$OPT" ]; then
+  rm -rf -- "$OPT.old"
+  mv -- "$OPT" "$OPT.old"
+fi
+mv -- "$STAGE" "$OPT"
+trap - EXIT
+rm -rf -- "$OPT.old"
+say "installed the application in /opt/scanbox"
+
+mkdir -p -- "$(dirname -- "$BIN_LINK")"
+ln -sfn /opt/scanbox/dist/cli.js "$BIN_LINK"
+
+# ------------------------------------------------------------------------------------ configuration
+
+mkdir -p -- "$ETC"
+chmod 0750 "$ETC"
+own root "$APP_USER" "$ETC"
+ENV_FILE=$ETC/scanbox.env
+if [ -e "$ENV_FILE" ]; then
+  say "kept /etc/scanbox/scanbox.env (never overwritten; this version's template: /opt/scanbox/systemd/scanbox.env)"
+else
+  install -m 0640 -- "$SRC/systemd/scanbox.env" "$ENV_FILE"
+  say "created /etc/scanbox/scanbox.env from the template: fill in SCANBOX_MCH_ID and SCANBOX_APPID"
+fi
+chmod 0640 "$ENV_FILE"
+own root "$APP_USER" "$ENV_FILE"
+
+MISSING_SECRETS=()
+for s in "${SECRETS[@]}"; do
+  if [ -f "$ETC/$s" ]; then
+    # systemd (root) reads them for LoadCredential=; nobody else needs to.
+    if [ -n "$(find "$ETC/$s" -perm /077 -print -quit)" ]; then
+      chmod 0600 "$ETC/$s"
+      warn "/etc/scanbox/$s was readable by others: set to mode 0600"
+    fi
+  else
+    MISSING_SECRETS+=("$s")
+  fi
+done
+
+# The journal's directory; systemd (StateDirectory=) would create it too, but technician commands run
+# before the first start look for it.
+mkdir -p -- "$STATE"
+chmod 0750 "$STATE"
+own "$APP_USER" "$APP_USER" "$STATE"
+
+# ----------------------------------------------------------------------------------------------- udev
+
+# Replaces the line naming /dev/NAME (commented example or earlier rule) with one for VID:PID[:SERIAL].
+set_usb_rule() {
+  local name=$1 spec=$2 vid pid serial line tmp
+  IFS=: read -r vid pid serial <<<"$spec"
+  vid=${vid,,}
+  pid=${pid,,}
+  line="SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"$vid\", ATTRS{idProduct}==\"$pid\","
+  [ -z "$serial" ] || line="$line ATTRS{serial}==\"$serial\","
+  line="$line SYMLINK+=\"$name\", GROUP=\"dialout\", MODE=\"0660\", ENV{ID_MM_DEVICE_IGNORE}=\"1\""
+  tmp=$(mktemp "$RULES_FILE.XXXXXX")
+  if grep -q "SYMLINK+=\"$name\"" "$RULES_FILE"; then
+    # Only the first such line becomes the rule; further ones (stale copies) are dropped.
+    awk -v name="SYMLINK+=\"$name\"" -v rule="$line" '
+      index($0, name) { if (!done) { print rule; done = 1 } ; next }
+      { print }' "$RULES_FILE" >"$tmp"
+  else
+    # No line for it any more: add it before the end label.
+    awk -v rule="$line" '/^LABEL="scanbox_end"/ && !done { print rule; print ""; done = 1 } { print } END { if (!done) print rule }' "$RULES_FILE" >"$tmp"
+  fi
+  chmod 0644 "$tmp"
+  mv -- "$tmp" "$RULES_FILE"
+  say "udev: /dev/$name = USB $vid:$pid${serial:+ serial $serial}"
+}
+
+mkdir -p -- "$(dirname -- "$RULES_FILE")"
+if [ -e "$RULES_FILE" ]; then
+  say "kept /etc/udev/rules.d/99-scanbox.rules (this version's template: /opt/scanbox/systemd/99-scanbox.rules)"
+else
+  install -m 0644 -- "$SRC/systemd/99-scanbox.rules" "$RULES_FILE"
+  say "created /etc/udev/rules.d/99-scanbox.rules from the template"
+fi
+[ -z "$SCANNER_USB" ] || set_usb_rule scanbox-scanner "$SCANNER_USB"
+[ -z "$REGISTER_USB" ] || set_usb_rule scanbox-register "$REGISTER_USB"
+RULES_TODO=()
+grep -qE '^[^#]*SYMLINK\+="scanbox-scanner"' "$RULES_FILE" || RULES_TODO+=(scanner)
+grep -qE '^[^#]*SYMLINK\+="scanbox-register"' "$RULES_FILE" || RULES_TODO+=(register)
+
+if [ "$HAVE_UDEV" = 1 ]; then
+  udevadm control --reload
+  udevadm trigger --subsystem-match=tty --action=change
+elif [ "$LIVE" = 1 ]; then
+  warn "udevadm not found: the udev rules take effect at the next boot"
+else
+  would "udevadm control --reload; udevadm trigger --subsystem-match=tty --action=change"
+fi
+
+# -------------------------------------------------------------------------------------------- systemd
+
+mkdir -p -- "$(dirname -- "$UNIT_FILE")"
+tmp=$(mktemp "$UNIT_FILE.XXXXXX")
+if [ "$NODE" = "$DEFAULT_NODE" ]; then
+  cp -- "$SRC/systemd/scanbox.service" "$tmp"
+else
+  sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/scanbox.service" >"$tmp"
+  say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"
+fi
+grep -q "^ExecStart=$NODE /opt/scanbox/dist/cli.js run\$" "$tmp" || {
+  rm -f -- "$tmp"
+  die "could not set ExecStart= to $NODE in the unit"
+}
+chmod 0644 "$tmp"
+mv -- "$tmp" "$UNIT_FILE"
+say "installed /etc/systemd/system/$UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox')"
+
+# The box starts before NTP answers and refuses WeChat Pay calls until the clock is synchronised, so an NTP
+# client must run. systemd-time-wait-sync.service is deliberately NOT enabled: it would hold time-sync.target
+# until NTP answers, with no time limit, and anything ordered after that target with it.
+if [ "$HAVE_SYSTEMD" = 1 ]; then
+  if ! systemctl is-enabled --quiet systemd-timesyncd.service 2>/dev/null &&
+    ! systemctl is-enabled --quiet chrony.service 2>/dev/null &&
+    ! systemctl is-enabled --quiet ntpsec.service 2>/dev/null &&
+    ! systemctl is-enabled --quiet ntp.service 2>/dev/null; then
+    warn "no NTP client is enabled (systemd-timesyncd, chrony, ntpsec): the box stays OFFLINE after every boot until the clock is set. Fix: sudo apt install systemd-timesyncd"
+  fi
+fi
+
+WAS_ACTIVE=0
+if [ "$HAVE_SYSTEMD" = 1 ]; then
+  systemctl daemon-reload
+  if [ "$ENABLE" = 1 ]; then
+    systemctl enable --quiet "$UNIT"
+    say "enabled $UNIT (starts at boot)"
+  else
+    say "not enabled (--no-enable): sudo systemctl enable scanbox"
+  fi
+  if systemctl is-active --quiet "$UNIT"; then
+    WAS_ACTIVE=1
+    # An open sale gets its 20 s to finish (SIGTERM), and the new version recovers whatever is left.
+    systemctl restart "$UNIT"
+    say "restarted $UNIT: the new version runs now"
+  fi
+else
+  if [ "$ENABLE" = 1 ]; then
+    would "systemctl daemon-reload; systemctl enable $UNIT; systemctl restart $UNIT (only if it was running)"
+  else
+    would "systemctl daemon-reload; systemctl restart $UNIT (only if it was running)"
+  fi
+fi
+
+# -------------------------------------------------------------------------------------------- summary
+
+printf '\nscanbox %s is installed%s:\n' "$VERSION" "${ROOT:+ in $ROOT}"
+row() { printf '  %-42s %s\n' "$1" "$2"; }
+row /opt/scanbox "the application (dist/, production node_modules/, docs)"
+row /usr/local/bin/scanbox "the command (-> /opt/scanbox/dist/cli.js)"
+row "/etc/systemd/system/$UNIT" "the service (hardened; runs as the user $APP_USER)"
+row /etc/udev/rules.d/99-scanbox.rules "the names /dev/scanbox-scanner and /dev/scanbox-register"
+row /etc/scanbox/scanbox.env "the configuration (mode 0640, root:$APP_USER)"
+row /var/lib/scanbox "the journal (kept across updates and --uninstall)"
+printf '\nNext steps (hardware.md has the details):\n'
+n=1
+step() {
+  printf '  %d. %s\n' "$n" "$1"
+  shift
+  for more in "$@"; do printf '     %s\n' "$more"; done
+  n=$((n + 1))
+}
+step "Fill in /etc/scanbox/scanbox.env: SCANBOX_MCH_ID, SCANBOX_APPID (and SCANBOX_DEVICE_ID if several boxes share one image)."
+if [ ${#MISSING_SECRETS[@]} -gt 0 ]; then
+  step "Put the secret files in /etc/scanbox, owned by root, mode 0600 (missing now: ${MISSING_SECRETS[*]}):" \
+    "sudo install -m 0600 -o root -g root apikey apiclient_cert.pem apiclient_key.pem /etc/scanbox/" \
+    "(apikey: the 32-character API key; the certificate pair from the merchant platform's API security page)"
+fi
+if [ ${#RULES_TODO[@]} -gt 0 ]; then
+  step "Name the serial devices (${RULES_TODO[*]} not set yet) in /etc/udev/rules.d/99-scanbox.rules, or run again with" \
+    "--scanner-usb VID:PID[:SERIAL] --register-usb VID:PID[:SERIAL] (values from: udevadm info -a -n /dev/ttyUSB0)"
+fi
+step "sudo scanbox config check        every configuration problem at once, secrets masked"
+step "sudo scanbox selftest            serial ports, light and buzzer, clock, WeChat Pay reach, certificate, journal"
+if [ "$WAS_ACTIVE" = 1 ]; then
+  step "sudo systemctl restart scanbox   after changing the configuration"
+else
+  step "sudo systemctl start scanbox"
+fi
+step "journalctl -u scanbox -f         the box's log (what it does, and why it does not)"

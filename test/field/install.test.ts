@@ -1,0 +1,305 @@
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+
+/**
+ * scripts/install.sh in --root mode: the tree it produces, idempotence (configuration, secrets and journal
+ * survive a second run), the production dependencies, uninstall (keeps the money records and the
+ * credentials), usage errors, and the Node path rules. Everything stays under temporary directories: the
+ * --root mode must not create users or call systemctl/udevadm, and the test checks /etc/passwd is untouched.
+ */
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const INSTALL = join(REPO, 'scripts', 'install.sh');
+const NODE_DIR = dirname(process.execPath);
+const PKG = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
+  version: string;
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+};
+const SYSTEM_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+// ProtectHome=/PrivateTmp= hide these from the service: install.sh refuses a Node there (tested below).
+const HIDDEN = /^\/(home|root|tmp|var\/tmp|run\/user)\//;
+
+function envWith(pathFirst: string[], extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('npm_') && !k.startsWith('TAP')) env[k] = v;
+  return { ...env, PATH: [...pathFirst, ...SYSTEM_PATH].join(':'), LC_ALL: 'C', ...extra };
+}
+
+function run(script: string, args: string[], env: NodeJS.ProcessEnv = envWith([NODE_DIR])): SpawnSyncReturns<string> {
+  return spawnSync('bash', [script, ...args], { encoding: 'utf8', env, timeout: 180_000 });
+}
+
+function show(result: SpawnSyncReturns<string>): string {
+  return `exit ${result.status}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
+}
+
+/** Every path under root (files, directories, symlinks; symlinks not followed), relative, sorted. */
+function tree(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir)) {
+      const path = join(dir, entry);
+      out.push(relative(root, path));
+      if (lstatSync(path).isDirectory()) walk(path);
+    }
+  };
+  walk(root);
+  return out.sort();
+}
+
+function mode(path: string): number {
+  return statSync(path).mode & 0o7777;
+}
+
+function digest(paths: string[]): string {
+  return paths.map((p) => (existsSync(p) ? readFileSync(p, 'utf8') : '(absent)')).join('\0');
+}
+
+const ACCOUNT_FILES = ['/etc/passwd', '/etc/group', '/etc/shadow', '/etc/gshadow'];
+
+/** Like existsSync, but true for a symlink whose target is missing too. */
+function present(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function tempRoot(t: { teardown(fn: () => void): void }, name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `scanbox-${name}-`));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test(
+  'install --root twice, then --uninstall: tree, idempotence, dependencies, kept records',
+  { skip: HIDDEN.test(process.execPath) ? `node is ${process.execPath}: the installer refuses a Node the service cannot see` : false },
+  async (t) => {
+    const root = tempRoot(t, 'root');
+    const accountsBefore = digest(ACCOUNT_FILES);
+    const started = Date.now();
+
+    const first = run(INSTALL, ['--root', root]);
+    t.equal(first.status, 0, 'first install succeeds', { output: show(first) });
+    t.match(first.stdout, /skipped, would run\) .*useradd --system/, 'says it would create the user, does not');
+    t.match(first.stdout, /skipped, would run\) .*systemctl daemon-reload; systemctl enable scanbox\.service/, 'says it would enable the unit');
+    t.match(first.stdout, /skipped, would run\) udevadm control --reload/, 'says it would reload udev');
+    t.match(first.stdout, /Next steps/, 'ends with what the technician does next');
+    t.match(first.stdout, /scanbox config check/);
+    t.match(first.stdout, /journalctl -u scanbox -f/);
+    t.match(first.stdout, /missing now: apikey apiclient_cert\.pem apiclient_key\.pem/, 'names the secret files to put in /etc/scanbox');
+
+    const opt = join(root, 'opt', 'scanbox');
+    for (const item of ['dist/cli.js', 'package.json', 'package-lock.json', 'systemd/scanbox.service', 'systemd/scanbox.env', 'scripts/install.sh', 'README.md', 'hardware.md']) {
+      t.ok(existsSync(join(opt, item)), `opt/scanbox/${item}`);
+    }
+    t.ok(mode(join(opt, 'dist', 'cli.js')) & 0o111, 'dist/cli.js is executable');
+    t.equal(mode(join(opt, 'dist', 'cli.js')) & 0o022, 0, 'the application is not writable by group or others');
+
+    // Production dependencies only, and they load with this Node.
+    const modules = join(opt, 'node_modules');
+    for (const name of Object.keys(PKG.dependencies)) t.ok(existsSync(join(modules, name, 'package.json')), `dependency ${name} installed`);
+    for (const name of [...Object.keys(PKG.devDependencies), 'tap', 'typescript']) t.notOk(existsSync(join(modules, name)), `devDependency ${name} not installed`);
+    t.notOk(existsSync(join(modules, '.bin', 'tsc')), 'no tsc in node_modules/.bin');
+    const dangling = tree(modules).filter((p) => lstatSync(join(modules, p)).isSymbolicLink() && !existsSync(join(modules, p)));
+    t.same(dangling, [], 'no dangling links left by the pruning');
+    const empty = readdirSync(modules).filter((d) => lstatSync(join(modules, d)).isDirectory() && readdirSync(join(modules, d)).length === 0);
+    t.same(empty, [], 'no empty scope directories');
+    const load = spawnSync(process.execPath, ['-e', 'const D = require("better-sqlite3"); new D(":memory:").close(); require("serialport"); require("onoff"); require("undici")'], {
+      cwd: opt,
+      encoding: 'utf8',
+    });
+    t.equal(load.status, 0, 'native modules load from the installed tree', { stderr: load.stderr });
+    const version = spawnSync(process.execPath, [join(opt, 'dist', 'cli.js'), '--version'], { encoding: 'utf8', cwd: tmpdir() });
+    t.equal(version.stdout.trim(), PKG.version, 'node opt/scanbox/dist/cli.js --version runs from the installed tree');
+
+    const link = join(root, 'usr', 'local', 'bin', 'scanbox');
+    t.ok(lstatSync(link).isSymbolicLink(), 'usr/local/bin/scanbox is a symlink');
+    t.equal(readlinkSync(link), '/opt/scanbox/dist/cli.js', 'pointing at /opt/scanbox/dist/cli.js on the target');
+
+    const unitPath = join(root, 'etc', 'systemd', 'system', 'scanbox.service');
+    const unit = readFileSync(unitPath, 'utf8');
+    const template = readFileSync(join(REPO, 'systemd', 'scanbox.service'), 'utf8');
+    t.match(unit, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} /opt/scanbox/dist/cli.js run$`, 'm'), 'ExecStart= names the Node the installer found');
+    t.equal(unit.replace(/^ExecStart=.*$/m, ''), template.replace(/^ExecStart=.*$/m, ''), 'otherwise the unit is the template');
+    t.equal(mode(unitPath), 0o644, 'unit mode 0644');
+
+    const envPath = join(root, 'etc', 'scanbox', 'scanbox.env');
+    t.equal(mode(envPath), 0o640, 'etc/scanbox/scanbox.env mode 0640');
+    t.equal(mode(join(root, 'etc', 'scanbox')), 0o750, 'etc/scanbox mode 0750');
+    t.equal(readFileSync(envPath, 'utf8'), readFileSync(join(REPO, 'systemd', 'scanbox.env'), 'utf8'), 'the env file is the template');
+    t.equal(mode(join(root, 'var', 'lib', 'scanbox')), 0o750, 'var/lib/scanbox mode 0750');
+
+    const rulesPath = join(root, 'etc', 'udev', 'rules.d', '99-scanbox.rules');
+    const rules = readFileSync(rulesPath, 'utf8');
+    t.match(rules, /ENV\{ID_MM_DEVICE_IGNORE\}="1"/, 'udev rules keep ModemManager off');
+    t.match(first.stdout, /Name the serial devices \(scanner register not set yet\)/, 'says the device names are still to be set');
+
+    const firstTree = tree(root);
+    t.notOk(firstTree.some((p) => /^opt\/scanbox\.(new|old)/.test(p)), 'no staging directory left behind');
+
+    // The technician's changes between runs: configuration, a secret (too open), and sales in the journal.
+    const envEdited = readFileSync(envPath, 'utf8').replace(/^SCANBOX_MCH_ID=$/m, 'SCANBOX_MCH_ID=1900000109');
+    writeFileSync(envPath, envEdited);
+    const apikey = join(root, 'etc', 'scanbox', 'apikey');
+    writeFileSync(apikey, 'Zk3q8Lw2Rt6Yp1Xs9Vb4Nm7Hc5Dg0Jf2\n');
+    chmodSync(apikey, 0o644);
+    const journal = join(root, 'var', 'lib', 'scanbox', 'scanbox.db');
+    writeFileSync(journal, 'SQLite format 3\0 pretend money records');
+
+    const second = run(INSTALL, ['--root', root, '--scanner-usb', '0C2E:0B61:18213B4C21']);
+    t.equal(second.status, 0, 'second install succeeds', { output: show(second) });
+    t.match(second.stdout, /kept \/etc\/scanbox\/scanbox\.env/, 'says the env file is kept');
+    t.equal(readFileSync(envPath, 'utf8'), envEdited, 'the edited env file survives');
+    t.equal(mode(envPath), 0o640);
+    t.equal(mode(apikey), 0o600, 'a secret readable by others is tightened to 0600');
+    t.match(second.stderr, /apikey was readable by others/, 'and the technician is told');
+    t.equal(readFileSync(journal, 'utf8'), 'SQLite format 3\0 pretend money records', 'the journal is untouched');
+    const secondTree = tree(root);
+    t.same(
+      secondTree.filter((p) => p !== 'etc/scanbox/apikey' && p !== 'var/lib/scanbox/scanbox.db'),
+      firstTree,
+      'the same files as after the first run',
+    );
+    const rules2 = readFileSync(rulesPath, 'utf8');
+    t.match(
+      rules2,
+      /^SUBSYSTEM=="tty", ATTRS\{idVendor\}=="0c2e", ATTRS\{idProduct\}=="0b61", ATTRS\{serial\}=="18213B4C21", SYMLINK\+="scanbox-scanner", GROUP="dialout", MODE="0660", ENV\{ID_MM_DEVICE_IGNORE\}="1"$/m,
+      '--scanner-usb writes the scanner rule',
+    );
+    t.equal(rules2.split('\n').filter((l) => l.includes('SYMLINK+="scanbox-scanner"')).length, 1, 'one scanner rule, replacing the example');
+    t.match(rules2, /^#SUBSYSTEM.*SYMLINK\+="scanbox-register"/m, 'the register example is left as it was');
+    t.notMatch(second.stdout, /Name the serial devices \(scanner/, 'the scanner is no longer listed as to do');
+
+    t.equal(digest(ACCOUNT_FILES), accountsBefore, '--root mode wrote nothing to the host accounts (/etc/passwd, /etc/group, ...)');
+
+    const removed = run(INSTALL, ['--uninstall', '--root', root]);
+    t.equal(removed.status, 0, 'uninstall succeeds', { output: show(removed) });
+    t.notOk(existsSync(opt), 'opt/scanbox removed');
+    t.notOk(existsSync(unitPath), 'the unit removed');
+    t.notOk(existsSync(rulesPath), 'the udev rules removed');
+    t.notOk(present(link), 'the command symlink removed');
+    t.equal(readFileSync(journal, 'utf8'), 'SQLite format 3\0 pretend money records', 'var/lib/scanbox (the journal) kept');
+    t.equal(readFileSync(envPath, 'utf8'), envEdited, 'etc/scanbox/scanbox.env kept');
+    t.ok(existsSync(apikey), 'the credentials kept');
+    t.equal(readFileSync(join(root, 'etc', 'scanbox', '99-scanbox.rules.removed'), 'utf8'), rules2, 'a copy of the udev rules kept with the configuration');
+    t.match(removed.stdout, /KEPT: \/var\/lib\/scanbox/, 'says the journal is kept');
+    t.match(removed.stdout, /\/etc\/scanbox/, 'says the configuration is kept');
+    t.match(removed.stdout, /skipped, would run\) systemctl disable --now scanbox\.service/, 'says it would stop and disable the unit');
+    const again = run(INSTALL, ['--uninstall', '--root', root]);
+    t.equal(again.status, 0, 'uninstall twice is fine', { output: show(again) });
+    t.equal(digest(ACCOUNT_FILES), accountsBefore, 'still nothing written to the host accounts');
+    t.comment(`two installs and two uninstalls took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  },
+);
+
+t.test('usage errors exit 2 before anything is written', async (t) => {
+  const parent = tempRoot(t, 'usage');
+  const root = join(parent, 'never');
+  for (const args of [['--root', root, '--bogus'], ['--root', root, '--scanner-usb', '0403-6001'], ['--root', root, '--register-usb', '0403:6001:bad"serial'], ['--root']]) {
+    const result = run(INSTALL, args);
+    t.equal(result.status, 2, `${args.slice(2).join(' ') || args.join(' ')}: exit 2`, { output: show(result) });
+    t.match(result.stderr, /ERROR: .*\(see --help\)/, 'says what is wrong');
+  }
+  t.notOk(existsSync(root), 'the target directory was not even created');
+  const help = run(INSTALL, ['--help']);
+  t.equal(help.status, 0);
+  t.match(help.stdout, /--uninstall/);
+});
+
+t.test('a Node the service cannot see (under /tmp, /home, /root) is refused', async (t) => {
+  const dir = tempRoot(t, 'nodepath');
+  mkdirSync(join(dir, 'bin'));
+  symlinkSync(process.execPath, join(dir, 'bin', 'node'));
+  const root = join(dir, 'root');
+  const result = run(INSTALL, ['--root', root], envWith([join(dir, 'bin')]));
+  t.equal(result.status, 1, 'refused', { output: show(result) });
+  t.match(result.stderr, /the service cannot see it/);
+  t.notOk(existsSync(join(root, 'opt', 'scanbox')), 'nothing installed');
+});
+
+/**
+ * A release unpacked without node_modules: the installer falls back to `npm ci --omit=dev` (a fake npm here,
+ * so no network), without the `prepare` build step that needs TypeScript. A Node found elsewhere than
+ * /usr/bin/node goes into ExecStart=. A failing npm leaves the installed version as it was.
+ */
+t.test('without node_modules: npm ci --omit=dev, prepare dropped, ExecStart follows Node, failure changes nothing', async (t) => {
+  // Under the repository's .tap/fixtures, not /tmp: a Node symlink there is one the service could see.
+  const dir = t.testdir({});
+  const source = join(dir, 'release');
+  mkdirSync(source);
+  for (const item of ['dist', 'package.json', 'package-lock.json', 'systemd', 'scripts', 'README.md', 'hardware.md']) {
+    cpSync(join(REPO, item), join(source, item), { recursive: true });
+  }
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  symlinkSync(process.execPath, join(bin, 'node'));
+  const npmLog = join(dir, 'npm.log');
+  writeFileSync(
+    join(bin, 'npm'),
+    `#!/bin/bash
+echo "$(basename "$PWD") :: $*" >> "$NPM_LOG"
+case "$1" in
+  pkg)
+    [ "$2 $3" = "delete scripts.prepare" ] || exit 3
+    node -e 'const f="package.json"; const p=JSON.parse(require("fs").readFileSync(f,"utf8")); delete p.scripts.prepare; require("fs").writeFileSync(f, JSON.stringify(p, null, 2))'
+    ;;
+  ci)
+    [ -z "$FAKE_NPM_FAIL" ] || { echo "npm ERR! fake failure" >&2; exit 1; }
+    mkdir -p node_modules/better-sqlite3
+    echo '{"name":"better-sqlite3","version":"0.0.0","main":"index.js"}' > node_modules/better-sqlite3/package.json
+    echo 'module.exports = class { close() {} };' > node_modules/better-sqlite3/index.js
+    ;;
+  *) exit 4 ;;
+esac
+`,
+  );
+  chmodSync(join(bin, 'npm'), 0o755);
+  const root = join(dir, 'root');
+  const env = envWith([bin], { NPM_LOG: npmLog });
+
+  const result = run(join(source, 'scripts', 'install.sh'), ['--root', root], env);
+  t.equal(result.status, 0, 'installs', { output: show(result) });
+  t.same(readFileSync(npmLog, 'utf8').trim().split('\n'), ['scanbox.new :: pkg delete scripts.prepare', 'scanbox.new :: ci --omit=dev --no-audit --no-fund --loglevel=error'], 'npm ci --omit=dev in the staging directory');
+  const installed = JSON.parse(readFileSync(join(root, 'opt', 'scanbox', 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  t.notOk('prepare' in installed.scripts, 'the installed package.json has no prepare step');
+  t.ok('prepare' in (JSON.parse(readFileSync(join(source, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts, 'the source is untouched');
+  const unit = readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox.service'), 'utf8');
+  t.same(unit.split('\n').filter((l) => l.startsWith('ExecStart=')), [`ExecStart=${join(bin, 'node')} /opt/scanbox/dist/cli.js run`], 'ExecStart= rewritten to the Node on PATH');
+  t.match(result.stdout, /unit: ExecStart uses/);
+
+  // An update whose dependencies cannot be installed: exit 1, the running version stays, no staging left.
+  writeFileSync(join(root, 'opt', 'scanbox', 'marker'), 'the version that runs');
+  const failed = run(join(source, 'scripts', 'install.sh'), ['--root', root], { ...env, FAKE_NPM_FAIL: '1' });
+  t.equal(failed.status, 1, 'a failing npm ci fails the install', { output: show(failed) });
+  t.match(failed.stderr, /nothing was changed in \/opt\/scanbox/);
+  t.equal(readFileSync(join(root, 'opt', 'scanbox', 'marker'), 'utf8'), 'the version that runs', 'the installed version is untouched');
+  t.notOk(existsSync(join(root, 'opt', 'scanbox.new')), 'no staging directory left behind');
+
+  // A checkout where nothing was built.
+  rmSync(join(source, 'dist'), { recursive: true });
+  const unbuilt = run(join(source, 'scripts', 'install.sh'), ['--root', root], env);
+  t.equal(unbuilt.status, 1, 'refuses a tree without dist/');
+  t.match(unbuilt.stderr, /dist\/cli\.js is missing: run 'npm ci'/);
+});

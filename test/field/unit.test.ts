@@ -1,0 +1,405 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { CONFIG_VARIABLES, loadConfig } from '../../src/config.js';
+
+/**
+ * The files a technician installs around the daemon: the systemd unit (static checks everywhere, plus
+ * `systemd-analyze security` and `verify` where systemd-analyze exists), the env template against the
+ * configuration code, the udev template, and hardware.md's log lines against the log calls in src/.
+ */
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const UNIT_PATH = join(REPO, 'systemd', 'scanbox.service');
+const ENV_PATH = join(REPO, 'systemd', 'scanbox.env');
+const RULES_PATH = join(REPO, 'systemd', '99-scanbox.rules');
+const HARDWARE_PATH = join(REPO, 'hardware.md');
+const MAX_EXPOSURE = 2.0;
+
+type Unit = Map<string, [string, string][]>;
+
+/** systemd's unit syntax, as much as this unit uses: sections, `Key=value`, comments, no continuations. */
+function parseUnit(text: string): Unit {
+  const unit: Unit = new Map();
+  let section: [string, string][] | null = null;
+  for (const [index, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    if (line.endsWith('\\')) throw new Error(`line ${index + 1}: continuation lines are not expected here`);
+    const header = /^\[([A-Za-z]+)\]$/.exec(line);
+    if (header) {
+      section = [];
+      unit.set(header[1]!, section);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (section === null || eq <= 0) throw new Error(`line ${index + 1}: not a Key=value line in a section: ${line}`);
+    section.push([line.slice(0, eq).trim(), line.slice(eq + 1).trim()]);
+  }
+  return unit;
+}
+
+function values(unit: Unit, section: string, key: string): string[] {
+  return (unit.get(section) ?? []).filter(([k]) => k === key).map(([, v]) => v);
+}
+
+/** List-valued settings (After=, DeviceAllow= ...) accumulate; for the others the last assignment wins. */
+function last(unit: Unit, section: string, key: string): string | undefined {
+  return values(unit, section, key).at(-1);
+}
+
+function words(unit: Unit, section: string, key: string): string[] {
+  return values(unit, section, key).flatMap((v) => v.split(/\s+/).filter((w) => w !== ''));
+}
+
+const unitText = readFileSync(UNIT_PATH, 'utf8');
+const unit = parseUnit(unitText);
+
+function whichSystemdAnalyze(): boolean {
+  const probe = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+  return probe.status === 0;
+}
+const HAVE_ANALYZE = whichSystemdAnalyze();
+
+function security(path: string): { status: number | null; output: string; exposure: number | null } {
+  const run = spawnSync('systemd-analyze', ['security', '--offline=yes', `--threshold=${MAX_EXPOSURE * 10}`, '--no-pager', path], {
+    encoding: 'utf8',
+    env: { ...process.env, SYSTEMD_COLORS: '0', LC_ALL: 'C' },
+  });
+  const output = `${run.stdout}${run.stderr}`;
+  const match = /Overall exposure level for \S+: (\d+(?:\.\d+)?)/.exec(output);
+  return { status: run.status, output, exposure: match ? Number(match[1]) : null };
+}
+
+/**
+ * `systemd-analyze verify` checks syntax and values offline, but it also checks the machine it runs on:
+ * the ExecStart= binary must exist here. A machine without /usr/bin/node says so; that line is about the
+ * machine, not the unit (install.sh writes the real Node path on the box), so it is left out.
+ */
+const ENVIRONMENTAL = [/Command \/usr\/bin\/node is not executable/];
+
+function verify(path: string): { status: number | null; problems: string[]; environmental: string[] } {
+  const run = spawnSync('systemd-analyze', ['verify', '--man=no', path], {
+    encoding: 'utf8',
+    env: { ...process.env, SYSTEMD_COLORS: '0', LC_ALL: 'C' },
+  });
+  const lines = `${run.stdout}${run.stderr}`.split('\n').filter((l) => l.trim() !== '');
+  return {
+    status: run.status,
+    problems: lines.filter((l) => !ENVIRONMENTAL.some((re) => re.test(l))),
+    environmental: lines.filter((l) => ENVIRONMENTAL.some((re) => re.test(l))),
+  };
+}
+
+t.test('unit: the service settings the daemon relies on', async (t) => {
+  const required: [string, string, string][] = [
+    ['Unit', 'StartLimitIntervalSec', '0'],
+    ['Service', 'Type', 'notify'],
+    ['Service', 'NotifyAccess', 'all'],
+    ['Service', 'WatchdogSec', '30'],
+    ['Service', 'ExecStart', '/usr/bin/node /opt/scanbox/dist/cli.js run'],
+    ['Service', 'Restart', 'always'],
+    ['Service', 'RestartSec', '2'],
+    ['Service', 'TimeoutStopSec', '40'],
+    ['Service', 'EnvironmentFile', '/etc/scanbox/scanbox.env'],
+    ['Service', 'StateDirectory', 'scanbox'],
+    ['Service', 'StateDirectoryMode', '0750'],
+    ['Service', 'RuntimeDirectory', 'scanbox'],
+    ['Service', 'User', 'scanbox'],
+    ['Service', 'Group', 'scanbox'],
+    ['Service', 'UMask', '0027'],
+    ['Service', 'DevicePolicy', 'closed'],
+    ['Service', 'ProtectSystem', 'strict'],
+    ['Service', 'ProtectHome', 'yes'],
+    ['Service', 'PrivateTmp', 'yes'],
+    ['Service', 'NoNewPrivileges', 'yes'],
+    ['Service', 'CapabilityBoundingSet', ''],
+    ['Service', 'RestrictAddressFamilies', 'AF_UNIX AF_INET AF_INET6'],
+    ['Service', 'SystemCallArchitectures', 'native'],
+    ['Service', 'SystemCallErrorNumber', 'EPERM'],
+    ['Service', 'ProtectKernelModules', 'yes'],
+    ['Service', 'ProtectKernelLogs', 'yes'],
+    ['Service', 'ProtectControlGroups', 'yes'],
+    ['Service', 'ProtectClock', 'yes'],
+    ['Service', 'ProtectHostname', 'yes'],
+    ['Service', 'RestrictNamespaces', 'yes'],
+    ['Service', 'RestrictRealtime', 'yes'],
+    ['Service', 'RestrictSUIDSGID', 'yes'],
+    ['Service', 'LockPersonality', 'yes'],
+    ['Service', 'ProtectProc', 'invisible'],
+    ['Service', 'ProcSubset', 'pid'],
+    ['Install', 'WantedBy', 'multi-user.target'],
+  ];
+  for (const [section, key, value] of required) {
+    t.equal(last(unit, section, key), value, `[${section}] ${key}=${value}`);
+  }
+  t.same(values(unit, 'Service', 'LoadCredential').sort(), [
+    'apiclient_cert.pem:/etc/scanbox/apiclient_cert.pem',
+    'apiclient_key.pem:/etc/scanbox/apiclient_key.pem',
+    'apikey:/etc/scanbox/apikey',
+  ]);
+  t.same(words(unit, 'Service', 'SupplementaryGroups').sort(), ['dialout', 'gpio'], 'serial ports via dialout, sysfs GPIO via gpio');
+  const filter = values(unit, 'Service', 'SystemCallFilter');
+  t.ok(filter.includes('@system-service'), 'system calls: the @system-service allow list');
+});
+
+t.test('unit: ordering lets the box start without network time and with the serial classes present', async (t) => {
+  const after = words(unit, 'Unit', 'After');
+  const wants = words(unit, 'Unit', 'Wants');
+  for (const target of ['network-online.target', 'modprobe@cdc_acm.service', 'modprobe@usbserial.service']) {
+    t.ok(after.includes(target), `After=${target}`);
+    t.ok(wants.includes(target), `Wants=${target}`);
+  }
+  t.ok(after.includes('time-set.target'), 'after the clock is restored to the last known time');
+  // Requiring NTP (or ordering after time-sync.target, which systemd-time-wait-sync can hold for ever) would
+  // leave the register unanswered until the network comes.
+  for (const key of ['Requires', 'Requisite', 'BindsTo', 'After', 'Wants']) {
+    t.notOk(words(unit, 'Unit', key).includes('time-sync.target'), `no ${key}=time-sync.target`);
+  }
+  t.notOk(words(unit, 'Unit', 'Requires').includes('network-online.target'), 'network-online.target only wanted');
+});
+
+t.test('unit: devices are reachable through the device cgroup, not PrivateDevices', async (t) => {
+  const allowed = values(unit, 'Service', 'DeviceAllow');
+  for (const device of ['char-ttyUSB rw', 'char-ttyACM rw', 'char-ttyAMA rw', 'char-gpiochip rw']) {
+    t.ok(allowed.includes(device), `DeviceAllow=${device}`);
+  }
+  t.equal(values(unit, 'Service', 'ReadWritePaths').length, 0, 'no ReadWritePaths: ProtectSystem=strict leaves /sys writable');
+});
+
+t.test('unit: the settings that would break the box are absent', async (t) => {
+  // key -> why it must not be on
+  const forbidden: [string, string][] = [
+    ['MemoryDenyWriteExecute', 'V8 JIT needs writable+executable memory'],
+    ['ProtectKernelTunables', 'makes /sys read-only: no sysfs GPIO'],
+    ['PrivateDevices', 'hides the ttys'],
+    ['PrivateUsers', 'maps dialout and gpio away'],
+    ['PrivateNetwork', 'the box must reach WeChat Pay'],
+    ['DynamicUser', 'the journal owner and group membership need a real user'],
+  ];
+  for (const [key, why] of forbidden) {
+    const value = last(unit, 'Service', key);
+    t.ok(value === undefined || value === 'no' || value === 'false', `${key} not enabled (${why})`);
+  }
+  const deny = words(unit, 'Service', 'IPAddressDeny');
+  t.notOk(deny.includes('any'), 'IPAddressDeny is not any: WeChat Pay must be reachable');
+  t.notOk(/ExecStart=\S*env\s+node/.test(unitText), 'ExecStart names Node by its full path');
+});
+
+t.test('unit: a single-valued setting is not given twice (the last would silently win)', async (t) => {
+  const lists = new Set([
+    'After', 'Before', 'Wants', 'Requires', 'Documentation', 'DeviceAllow', 'LoadCredential', 'SystemCallFilter',
+    'SupplementaryGroups', 'ReadWritePaths', 'Environment', 'EnvironmentFile', 'WantedBy', 'RestrictAddressFamilies',
+  ]);
+  for (const [section, entries] of unit) {
+    const seen = new Map<string, number>();
+    for (const [key] of entries) seen.set(key, (seen.get(key) ?? 0) + 1);
+    for (const [key, count] of seen) {
+      if (!lists.has(key)) t.equal(count, 1, `[${section}] ${key} once`);
+    }
+  }
+});
+
+t.test('unit: each hardening line the brief calls non-obvious carries a comment saying why', async (t) => {
+  // The comment block right above each of these lines, or the "Deliberately NOT set" list, must mention it.
+  const lines = unitText.split('\n');
+  for (const key of ['StartLimitIntervalSec', 'NotifyAccess', 'TimeoutStopSec', 'SupplementaryGroups', 'DevicePolicy', 'ProtectSystem', 'SystemCallErrorNumber', 'ProcSubset', 'UMask']) {
+    const at = lines.findIndex((l) => l.startsWith(`${key}=`));
+    t.ok(at > 0, `${key} present`);
+    // Directly above, or above the small group of settings it belongs to (Type= and NotifyAccess=).
+    let i = at - 1;
+    while (i >= 0 && at - i <= 3 && /^[A-Za-z]+=/.test(lines[i]!)) i--;
+    let comment = '';
+    for (; i >= 0 && lines[i]!.startsWith('#'); i--) comment = lines[i] + '\n' + comment;
+    t.ok(comment.length > 20, `${key} has a comment above it`);
+  }
+  const notSet = unitText.slice(unitText.indexOf('Deliberately NOT set'));
+  for (const key of ['MemoryDenyWriteExecute', 'ProtectKernelTunables', 'PrivateDevices', 'PrivateUsers', 'IPAddressDeny']) {
+    t.match(notSet, new RegExp(`^#\\s.*\\b${key}=`, 'm'), `the unit says why ${key} is not set`);
+  }
+});
+
+t.test('systemd-analyze security --offline: exposure at most 2.0', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed (the static checks above still ran)' }, async (t) => {
+  const result = security(UNIT_PATH);
+  t.not(result.exposure, null, 'the overall exposure line is printed', { output: result.output.slice(-600) });
+  t.comment(`exposure of systemd/scanbox.service: ${result.exposure} (limit ${MAX_EXPOSURE})`);
+  t.ok(result.exposure !== null && result.exposure <= MAX_EXPOSURE, `exposure ${result.exposure} <= ${MAX_EXPOSURE}`);
+  t.equal(result.status, 0, '--threshold=20 passes');
+
+  // The same command fails a unit without hardening: the threshold and the parsing are real.
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const bare = join(dir, 'scanbox-bare.service');
+  writeFileSync(bare, '[Service]\nExecStart=/usr/bin/node /opt/scanbox/dist/cli.js run\n');
+  const bareResult = security(bare);
+  t.ok(bareResult.exposure !== null && bareResult.exposure > 5, `a bare unit scores badly (${bareResult.exposure})`);
+  t.not(bareResult.status, 0, 'and fails the threshold');
+
+  // Turning on one of the settings the daemon cannot live with would be tempting for the score; it is
+  // not what keeps the score low.
+  const loose = join(dir, 'scanbox-loose.service');
+  writeFileSync(loose, unitText.replace(/^ProcSubset=pid$/m, '').replace(/^ProtectProc=invisible$/m, '').replace(/^SystemCallFilter=~.*$/m, ''));
+  const looseResult = security(loose);
+  t.ok(looseResult.exposure !== null && result.exposure !== null && looseResult.exposure > result.exposure, 'removing hardening raises the score');
+});
+
+t.test('systemd-analyze verify: no complaint about the unit itself', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed' }, async (t) => {
+  const result = verify(UNIT_PATH);
+  for (const line of result.environmental) t.comment(`about this machine, not the unit: ${line}`);
+  t.same(result.problems, [], 'no warnings or errors');
+  if (result.environmental.length === 0) t.equal(result.status, 0, 'exit 0');
+
+  // A typo in a key or a bad value is reported (verify exits 0 on those, so the output is what counts).
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-verify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const broken = join(dir, 'scanbox.service');
+  writeFileSync(broken, unitText.replace(/^Restart=always$/m, 'Restart=sometimes').replace(/^UMask=0027$/m, 'UMsk=0027'));
+  const brokenResult = verify(broken);
+  t.ok(brokenResult.problems.some((l) => /UMsk/.test(l)), 'an unknown key is reported');
+  t.ok(brokenResult.problems.some((l) => /restart/i.test(l)), 'a bad value is reported');
+});
+
+/** An env file the way systemd reads it: `NAME=value` lines, '#' comments. Values here carry no quotes. */
+function parseEnv(text: string, uncommentDefaults = false): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    let line = raw.trim();
+    if (uncommentDefaults && /^#SCANBOX_[A-Z0-9_]+=/.test(line)) line = line.slice(1);
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new Error(`not NAME=value: ${line}`);
+    env[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return env;
+}
+
+const envText = readFileSync(ENV_PATH, 'utf8');
+
+t.test('env template: every configuration variable, each documented, nothing else', async (t) => {
+  const lines = envText.split('\n');
+  const named = new Map<string, number>();
+  lines.forEach((line, index) => {
+    const m = /^#?(SCANBOX_[A-Z0-9_]+)=/.exec(line);
+    if (m) named.set(m[1]!, index);
+  });
+  for (const name of CONFIG_VARIABLES) {
+    t.ok(named.has(name), `${name} is in the template`);
+    const at = named.get(name);
+    if (at !== undefined) {
+      // A comment right above it, or above the group of NAME= lines it belongs to.
+      let i = at - 1;
+      while (i >= 0 && /^#?SCANBOX_[A-Z0-9_]+=/.test(lines[i]!)) i--;
+      t.ok(i >= 0 && lines[i]!.startsWith('# '), `${name} has a comment`);
+    }
+  }
+  for (const name of named.keys()) t.ok(CONFIG_VARIABLES.includes(name), `${name} is a known variable`);
+  t.notMatch(envText, /^#?SCANBOX_API_KEY=/m, 'no place for the API key itself');
+
+  const active = parseEnv(envText);
+  t.equal(active.SCANBOX_MCH_ID, '', 'SCANBOX_MCH_ID present and empty');
+  t.equal(active.SCANBOX_APPID, '', 'SCANBOX_APPID present and empty');
+  const firstVariable = lines.findIndex((l) => /^#?SCANBOX_/.test(l));
+  t.match(lines[firstVariable]!, /^SCANBOX_MCH_ID=/, 'the required merchant settings come first');
+  t.equal(active.SCANBOX_SCANNER_PORT, '/dev/scanbox-scanner');
+  t.equal(active.SCANBOX_REGISTER_PORT, '/dev/scanbox-register');
+});
+
+t.test('env template: its values, and its commented defaults, pass the configuration checks', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-env-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const machineIdPath = join(dir, 'machine-id');
+  writeFileSync(machineIdPath, '0123456789abcdef0123456789abcdef\n');
+  // What the technician fills in, and nothing else: the credentials are not there yet.
+  const filled = { SCANBOX_MCH_ID: '1900000109', SCANBOX_APPID: 'wx8888888888888888' };
+  const expectedOnly = new Set(['SCANBOX_API_KEY_FILE', 'SCANBOX_CERT_FILE']);
+  for (const [label, env] of [
+    ['as shipped', parseEnv(envText)],
+    ['with every default uncommented', parseEnv(envText, true)],
+  ] as const) {
+    const unfilled = loadConfig({ env, machineIdPath });
+    t.notOk(unfilled.ok, `${label}: not usable before the merchant ids are filled in`);
+    const unfilledNames = unfilled.ok ? [] : unfilled.errors.map((e) => e.split(':')[0]);
+    t.ok(unfilledNames.includes('SCANBOX_MCH_ID') && unfilledNames.includes('SCANBOX_APPID'), `${label}: asks for the merchant ids`);
+
+    const result = loadConfig({ env: { ...env, ...filled }, machineIdPath });
+    const names = result.ok ? [] : result.errors.map((e) => e.split(':')[0]!);
+    const unexpected = result.ok ? [] : result.errors.filter((e) => !expectedOnly.has(e.split(':')[0]!));
+    t.same(unexpected, [], `${label}: only the missing credentials are reported`);
+    t.ok(names.includes('SCANBOX_API_KEY_FILE'), `${label}: the missing API key is reported (the check is real)`);
+  }
+});
+
+t.test('udev template: stable names, dialout, ModemManager kept off', async (t) => {
+  const rules = readFileSync(RULES_PATH, 'utf8');
+  const active = rules.split('\n').filter((l) => l.trim() !== '' && !l.trim().startsWith('#'));
+  t.ok(active.some((l) => l.includes('ENV{ID_MM_DEVICE_IGNORE}="1"')), 'an active rule keeps ModemManager off serial adapters');
+  for (const name of ['scanbox-scanner', 'scanbox-register']) {
+    const example = rules.split('\n').find((l) => l.includes(`SYMLINK+="${name}"`));
+    t.ok(example, `an example line for /dev/${name}`);
+    t.match(example ?? '', /ATTRS\{idVendor\}=="[0-9a-f]{4}", ATTRS\{idProduct\}=="[0-9a-f]{4}"/, `${name}: matched by USB ids`);
+    t.match(example ?? '', /GROUP="dialout", MODE="0660", ENV\{ID_MM_DEVICE_IGNORE\}="1"/, `${name}: dialout 0660, no ModemManager`);
+  }
+  t.match(rules, /udevadm info -a -n \/dev\/tty/, 'says how to find the ids');
+  // Every rule line is a comma-separated list of KEY{attr}=="value" / KEY="value" / KEY+="value" terms.
+  const term = /^\s*[A-Z_]+(\{[A-Za-z_]+\})?\s*(==|!=|=|\+=|:=)\s*"[^"]*"\s*$/;
+  const uncommented = rules
+    .split('\n')
+    .map((l) => (/^#(SUBSYSTEM|KERNEL|ATTRS)/.test(l) ? l.slice(1) : l))
+    .filter((l) => l.trim() !== '' && !l.trim().startsWith('#'));
+  for (const line of uncommented) {
+    t.ok(line.split(',').every((part) => term.test(part)), `udev syntax: ${line.slice(0, 60)}`);
+  }
+  const gotos = [...rules.matchAll(/GOTO="([^"]+)"/g)].map((m) => m[1]);
+  for (const label of new Set(gotos)) t.match(rules, new RegExp(`^LABEL="${label}"`, 'm'), `GOTO ${label} has its LABEL`);
+});
+
+/** Every log call in src/: its level and its message as a pattern (`${...}` parts match anything). */
+function logCalls(): { level: string; pattern: RegExp; source: string }[] {
+  const calls: { level: string; pattern: RegExp; source: string }[] = [];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir)) {
+      const path = join(dir, entry);
+      if (statSync(path).isDirectory()) walk(path);
+      else if (path.endsWith('.ts')) {
+        const text = readFileSync(path, 'utf8');
+        for (const m of text.matchAll(/\.(error|warning|info|debug)\(\s*(['`])((?:\\.|(?!\2)[^\\])*)\2/g)) {
+          const literal = m[3]!;
+          // A message that is all placeholders would match any quoted line: not evidence of anything.
+          if (literal.replace(/\$\{[^}]*\}/g, '').trim().length < 8) continue;
+          const pattern = literal
+            .split(/\$\{[^}]*\}/)
+            .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+            .join('.*');
+          calls.push({ level: m[1]!, pattern: new RegExp(`^${pattern}$`), source: literal });
+        }
+      }
+    }
+  };
+  walk(join(REPO, 'src'));
+  return calls;
+}
+
+const PRIORITY: Record<string, string> = { '3': 'error', '4': 'warning', '6': 'info', '7': 'debug' };
+
+t.test('hardware.md: every daemon log line it quotes exists in src/, at the level it shows', async (t) => {
+  const doc = readFileSync(HARDWARE_PATH, 'utf8');
+  const calls = logCalls();
+  t.ok(calls.length > 50, `log calls found in src/ (${calls.length})`);
+  const quoted = [...doc.matchAll(/`<([0-7])>([^`]*)`/g)]
+    .map((m) => ({ priority: m[1]!, text: m[2]! }))
+    // Fields (key=value) and an elided tail ("...") are not part of the message.
+    .map(({ priority, text }) => ({ priority, message: text.replace(/\s+[a-z_]+=.*$/, '').replace(/\.\.\..*$/, '').trim() }))
+    .filter(({ message }) => message !== '');
+  t.ok(quoted.length >= 20, `hardware.md quotes log lines (${quoted.length})`);
+  for (const { priority, message } of quoted) {
+    const level = PRIORITY[priority];
+    const found = calls.filter((c) => c.pattern.test(message));
+    t.ok(found.length > 0, `"${message}" is logged somewhere in src/`);
+    if (found.length > 0) t.ok(found.some((c) => c.level === level), `"${message}" is logged at ${level} (<${priority}>)`);
+  }
+  // The check is real: a line the daemon never logs is caught.
+  t.notOk(calls.some((c) => c.pattern.test('scanner exploded: call the fire brigade')), 'an invented line matches nothing');
+});
