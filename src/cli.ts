@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { installedEnv } from './commands/installed-env.js';
 import { VERSION } from './version.js';
 
 const USAGE = `scanbox ${VERSION}: the counter payment box daemon (WeChat Pay payment codes)
@@ -6,6 +7,10 @@ const USAGE = `scanbox ${VERSION}: the counter payment box daemon (WeChat Pay pa
 usage:
   scanbox run              the daemon (systemd starts it)
   scanbox demo             the whole box against the built-in simulator, no hardware needed
+  scanbox status           health, last sales, pending reversals (works while the daemon runs)
+  scanbox tx               recent transactions; scanbox tx show ID: one sale's events (out_trade_no or REF)
+  scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other
+  scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox --version
 
@@ -13,13 +18,23 @@ exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // The technician's commands, run by hand, get the installed configuration that systemd gives the daemon.
+  const env = command === 'run' || command === 'demo' ? process.env : installedEnv(process.env);
   switch (command) {
     case 'run':
       return (await import('./commands/run.js')).runCommand();
     case 'demo':
       return (await import('./commands/demo.js')).demoCommand(rest);
+    case 'status':
+      return (await import('./commands/status.js')).statusCommand(rest, env);
+    case 'tx':
+      return (await import('./commands/tx.js')).txCommand(rest, env);
+    case 'reverse':
+      return (await import('./commands/reverse.js')).reverseCommand(rest, env);
+    case 'selftest':
+      return (await import('./commands/selftest.js')).selftestCommand(rest, env);
     case 'config':
-      if (rest[0] === 'check' && rest.length === 1) return (await import('./commands/config-check.js')).configCheckCommand();
+      if (rest[0] === 'check' && rest.length === 1) return (await import('./commands/config-check.js')).configCheckCommand(env);
       break;
     case '--version':
     case 'version':

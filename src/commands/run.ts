@@ -1,6 +1,7 @@
 import { systemClock } from '../clock.js';
 import { Box } from '../box.js';
 import { loadConfig, type Config } from '../config.js';
+import { ControlServer, controlSocketPath, reverseAnswer } from '../control.js';
 import { onoffBackend } from '../devices/gpio.js';
 import { Indicator } from '../devices/indicator.js';
 import { LinePort } from '../devices/line-port.js';
@@ -97,6 +98,21 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
     onGatewayOutcome: (outcome) => box?.noteGateway(outcome),
   });
 
+  // The technician's commands ask the daemon itself (health, manual reversal) so the two never race;
+  // the socket is up during recovery too, which can take minutes while WeChat Pay is unreachable.
+  let control: ControlServer | null = null;
+  try {
+    control = await ControlServer.listen(
+      controlSocketPath(env),
+      {
+        health: () => box?.health() ?? { kind: 'OFFLINE', text: 'recovering unfinished sales' },
+        reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
+      },
+      log,
+    );
+  } catch (error) {
+    log.warning('control socket unavailable: technician commands will read the journal only', { error: (error as Error).message });
+  }
   const recovered = await engine.recover();
   if (recovered.length > 0) log.warning('recovery finished unfinished sales', { count: recovered.length });
   engine.startReversalQueue(5000);
@@ -171,7 +187,8 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
   await stopped;
   notifier.stopping('stopping: finishing the open sale');
   clearInterval(health);
-  await box.stop();
+  // A technician's reversal under way gets the same grace as an open sale.
+  await Promise.all([control?.close(20_000), box.stop()]);
   await engine.stopReversalQueue();
   await Promise.allSettled([scanner.close(), register.close()]);
   indicator.close();

@@ -385,6 +385,7 @@ export class Journal {
     getSale: Statement<[number], SaleRow>;
     byOutTradeNo: Statement<[string], SaleRow>;
     latestByRef: Statement<[string], SaleRow>;
+    byRef: Statement<[string], SaleRow>;
     unfinished: Statement<[], SaleRow>;
     pendingReversals: Statement<[], SaleRow>;
     recent: Statement<[number], SaleRow>;
@@ -475,6 +476,7 @@ export class Journal {
       getSale: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE id = ?`),
       byOutTradeNo: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE out_trade_no = ?`),
       latestByRef: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE ref = ? ORDER BY id DESC LIMIT 1`),
+      byRef: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE ref = ? ORDER BY id`),
       unfinished: db.prepare(
         `SELECT ${SALE_COLUMNS} FROM sales WHERE state IN ('open', 'paying', 'polling', 'reversing') ORDER BY id`,
       ),
@@ -579,6 +581,11 @@ export class Journal {
   }
 
   /** The newest attempt for a register ref. */
+  /** Every attempt for one register REF, oldest first. */
+  byRef(ref: string): Sale[] {
+    return this.read('read sales', () => this.stmt.byRef.all(ref).map(toSale));
+  }
+
   latestByRef(ref: string): Sale | undefined {
     return this.read('read a sale', () => {
       const row = this.stmt.latestByRef.get(ref);

@@ -122,6 +122,8 @@ export class Rig {
       SCANBOX_LOG_LEVEL: 'debug',
       // The simulator's CA, trusted the way a test gateway is trusted in the field.
       NODE_EXTRA_CA_CERTS: files.ca,
+      // Each bench has its own control socket, as systemd's RuntimeDirectory= gives the daemon one.
+      RUNTIME_DIRECTORY: dir,
       ...options.env,
     };
     return new Rig(dir, sim, ports, dbPath, env, options.onLog);

@@ -1,0 +1,199 @@
+import { readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { systemClock } from '../clock.js';
+import { loadConfig } from '../config.js';
+import { ControlError, OUT_TRADE_NO, askDaemon, controlSocketPath, reverseAnswer, type ReverseAnswer } from '../control.js';
+import { Journal } from '../journal/journal.js';
+import { createLogger } from '../log.js';
+import { PaymentEngine } from '../payment/engine.js';
+import { clockTrusted } from '../systemd.js';
+import { CertificateError } from '../wechatpay/client.js';
+import { clientFor } from './run.js';
+import { SALE_ALIGN, SALE_HEADERS, locateJournal, openJournalReadonly, saleRows } from './status.js';
+import { print, table } from './table.js';
+
+/**
+ * `scanbox reverse OUT_TRADE_NO`: a technician's manual reversal (a paid sale is given back to the payer;
+ * a reversal that is pending or was refused is tried again now), recorded in the journal like any other.
+ *
+ * With the daemon running, the daemon's own engine does it (through the control socket), so the two never
+ * reverse one sale at once. With the daemon stopped, this command opens the journal and WeChat Pay itself.
+ *
+ * Exit codes: 0 the sale is reversed (now or before), 1 not reversed (refused, still pending, or it could
+ * not be tried), 2 usage or configuration.
+ */
+
+const USAGE = 'usage: scanbox reverse OUT_TRADE_NO';
+/** The 15 s rule, three attempts with back-off, each up to 8 s and a failover: the daemon answers well within this. */
+const DAEMON_TIMEOUT_MS = 120_000;
+
+/** Other processes holding the journal open (the daemon without a control socket, say); empty when /proc says nothing. */
+export function journalHolders(file: string): number[] {
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch {
+    return [];
+  }
+  const holders: number[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^[0-9]+$/.test(name) && Number(name) !== process.pid);
+  } catch {
+    return [];
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target === real || target === `${real}-wal`) {
+        holders.push(Number(pid));
+        break;
+      }
+    }
+  }
+  return holders;
+}
+
+function asReverse(answer: Record<string, unknown>): ReverseAnswer | null {
+  const { ok, state, code, text } = answer;
+  if (typeof ok !== 'boolean' || typeof state !== 'string' || typeof text !== 'string') return null;
+  return { ok, state, code: typeof code === 'string' ? code : null, text };
+}
+
+/** The outcome in words, and the exit code it means: 0 only for a sale that is reversed. */
+function report(outTradeNo: string, result: ReverseAnswer, how: string): number {
+  const label =
+    result.state === 'reversed'
+      ? 'reversed'
+      : result.state === 'reversing'
+        ? 'pending'
+        : result.state === 'reverse_failed'
+          ? 'refused by WeChat Pay'
+          : `not reversed (state ${result.state})`;
+  print(`${label}: ${outTradeNo}${result.code ? ` [${result.code}]` : ''} ${how}: ${result.text}`);
+  return result.state === 'reversed' ? 0 : 1;
+}
+
+/** The sale's row as it now stands, for the record on the technician's screen; nothing when it cannot be read. */
+function showSale(env: NodeJS.ProcessEnv, outTradeNo: string): void {
+  try {
+    const journal = openJournalReadonly(locateJournal(env));
+    try {
+      const sale = journal.byOutTradeNo(outTradeNo);
+      if (sale) print(table(SALE_HEADERS, saleRows([sale]), SALE_ALIGN));
+    } finally {
+      journal.close();
+    }
+  } catch {
+    // The outcome above is what counts; the row is a courtesy.
+  }
+}
+
+async function reverseLocally(outTradeNo: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const loaded = loadConfig({ env });
+  if (!loaded.ok) {
+    for (const error of loaded.errors) print(`FAIL ${error}`);
+    print(`configuration has ${loaded.errors.length} problem(s): cannot reach WeChat Pay without it`);
+    return 2;
+  }
+  const config = loaded.config;
+  const holders = journalHolders(config.dbPath);
+  if (holders.length > 0) {
+    print(
+      `the journal ${config.dbPath} is open in process ${holders.join(', ')} (the daemon?) but nothing answers on ` +
+        `${controlSocketPath(env)}: stop it (systemctl stop scanbox) and try again, so that two processes never reverse at once`,
+    );
+    return 1;
+  }
+  if (!clockTrusted(systemClock.now())) {
+    print('the clock is not synchronised: the daemon would make no WeChat Pay call either; fix the time first (scanbox selftest)');
+    return 1;
+  }
+  // The engine's lines go to stderr, so stdout keeps the outcome alone.
+  const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
+  let client;
+  try {
+    client = clientFor(config, log);
+  } catch (error) {
+    if (error instanceof CertificateError) {
+      print(`configuration: merchant certificate: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  let journal: Journal;
+  try {
+    journal = Journal.open(config.dbPath, { deviceId: config.deviceId, clock: systemClock });
+  } catch (error) {
+    print(`journal cannot be opened: ${(error as Error).message}`);
+    await client.close();
+    return 1;
+  }
+  try {
+    const engine = new PaymentEngine({
+      journal,
+      gateway: client,
+      clock: systemClock,
+      log,
+      body: config.body,
+      deviceId: config.deviceId,
+      pollMs: config.pollMs,
+      userpayingTimeoutMs: config.userpayingTimeoutMs,
+    });
+    const result = await engine.manualReverse(outTradeNo);
+    return report(outTradeNo, reverseAnswer(result), 'by this command (daemon not running)');
+  } finally {
+    journal.close();
+    await client.close();
+  }
+}
+
+export async function reverseCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const outTradeNo = args[0];
+  if (args.length !== 1 || outTradeNo === undefined || !OUT_TRADE_NO.test(outTradeNo)) {
+    process.stderr.write(`${args.length === 1 ? `not an out_trade_no: ${JSON.stringify(String(outTradeNo).slice(0, 40))}\n` : ''}${USAGE}\n`);
+    return 2;
+  }
+  const socket = controlSocketPath(env);
+  // WeChat Pay's 15 s rule and the retries can make this take a while: say what is going on first.
+  print(`reversing ${outTradeNo}: asking the daemon (${socket}); this can take up to a minute`);
+  let answer: Record<string, unknown> | null;
+  try {
+    answer = await askDaemon(socket, { cmd: 'reverse', out_trade_no: outTradeNo }, DAEMON_TIMEOUT_MS);
+  } catch (error) {
+    const message = (error as Error).message;
+    if (error instanceof ControlError && error.code === 'DENIED') print(`cannot ask the daemon: ${message}`);
+    else {
+      // The request may have reached the daemon (it timed out, or the daemon stopped meanwhile).
+      print(`no answer from the daemon: ${message}; the reversal may be under way: scanbox tx show ${outTradeNo} shows where it stands`);
+    }
+    return 1;
+  }
+  let exit: number;
+  if (answer === null) {
+    print('daemon not running (nothing listens on its control socket): reversing from this command');
+    exit = await reverseLocally(outTradeNo, env);
+  } else if (typeof answer.error === 'string') {
+    print(`the daemon did not take the request: ${answer.error}`);
+    return 1;
+  } else {
+    const result = asReverse(answer);
+    if (!result) {
+      print(`the daemon answered something unexpected: ${JSON.stringify(answer).slice(0, 200)}`);
+      return 1;
+    }
+    exit = report(outTradeNo, result, 'by the running daemon');
+  }
+  if (exit !== 2) showSale(env, outTradeNo);
+  return exit;
+}

@@ -1,0 +1,369 @@
+import { dirname } from 'node:path';
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { existsSync, lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { isIP } from 'node:net';
+import { checkServerIdentity, connect as tlsConnect, createSecureContext } from 'node:tls';
+import { DEFAULT_API_BASE, loadConfig, type Config, type ConfigResult } from '../config.js';
+import { askDaemon, controlSocketPath } from '../control.js';
+import { onoffBackend, type GpioBackend, type OutputPin } from '../devices/gpio.js';
+import { createLogger } from '../log.js';
+import { certificateError } from '../wechatpay/client.js';
+import { locateJournal, openJournalReadonly } from './status.js';
+
+/**
+ * `scanbox selftest`: what a technician checks after installing or replacing a box, one line each,
+ * `PASS|WARN|FAIL name: detail`, in a fixed order: config, journal, scanner, register, gpio, clock, api,
+ * api-backup (only when a backup origin is set), certificate. Exit 1 if any FAIL, 0 otherwise, 2 for usage.
+ *
+ * Safe while the daemon runs: the journal is opened read-only, a serial port the daemon holds is reported
+ * as in use (not taken), and the light is not driven.
+ */
+
+export type CheckStatus = 'PASS' | 'WARN' | 'FAIL';
+export interface CheckResult {
+  status: CheckStatus;
+  name: string;
+  detail: string;
+}
+
+/** Everything the checks touch outside the process, so unit tests run them without hardware. */
+export interface SelftestDeps {
+  env: NodeJS.ProcessEnv;
+  now(): number;
+  sleep(ms: number): Promise<void>;
+  exists(path: string): boolean;
+  /** fs.lstatSync (follow = false) or fs.statSync (follow = true); throws like them. */
+  stat(path: string, follow: boolean): Stats;
+  realpath(path: string): string;
+  /** Opens the serial port and closes it again; rejects with serialport's error. */
+  openSerial(path: string, baudRate: number): Promise<void>;
+  gpio(): GpioBackend;
+  /** Runs a program; `ok` is false when it cannot be run or exits non-zero. */
+  exec(file: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; stdout: string }>;
+  lookup(host: string): Promise<{ address: string }>;
+  /** A TLS handshake with `address:port`, verifying the server certificate for `host`. */
+  tlsHandshake(options: { host: string; address: string; port: number; timeoutMs: number }): Promise<{ protocol: string | null }>;
+  askDaemon(path: string, request: object, timeoutMs: number): Promise<Record<string, unknown> | null>;
+  /** Where each line goes as soon as its check is done. */
+  write(line: string): void;
+}
+
+const NETWORK_TIMEOUT_MS = 5000;
+const SERIAL_TIMEOUT_MS = 5000;
+const SANE_AFTER = Date.UTC(2025, 0, 1);
+const DAY_MS = 24 * 3600 * 1000;
+const RENEW_WITHIN_DAYS = 30;
+const TIMESYNC_FLAG = '/run/systemd/timesync/synchronized';
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function errnoOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function dateOnly(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+export const defaultSelftestDeps = (env: NodeJS.ProcessEnv = process.env): SelftestDeps => ({
+  env,
+  now: () => Date.now(),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  exists: (path) => existsSync(path),
+  stat: (path, follow) => (follow ? statSync(path) : lstatSync(path)),
+  realpath: (path) => realpathSync(path),
+  async openSerial(path, baudRate) {
+    const { SerialPort } = await import('serialport');
+    const port = new SerialPort({ path, baudRate, autoOpen: false });
+    await new Promise<void>((resolve, reject) => port.open((error) => (error ? reject(error) : resolve())));
+    await new Promise<void>((resolve) => port.close(() => resolve()));
+  },
+  // The light's own lines are for the daemon's log, not this screen.
+  gpio: () => onoffBackend({ log: createLogger({ level: 'error', write: (line) => void process.stderr.write(line + '\n') }) }),
+  exec: (file, args, timeoutMs) =>
+    new Promise((resolve) => {
+      execFile(file, args, { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => resolve({ ok: error === null, stdout: String(stdout) }));
+    }),
+  lookup: (host) => dnsLookup(host),
+  tlsHandshake: ({ host, address, port, timeoutMs }) =>
+    new Promise((resolve, reject) => {
+      const socket = tlsConnect({
+        host: address,
+        port,
+        ...(isIP(host) === 0 ? { servername: host } : {}),
+        checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert),
+      });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no TLS handshake within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        const protocol = socket.getProtocol();
+        socket.end();
+        resolve({ protocol });
+      });
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(error);
+      });
+    }),
+  askDaemon,
+  write: (line) => void process.stdout.write(line + '\n'),
+});
+
+type Daemon = 'running' | 'stopped';
+
+function checkConfig(loaded: ConfigResult): CheckResult {
+  if (loaded.ok) {
+    const c = loaded.config;
+    return { status: 'PASS', name: 'config', detail: `valid (mch_id ${c.mchId}, device ${c.deviceId})` };
+  }
+  const first = loaded.errors[0] ?? '';
+  return { status: 'FAIL', name: 'config', detail: `${loaded.errors.length} problem(s), first: ${first} (scanbox config check lists them all)` };
+}
+
+function checkJournal(deps: SelftestDeps, loaded: ConfigResult): CheckResult {
+  const name = 'journal';
+  const location = locateJournal(deps.env, loaded);
+  if (!deps.exists(location.path)) return { status: 'WARN', name, detail: `${location.path} not created yet (the daemon creates it at its first start)` };
+  let journal;
+  try {
+    journal = openJournalReadonly(location);
+  } catch (error) {
+    return { status: 'FAIL', name, detail: messageOf(error) };
+  }
+  try {
+    const check = journal.quickCheck();
+    if (check !== 'ok') return { status: 'FAIL', name, detail: `${location.path} quick_check: ${check}` };
+    const pragmas = journal.pragmas();
+    if (pragmas.journalMode !== 'wal') {
+      return { status: 'FAIL', name, detail: `${location.path} is in journal_mode ${pragmas.journalMode}, not wal (the daemon sets it at start)` };
+    }
+    const counts = journal.counts();
+    const sales = Object.values(counts).reduce((sum, n) => sum + n, 0);
+    return { status: 'PASS', name, detail: `${location.path}: quick_check ok, journal_mode wal, schema ${pragmas.userVersion}, ${sales} sale(s)` };
+  } catch (error) {
+    return { status: 'FAIL', name, detail: messageOf(error) };
+  } finally {
+    journal.close();
+  }
+}
+
+async function checkSerial(deps: SelftestDeps, name: string, variable: string, config: Readonly<Config> | null, daemon: Daemon): Promise<CheckResult> {
+  const raw = deps.env[variable];
+  const path = config ? (name === 'scanner' ? config.scannerPort : config.registerPort) : raw?.startsWith('/') ? raw : undefined;
+  const baud = config ? (name === 'scanner' ? config.scannerBaud : config.registerBaud) : 9600;
+  if (path === undefined) return { status: 'WARN', name, detail: `not checked: ${variable} is not set to a device path` };
+  let shown = path;
+  try {
+    const stat = deps.stat(path, false);
+    let device = stat;
+    if (stat.isSymbolicLink()) {
+      try {
+        device = deps.stat(path, true);
+        shown = `${path} -> ${deps.realpath(path)}`;
+      } catch {
+        return { status: 'FAIL', name, detail: `${path} is a link to nothing (unplugged?)` };
+      }
+    }
+    if (!device.isCharacterDevice()) return { status: 'FAIL', name, detail: `${shown} is not a character device` };
+  } catch (error) {
+    if (errnoOf(error) === 'ENOENT') {
+      return { status: 'FAIL', name, detail: `${path} does not exist (unplugged? prefer a /dev/serial/by-id/ link)` };
+    }
+    return { status: 'FAIL', name, detail: `${path}: ${messageOf(error)}` };
+  }
+  try {
+    await withTimeout(deps.openSerial(path, baud), SERIAL_TIMEOUT_MS, `opening ${path}`);
+  } catch (error) {
+    const message = messageOf(error);
+    if (/cannot lock port/i.test(message)) {
+      return daemon === 'running'
+        ? { status: 'PASS', name, detail: `${shown}: in use by the running daemon` }
+        : { status: 'WARN', name, detail: `${shown}: locked by another process, and the daemon does not answer` };
+    }
+    if (/permission denied|EACCES/i.test(message)) {
+      return { status: 'FAIL', name, detail: `${shown}: permission denied (the daemon's user needs the dialout group)` };
+    }
+    return { status: 'FAIL', name, detail: `${shown}: cannot be opened: ${message}` };
+  }
+  if (daemon === 'running') {
+    return { status: 'WARN', name, detail: `${shown} opens at ${baud} baud, so the running daemon does not hold it (port lost? see journalctl -u scanbox)` };
+  }
+  return { status: 'PASS', name, detail: `${shown} opens at ${baud} baud` };
+}
+
+async function checkGpio(deps: SelftestDeps, config: Readonly<Config> | null, daemon: Daemon): Promise<CheckResult> {
+  const name = 'gpio';
+  if (!config) return { status: 'WARN', name, detail: 'not checked: the configuration is invalid' };
+  const pins = (['green', 'red', 'buzzer'] as const).flatMap((role) => (config.gpio[role] === null ? [] : [{ role, bcm: config.gpio[role] }]));
+  const list = pins.map((p) => `${p.role} BCM ${p.bcm}`).join(', ');
+  if (pins.length === 0) return { status: 'PASS', name, detail: 'no GPIO configured' };
+  if (daemon === 'running') return { status: 'PASS', name, detail: `${list}: in use by the daemon (not driven)` };
+  const backend = deps.gpio();
+  if (!backend.available) return { status: 'FAIL', name, detail: `${list} configured, but GPIO is not available: ${backend.reason ?? 'unknown reason'}` };
+  const opened: OutputPin[] = [];
+  try {
+    const open = new Map<string, OutputPin>();
+    for (const { role, bcm } of pins) {
+      const pin = backend.open(bcm, role);
+      opened.push(pin);
+      open.set(role, pin);
+    }
+    for (const [role, ms] of [['green', 300], ['red', 300], ['buzzer', 100]] as const) {
+      const pin = open.get(role);
+      if (!pin) continue;
+      pin.write(true);
+      await deps.sleep(ms);
+      pin.write(false);
+    }
+  } catch (error) {
+    return { status: 'FAIL', name, detail: messageOf(error) };
+  } finally {
+    for (const pin of opened) {
+      try {
+        pin.release();
+      } catch {
+        // A pin that cannot be given back is already named by the failure above.
+      }
+    }
+  }
+  return { status: 'PASS', name, detail: `${list}: green and red blinked 300 ms each, the buzzer beeped 100 ms (look and listen)` };
+}
+
+async function checkClock(deps: SelftestDeps): Promise<CheckResult> {
+  const name = 'clock';
+  const now = deps.now();
+  if (now < SANE_AFTER) return { status: 'FAIL', name, detail: `clock not synchronised (it says ${dateOnly(now)})` };
+  if (deps.exists(TIMESYNC_FLAG)) return { status: 'PASS', name, detail: `synchronised (systemd-timesyncd), ${new Date(now).toISOString()}` };
+  const asked = await deps.exec('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], 3000);
+  const answer = asked.stdout.trim();
+  if (asked.ok && answer === 'yes') return { status: 'PASS', name, detail: `synchronised (timedatectl), ${new Date(now).toISOString()}` };
+  // The daemon's own rule (clockTrusted): where systemd-timesyncd runs, its flag decides; elsewhere a
+  // plausible clock is used, which is worth a warning on a box but no failure.
+  if (deps.exists(dirname(TIMESYNC_FLAG)) || (asked.ok && answer === 'no')) {
+    return {
+      status: 'FAIL',
+      name,
+      detail: `clock not synchronised (no ${TIMESYNC_FLAG}; timedatectl ${asked.ok ? `says NTPSynchronized=${answer || '?'}` : 'cannot tell'})`,
+    };
+  }
+  return {
+    status: 'WARN',
+    name,
+    detail: `no time synchronisation service answers; the clock looks plausible (${new Date(now).toISOString()}): enable systemd-timesyncd`,
+  };
+}
+
+async function checkReach(deps: SelftestDeps, name: string, base: string): Promise<CheckResult> {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    return { status: 'FAIL', name, detail: `${base} is not a URL` };
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = url.port === '' ? 443 : Number(url.port);
+  let address: string;
+  const dnsStart = performance.now();
+  try {
+    address = (await withTimeout(deps.lookup(host), NETWORK_TIMEOUT_MS, `DNS lookup of ${host}`)).address;
+  } catch (error) {
+    const code = errnoOf(error);
+    return { status: 'FAIL', name, detail: `DNS lookup of ${host} failed (${code ?? messageOf(error)})` };
+  }
+  const dnsMs = Math.round(performance.now() - dnsStart);
+  const tlsStart = performance.now();
+  try {
+    const { protocol } = await deps.tlsHandshake({ host, address, port, timeoutMs: NETWORK_TIMEOUT_MS });
+    const tlsMs = Math.round(performance.now() - tlsStart);
+    return { status: 'PASS', name, detail: `${host} -> ${address} (DNS ${dnsMs} ms), ${protocol ?? 'TLS'} handshake on port ${port} in ${tlsMs} ms` };
+  } catch (error) {
+    return { status: 'FAIL', name, detail: `TLS handshake with ${host}:${port} (${address}) failed: ${messageOf(error)}` };
+  }
+}
+
+function checkCertificate(deps: SelftestDeps, config: Readonly<Config> | null): CheckResult {
+  const name = 'certificate';
+  if (!config) return { status: 'WARN', name, detail: 'not checked: the configuration is invalid' };
+  const certificate = config.certificate;
+  let x509: X509Certificate;
+  try {
+    if (certificate.kind === 'pem') x509 = new X509Certificate(certificate.certPem);
+    else {
+      // The way the client will load it: OpenSSL refuses legacy (RC2-40) files here too.
+      const context = createSecureContext({ pfx: certificate.p12, passphrase: certificate.passphrase });
+      const der = (context.context as { getCertificate?: () => Buffer | null }).getCertificate?.();
+      if (!der) return { status: 'PASS', name, detail: `${config.certificateSource}: loads (expiry not readable from this PKCS#12)` };
+      x509 = new X509Certificate(der);
+    }
+  } catch (error) {
+    return { status: 'FAIL', name, detail: certificate.kind === 'p12' ? certificateError('p12', error).message : `not readable: ${messageOf(error)}` };
+  }
+  const notAfter = new Date(x509.validTo).getTime();
+  const days = Math.floor((notAfter - deps.now()) / DAY_MS);
+  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
+  const who = cn ? `, CN=${cn}` : '';
+  if (days < 0) return { status: 'FAIL', name, detail: `expired on ${dateOnly(notAfter)}${who}: download a new one at pay.weixin.qq.com (API security)` };
+  if (days < RENEW_WITHIN_DAYS) {
+    return { status: 'WARN', name, detail: `expires on ${dateOnly(notAfter)} (in ${days} days)${who}: renew it at pay.weixin.qq.com (API security)` };
+  }
+  return { status: 'PASS', name, detail: `valid until ${dateOnly(notAfter)} (${days} days)${who}` };
+}
+
+/** Runs every check in order, writing each line as soon as it is known. */
+export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckResult[]; exitCode: number }> {
+  const results: CheckResult[] = [];
+  const report = (result: CheckResult): void => {
+    results.push(result);
+    deps.write(`${result.status} ${result.name}: ${result.detail.replace(/[\r\n]+/g, ' ')}`);
+  };
+  let daemon: Daemon = 'stopped';
+  try {
+    if ((await deps.askDaemon(controlSocketPath(deps.env), { cmd: 'health' }, 2000)) !== null) daemon = 'running';
+  } catch {
+    // Something is there but cannot be asked: treat it as a running daemon and leave its devices alone.
+    daemon = 'running';
+  }
+
+  const loaded = loadConfig({ env: deps.env });
+  const config = loaded.ok ? loaded.config : null;
+  report(checkConfig(loaded));
+  report(checkJournal(deps, loaded));
+  report(await checkSerial(deps, 'scanner', 'SCANBOX_SCANNER_PORT', config, daemon));
+  report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
+  report(await checkGpio(deps, config, daemon));
+  report(await checkClock(deps));
+  let apiBase = config?.apiBase ?? DEFAULT_API_BASE;
+  if (!config && deps.env.SCANBOX_API_BASE) apiBase = deps.env.SCANBOX_API_BASE;
+  report(await checkReach(deps, 'api', apiBase));
+  if (config?.backupBase) report(await checkReach(deps, 'api-backup', config.backupBase));
+  report(checkCertificate(deps, config));
+
+  const count = (status: CheckStatus): number => results.filter((r) => r.status === status).length;
+  deps.write(`selftest: ${count('PASS')} PASS, ${count('WARN')} WARN, ${count('FAIL')} FAIL`);
+  return { results, exitCode: count('FAIL') > 0 ? 1 : 0 };
+}
+
+export async function selftestCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  if (args.length > 0) {
+    process.stderr.write('usage: scanbox selftest\n');
+    return 2;
+  }
+  return (await runSelftest(defaultSelftestDeps(env))).exitCode;
+}
