@@ -3,7 +3,7 @@
  * first, then `key=value` fields. No timestamps or colours: journald stamps lines.
  *
  * Masking lives here and only here: a field named `code` is always shown as a masked payment code, and any
- * run of 16-24 digits anywhere in a line (a payment code of WeChat Pay, Alipay or UnionPay) is masked too,
+ * run of 16 or more digits anywhere in a line (a payment code of WeChat Pay, Alipay or UnionPay) is masked too,
  * so a code that slips into an error message still never reaches the log in full.
  */
 
@@ -25,9 +25,11 @@ export function maskCode(code: string): string {
   return code.slice(0, 2) + '*'.repeat(code.length - 6) + code.slice(-4);
 }
 
-const CODE_RUN = /(?<![0-9])[0-9]{16,24}(?![0-9])/g;
+// Any run of 16 or more digits may hold a payment code, also one run together with other digits (two
+// scans in a row): such a run is masked whole.
+const CODE_RUN = /(?<![0-9])[0-9]{16,}(?![0-9])/g;
 
-/** Masks every run of 16-24 digits in free text. */
+/** Masks every run of 16 or more digits in free text. */
 export function maskCodesIn(text: string): string {
   return text.replace(CODE_RUN, (run) => maskCode(run));
 }

@@ -16,6 +16,9 @@ t.test('payment codes are masked: the code field always, any 16-24 digit run any
   t.equal(maskCodesIn('error for 134567890123453456 here'), 'error for 13************3456 here');
   t.equal(maskCodesIn('alipay 2860123456789012'), 'alipay 28**********9012');
   t.equal(maskCodesIn('short 123456789012345 stays'), 'short 123456789012345 stays');
+  const twoScans = '134567890123456789104567890123456789';
+  t.notOk(maskCodesIn(`scan ${twoScans}`).includes('134567890123456789'), 'two scans run together are masked too');
+  t.notOk(maskCodesIn(`scan ${twoScans}`).includes('104567890123456789'));
   t.equal(formatLine('info', 'x', { error: 'code 134567890123453456 refused' }), '<6>x error="code 13************3456 refused"');
   t.equal(
     formatLine('info', 'paid', { transaction_id: '4200000001202611290123456789', out_trade_no: '1234567890123456000001' }),

@@ -12,12 +12,27 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 export class XmlError extends Error {
   readonly code = 'BAD_XML';
   constructor(message: string) {
-    super(message);
+    // Parser messages may quote the input: keep them short enough for one log line.
+    super(message.length > 300 ? `${message.slice(0, 300)}...` : message);
     this.name = 'XmlError';
   }
 }
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Names fast-xml-parser refuses or renames because every JavaScript object has them; no V2 field uses them. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set([
+  '__proto__',
+  'constructor',
+  'prototype',
+  'hasOwnProperty',
+  'toString',
+  'valueOf',
+  '__defineGetter__',
+  '__defineSetter__',
+  '__lookupGetter__',
+  '__lookupSetter__',
+]);
 
 function cdata(value: string): string {
   // A `]]>` inside a value must be split across two CDATA sections.
@@ -28,7 +43,7 @@ function cdata(value: string): string {
 export function encodeXml(fields: Readonly<Record<string, string>>): string {
   let out = '<xml>';
   for (const [name, value] of Object.entries(fields)) {
-    if (!NAME.test(name)) throw new XmlError(`field name not allowed in WeChat Pay XML: ${name}`);
+    if (!NAME.test(name) || RESERVED_NAMES.has(name)) throw new XmlError(`field name not allowed in WeChat Pay XML: ${name}`);
     if (typeof value !== 'string') throw new XmlError(`field ${name} is not a string`);
     if (value === '') continue;
     out += /^[A-Za-z0-9_.\-]*$/.test(value) ? `<${name}>${value}</${name}>` : `<${name}>${cdata(value)}</${name}>`;
@@ -42,7 +57,9 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   trimValues: false,
   processEntities: true,
-  htmlEntities: false,
+  // Numeric character references (&#60; &#x3c;) are plain XML and must decode like the named five; with
+  // this option fast-xml-parser decodes them, and only these named entities besides.
+  htmlEntities: { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" } as unknown as boolean,
   ignoreDeclaration: true,
   ignorePiTags: true,
 });
@@ -63,6 +80,7 @@ export function decodeXml(body: string): Record<string, string> {
   const roots = Object.keys(doc).filter((k) => k !== '#text');
   if (roots.length !== 1 || roots[0] !== 'xml') throw new XmlError('root element is not <xml>');
   const root = (doc as Record<string, unknown>).xml;
+  if (Array.isArray(root)) throw new XmlError('more than one <xml> root');
   const fields: Record<string, string> = {};
   if (root === '' || root === undefined) return fields;
   if (typeof root !== 'object' || root === null) throw new XmlError('<xml> holds text, not fields');
