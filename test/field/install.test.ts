@@ -9,6 +9,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -245,14 +246,21 @@ t.test('a Node the service cannot see (under /tmp, /home, /root) is refused', as
  * /usr/bin/node goes into ExecStart=. A failing npm leaves the installed version as it was.
  */
 t.test('without node_modules: npm ci --omit=dev, prepare dropped, ExecStart follows Node, failure changes nothing', async (t) => {
-  // Under the repository's .tap/fixtures, not /tmp: a Node symlink there is one the service could see.
   const dir = t.testdir({});
   const source = join(dir, 'release');
   mkdirSync(source);
   for (const item of ['dist', 'package.json', 'package-lock.json', 'systemd', 'scripts', 'README.md', 'hardware.md']) {
     cpSync(join(REPO, item), join(source, item), { recursive: true });
   }
-  const bin = join(dir, 'bin');
+  // The fake Node and npm must live where the installer accepts a Node (not under /tmp, /home, /root, ...),
+  // wherever the repository was cloned: the fixture directory when it qualifies, else /dev/shm.
+  const refused = /^\/(home|root|run\/user|tmp|var\/tmp)\//;
+  let binBase = dir;
+  if (refused.test(realpathSync(dir) + '/')) {
+    binBase = mkdtempSync('/dev/shm/scanbox-node-');
+    t.teardown(() => rmSync(binBase, { recursive: true, force: true }));
+  }
+  const bin = join(binBase, 'bin');
   mkdirSync(bin);
   symlinkSync(process.execPath, join(bin, 'node'));
   const npmLog = join(dir, 'npm.log');
