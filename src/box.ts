@@ -32,6 +32,12 @@ export interface BoxOptions {
   log: Logger;
   maxAmountFen: number;
   scanTimeoutMs: number;
+  /**
+   * The API base micropay goes to (SCANBOX_API_BASE, as the client names it in `origin`). orderquery and
+   * reverse fail over to the backup domain, micropay never does: an answer from any other origin means the
+   * primary cannot be reached, so no payment can be sent. Without it every answer counts as reachable.
+   */
+  primaryOrigin?: string;
   /** Asks WeChat Pay something harmless to learn whether it can be reached (an orderquery of no order). */
   probe?: () => Promise<ApiOutcome>;
   /** Wait between reachability probes while the gateway looks unreachable. */
@@ -57,6 +63,27 @@ interface OpenSale {
 /** The earliest time a box can believe: anything before it means the clock was never set. */
 const SANE_AFTER = Date.UTC(2025, 0, 1);
 
+/** The register line that says how a sale ended (or that it goes on), from its journal row only. */
+export function finalLine(verdict: Verdict): string {
+  if (verdict.kind === 'paid') return `PAID ${verdict.ref} ${verdict.outTradeNo} ${verdict.transactionId}`;
+  if (verdict.kind === 'failed') return `FAILED ${verdict.ref} ${verdict.code} ${verdict.text}`;
+  return `PENDING ${verdict.ref}`;
+}
+
+/** The answer to `STATUS`. */
+export function statusLine(health: Health): string {
+  if (health.kind === 'READY') return 'STATUS READY';
+  if (health.kind === 'BUSY') return `STATUS BUSY ${health.ref}`;
+  return `STATUS ${health.kind} ${health.text}`;
+}
+
+/** The answer to a line the port dropped (too long, or bytes that are not printable ASCII). */
+function rejectedReply(reason: string): string {
+  return reason === 'too_long'
+    ? 'ERR LINE_TOO_LONG line longer than 256 bytes dropped'
+    : 'ERR BAD_LINE line with bytes that are not printable ASCII dropped';
+}
+
 export class Box {
   private readonly o: BoxOptions;
   private open: OpenSale | null = null;
@@ -74,10 +101,8 @@ export class Box {
   start(): void {
     this.o.register.on('line', (line: string) => this.onRegisterLine(line));
     this.o.register.on('rejected', (reason: string) => {
-      const code = reason === 'too_long' ? 'LINE_TOO_LONG' : 'BAD_LINE';
-      const text = reason === 'too_long' ? 'line longer than 256 bytes dropped' : 'line with bytes that are not printable ASCII dropped';
       this.o.log.warning('register line rejected', { reason });
-      void this.reply(`ERR ${code} ${text}`, false);
+      void this.reply(rejectedReply(reason), false);
     });
     this.o.scanner.on('line', (line: string) => this.onScan(line));
     this.o.scanner.on('rejected', (reason: string) => {
@@ -109,11 +134,16 @@ export class Box {
   /** Told about every WeChat Pay answer (or its absence), by the engine and by the probe. */
   noteGateway(outcome: ApiOutcome): void {
     const unreachable = outcome.kind === 'unknown' && (outcome.failure === 'NETWORK' || outcome.failure === 'TIMEOUT');
-    if (unreachable) {
+    const backupOnly =
+      !unreachable && this.o.primaryOrigin !== undefined && outcome.origin !== null && outcome.origin !== this.o.primaryOrigin;
+    if (unreachable || backupOnly) {
       this.gatewayFailures++;
       if (this.gatewayFailures === 2) {
-        this.offlineText = `WeChat Pay unreachable (${outcome.failure})`;
-        this.o.log.error('WeChat Pay unreachable: new sales are refused until it answers again', { failure: outcome.failure });
+        const failure = unreachable ? outcome.failure : 'BACKUP_ONLY';
+        this.offlineText = unreachable
+          ? `WeChat Pay unreachable (${failure})`
+          : 'WeChat Pay unreachable (only the backup domain answers, and payments go to the primary)';
+        this.o.log.error('WeChat Pay unreachable: new sales are refused until it answers again', { failure });
         this.refreshLight();
       }
     } else if (outcome.kind !== 'unknown' || outcome.failure === 'BAD_SIGNATURE' || outcome.failure === 'RETURN_FAIL') {
@@ -144,12 +174,6 @@ export class Box {
     this.o.log.debug('to register', { line, sent });
   }
 
-  private finalLine(verdict: Verdict): string {
-    if (verdict.kind === 'paid') return `PAID ${verdict.ref} ${verdict.outTradeNo} ${verdict.transactionId}`;
-    if (verdict.kind === 'failed') return `FAILED ${verdict.ref} ${verdict.code} ${verdict.text}`;
-    return `PENDING ${verdict.ref}`;
-  }
-
   private onRegisterLine(line: string): void {
     const parsed = parseRegisterLine(line, this.o.maxAmountFen);
     if (!parsed.ok) {
@@ -160,17 +184,13 @@ export class Box {
     const { command, checksum } = parsed;
     try {
       switch (command.kind) {
-        case 'STATUS': {
-          const health = this.health();
-          const text =
-            health.kind === 'READY' ? 'STATUS READY' : health.kind === 'BUSY' ? `STATUS BUSY ${health.ref}` : `STATUS ${health.kind} ${health.text}`;
-          void this.reply(text, checksum);
+        case 'STATUS':
+          void this.reply(statusLine(this.health()), checksum);
           return;
-        }
         case 'QUERY': {
           const sale = this.o.journal.latestByRef(command.ref);
           if (!sale) void this.reply(`ERR UNKNOWN_REF ${command.ref}`, checksum);
-          else void this.reply(this.finalLine(verdictOf(sale)), checksum);
+          else void this.reply(finalLine(verdictOf(sale)), checksum);
           return;
         }
         case 'CANCEL':
@@ -202,7 +222,7 @@ export class Box {
     const started = this.o.engine.startSale(ref, amountFen);
     if (started.kind === 'paid') {
       this.o.log.info('PAY repeated for a paid sale: answered again, nothing charged', { ref, out_trade_no: started.sale.outTradeNo });
-      return void this.reply(this.finalLine(verdictOf(started.sale)), checksum);
+      return void this.reply(finalLine(verdictOf(started.sale)), checksum);
     }
     if (started.kind === 'busy') return void this.reply(`ERR BUSY ${started.sale.ref}`, checksum);
 
@@ -252,7 +272,7 @@ export class Box {
       const sale = this.o.journal.latestByRef(ref);
       if (!sale) return void this.reply(`ERR UNKNOWN_REF ${ref}`, checksum);
       // Already over: say how it ended, so a register that missed the final line learns it.
-      return void this.reply(this.finalLine(verdictOf(sale)), checksum);
+      return void this.reply(finalLine(verdictOf(sale)), checksum);
     }
     this.o.log.info('cashier cancelled the sale', { ref, phase: open.phase });
     if (open.phase === 'scan') return this.endUnscanned(open, 'CANCELLED', cashierText('CANCELLED'));
@@ -302,7 +322,7 @@ export class Box {
 
   private finish(sale: Sale, checksum: boolean): void {
     const verdict = verdictOf(sale);
-    void this.reply(this.finalLine(verdict), checksum);
+    void this.reply(finalLine(verdict), checksum);
     if (verdict.kind === 'paid') {
       this.o.log.info('sale paid', { ref: sale.ref, out_trade_no: sale.outTradeNo, amount: formatYuan(sale.amountFen) });
       this.o.indicator.show('paid');
@@ -398,4 +418,73 @@ export class Box {
     }
     await Promise.allSettled(this.tasks);
   }
+}
+
+export interface FaultBoxOptions {
+  register: LinePort;
+  scanner: LinePort;
+  indicator: Indicator;
+  log: Logger;
+  maxAmountFen: number;
+  /** What is wrong, in words for the cashier: the register hears `STATUS FAULT <text>` and `ERR FAULT <text>`. */
+  text: string;
+}
+
+/**
+ * The counter when the journal cannot be used at start (damaged, not writable, unreadable, or too full for
+ * recovery to journal its steps): no journal, no engine, no sale. The daemon keeps running so the cashier and the technician learn why, instead of a
+ * restart loop: the register is answered (`STATUS FAULT`, and `ERR FAULT` for PAY, QUERY and CANCEL), the
+ * light shows the offline/fault pattern, scans are ignored. Nothing is sent to WeChat Pay.
+ */
+export class FaultBox {
+  private readonly o: FaultBoxOptions;
+
+  constructor(options: FaultBoxOptions) {
+    this.o = options;
+  }
+
+  start(): void {
+    this.o.register.on('line', (line: string) => this.onRegisterLine(line));
+    this.o.register.on('rejected', (reason: string) => {
+      this.o.log.warning('register line rejected', { reason });
+      void this.reply(rejectedReply(reason), false);
+    });
+    this.o.scanner.on('line', () => this.onScan());
+    this.o.scanner.on('rejected', () => this.onScan());
+    this.o.indicator.show('offline');
+  }
+
+  health(): Health {
+    return { kind: 'FAULT', text: this.o.text };
+  }
+
+  private async reply(text: string, checksum: boolean): Promise<void> {
+    const line = withChecksum(text, checksum);
+    const sent = await this.o.register.write(line);
+    this.o.log.debug('to register', { line, sent });
+  }
+
+  private onRegisterLine(line: string): void {
+    const parsed = parseRegisterLine(line, this.o.maxAmountFen);
+    if (!parsed.ok) {
+      this.o.log.info('register sent a bad line', { error: parsed.code });
+      void this.reply(`ERR ${parsed.code} ${parsed.text}`, parsed.checksum);
+      return;
+    }
+    const { command, checksum } = parsed;
+    if (command.kind === 'STATUS') {
+      void this.reply(statusLine(this.health()), checksum);
+      return;
+    }
+    this.o.log.info('register command refused: the box is in FAULT', { command: command.kind, ref: command.ref });
+    void this.reply(`ERR FAULT ${this.o.text}`, checksum);
+  }
+
+  private onScan(): void {
+    this.o.log.info('scan ignored: the box is in FAULT and takes no sale');
+    this.o.indicator.flash();
+  }
+
+  /** Nothing to finish: there is no sale. */
+  async stop(): Promise<void> {}
 }
