@@ -1,0 +1,389 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { Rig, RIG_MERCHANT } from '../simulator/rig.js';
+import { paymentCode } from '../simulator/scenarios.js';
+import { spawnDaemon } from '../simulator/soak.js';
+import { sign } from '../wechatpay/sign.js';
+import { encodeXml } from '../wechatpay/xml.js';
+import { WalCommitCounter } from './wal.js';
+import { makeYearJournal } from './year-journal.js';
+
+/**
+ * `npm run bench`: one table, measured in one run on the full daemon (`scanbox run`, built) through its
+ * serial ptys and the gateway simulator over real HTTPS, as the box runs at a counter.
+ *
+ * How each number is taken (the simulator runs in this process, so its clock and the bench's are one:
+ * performance.now()):
+ * - Box overhead in: from just before the scanner line (code + CR LF) is written to the scanner pty, to the
+ *   moment the simulator has the micropay request body (its onRequest hook). It includes the pty relay
+ *   (scripts/ptypair.py), the daemon reading and checking the code, the journal commit of `paying` (one
+ *   fsync), signing, XML and the HTTPS request over loopback on the kept-alive connection.
+ * - Box overhead out: from the simulator having written its answer (a microtask queued in onRequest runs
+ *   right after the simulator's synchronous handling, which ends in res.end()) to the PAID line read from the
+ *   register pty. It includes loopback, TLS, parsing and verifying the answer, the journal commit of `paid`
+ *   (one fsync), the register write and the pty relay back. Nothing is subtracted: the pty relay and the
+ *   loopback cannot be separated from the daemon from outside, so they count as box time (a real UART at
+ *   9600 baud adds ~60 ms for a PAID line anyway).
+ * - Whole sale vs bare micropay: mean PAY -> PAID time of the measured sales against the mean of N
+ *   sequential, signed micropay requests sent with undici (keep-alive, one connection) from this process
+ *   to the same simulator.
+ * - TLS handshakes: the simulator's count of completed handshakes, before and after the measured sales.
+ * - fsyncs per paid sale: (1) strace -f -e fsync,fdatasync attached to the daemon for a slice of sales, when
+ *   strace can attach; (2) over all measured sales, the WAL's commit frames read from outside
+ *   (src/bench/wal.ts), plus 3 per WAL restart (checkpoint: WAL + database; the new WAL header).
+ * - RSS: VmRSS of the daemon from /proc/PID/status after READY and every 1,000 sales.
+ * - Start-up: from spawn to the daemon's "ready for sales" line (it notifies systemd READY right after), on a
+ *   journal that does not exist yet, and on one holding 200,000 settled sales (src/bench/year-journal.ts).
+ * - Journal bytes per 1,000 sales: the database file after a clean stop (WAL checkpointed into it), less the
+ *   empty journal, per 1,000 sales.
+ */
+
+const SALES = Number(process.env.BENCH_SALES ?? 10_000);
+const WARMUP = 200;
+const BARE = Math.min(2000, SALES);
+const STRACE_SALES = 300;
+const YEAR_SALES = Number(process.env.BENCH_YEAR_SALES ?? 200_000);
+/** BENCH_NODE_OPTIONS: V8 flags for the daemon (e.g. --max-semi-space-size=1), to try a memory setting. */
+const DAEMON_ENV: Record<string, string> = process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {};
+
+const t0 = performance.now();
+function progress(text: string): void {
+  process.stdout.write(`${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${text}\n`);
+}
+
+function quantile(values: number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[index]!;
+}
+
+const mean = (values: number[]): number => values.reduce((a, b) => a + b, 0) / values.length;
+const median = (values: number[]): number => quantile(values, 0.5);
+
+function rssMb(pid: number): number {
+  return memory(pid).rss;
+}
+
+/** VmRSS, and its anonymous (heap, malloc) and file-backed (the node binary's code, shared) parts, in MB. */
+function memory(pid: number): { rss: number; anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const mb = (key: string): number => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
+  return { rss: mb('VmRSS'), anon: mb('RssAnon'), file: mb('RssFile') };
+}
+
+function fileBytes(path: string): number {
+  return (existsSync(path) ? statSync(path).size : 0) + (existsSync(path + '-wal') ? statSync(path + '-wal').size : 0);
+}
+
+interface Timing {
+  pay: number;
+  scan: number;
+  request: number;
+  answered: number;
+  paid: number;
+}
+
+class Counter {
+  private readonly pending = new Map<string, Partial<Timing>>();
+  private waiter: { ref: string; resolve: (t: Timing) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private ackWaiter: { ref: string; resolve: () => void } | null = null;
+  private current: string | null = null;
+
+  constructor(private readonly rig: Rig) {
+    rig.register.onLine = (line) => this.onLine(line, performance.now());
+    rig.sim.onRequest((call, otn) => {
+      if (call !== 'micropay' || otn === null || this.current === null) return;
+      const at = performance.now();
+      const t = this.pending.get(this.current);
+      if (!t) return;
+      t.request = at;
+      // The simulator handles the request synchronously after this hook and ends with res.end(): this
+      // microtask runs right after the answer was handed to the socket.
+      queueMicrotask(() => {
+        t.answered = performance.now();
+      });
+    });
+  }
+
+  private onLine(line: string, at: number): void {
+    const [verb, ref] = line.split(' ');
+    if (verb === 'ACK' && this.ackWaiter && ref === this.ackWaiter.ref) {
+      const w = this.ackWaiter;
+      this.ackWaiter = null;
+      w.resolve();
+      return;
+    }
+    if ((verb === 'PAID' || verb === 'FAILED') && this.waiter && ref === this.waiter.ref) {
+      const w = this.waiter;
+      this.waiter = null;
+      clearTimeout(w.timer);
+      const t = this.pending.get(ref)!;
+      this.pending.delete(ref);
+      if (verb !== 'PAID') return w.reject(new Error(`sale ${ref}: ${line}`));
+      t.paid = at;
+      w.resolve(t as Timing);
+    }
+  }
+
+  /** One paid sale through the ptys: PAY, ACK, scan, PAID. */
+  async sale(n: number): Promise<Timing> {
+    const ref = `B${n}`;
+    const t: Partial<Timing> = {};
+    this.pending.set(ref, t);
+    this.current = ref;
+    const acked = new Promise<void>((resolve) => (this.ackWaiter = { ref, resolve }));
+    const done = new Promise<Timing>((resolve, reject) => {
+      this.waiter = {
+        ref,
+        resolve,
+        reject,
+        timer: setTimeout(() => reject(new Error(`sale ${ref}: no PAID line within 10 s`)), 10_000),
+      };
+    });
+    t.pay = performance.now();
+    this.rig.register.send(`PAY ${100 + (n % 9000)} ${ref}`);
+    await Promise.race([acked, done]);
+    t.scan = performance.now();
+    this.rig.scanner.send(paymentCode(n));
+    return done;
+  }
+}
+
+interface Row {
+  metric: string;
+  value: string;
+  target: string;
+  ok: boolean | null;
+}
+
+async function bareMicropays(rig: Rig, count: number): Promise<number[]> {
+  const agent = new Agent({ connect: { ca: rig.sim.pki.ca.certPem }, keepAliveTimeout: 20_000, connections: 1 });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const fields: Record<string, string> = {
+        appid: RIG_MERCHANT.appId,
+        mch_id: RIG_MERCHANT.mchId,
+        nonce_str: `bench${i}nonce${Math.random().toString(36).slice(2, 12)}`,
+        sign_type: 'HMAC-SHA256',
+        body: 'bench',
+        out_trade_no: `BARE${String(i).padStart(10, '0')}`,
+        total_fee: '100',
+        spbill_create_ip: '127.0.0.1',
+        auth_code: paymentCode(900_000_000 + i),
+        device_info: 'BENCH01',
+      };
+      fields.sign = sign(fields, RIG_MERCHANT.apiKey, 'HMAC-SHA256');
+      const body = encodeXml(fields);
+      const started = performance.now();
+      const res = await request(`${rig.sim.origin}/pay/micropay`, {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'text/xml' },
+        dispatcher: agent,
+      });
+      const text = await res.body.text();
+      times.push(performance.now() - started);
+      if (!text.includes('SUCCESS')) throw new Error(`bare micropay ${i}: ${text.slice(0, 200)}`);
+    }
+  } finally {
+    await agent.close();
+  }
+  return times;
+}
+
+/** fsync/fdatasync calls of the daemon while `work` runs, or null when strace cannot attach. */
+async function straceFsyncs(pid: number, work: () => Promise<void>): Promise<number | null> {
+  // strace writes the trace to stderr; -qq keeps attach/detach notes out of it.
+  const child = spawn('strace', ['-f', '-qq', '-e', 'trace=fsync,fdatasync', '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let trace = '';
+  let failed: string | null = null;
+  child.on('error', (error) => (failed = error.message));
+  child.stderr!.on('data', (d: Buffer) => (trace += d.toString()));
+  const count = (): number => trace.split('\n').filter((l) => /\b(fsync|fdatasync)\(/.test(l)).length;
+  // Attaching stops every thread of the daemon first; give it a moment, then check strace is still there.
+  await new Promise((r) => setTimeout(r, 1000));
+  if (failed !== null || child.exitCode !== null) {
+    progress(`strace could not attach (${failed ?? trace.trim().split('\n')[0] ?? 'exited'}): fsyncs come from the WAL only`);
+    return null;
+  }
+  const baseline = count();
+  await work();
+  await new Promise((r) => setTimeout(r, 300));
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGINT');
+  await exited;
+  return count() - baseline;
+}
+
+/** Start-up times (spawn -> "ready for sales"), and the daemon's memory 500 ms after the last READY. */
+async function startupMs(rig: Rig, db: string, runs: number): Promise<{ times: number[]; memory: ReturnType<typeof memory> }> {
+  const times: number[] = [];
+  let mem = { rss: NaN, anon: NaN, file: NaN };
+  for (let i = 0; i < runs; i++) {
+    const path = db.includes('%d') ? db.replace('%d', String(i)) : db;
+    const { daemon, spawnedAt, ready } = spawnDaemon(rig, { env: { ...DAEMON_ENV, SCANBOX_DB: path } });
+    const readyAt = await ready;
+    times.push(readyAt - spawnedAt);
+    if (i === runs - 1) {
+      await new Promise((r) => setTimeout(r, 500));
+      mem = memory(daemon.process.pid!);
+    }
+    await rig.stopDaemon();
+  }
+  return { times, memory: mem };
+}
+
+async function main(): Promise<void> {
+  const cpu = os.cpus();
+  const machine = `${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, Node ${process.version}, ${os.type()} ${os.release()}, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+  progress(`machine: ${machine}`);
+  if (DAEMON_ENV.NODE_OPTIONS) progress(`daemon NODE_OPTIONS=${DAEMON_ENV.NODE_OPTIONS}`);
+  const rig = await Rig.start({ env: { SCANBOX_LOG_LEVEL: 'info' } });
+  const rows: Row[] = [];
+  try {
+    // ---- start-up on an empty journal ----
+    const { times: empty } = await startupMs(rig, join(rig.dir, 'empty-%d.db'), 5);
+    const emptyBytes = fileBytes(join(rig.dir, 'empty-0.db'));
+    progress(`start-up to READY on an empty journal: ${empty.map((v) => v.toFixed(0)).join(', ')} ms`);
+
+    // ---- the sales ----
+    const { daemon, ready } = spawnDaemon(rig, { env: DAEMON_ENV });
+    await ready;
+    const pid = daemon.process.pid!;
+    await new Promise((r) => setTimeout(r, 500));
+    const memStart = memory(pid);
+    const rssStart = memStart.rss;
+    progress(`daemon ready, pid ${pid}, RSS ${rssStart.toFixed(1)} MB`);
+    const counter = new Counter(rig);
+    let n = 0;
+    for (let i = 0; i < WARMUP; i++) await counter.sale(++n);
+    progress(`${WARMUP} warm-up sales done`);
+
+    const wal = new WalCommitCounter(rig.dbPath + '-wal');
+    wal.baseline();
+    const handshakesBefore = rig.sim.connections;
+    const timings: Timing[] = [];
+    const rss: { sales: number; mb: number }[] = [{ sales: 0, mb: rssStart }];
+    const runStarted = performance.now();
+    for (let i = 1; i <= SALES; i++) {
+      timings.push(await counter.sale(++n));
+      wal.poll();
+      if (i % 1000 === 0) {
+        const mb = rssMb(pid);
+        rss.push({ sales: i, mb });
+        const recent = timings.slice(-1000).map((t) => t.paid - t.pay);
+        progress(
+          `${i}/${SALES} sales, ${((performance.now() - runStarted) / i).toFixed(1)} ms/sale, PAY->PAID p50 ${median(recent).toFixed(1)} ms, ` +
+            `WAL commits/sale ${(wal.commits / i).toFixed(2)}, RSS ${mb.toFixed(1)} MB`,
+        );
+      }
+    }
+    const handshakes = rig.sim.connections - handshakesBefore;
+    const memEnd = memory(pid);
+
+    // ---- fsyncs counted by strace on a slice ----
+    let straced: number | null = null;
+    straced = await straceFsyncs(pid, async () => {
+      for (let i = 0; i < STRACE_SALES; i++) await counter.sale(++n);
+    });
+    if (straced !== null) progress(`strace: ${straced} fsync/fdatasync calls in ${STRACE_SALES} sales`);
+
+    // ---- bare undici micropay ----
+    const bare = await bareMicropays(rig, BARE);
+    progress(`${BARE} bare micropay requests: p50 ${median(bare).toFixed(2)} ms`);
+
+    // ---- journal size after a clean stop ----
+    const totalSales = n;
+    const code = await rig.stopDaemon();
+    if (code !== 0) throw new Error(`the daemon stopped with exit code ${code}`);
+    const bytes = fileBytes(rig.dbPath);
+    const bytesPer1000 = ((bytes - emptyBytes) / totalSales) * 1000;
+
+    // ---- start-up on a year's journal ----
+    const yearPath = join(rig.dir, 'year.db');
+    const made = makeYearJournal(yearPath, 'BENCH01', YEAR_SALES);
+    progress(`made a journal of ${YEAR_SALES} settled sales: ${(made.bytes / 1e6).toFixed(1)} MB in ${(made.ms / 1000).toFixed(1)} s`);
+    const { times: year, memory: yearMemory } = await startupMs(rig, yearPath, 5);
+    progress(`start-up to READY on it: ${year.map((v) => v.toFixed(0)).join(', ')} ms`);
+
+    // ---- the table ----
+    const inMs = timings.map((t) => t.request - t.scan);
+    const outMs = timings.map((t) => t.paid - t.answered);
+    const saleMs = timings.map((t) => t.paid - t.pay);
+    const ratio = mean(saleMs) / mean(bare);
+    const walFsyncs = wal.fsyncs / SALES;
+    const rssEnd = rss[rss.length - 1]!.mb;
+    const rssWarm = rss.find((r) => r.sales === Math.min(2000, SALES))?.mb ?? rssStart;
+    const rssMax = Math.max(...rss.map((r) => r.mb));
+    const growth = rssEnd - rssWarm;
+    const fmt = (v: number, d = 1): string => v.toFixed(d);
+    rows.push(
+      { metric: 'box overhead: scanner CR -> micropay at the gateway, p50 / p99', value: `${fmt(quantile(inMs, 0.5), 2)} / ${fmt(quantile(inMs, 0.99), 2)} ms`, target: '-', ok: null },
+      { metric: 'box overhead: gateway answer -> PAID line read, p50 / p99', value: `${fmt(quantile(outMs, 0.5), 2)} / ${fmt(quantile(outMs, 0.99), 2)} ms`, target: '-', ok: null },
+      { metric: 'whole sale PAY -> PAID, p50 / p99', value: `${fmt(quantile(saleMs, 0.5), 2)} / ${fmt(quantile(saleMs, 0.99), 2)} ms`, target: '-', ok: null },
+      { metric: `bare undici micropay (keep-alive), p50 / p99 (${BARE})`, value: `${fmt(quantile(bare, 0.5), 2)} / ${fmt(quantile(bare, 0.99), 2)} ms`, target: '-', ok: null },
+      { metric: 'whole sale / bare micropay (means)', value: `${fmt(ratio, 1)} x`, target: '-', ok: null },
+      { metric: 'TLS handshakes per 100 sales', value: fmt((handshakes / SALES) * 100, 2), target: '-', ok: null },
+      {
+        metric: `fsyncs per paid sale (strace, ${STRACE_SALES} sales)`,
+        value: straced === null ? 'strace unavailable' : fmt(straced / STRACE_SALES, 2),
+        target: '<= 6',
+        ok: straced === null ? null : straced / STRACE_SALES <= 6,
+      },
+      {
+        metric: `fsyncs per paid sale (WAL commits ${fmt(wal.commits / SALES, 2)} + restarts ${wal.restarts})`,
+        value: fmt(walFsyncs, 2),
+        target: '<= 6',
+        ok: walFsyncs <= 6,
+      },
+      {
+        metric: `RSS after start (anon ${fmt(memStart.anon)} + file ${fmt(memStart.file)})`,
+        value: `${fmt(rssStart)} MB`,
+        target: '<= 80 MB',
+        ok: rssStart <= 80,
+      },
+      {
+        metric: `RSS after ${SALES} sales (anon ${fmt(memEnd.anon)} + file ${fmt(memEnd.file)}; max ${fmt(rssMax)}; ${growth >= 0 ? '+' : ''}${fmt(growth)} since ${Math.min(2000, SALES)})`,
+        value: `${fmt(rssEnd)} MB`,
+        target: '<= 80 MB, flat (< 5 MB)',
+        ok: rssMax <= 80 && growth < 5,
+      },
+      { metric: 'start-up to READY, empty journal (median of 5)', value: `${fmt(median(empty), 0)} ms`, target: '<= 1000 ms', ok: median(empty) <= 1000 },
+      {
+        metric: `start-up to READY, ${YEAR_SALES} settled sales (median of 5)`,
+        value: `${fmt(median(year), 0)} ms`,
+        target: '<= 2000 ms',
+        ok: median(year) <= 2000,
+      },
+      {
+        metric: `RSS after start on that journal (anon ${fmt(yearMemory.anon)} + file ${fmt(yearMemory.file)})`,
+        value: `${fmt(yearMemory.rss)} MB`,
+        target: '<= 80 MB',
+        ok: yearMemory.rss <= 80,
+      },
+      { metric: 'journal bytes per 1,000 sales', value: `${fmt(bytesPer1000 / 1024, 1)} KiB`, target: '-', ok: null },
+    );
+    const w0 = Math.max(...rows.map((r) => r.metric.length), 6);
+    const w1 = Math.max(...rows.map((r) => r.value.length), 5);
+    const w2 = Math.max(...rows.map((r) => r.target.length), 6);
+    const line = (a: string, b: string, c: string, d: string): string => `${a.padEnd(w0)}  ${b.padStart(w1)}  ${c.padEnd(w2)}  ${d}`;
+    process.stdout.write('\n' + line('metric', 'value', 'target', 'result') + '\n');
+    process.stdout.write(line('-'.repeat(w0), '-'.repeat(w1), '-'.repeat(w2), '------') + '\n');
+    for (const r of rows) process.stdout.write(line(r.metric, r.value, r.target, r.ok === null ? '-' : r.ok ? 'ok' : 'MISSED') + '\n');
+    process.stdout.write(`\nmachine: ${machine}${DAEMON_ENV.NODE_OPTIONS ? `; daemon NODE_OPTIONS=${DAEMON_ENV.NODE_OPTIONS}` : ''}\n`);
+    process.stdout.write(`sales through the ptys: ${totalSales} (${WARMUP} warm-up, ${SALES} measured, ${STRACE_SALES} under strace); bench took ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
+    process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
+  } finally {
+    await rig.close();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${(error as Error).stack ?? String(error)}\n`);
+  process.exitCode = 1;
+});

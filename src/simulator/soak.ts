@@ -1,0 +1,1160 @@
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { systemClock } from '../clock.js';
+import { Journal, type Sale } from '../journal/journal.js';
+import { isFinal } from '../journal/states.js';
+import type { LedgerEntry } from './gateway.js';
+import { Daemon, Rig } from './rig.js';
+import { paymentCode, type Scenario, type SimCall } from './scenarios.js';
+
+/**
+ * The crash matrix at daemon level: sales with random simulator scenarios are driven through the register
+ * and scanner ptys of the real `scanbox run`, and the daemon is killed with SIGKILL (a power cut) at every
+ * state boundary of a sale and at random instants, then started again on the same journal, again and again,
+ * also while it is recovering. At the end the simulator's ledger, the journal and what the register heard are
+ * checked against the money rules (contract §6):
+ *
+ * - money taken => the register got a PAID line for that REF and out_trade_no, and the journal says paid
+ *   (or the money was given back);
+ * - one REF never holds two charges;
+ * - every sale is final once recovery ran and the reversals drained; PRAGMA quick_check is ok;
+ * - every PAID line the register got is backed by a charge that was not reversed.
+ *
+ * Boundaries are found from the daemon's own log lines ('sale opened', 'payment code scanned', 'micropay
+ * answered', 'payer must confirm', 'orderquery answered', '...; reversing', 'reversed at WeChat Pay',
+ * 'paid', 'recovering a sale ...') and from requests reaching the simulator (a request "in flight": the
+ * simulator acts on it after the daemon is dead).
+ *
+ * Time: WeChat Pay's 15 s no-reverse rule is fixed in the engine, so every sale that ends in a reversal
+ * holds its daemon for 15 s after the order (in the foreground, or in recovery before READY). The matrix
+ * therefore runs several counters ("lanes") at once, each its own simulator, ptys, journal and daemon, and
+ * inside a lane kills the daemon again while recovery waits out those 15 s (the wait is measured from the
+ * order, so a restart costs only its start-up). Everything random (scenarios, kill points, delays, retries)
+ * comes from a PRNG seeded with `seed`, drawn in a fixed order; timing is real, so the exact instants vary.
+ *
+ * Used by test/e2e/crash-matrix.test.ts (about 30 kills) and by `npm run soak` (300 kills by default).
+ */
+
+export interface CrashMatrixOptions {
+  /** At least this many SIGKILLs in total (default 300). */
+  kills?: number;
+  seed?: number;
+  /** Progress lines. */
+  log?: (line: string) => void;
+  /** Counters run at once (default: one per 8 kills, 2 to 8). */
+  lanes?: number;
+  /** On a violation, the lane's journal, daemon log and register transcript are copied here. */
+  keepDir?: string;
+}
+
+export interface CrashMatrixResult {
+  /** Sales in the journals (every attempt: a REF tried again after FAILED is a new sale). */
+  sales: number;
+  kills: number;
+  paid: number;
+  reversed: number;
+  failed: number;
+  /** Ledger orders still charged at the end, each with its PAID line on the register. */
+  chargedAndReported: number;
+  violations: string[];
+  /** How often each kill point was hit. */
+  killsAt: Record<string, number>;
+  /** Charged at some point and given back by a reversal (the box restarted, or the sale was not confirmed). */
+  refunded: number;
+  lanes: number;
+  seconds: number;
+}
+
+const DEVICE_ID = 'BENCH01';
+const ENV = {
+  SCANBOX_USERPAYING_POLL_S: '1',
+  SCANBOX_USERPAYING_TIMEOUT_S: '5',
+  SCANBOX_SCAN_TIMEOUT_S: '5',
+  SCANBOX_LOG_LEVEL: 'info',
+  SCANBOX_DEVICE_ID: DEVICE_ID,
+};
+
+// ---- starting the daemon ----
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
+
+/**
+ * `scanbox run` on the rig, as `rig.startDaemon()` starts it (same environment, same journal), resolving
+ * once it is ready for sales with both ports open. Unlike `rig.startDaemon()` it leaves no timer behind
+ * when the daemon dies before READY (here it is killed there on purpose, hundreds of times), so the process
+ * can exit as soon as the work is done. `spawnedAt` is taken just before the spawn (start-up timing).
+ */
+export function spawnDaemon(
+  rig: Rig,
+  options: { onLog?: (line: string) => void; env?: Record<string, string>; timeoutMs?: number } = {},
+): { daemon: Daemon; spawnedAt: number; ready: Promise<number> } {
+  const base: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !key.startsWith('SCANBOX_') && key !== 'NODE_OPTIONS' && key !== 'CREDENTIALS_DIRECTORY' && key !== 'STATE_DIRECTORY') {
+      base[key] = value;
+    }
+  }
+  const seen = { ready: false, scanner: false, register: false };
+  let markReady: (at: number) => void = () => undefined;
+  const ready = new Promise<number>((resolve) => (markReady = resolve));
+  let readyAt = 0;
+  const spawnedAt = performance.now();
+  const child = spawn(process.execPath, [CLI, 'run'], {
+    env: { ...base, ...rig.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const daemon = new Daemon(child, (line) => {
+    options.onLog?.(line);
+    if (!seen.ready && /ready for sales/.test(line)) {
+      seen.ready = true;
+      readyAt = performance.now();
+    }
+    if (/scanner port (open|back)/.test(line)) seen.scanner = true;
+    if (/register port (open|back)/.test(line)) seen.register = true;
+    if (seen.ready && seen.scanner && seen.register) markReady(readyAt);
+  });
+  rig.daemon = daemon;
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  const started = Promise.race([
+    ready,
+    daemon.exited.then((code): number => {
+      throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-10).join('\n')}`);
+    }),
+    new Promise<number>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.lines.slice(-10).join('\n')}`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  // A start that fails is reported through `ready` only.
+  started.catch(() => undefined);
+  return { daemon, spawnedAt, ready: started };
+}
+
+// ---- the seeded PRNG ----
+
+class Rng {
+  private state: number;
+
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+
+  /** mulberry32: [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** Integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+
+  pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.next() * items.length)]!;
+  }
+
+  shuffle<T>(items: readonly T[]): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    return out;
+  }
+}
+
+function mix(seed: number, lane: number): number {
+  let h = (seed ^ Math.imul(lane + 1, 0x9e3779b1)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+// ---- kill points ----
+
+/** Kill points during a sale (the first kill of a sale). */
+const SALE_POINTS = [
+  'after PAY',
+  'sale opened',
+  'payment code scanned',
+  'micropay request',
+  'micropay answered',
+  'micropay result unknown',
+  'payer must confirm',
+  'orderquery request',
+  'orderquery answered',
+  'reversing',
+  'reverse request',
+  'recall=Y',
+  'reversed',
+  'paid',
+  'after scan',
+] as const;
+type SalePoint = (typeof SALE_POINTS)[number];
+
+/** Kill points while the restarted daemon recovers the sale (before READY). */
+const RECOVERY_POINTS = ['after start', 'recovering', 'recovery orderquery', 'recovery reverse', 'recovery recall=Y', 'recovery reversed'] as const;
+type RecoveryPoint = (typeof RECOVERY_POINTS)[number];
+const EARLY_RECOVERY_POINTS: readonly RecoveryPoint[] = ['after start', 'recovering', 'recovering', 'recovery orderquery'];
+const LATE_RECOVERY_POINTS: readonly RecoveryPoint[] = ['recovery reverse', 'recovery recall=Y', 'recovery reversed'];
+
+type KillPoint = SalePoint | RecoveryPoint | 'idle';
+
+interface KillSpec {
+  at: KillPoint;
+  delayMs: number;
+}
+
+interface LogLine {
+  message: string;
+  ref: string | null;
+}
+
+/** What a log line must say for a log-based kill point (the line must also carry the sale's ref). */
+const LOG_POINTS: Partial<Record<KillPoint, (message: string) => boolean>> = {
+  'sale opened': (m) => m === 'sale opened',
+  'payment code scanned': (m) => m.startsWith('payment code scanned'),
+  'micropay answered': (m) => m === 'micropay answered',
+  'micropay result unknown': (m) => m.startsWith('micropay result unknown'),
+  'payer must confirm': (m) => m.startsWith('payer must confirm'),
+  'orderquery answered': (m) => m === 'orderquery answered',
+  reversing: (m) => m.endsWith('; reversing') || m === 'cashier cancelled the sale',
+  'recall=Y': (m) => m.startsWith('WeChat Pay asks to call reverse again'),
+  reversed: (m) => m.startsWith('reversed at WeChat Pay'),
+  paid: (m) => m === 'paid',
+  recovering: (m) => m.startsWith('recovering a sale'),
+  'recovery recall=Y': (m) => m.startsWith('WeChat Pay asks to call reverse again'),
+  'recovery reversed': (m) => m.startsWith('reversed at WeChat Pay'),
+};
+
+const REQUEST_POINTS: Partial<Record<KillPoint, SimCall>> = {
+  'micropay request': 'micropay',
+  'orderquery request': 'orderquery',
+  'reverse request': 'reverse',
+  'recovery orderquery': 'orderquery',
+  'recovery reverse': 'reverse',
+};
+
+/** Time-based points start their delay when the lane reaches the mark. */
+const TIME_POINTS: Partial<Record<KillPoint, 'pay' | 'scan' | 'start' | 'idle'>> = {
+  'after PAY': 'pay',
+  'after scan': 'scan',
+  'after start': 'start',
+  idle: 'idle',
+};
+
+// ---- sale kinds ----
+
+type Kind =
+  | 'paid'
+  | 'slowMicropay'
+  | 'confirm'
+  | 'never'
+  | 'payerCancel'
+  | 'recall'
+  | 'reverseLost'
+  | 'notEnough'
+  | 'systemError'
+  | 'lostAnswer'
+  | 'bankError'
+  | 'queryDrop'
+  | 'cancelScan'
+  | 'cancelPassword'
+  | 'cancelPaying'
+  | 'reverseError'
+  | 'alipay'
+  | 'noScan';
+
+interface KindSpec {
+  scenario: (r: Rng) => Scenario;
+  scan: 'wechat' | 'alipay' | 'none';
+  cancel?: 'scan' | 'password' | 'paying';
+  /** `PAID` or `FAILED CODE`: the final line of the sale when nothing is killed. */
+  expect: (scenario: Scenario) => string;
+  /** Kill points the sale passes through. */
+  passes: readonly SalePoint[];
+  /** Costs no 15 s reversal wait or scan timeout. */
+  cheap: boolean;
+}
+
+const BEFORE_SCAN: readonly SalePoint[] = ['after PAY', 'sale opened'];
+const MICROPAY: readonly SalePoint[] = [...BEFORE_SCAN, 'payment code scanned', 'micropay request', 'micropay answered', 'after scan'];
+const PASSWORD: readonly SalePoint[] = [...MICROPAY, 'payer must confirm', 'orderquery request', 'orderquery answered'];
+const REVERSAL: readonly SalePoint[] = ['reversing', 'reverse request', 'reversed'];
+const UNKNOWN: readonly SalePoint[] = [...MICROPAY, 'micropay result unknown', 'orderquery request', 'orderquery answered', 'paid'];
+
+const KINDS: Record<Kind, KindSpec> = {
+  paid: { scenario: () => ({ outcome: 'paid' }), scan: 'wechat', expect: () => 'PAID', passes: [...MICROPAY, 'paid'], cheap: true },
+  slowMicropay: {
+    scenario: (r) => ({ outcome: 'paid', faults: { micropay: [{ kind: 'delay', ms: r.int(200, 900) }] } }),
+    scan: 'wechat',
+    expect: () => 'PAID',
+    passes: [...MICROPAY, 'paid'],
+    cheap: true,
+  },
+  confirm: {
+    scenario: (r) => ({ outcome: 'userpaying', confirmAfterMs: r.int(300, 2500) }),
+    scan: 'wechat',
+    expect: () => 'PAID',
+    passes: [...PASSWORD, 'paid'],
+    cheap: true,
+  },
+  queryDrop: {
+    scenario: (r) => ({ outcome: 'userpaying', confirmAfterMs: r.int(300, 2000), faults: { orderquery: [{ kind: 'drop_before' }] } }),
+    scan: 'wechat',
+    expect: () => 'PAID',
+    passes: [...PASSWORD, 'paid'],
+    cheap: true,
+  },
+  never: { scenario: () => ({ outcome: 'userpaying' }), scan: 'wechat', expect: () => 'FAILED TIMEOUT_REVERSED', passes: [...PASSWORD, ...REVERSAL], cheap: false },
+  payerCancel: {
+    scenario: (r) => ({ outcome: 'userpaying', cancelAfterMs: r.int(300, 2500) }),
+    scan: 'wechat',
+    expect: () => 'FAILED REVERSED',
+    passes: [...PASSWORD, ...REVERSAL],
+    cheap: false,
+  },
+  recall: {
+    scenario: (r) => ({ outcome: 'userpaying', recallTimes: r.int(1, 3) }),
+    scan: 'wechat',
+    // Three foreground attempts; after them the register hears REVERSE_PENDING and the queue goes on.
+    expect: (s) => ((s.recallTimes ?? 0) >= 3 ? 'FAILED REVERSE_PENDING' : 'FAILED TIMEOUT_REVERSED'),
+    passes: [...PASSWORD, ...REVERSAL, 'recall=Y'],
+    cheap: false,
+  },
+  reverseLost: {
+    scenario: () => ({ outcome: 'userpaying', faults: { reverse: [{ kind: 'drop_after' }] } }),
+    scan: 'wechat',
+    expect: () => 'FAILED TIMEOUT_REVERSED',
+    passes: [...PASSWORD, ...REVERSAL],
+    cheap: false,
+  },
+  notEnough: { scenario: () => ({ outcome: 'NOTENOUGH' }), scan: 'wechat', expect: () => 'FAILED NOTENOUGH', passes: MICROPAY, cheap: true },
+  systemError: {
+    scenario: () => ({ outcome: 'paid', faults: { micropay: [{ kind: 'system_error' }] } }),
+    scan: 'wechat',
+    expect: () => 'PAID',
+    passes: UNKNOWN,
+    cheap: true,
+  },
+  lostAnswer: {
+    scenario: () => ({ outcome: 'paid', faults: { micropay: [{ kind: 'drop_after' }] } }),
+    scan: 'wechat',
+    expect: () => 'PAID',
+    passes: UNKNOWN,
+    cheap: true,
+  },
+  bankError: { scenario: () => ({ outcome: 'BANKERROR' }), scan: 'wechat', expect: () => 'PAID', passes: UNKNOWN, cheap: true },
+  cancelScan: { scenario: () => ({ outcome: 'paid' }), scan: 'none', cancel: 'scan', expect: () => 'FAILED CANCELLED', passes: BEFORE_SCAN, cheap: true },
+  cancelPassword: {
+    scenario: () => ({ outcome: 'userpaying' }),
+    scan: 'wechat',
+    cancel: 'password',
+    expect: () => 'FAILED CANCELLED',
+    passes: [...MICROPAY, 'payer must confirm', 'reversing', 'reverse request', 'reversed'],
+    cheap: false,
+  },
+  cancelPaying: {
+    // CANCEL while micropay is in flight: the answer (paid) is taken, then the order is reversed.
+    scenario: (r) => ({ outcome: 'paid', faults: { micropay: [{ kind: 'delay', ms: r.int(400, 900) }] } }),
+    scan: 'wechat',
+    cancel: 'paying',
+    expect: () => 'FAILED CANCELLED',
+    passes: [...MICROPAY, 'reversing', 'reverse request', 'reversed'],
+    cheap: false,
+  },
+  reverseError: {
+    scenario: (r) => ({ outcome: 'userpaying', faults: { reverse: [{ kind: 'system_error', times: r.int(1, 2) }] } }),
+    scan: 'wechat',
+    expect: () => 'FAILED TIMEOUT_REVERSED',
+    passes: [...PASSWORD, ...REVERSAL],
+    cheap: false,
+  },
+  alipay: { scenario: () => ({ outcome: 'paid' }), scan: 'alipay', expect: () => 'FAILED NOT_WECHAT_CODE', passes: BEFORE_SCAN, cheap: true },
+  noScan: { scenario: () => ({ outcome: 'paid' }), scan: 'none', expect: () => 'FAILED NO_SCAN', passes: BEFORE_SCAN, cheap: false },
+};
+const KIND_NAMES = Object.keys(KINDS) as Kind[];
+const CHEAP_KINDS = KIND_NAMES.filter((k) => KINDS[k].cheap);
+const COSTLY_KINDS = KIND_NAMES.filter((k) => !KINDS[k].cheap);
+
+interface SalePlan {
+  ref: string;
+  amount: number;
+  kind: Kind;
+  scenario: Scenario;
+  code: string;
+  kill: KillSpec | null;
+  /** Kills while the restarted daemon recovers the sale, one per restart, while the sale is unfinished. */
+  recoveryKills: KillSpec[];
+  cancelDelayMs: number;
+  /** After the sale: PAY the same REF again (a register that lost the answer, or a customer paying again). */
+  repay: boolean;
+  idleKill: KillSpec | null;
+}
+
+class Killed extends Error {
+  constructor(readonly at: string) {
+    super(`daemon killed at ${at}`);
+  }
+}
+
+class LaneFailure extends Error {}
+
+interface Armed {
+  readonly matched: boolean;
+  /** Waits `graceMs` for the point if it was not reached; then true if the daemon was killed, false if disarmed. */
+  settle(graceMs: number): Promise<boolean>;
+}
+
+interface Waiter {
+  test: (line: string) => boolean;
+  resolve: (line: string) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function parseLog(line: string): LogLine {
+  const text = line.replace(/^<\d>/, '');
+  const fieldsAt = text.search(/ [a-z_]+=/);
+  const message = fieldsAt < 0 ? text : text.slice(0, fieldsAt);
+  const ref = / ref=([A-Za-z0-9_-]+)(?: |$)/.exec(text)?.[1] ?? null;
+  return { message, ref };
+}
+
+/** Lines in the daemon's log that only a bug prints. */
+const BUG_LINES = /box fault|sale stopped by a journal error|reversal queue failed|Unhandled|TypeError|ReferenceError|RangeError|SyntaxError|BAD_TRANSITION|cannot go from/;
+
+class Lane {
+  readonly rng: Rng;
+  readonly violations: string[] = [];
+  readonly killsAt: Record<string, number> = {};
+  readonly logs: string[] = [];
+  readonly refs = new Set<string>();
+  kills = 0;
+  salesDriven = 0;
+  private rig!: Rig;
+  private hasRig = false;
+  private life = new AbortController();
+  private readonly logListeners = new Set<(line: LogLine) => void>();
+  private readonly markListeners = new Set<(mark: 'pay' | 'scan' | 'start' | 'idle') => void>();
+  private readonly waiters = new Set<Waiter>();
+  private readonly expectedExits = new WeakSet<object>();
+  private saleNo = 0;
+  private codeNo = 0;
+  private pendingRef: string | null = null;
+
+  constructor(
+    readonly index: number,
+    seed: number,
+    private readonly quota: number,
+    private readonly points: readonly SalePoint[],
+    private readonly say: (line: string) => void,
+    private readonly onKill: () => void,
+  ) {
+    this.rng = new Rng(mix(seed, index));
+  }
+
+  private violation(text: string): void {
+    const line = `lane ${this.index}: ${text}`;
+    this.violations.push(line);
+    this.say(`VIOLATION ${line}`);
+  }
+
+  async run(): Promise<void> {
+    try {
+      this.rig = await Rig.start({ env: ENV });
+      this.hasRig = true;
+      this.rig.register.onLine = () => this.onRegisterLine();
+      await this.start();
+      let pointIndex = 0;
+      while (this.kills < this.quota) {
+        const plan = this.draw(pointIndex);
+        if (plan.kill) pointIndex++;
+        await this.sale(plan);
+      }
+      await this.drain();
+    } catch (error) {
+      this.violation(`lane stopped: ${(error as Error).message}`);
+    }
+  }
+
+  /** The checks, on the stopped lane; then the rig goes. */
+  async finish(keepDir: string | undefined): Promise<LaneCounts> {
+    if (!this.hasRig) return { sales: 0, paid: 0, reversed: 0, failed: 0, chargedAndReported: 0, refunded: 0 };
+    const counts = this.check();
+    if (this.violations.length > 0 && keepDir) this.keep(keepDir);
+    await this.rig.close();
+    return counts;
+  }
+
+  // ---- plans ----
+
+  private draw(pointIndex: number): SalePlan {
+    const r = this.rng;
+    const killed = r.chance(0.45);
+    const point = this.points[pointIndex % this.points.length]!;
+    let kind: Kind;
+    if (killed) {
+      kind = r.pick(KIND_NAMES.filter((k) => KINDS[k].passes.includes(point)));
+    } else {
+      kind = r.chance(0.92) ? r.pick(CHEAP_KINDS) : r.pick(COSTLY_KINDS);
+    }
+    const spec = KINDS[kind];
+    const scenario = spec.scenario(r);
+    const delay = (() => {
+      if (point === 'after PAY') return r.int(0, 300);
+      if (point === 'after scan') return r.int(0, 3000);
+      return r.chance(0.3) ? r.int(1, 200) : 0;
+    })();
+    // A sale that reached WeChat Pay keeps the restarted daemon in recovery until 15 s after its order:
+    // kill it again in there (early points first; a point after the reverse last, it ends the wait).
+    const chain = r.pick([0, 1, 2, 2, 3, 3, 4]);
+    const recoveryKills: KillSpec[] = [];
+    for (let i = 0; i < 4; i++) {
+      const early = r.pick(EARLY_RECOVERY_POINTS);
+      const late = r.pick(LATE_RECOVERY_POINTS);
+      const at = i === chain - 1 && r.chance(0.5) ? late : early;
+      const delayMs = at === 'after start' ? r.int(0, 400) : at === 'recovering' ? r.int(0, 6000) : r.chance(0.3) ? r.int(1, 100) : 0;
+      if (i < chain) recoveryKills.push({ at, delayMs });
+    }
+    const cancelDelayMs = r.int(0, 1500);
+    const repay = r.chance(0.25);
+    const idle = r.chance(0.1);
+    const idleDelay = r.int(0, 3500);
+    const amount = r.int(1, 99_999);
+    const ref = this.pendingRef ?? `L${this.index}S${++this.saleNo}`;
+    this.pendingRef = null;
+    this.codeNo++;
+    return {
+      ref,
+      amount,
+      kind,
+      scenario,
+      code: paymentCode(this.index * 10_000_000 + this.codeNo, '13'),
+      kill: killed ? { at: point, delayMs: delay } : null,
+      recoveryKills,
+      cancelDelayMs,
+      repay,
+      idleKill: idle ? { at: 'idle', delayMs: idleDelay } : null,
+    };
+  }
+
+  private onLog(line: string): void {
+    this.logs.push(line);
+    if (BUG_LINES.test(line)) this.violation(`daemon logged: ${line}`);
+    if (this.logListeners.size === 0) return;
+    const parsed = parseLog(line);
+    for (const listener of [...this.logListeners]) listener(parsed);
+  }
+
+  // ---- one sale ----
+
+  private async sale(plan: SalePlan): Promise<void> {
+    this.salesDriven++;
+    this.refs.add(plan.ref);
+    const spec = KINDS[plan.kind];
+    this.rig.sim.setScenario(plan.code, plan.scenario);
+    let otn: string | null = null;
+    const onOpened = (line: LogLine): void => {
+      if (line.ref === plan.ref && line.message === 'sale opened') {
+        const match = this.logs[this.logs.length - 1]?.match(/ out_trade_no=(\S+)/);
+        if (match) otn = match[1]!;
+      }
+    };
+    this.logListeners.add(onOpened);
+    const armed = plan.kill ? this.arm(plan.kill, plan.ref, () => otn) : null;
+    const steps: string[] = [];
+    let final: string | null = null;
+    try {
+      final = await this.saleFlow(plan, spec);
+    } catch (error) {
+      if (!(error instanceof Killed)) {
+        this.violation(`${plan.ref} (${plan.kind}): ${(error as Error).message}`);
+        // Leave the lane in a known state: a fresh daemon (not counted as a kill).
+        await this.restartUncounted();
+      }
+    } finally {
+      this.logListeners.delete(onOpened);
+    }
+    let killed = false;
+    if (armed) killed = await armed.settle(final ? 100 : 0);
+    if (killed) {
+      steps.push(`killed at ${plan.kill!.at}${plan.kill!.delayMs ? `+${plan.kill!.delayMs}ms` : ''}`);
+      const recovered = await this.restart(plan.ref, plan.recoveryKills);
+      if (recovered.length) steps.push(`recovery killed at ${recovered.join(', ')}`);
+      final = await this.query(plan.ref, true);
+      steps.push(`QUERY -> ${final ?? '?'}`);
+    } else if (final !== null) {
+      const want = spec.expect(plan.scenario);
+      const got = final.startsWith('PAID ') ? 'PAID' : final.split(' ').slice(0, 3).join(' ').replace(` ${plan.ref}`, '');
+      if (got !== want) this.violation(`${plan.ref} (${plan.kind}, not killed): expected ${want}, register got "${final}"`);
+      steps.push(final);
+    } else if (!this.daemonAlive()) {
+      // The daemon died by itself (already reported): go on with a fresh one.
+      await this.restartUncounted();
+    }
+    this.say(`lane ${this.index} ${plan.ref} ${plan.kind}: ${steps.join('; ')}`);
+
+    if (plan.repay && final !== null) {
+      if (final.startsWith('PAID ')) await this.repayPaid(plan, final);
+      else if (final.startsWith('FAILED ')) this.pendingRef = plan.ref;
+    }
+    if (plan.idleKill) {
+      const idle = this.arm(plan.idleKill, plan.ref, () => null);
+      this.emitMark('idle');
+      if (await idle.settle(0)) {
+        this.say(`lane ${this.index} killed while idle (+${plan.idleKill.delayMs}ms)`);
+        await this.restart(plan.ref, []);
+      }
+    }
+  }
+
+  private daemonAlive(): boolean {
+    const daemon = this.rig.daemon;
+    return daemon !== null && daemon.process.exitCode === null && daemon.process.signalCode === null;
+  }
+
+  /** PAY, scan (or not, or cancel), and the final line for the REF. Rejects with Killed when the daemon dies. */
+  private async saleFlow(plan: SalePlan, spec: KindSpec): Promise<string> {
+    const reg = this.rig.register;
+    const from = reg.mark;
+    reg.send(`PAY ${plan.amount} ${plan.ref}`);
+    this.emitMark('pay');
+    const first = await this.registerLine(
+      (l) => l === `ACK ${plan.ref}` || l.startsWith('ERR ') || l.startsWith(`PAID ${plan.ref} `) || l.startsWith(`FAILED ${plan.ref} `),
+      5000,
+      from,
+    );
+    if (first.startsWith('ERR ')) throw new Error(`PAY answered "${first}"`);
+    if (first.startsWith('PAID ') || first.startsWith('FAILED ')) return first;
+    if (spec.cancel === 'scan') {
+      if (plan.cancelDelayMs > 0) await this.pause(Math.min(plan.cancelDelayMs, 3000));
+      reg.send(`CANCEL ${plan.ref}`);
+    } else if (spec.scan === 'wechat') {
+      this.rig.scanner.send(plan.code);
+      this.emitMark('scan');
+    } else if (spec.scan === 'alipay') {
+      this.rig.scanner.send(`28${String(this.codeNo).padStart(16, '0')}`);
+      this.emitMark('scan');
+    }
+    if (spec.cancel === 'paying') {
+      await this.registerLine((l) => l === `WAIT ${plan.ref} SCANNED`, 10000, from);
+      reg.send(`CANCEL ${plan.ref}`);
+    }
+    if (spec.cancel === 'password') {
+      await this.registerLine((l) => l === `WAIT ${plan.ref} PASSWORD`, 10000, from);
+      if (plan.cancelDelayMs > 0) await this.pause(Math.min(plan.cancelDelayMs, 2500));
+      reg.send(`CANCEL ${plan.ref}`);
+    }
+    return this.registerLine((l) => l.startsWith(`PAID ${plan.ref} `) || l.startsWith(`FAILED ${plan.ref} `), 60000, from);
+  }
+
+  /** A register that PAYs a paid REF again must get the same PAID line, and nothing is charged again. */
+  private async repayPaid(plan: SalePlan, paidLine: string): Promise<void> {
+    const charges = this.rig.sim.ledger().filter((e) => e.attach === plan.ref).length;
+    const reg = this.rig.register;
+    const from = reg.mark;
+    reg.send(`PAY ${plan.amount} ${plan.ref}`);
+    try {
+      const again = await this.registerLine((l) => l.includes(` ${plan.ref}`) || l.startsWith('ERR '), 5000, from);
+      if (again !== paidLine) this.violation(`${plan.ref}: PAY repeated for a paid REF answered "${again}", first answer was "${paidLine}"`);
+      const after = this.rig.sim.ledger().filter((e) => e.attach === plan.ref).length;
+      if (after !== charges) this.violation(`${plan.ref}: PAY repeated for a paid REF sent a new order to WeChat Pay`);
+    } catch (error) {
+      if (!(error instanceof Killed)) this.violation(`${plan.ref}: PAY repeated for a paid REF: ${(error as Error).message}`);
+    }
+  }
+
+  /** QUERY REF on a freshly restarted daemon: recovery ran before READY, so the answer is final. */
+  private async query(ref: string, afterRestart: boolean): Promise<string | null> {
+    const reg = this.rig.register;
+    const from = reg.mark;
+    reg.send(`QUERY ${ref}`);
+    let answer: string;
+    try {
+      answer = await this.registerLine(
+        (l) => l.startsWith(`PAID ${ref} `) || l.startsWith(`FAILED ${ref} `) || l.startsWith(`PENDING ${ref}`) || l.startsWith('ERR '),
+        5000,
+        from,
+      );
+    } catch (error) {
+      this.violation(`QUERY ${ref}: ${(error as Error).message}`);
+      return null;
+    }
+    const sale = this.journalSales().filter((s) => s.ref === ref).pop();
+    if (!sale) {
+      if (answer !== `ERR UNKNOWN_REF ${ref}`) this.violation(`QUERY ${ref}: no sale in the journal but the register got "${answer}"`);
+      return null;
+    }
+    if (answer.startsWith('PENDING ') && afterRestart) {
+      this.violation(`QUERY ${ref} after a restart answered PENDING (state ${sale.state}): recovery did not finish it before READY`);
+    }
+    const expected = sale.state === 'paid' ? `PAID ${ref} ${sale.outTradeNo} ${sale.transactionId}` : `FAILED ${ref} ${sale.finalCode} `;
+    if (!answer.startsWith(expected)) this.violation(`QUERY ${ref} answered "${answer}", the journal says ${sale.state} ${sale.finalCode ?? ''}`);
+    return answer.startsWith('ERR ') ? null : answer;
+  }
+
+  // ---- the daemon ----
+
+  private async start(): Promise<void> {
+    this.life = new AbortController();
+    const { daemon, ready: starting } = spawnDaemon(this.rig, { onLog: (line) => this.onLog(line) });
+    this.emitMark('start');
+    void daemon.exited.then((code) => {
+      if (!this.expectedExits.has(daemon)) {
+        this.violation(`the daemon exited by itself with code ${code}: ${daemon.lines.slice(-5).join(' | ')}`);
+        this.life.abort(new Killed('own exit'));
+      }
+    });
+    await starting;
+  }
+
+  /**
+   * Starts the daemon again; while the sale is unfinished in the journal, kills it at the next recovery
+   * point of `kills` and starts it again. Returns the recovery points hit.
+   */
+  private async restart(ref: string, kills: KillSpec[]): Promise<string[]> {
+    const hit: string[] = [];
+    let next = 0;
+    for (;;) {
+      const sale = this.journalSales().filter((s) => s.ref === ref).pop();
+      const spec = sale && !isFinal(sale.state) ? kills[next] : undefined;
+      const armed = spec ? this.arm(spec, ref, () => sale!.outTradeNo) : null;
+      try {
+        await this.start();
+      } catch (error) {
+        if (!armed?.matched) throw new LaneFailure(`the daemon did not start again: ${(error as Error).message}`);
+      }
+      if (!armed || !(await armed.settle(0))) return hit;
+      hit.push(`${spec!.at}${spec!.delayMs ? `+${spec!.delayMs}ms` : ''}`);
+      next++;
+    }
+  }
+
+  private async restartUncounted(): Promise<void> {
+    const daemon = this.rig.daemon;
+    if (daemon && daemon.process.exitCode === null && daemon.process.signalCode === null) {
+      this.expectedExits.add(daemon);
+      daemon.process.kill('SIGKILL');
+      await daemon.exited;
+    }
+    this.life.abort(new Killed('reset'));
+    await this.start();
+  }
+
+  private async killNow(at: KillPoint): Promise<boolean> {
+    const daemon = this.rig.daemon;
+    if (!daemon || daemon.process.exitCode !== null || daemon.process.signalCode !== null) return false;
+    this.expectedExits.add(daemon);
+    daemon.process.kill('SIGKILL');
+    this.kills++;
+    this.killsAt[at] = (this.killsAt[at] ?? 0) + 1;
+    this.onKill();
+    this.life.abort(new Killed(at));
+    await daemon.exited;
+    return true;
+  }
+
+  /** Kills the daemon when the sale (ref, out_trade_no) reaches the point, after its delay. */
+  private arm(spec: KillSpec, ref: string, otn: () => string | null): Armed {
+    let matched = false;
+    let closed = false;
+    let settleKilled!: (killed: boolean) => void;
+    const killed = new Promise<boolean>((r) => (settleKilled = r));
+    const cleanups: (() => void)[] = [];
+    const cleanup = (): void => {
+      for (const c of cleanups.splice(0)) c();
+    };
+    const fire = (): void => {
+      if (matched || closed) return;
+      matched = true;
+      cleanup();
+      const go = (): void => void this.killNow(spec.at).then(settleKilled);
+      if (spec.delayMs > 0) setTimeout(go, spec.delayMs);
+      else go();
+    };
+    const logTest = LOG_POINTS[spec.at];
+    const call = REQUEST_POINTS[spec.at];
+    const mark = TIME_POINTS[spec.at];
+    if (logTest) {
+      const listener = (line: LogLine): void => {
+        if (line.ref === ref && logTest(line.message)) fire();
+      };
+      this.logListeners.add(listener);
+      cleanups.push(() => this.logListeners.delete(listener));
+    } else if (call) {
+      cleanups.push(
+        this.rig.sim.onRequest((seen, no) => {
+          if (seen === call && no !== null && no === otn()) fire();
+        }),
+      );
+    } else if (mark) {
+      const listener = (seen: string): void => {
+        if (seen === mark) fire();
+      };
+      this.markListeners.add(listener);
+      cleanups.push(() => this.markListeners.delete(listener));
+    }
+    return {
+      get matched() {
+        return matched;
+      },
+      settle: async (graceMs: number) => {
+        if (!matched && graceMs > 0) await sleep(graceMs);
+        if (!matched) {
+          closed = true;
+          cleanup();
+          settleKilled(false);
+        }
+        return killed;
+      },
+    };
+  }
+
+  private emitMark(mark: 'pay' | 'scan' | 'start' | 'idle'): void {
+    for (const listener of [...this.markListeners]) listener(mark);
+  }
+
+  private pause(ms: number): Promise<void> {
+    const signal = this.life.signal;
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason as Error);
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        reject(signal.reason as Error);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  // ---- the register line ----
+
+  private onRegisterLine(): void {
+    const lines = this.rig.register.lines;
+    const line = lines[lines.length - 1]!;
+    for (const waiter of [...this.waiters]) {
+      if (waiter.test(line)) {
+        this.waiters.delete(waiter);
+        clearTimeout(waiter.timer);
+        waiter.resolve(line);
+      }
+    }
+  }
+
+  /** The first register line from `from` on that passes; rejects with Killed if the daemon is killed first. */
+  private registerLine(test: (line: string) => boolean, timeoutMs: number, from: number): Promise<string> {
+    const found = this.rig.register.lines.slice(from).find(test);
+    if (found !== undefined) return Promise.resolve(found);
+    const signal = this.life.signal;
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        this.waiters.delete(waiter);
+        clearTimeout(waiter.timer);
+        reject(signal.reason as Error);
+      };
+      const waiter: Waiter = {
+        test,
+        resolve: (line) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(line);
+        },
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(waiter);
+          signal.removeEventListener('abort', onAbort);
+          reject(new Error(`register heard nothing matching within ${timeoutMs} ms (last: ${this.rig.register.lines.slice(-3).join(' | ')})`));
+        }, timeoutMs),
+      };
+      this.waiters.add(waiter);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  // ---- the end ----
+
+  private journalSales(): Sale[] {
+    if (!existsSync(this.rig.dbPath)) return [];
+    const journal = Journal.open(this.rig.dbPath, { readonly: true, deviceId: DEVICE_ID, clock: systemClock });
+    try {
+      return journal.recent(1_000_000).reverse();
+    } finally {
+      journal.close();
+    }
+  }
+
+  /** Waits until the reversal queue has finished every sale, then asks the register's QUERY for every REF. */
+  private async drain(): Promise<void> {
+    const deadline = Date.now() + 180_000;
+    let unfinished: Sale[] = [];
+    for (;;) {
+      unfinished = this.journalSales().filter((s) => !isFinal(s.state));
+      if (unfinished.length === 0 || Date.now() > deadline) break;
+      await sleep(500);
+    }
+    if (unfinished.length > 0) {
+      this.violation(`still unfinished 180 s after the last sale: ${unfinished.map((s) => `${s.ref} ${s.outTradeNo} ${s.state}`).join(', ')}`);
+    }
+    for (const ref of this.refs) await this.query(ref, false);
+    if (this.rig.daemon) this.expectedExits.add(this.rig.daemon);
+    const code = await this.rig.stopDaemon();
+    if (code !== 0) this.violation(`SIGTERM: the daemon exited with code ${code}`);
+  }
+
+  private check(): LaneCounts {
+    const counts: LaneCounts = { sales: 0, paid: 0, reversed: 0, failed: 0, chargedAndReported: 0, refunded: 0 };
+    let journal: Journal;
+    try {
+      journal = Journal.open(this.rig.dbPath, { readonly: true, deviceId: DEVICE_ID, clock: systemClock });
+    } catch (error) {
+      this.violation(`the journal cannot be opened: ${(error as Error).message}`);
+      return counts;
+    }
+    try {
+      const quick = journal.quickCheck();
+      if (quick !== 'ok') this.violation(`PRAGMA quick_check: ${quick}`);
+      const unfinished = journal.unfinished();
+      if (unfinished.length > 0) this.violation(`unfinished after recovery and drain: ${unfinished.map((s) => `${s.ref} ${s.state}`).join(', ')}`);
+      const sales = journal.recent(1_000_000).reverse();
+      const ledger = this.rig.sim.ledger();
+      const byOtn = new Map<string, LedgerEntry>(ledger.map((e) => [e.outTradeNo, e]));
+      const paidLines = this.rig.register.lines
+        .filter((l) => l.startsWith('PAID '))
+        .map((l) => {
+          const [, ref, otn, txid] = l.split(' ');
+          return { line: l, ref: ref!, otn: otn!, txid: txid! };
+        });
+
+      counts.sales = sales.length;
+      for (const sale of sales) {
+        if (sale.state === 'paid') counts.paid++;
+        else if (sale.state === 'reversed') counts.reversed++;
+        else if (sale.state === 'failed') counts.failed++;
+        else if (sale.state === 'reverse_failed') this.violation(`${sale.ref} ${sale.outTradeNo}: reverse_failed (${sale.finalText})`);
+        const entry = byOtn.get(sale.outTradeNo);
+        if (sale.state === 'paid' && !entry?.charged) {
+          this.violation(`${sale.ref} ${sale.outTradeNo}: journal says paid, WeChat Pay holds no charge`);
+        }
+        if ((sale.state === 'failed' || sale.state === 'reversed') && entry?.charged) {
+          this.violation(`${sale.ref} ${sale.outTradeNo}: journal says ${sale.state} ${sale.finalCode}, the payer is still charged`);
+        }
+      }
+      // One REF, one paid sale: nothing new is opened for a REF once it was paid.
+      const paidRefs = new Map<string, Sale>();
+      for (const sale of sales) {
+        const paid = paidRefs.get(sale.ref);
+        if (paid) this.violation(`${sale.ref}: a new attempt ${sale.outTradeNo} was opened after ${paid.outTradeNo} was paid`);
+        if (sale.state === 'paid' && !paid) paidRefs.set(sale.ref, sale);
+      }
+
+      const chargesByRef = new Map<string, LedgerEntry[]>();
+      for (const entry of ledger) {
+        const sale = journal.byOutTradeNo(entry.outTradeNo);
+        if (!sale) this.violation(`WeChat Pay holds order ${entry.outTradeNo} (${entry.attach}) that is not in the journal`);
+        if (entry.everCharged && !entry.charged) counts.refunded++;
+        if (!entry.charged) continue;
+        const list = chargesByRef.get(entry.attach ?? '') ?? [];
+        list.push(entry);
+        chargesByRef.set(entry.attach ?? '', list);
+        if (sale && (sale.state !== 'paid' || sale.transactionId !== entry.transactionId)) {
+          this.violation(`${entry.attach} ${entry.outTradeNo}: charged, but the journal says ${sale.state} ${sale.finalCode ?? ''}`);
+        }
+        const told = paidLines.some((p) => p.otn === entry.outTradeNo && p.ref === entry.attach && p.txid === entry.transactionId);
+        if (told) counts.chargedAndReported++;
+        else this.violation(`${entry.attach} ${entry.outTradeNo}: charged ${entry.totalFee} fen, the register never got its PAID line`);
+      }
+      for (const [ref, list] of chargesByRef) {
+        if (list.length > 1) this.violation(`${ref}: charged ${list.length} times (${list.map((e) => e.outTradeNo).join(', ')})`);
+      }
+      // A FAILED line is the truth too: it names how a sale of that REF ended in the journal, and no REF
+      // the register was told PAID is ever told FAILED afterwards.
+      const toldPaid = new Set<string>();
+      for (const line of this.rig.register.lines) {
+        const [verb, ref, code] = line.split(' ');
+        if (verb === 'PAID') toldPaid.add(ref!);
+        if (verb !== 'FAILED') continue;
+        if (toldPaid.has(ref!)) this.violation(`register got "${line}" after it was told PAID for ${ref}`);
+        const attempts = sales.filter((s) => s.ref === ref);
+        const backed = attempts.some(
+          (s) => s.finalCode === code || (code === 'REVERSE_PENDING' && (s.state === 'reversed' || s.state === 'reversing') && s.reverseAttempts > 0),
+        );
+        if (!backed) this.violation(`register got "${line}" but no sale of ${ref} ended ${code} (${attempts.map((s) => `${s.state} ${s.finalCode}`).join(', ')})`);
+      }
+      for (const p of paidLines) {
+        const entry = byOtn.get(p.otn);
+        if (!entry || !entry.charged || entry.attach !== p.ref || entry.transactionId !== p.txid) {
+          this.violation(
+            `register got "${p.line}" but WeChat Pay ${entry ? `shows charged=${entry.charged} reversed=${entry.reversed} attach=${entry.attach}` : 'has no such order'}`,
+          );
+        }
+      }
+    } finally {
+      journal.close();
+    }
+    return counts;
+  }
+
+  private keep(dir: string): void {
+    const target = join(dir, `lane-${this.index}`);
+    mkdirSync(target, { recursive: true });
+    for (const suffix of ['', '-wal', '-shm']) {
+      if (existsSync(this.rig.dbPath + suffix)) copyFileSync(this.rig.dbPath + suffix, join(target, 'scanbox.db' + suffix));
+    }
+    writeFileSync(join(target, 'daemon.log'), this.logs.join('\n') + '\n');
+    writeFileSync(join(target, 'register.txt'), this.rig.register.lines.join('\n') + '\n');
+    writeFileSync(join(target, 'ledger.json'), JSON.stringify(this.rig.sim.ledger(), null, 1));
+    writeFileSync(join(target, 'violations.txt'), this.violations.join('\n') + '\n');
+  }
+}
+
+interface LaneCounts {
+  sales: number;
+  paid: number;
+  reversed: number;
+  failed: number;
+  chargedAndReported: number;
+  refunded: number;
+}
+
+export async function runCrashMatrix(options: CrashMatrixOptions = {}): Promise<CrashMatrixResult> {
+  const started = Date.now();
+  const kills = options.kills ?? 300;
+  const seed = options.seed ?? 1;
+  const say = options.log ?? (() => undefined);
+  const laneCount = options.lanes ?? Math.min(8, Math.max(2, Math.ceil(kills / 8)));
+  // Every sale point once before any twice: the lanes take turns in one seeded sequence of shuffles.
+  const order = new Rng(mix(seed, 1000));
+  const sequence: SalePoint[] = [];
+  while (sequence.length < kills * 2 + laneCount) sequence.push(...order.shuffle(SALE_POINTS));
+  let total = 0;
+  const lanes = Array.from({ length: laneCount }, (_, i) => {
+    const quota = Math.floor(kills / laneCount) + (i < kills % laneCount ? 1 : 0);
+    const points = sequence.filter((_, k) => k % laneCount === i);
+    return new Lane(i, seed, quota, points, say, () => {
+      total++;
+      if (total % 10 === 0) say(`progress: ${total}/${kills} kills, ${Math.round((Date.now() - started) / 1000)} s`);
+    });
+  });
+  // Lanes start a little apart, so their simulators' key generation and daemons' start-ups do not collide.
+  await Promise.all(lanes.map(async (lane, i) => {
+    await sleep(i * 300);
+    await lane.run();
+  }));
+  const result: CrashMatrixResult = {
+    sales: 0,
+    kills: 0,
+    paid: 0,
+    reversed: 0,
+    failed: 0,
+    chargedAndReported: 0,
+    violations: [],
+    killsAt: {},
+    refunded: 0,
+    lanes: laneCount,
+    seconds: 0,
+  };
+  for (const lane of lanes) {
+    const counts = await lane.finish(options.keepDir);
+    result.sales += counts.sales;
+    result.paid += counts.paid;
+    result.reversed += counts.reversed;
+    result.failed += counts.failed;
+    result.chargedAndReported += counts.chargedAndReported;
+    result.refunded += counts.refunded;
+    result.kills += lane.kills;
+    result.violations.push(...lane.violations);
+    for (const [at, n] of Object.entries(lane.killsAt)) result.killsAt[at] = (result.killsAt[at] ?? 0) + n;
+  }
+  result.seconds = Math.round((Date.now() - started) / 100) / 10;
+  return result;
+}
+
+// ---- npm run soak ----
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const eq = args.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+async function main(args: string[]): Promise<number> {
+  const number = (name: string, fallback: number): number => {
+    const text = argValue(args, name);
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} needs a whole number, got ${text}`);
+    return value;
+  };
+  let kills: number;
+  let seed: number;
+  let lanes: number | undefined;
+  try {
+    kills = number('--kills', 300);
+    seed = number('--seed', 1);
+    const l = argValue(args, '--lanes');
+    lanes = l === undefined ? undefined : number('--lanes', 4);
+  } catch (error) {
+    process.stderr.write(`soak: ${(error as Error).message}\nusage: node dist/simulator/soak.js [--kills N] [--seed S] [--lanes L]\n`);
+    return 2;
+  }
+  const keepDir = resolve(argValue(args, '--keep') ?? join(process.cwd(), `soak-${seed}`));
+  const t0 = Date.now();
+  const stamp = (): string => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`;
+  process.stdout.write(`soak: ${kills} kills, seed ${seed}${lanes ? `, ${lanes} lanes` : ''}; on a violation the evidence goes to ${keepDir}\n`);
+  const result = await runCrashMatrix({ kills, seed, lanes, keepDir, log: (line) => process.stdout.write(`${stamp()} ${line}\n`) });
+  const rows: [string, string][] = [
+    ['lanes (counters at once)', String(result.lanes)],
+    ['kills (SIGKILL)', String(result.kills)],
+    ['sales (journal rows)', String(result.sales)],
+    ['  paid', String(result.paid)],
+    ['  reversed', String(result.reversed)],
+    ['  failed (nothing charged)', String(result.failed)],
+    ['charged and reported PAID', String(result.chargedAndReported)],
+    ['charged, then given back', String(result.refunded)],
+    ['violations', String(result.violations.length)],
+    ['seconds', String(result.seconds)],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  process.stdout.write('\ncounts\n');
+  for (const [k, v] of rows) process.stdout.write(`  ${k.padEnd(width)}  ${v}\n`);
+  process.stdout.write('\nkills by point\n');
+  const points = [...SALE_POINTS, ...RECOVERY_POINTS, 'idle'];
+  for (const point of points) process.stdout.write(`  ${point.padEnd(24)}  ${result.killsAt[point] ?? 0}\n`);
+  if (result.violations.length > 0) {
+    process.stdout.write('\nviolations\n');
+    for (const v of result.violations) process.stdout.write(`  ${v}\n`);
+    process.stdout.write(`soak: FAILED with ${result.violations.length} violation(s) (seed ${seed}); evidence in ${keepDir}\n`);
+    return 1;
+  }
+  process.stdout.write(`soak: ok, no violation in ${result.kills} kills (seed ${seed})\n`);
+  return 0;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`soak: ${(error as Error).stack ?? String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
