@@ -86,6 +86,8 @@ export interface JournalPragmas {
   synchronous: 'OFF' | 'NORMAL' | 'FULL' | 'EXTRA';
   foreignKeys: boolean;
   busyTimeout: number;
+  /** PRAGMA cache_size as SQLite reports it (negative: KiB). */
+  cacheSize: number;
   userVersion: number;
 }
 
@@ -126,6 +128,8 @@ const TAG = /^[A-Z0-9]{4}$/;
 const DIGIT_RUN = /[0-9]{7}/;
 const OUT_TRADE_NO_MAX = 32;
 const BUSY_TIMEOUT_MS = 5000;
+/** Negative: KiB rather than pages. */
+const CACHE_SIZE = -2000;
 const SYNCHRONOUS = ['OFF', 'NORMAL', 'FULL', 'EXTRA'] as const;
 
 const PATCH_COLUMNS = {
@@ -420,6 +424,10 @@ export class Journal {
     }
     try {
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      // A small page cache, set before quick_check reads the whole file: better-sqlite3 builds SQLite with a
+      // 16 MB default, which quick_check fills at start on a year's journal and which then stays allocated for
+      // the life of the daemon, most of its memory over the 80 MB budget. The journal's hot rows fit in 2 MB.
+      db.pragma(`cache_size = ${CACHE_SIZE}`);
       // First read of the file, before any pragma or migration that could write to it.
       checkIntegrity(db, path);
       const version = checkSchema(db, path);
@@ -649,6 +657,7 @@ export class Journal {
       synchronous: SYNCHRONOUS[this.db.pragma('synchronous', { simple: true }) as number] ?? 'OFF',
       foreignKeys: this.db.pragma('foreign_keys', { simple: true }) === 1,
       busyTimeout: this.db.pragma('busy_timeout', { simple: true }) as number,
+      cacheSize: this.db.pragma('cache_size', { simple: true }) as number,
       userVersion: userVersion(this.db),
     }));
   }

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { GatewaySimulator, type GatewaySimulatorOptions } from './gateway.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../runtime.js';
 import { LineChannel, VirtualPorts } from './ptys.js';
 
 /**
@@ -29,10 +30,27 @@ export interface RigOptions {
   onLog?: (line: string) => void;
 }
 
+export interface SpawnedDaemon {
+  daemon: Daemon;
+  /** performance.now() just before the spawn. */
+  spawnedAt: number;
+  /** performance.now() when it printed "ready for sales" (resolved once both ports are open too). */
+  ready: Promise<number>;
+}
+
 export class Daemon {
   readonly lines: string[] = [];
+  /** The exit code (-1 for a signal), as soon as the process has exited. */
   readonly exited: Promise<number | null>;
-  private waiters: { test: (line: string) => boolean; from: number; resolve: (line: string) => void }[] = [];
+  /** The same, once its output has been read to the end too: no line comes after this. */
+  readonly closed: Promise<number | null>;
+  private isClosed = false;
+  private waiters: {
+    test: (line: string) => boolean;
+    from: number;
+    resolve: (line: string) => void;
+    reject: (err: Error) => void;
+  }[] = [];
 
   constructor(readonly process: ChildProcess, onLog?: (line: string) => void) {
     const take = (line: string): void => {
@@ -49,6 +67,18 @@ export class Daemon {
     createInterface({ input: process.stdout! }).on('line', take);
     createInterface({ input: process.stderr! }).on('line', take);
     this.exited = new Promise((resolve) => process.on('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    this.closed = new Promise((resolve) => process.on('close', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+    // A line that has not come by the time the output ends never will: waiting on would only hold a timer.
+    void this.closed.then((code) => {
+      this.isClosed = true;
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const waiter of waiters) waiter.reject(this.goneError(code));
+    });
+  }
+
+  private goneError(code: number | null): Error {
+    return new Error(`daemon exited (code ${code}) without printing the line waited for; last lines:\n${this.lines.slice(-15).join('\n')}`);
   }
 
   get mark(): number {
@@ -59,6 +89,7 @@ export class Daemon {
   waitFor(match: RegExp, timeoutMs = 15000, from = 0): Promise<string> {
     const found = this.lines.slice(from).find((l) => match.test(l));
     if (found !== undefined) return Promise.resolve(found);
+    if (this.isClosed) return Promise.reject(this.goneError(this.process.exitCode));
     return new Promise((resolve, reject) => {
       const waiter = {
         test: (l: string) => match.test(l),
@@ -66,6 +97,10 @@ export class Daemon {
         resolve: (line: string) => {
           clearTimeout(timer);
           resolve(line);
+        },
+        reject: (err: Error) => {
+          clearTimeout(timer);
+          reject(err);
         },
       };
       const timer = setTimeout(() => {
@@ -137,30 +172,61 @@ export class Rig {
     return this.ports.channel('scanner');
   }
 
-  /** Starts `scanbox run` and waits until it says it is ready for sales. */
-  async startDaemon(extraEnv: Record<string, string> = {}): Promise<Daemon> {
+  /**
+   * Starts `scanbox run` (with the V8 flags the unit gives it) and returns at once; `ready` resolves with the
+   * instant it said it was ready for sales with both ports open, and rejects when it exits first or is not
+   * ready within `timeoutMs`. Nothing is left waiting once `ready` has settled, so a daemon killed before
+   * READY (the crash matrix does it on purpose, hundreds of times) holds no timer. `spawnedAt` is taken just
+   * before the spawn, for start-up timing.
+   */
+  spawnDaemon(options: { env?: Record<string, string>; timeoutMs?: number; onLog?: (line: string) => void } = {}): SpawnedDaemon {
     const base: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) {
       if (value !== undefined && !key.startsWith('SCANBOX_') && key !== 'NODE_OPTIONS' && key !== 'CREDENTIALS_DIRECTORY' && key !== 'STATE_DIRECTORY') {
         base[key] = value;
       }
     }
-    const child = spawn(process.execPath, [CLI, 'run'], {
-      env: { ...base, ...this.env, ...extraEnv },
+    const seen = { ready: false, scanner: false, register: false };
+    let markReady: (at: number) => void = () => undefined;
+    const ready = new Promise<number>((resolve) => (markReady = resolve));
+    let readyAt = 0;
+    const onLog = options.onLog ?? this.onLog;
+    const spawnedAt = performance.now();
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, 'run'], {
+      env: { ...base, ...DAEMON_ENV, ...this.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const daemon = new Daemon(child, this.onLog);
+    const daemon = new Daemon(child, (line) => {
+      onLog?.(line);
+      if (!seen.ready && /ready for sales/.test(line)) {
+        seen.ready = true;
+        readyAt = performance.now();
+      }
+      if (/scanner port (open|back)/.test(line)) seen.scanner = true;
+      if (/register port (open|back)/.test(line)) seen.register = true;
+      if (seen.ready && seen.scanner && seen.register) markReady(readyAt);
+    });
     this.daemon = daemon;
-    await Promise.race([
-      Promise.all([
-        daemon.waitFor(/ready for sales/, 30000),
-        daemon.waitFor(/scanner port (open|back)/, 30000),
-        daemon.waitFor(/register port (open|back)/, 30000),
-      ]),
-      daemon.exited.then((code) => {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    const started = Promise.race([
+      ready,
+      daemon.closed.then((code): number => {
         throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-20).join('\n')}`);
       }),
-    ]);
+      new Promise<number>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.lines.slice(-20).join('\n')}`)), timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    // A start that fails is reported through `ready` only.
+    started.catch(() => undefined);
+    return { daemon, spawnedAt, ready: started };
+  }
+
+  /** Starts `scanbox run` and waits until it says it is ready for sales with both ports open. */
+  async startDaemon(extraEnv: Record<string, string> = {}): Promise<Daemon> {
+    const { daemon, ready } = this.spawnDaemon({ env: extraEnv });
+    await ready;
     return daemon;
   }
 

@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../clock.js';
 import { Journal, type Sale } from '../journal/journal.js';
 import { isFinal } from '../journal/states.js';
 import type { LedgerEntry } from './gateway.js';
-import { Daemon, Rig } from './rig.js';
+import { Rig } from './rig.js';
 import { paymentCode, type Scenario, type SimCall } from './scenarios.js';
 
 /**
@@ -75,62 +74,6 @@ const ENV = {
   SCANBOX_LOG_LEVEL: 'info',
   SCANBOX_DEVICE_ID: DEVICE_ID,
 };
-
-// ---- starting the daemon ----
-
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
-
-/**
- * `scanbox run` on the rig, as `rig.startDaemon()` starts it (same environment, same journal), resolving
- * once it is ready for sales with both ports open. Unlike `rig.startDaemon()` it leaves no timer behind
- * when the daemon dies before READY (here it is killed there on purpose, hundreds of times), so the process
- * can exit as soon as the work is done. `spawnedAt` is taken just before the spawn (start-up timing).
- */
-export function spawnDaemon(
-  rig: Rig,
-  options: { onLog?: (line: string) => void; env?: Record<string, string>; timeoutMs?: number } = {},
-): { daemon: Daemon; spawnedAt: number; ready: Promise<number> } {
-  const base: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !key.startsWith('SCANBOX_') && key !== 'NODE_OPTIONS' && key !== 'CREDENTIALS_DIRECTORY' && key !== 'STATE_DIRECTORY') {
-      base[key] = value;
-    }
-  }
-  const seen = { ready: false, scanner: false, register: false };
-  let markReady: (at: number) => void = () => undefined;
-  const ready = new Promise<number>((resolve) => (markReady = resolve));
-  let readyAt = 0;
-  const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [CLI, 'run'], {
-    env: { ...base, ...rig.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const daemon = new Daemon(child, (line) => {
-    options.onLog?.(line);
-    if (!seen.ready && /ready for sales/.test(line)) {
-      seen.ready = true;
-      readyAt = performance.now();
-    }
-    if (/scanner port (open|back)/.test(line)) seen.scanner = true;
-    if (/register port (open|back)/.test(line)) seen.register = true;
-    if (seen.ready && seen.scanner && seen.register) markReady(readyAt);
-  });
-  rig.daemon = daemon;
-  const timeoutMs = options.timeoutMs ?? 60_000;
-  let timer: NodeJS.Timeout | undefined;
-  const started = Promise.race([
-    ready,
-    daemon.exited.then((code): number => {
-      throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-10).join('\n')}`);
-    }),
-    new Promise<number>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.lines.slice(-10).join('\n')}`)), timeoutMs);
-    }),
-  ]).finally(() => clearTimeout(timer));
-  // A start that fails is reported through `ready` only.
-  started.catch(() => undefined);
-  return { daemon, spawnedAt, ready: started };
-}
 
 // ---- the seeded PRNG ----
 
@@ -710,7 +653,7 @@ class Lane {
 
   private async start(): Promise<void> {
     this.life = new AbortController();
-    const { daemon, ready: starting } = spawnDaemon(this.rig, { onLog: (line) => this.onLog(line) });
+    const { daemon, ready: starting } = this.rig.spawnDaemon({ onLog: (line) => this.onLog(line), timeoutMs: 60_000 });
     this.emitMark('start');
     void daemon.exited.then((code) => {
       if (!this.expectedExits.has(daemon)) {

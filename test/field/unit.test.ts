@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/runtime.js';
 
 /**
  * The files a technician installs around the daemon: the systemd unit (static checks everywhere, plus
@@ -100,7 +101,8 @@ t.test('unit: the service settings the daemon relies on', async (t) => {
     ['Service', 'Type', 'notify'],
     ['Service', 'NotifyAccess', 'all'],
     ['Service', 'WatchdogSec', '30'],
-    ['Service', 'ExecStart', '/usr/bin/node /opt/scanbox/dist/cli.js run'],
+    ['Service', 'ExecStart', `/usr/bin/node ${DAEMON_NODE_FLAGS.join(' ')} /opt/scanbox/dist/cli.js run`],
+    ...Object.entries(DAEMON_ENV).map(([k, v]): [string, string, string] => ['Service', 'Environment', `${k}=${v}`]),
     ['Service', 'Restart', 'always'],
     ['Service', 'RestartSec', '2'],
     ['Service', 'TimeoutStopSec', '40'],
