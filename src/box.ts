@@ -1,7 +1,7 @@
 import type { Clock } from './clock.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
-import { parseRegisterLine, withChecksum } from './devices/register-protocol.js';
+import { parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
 import { classifyCode, describeForeign } from './devices/scanner.js';
 import type { Journal, Sale } from './journal/journal.js';
 import type { Logger } from './log.js';
@@ -84,6 +84,43 @@ function rejectedReply(reason: string): string {
     : 'ERR BAD_LINE line with bytes that are not printable ASCII dropped';
 }
 
+/** Sends one line to the register, with a checksum when the line it answers had one. */
+type Reply = (text: string, checksum: boolean) => Promise<void>;
+
+/**
+ * The register side both boxes share: a line that does not parse is answered `ERR <code>`, a line the port
+ * dropped is answered too, and `onCommand` gets the good ones. Returns the box's way of replying.
+ */
+function listenToRegister(
+  register: LinePort,
+  log: Logger,
+  maxAmountFen: number,
+  onCommand: (command: RegisterCommand, checksum: boolean) => void,
+): Reply {
+  const reply: Reply = async (text, checksum) => {
+    const line = withChecksum(text, checksum);
+    const sent = await register.write(line);
+    log.debug('to register', { line, sent });
+  };
+  register.on('line', (line: string) => {
+    const parsed = parseRegisterLine(line, maxAmountFen);
+    if (!parsed.ok) {
+      log.info('register sent a bad line', { error: parsed.code });
+      void reply(`ERR ${parsed.code} ${parsed.text}`, parsed.checksum);
+      return;
+    }
+    onCommand(parsed.command, parsed.checksum);
+  });
+  register.on('rejected', (reason: string) => {
+    log.warning('register line rejected', { reason });
+    void reply(rejectedReply(reason), false);
+  });
+  return reply;
+}
+
+/** Before start(): nothing can be heard, so nothing is answered. */
+const notListening: Reply = async () => undefined;
+
 export class Box {
   private readonly o: BoxOptions;
   private open: OpenSale | null = null;
@@ -91,6 +128,7 @@ export class Box {
   private gatewayFailures = 0;
   private offlineText: string | null = null;
   private stopping = false;
+  private reply: Reply = notListening;
   private readonly background = new AbortController();
   private readonly tasks: Promise<void>[] = [];
 
@@ -99,11 +137,7 @@ export class Box {
   }
 
   start(): void {
-    this.o.register.on('line', (line: string) => this.onRegisterLine(line));
-    this.o.register.on('rejected', (reason: string) => {
-      this.o.log.warning('register line rejected', { reason });
-      void this.reply(rejectedReply(reason), false);
-    });
+    this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
     this.o.scanner.on('line', (line: string) => this.onScan(line));
     this.o.scanner.on('rejected', (reason: string) => {
       this.o.log.warning('scanner line rejected', { reason });
@@ -168,20 +202,7 @@ export class Box {
     this.o.indicator.show(this.fault || this.offlineReason() ? 'offline' : 'ready');
   }
 
-  private async reply(text: string, checksum: boolean): Promise<void> {
-    const line = withChecksum(text, checksum);
-    const sent = await this.o.register.write(line);
-    this.o.log.debug('to register', { line, sent });
-  }
-
-  private onRegisterLine(line: string): void {
-    const parsed = parseRegisterLine(line, this.o.maxAmountFen);
-    if (!parsed.ok) {
-      this.o.log.info('register sent a bad line', { error: parsed.code });
-      void this.reply(`ERR ${parsed.code} ${parsed.text}`, parsed.checksum);
-      return;
-    }
-    const { command, checksum } = parsed;
+  private onRegisterCommand(command: RegisterCommand, checksum: boolean): void {
     try {
       switch (command.kind) {
         case 'STATUS':
@@ -438,17 +459,14 @@ export interface FaultBoxOptions {
  */
 export class FaultBox {
   private readonly o: FaultBoxOptions;
+  private reply: Reply = notListening;
 
   constructor(options: FaultBoxOptions) {
     this.o = options;
   }
 
   start(): void {
-    this.o.register.on('line', (line: string) => this.onRegisterLine(line));
-    this.o.register.on('rejected', (reason: string) => {
-      this.o.log.warning('register line rejected', { reason });
-      void this.reply(rejectedReply(reason), false);
-    });
+    this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
     this.o.scanner.on('line', () => this.onScan());
     this.o.scanner.on('rejected', () => this.onScan());
     this.o.indicator.show('offline');
@@ -458,20 +476,7 @@ export class FaultBox {
     return { kind: 'FAULT', text: this.o.text };
   }
 
-  private async reply(text: string, checksum: boolean): Promise<void> {
-    const line = withChecksum(text, checksum);
-    const sent = await this.o.register.write(line);
-    this.o.log.debug('to register', { line, sent });
-  }
-
-  private onRegisterLine(line: string): void {
-    const parsed = parseRegisterLine(line, this.o.maxAmountFen);
-    if (!parsed.ok) {
-      this.o.log.info('register sent a bad line', { error: parsed.code });
-      void this.reply(`ERR ${parsed.code} ${parsed.text}`, parsed.checksum);
-      return;
-    }
-    const { command, checksum } = parsed;
+  private onRegisterCommand(command: RegisterCommand, checksum: boolean): void {
     if (command.kind === 'STATUS') {
       void this.reply(statusLine(this.health()), checksum);
       return;

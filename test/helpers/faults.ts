@@ -33,12 +33,13 @@ export interface Sold {
 /** One sale through the real engine: PAY (journalled), the scan, and the whole payment cycle. */
 export async function sell(
   w: World,
-  scenario: Scenario,
-  opts: { ref: string; amount?: number; cancelAfter?: SaleProgress },
+  scenario: Scenario | null,
+  opts: { ref?: string; amount?: number; cancelAfter?: SaleProgress } = {},
 ): Promise<Sold> {
   const code = freshCode();
-  w.sim.setScenario(code, scenario);
-  const started = w.engine.startSale(opts.ref, opts.amount ?? 1234);
+  // null: the simulator's default scenario (paid at once).
+  if (scenario) w.sim.setScenario(code, scenario);
+  const started = w.engine.startSale(opts.ref ?? `R${code.slice(-6)}`, opts.amount ?? 1234);
   if (started.kind !== 'open') throw new Error(`sale not opened: ${started.kind}`);
   const progress: SaleProgress[] = [];
   const cancel = new AbortController();

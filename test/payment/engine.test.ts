@@ -1,8 +1,9 @@
 import t, { type Test } from 'tap';
 import { VirtualClock } from '../../src/clock.js';
 import type { Sale } from '../../src/journal/journal.js';
-import { verdictOf, type SaleProgress } from '../../src/payment/engine.js';
+import { verdictOf } from '../../src/payment/engine.js';
 import type { Scenario } from '../../src/simulator/gateway.js';
+import { sell } from '../helpers/faults.js';
 import { createWorld, freshCode, type World, type WorldOptions } from '../helpers/world.js';
 
 /**
@@ -14,27 +15,6 @@ async function withWorld(t: Test, options: WorldOptions, body: (w: World) => Pro
   const world = await createWorld(options);
   t.teardown(() => world.close());
   await body(world);
-}
-
-async function sell(
-  w: World,
-  scenario: Scenario | null,
-  opts: { ref?: string; amount?: number; cancelAfter?: SaleProgress } = {},
-): Promise<{ sale: Sale; code: string; progress: SaleProgress[] }> {
-  const code = freshCode();
-  if (scenario) w.sim.setScenario(code, scenario);
-  const started = w.engine.startSale(opts.ref ?? `R${code.slice(-6)}`, opts.amount ?? 1234);
-  if (started.kind !== 'open') throw new Error(`sale not opened: ${started.kind}`);
-  const progress: SaleProgress[] = [];
-  const cancel = new AbortController();
-  const sale = await w.engine.pay(started.sale.id, code, {
-    signal: cancel.signal,
-    onProgress: (p) => {
-      progress.push(p);
-      if (p === opts.cancelAfter) cancel.abort();
-    },
-  });
-  return { sale, code, progress };
 }
 
 function eventKinds(w: World, sale: Sale): string[] {
