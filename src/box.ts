@@ -246,6 +246,7 @@ export class Box {
       return void this.reply(finalLine(verdictOf(started.sale)), checksum);
     }
     if (started.kind === 'busy') return void this.reply(`ERR BUSY ${started.sale.ref}`, checksum);
+    if (started.kind === 'held') return void this.reply(finalLine(started.verdict), checksum);
 
     void this.reply(`ACK ${ref}`, checksum);
     const offline = this.offlineReason();

@@ -46,7 +46,12 @@ export type SaleProgress = 'scanned' | 'password';
 export type StartResult =
   | { kind: 'open'; sale: Sale }
   | { kind: 'paid'; sale: Sale }
-  | { kind: 'busy'; sale: Sale };
+  | { kind: 'busy'; sale: Sale }
+  /**
+   * An earlier attempt of this REF may still hold the payer's money (its reversal is pending, or WeChat Pay
+   * refused it for good): no new attempt, so one REF never yields two charges. `verdict` is the register's answer.
+   */
+  | { kind: 'held'; sale: Sale; verdict: Verdict };
 
 export interface PayOptions {
   /** Aborted when the cashier cancels: anything already sent is reversed. */
@@ -136,7 +141,9 @@ export class PaymentEngine {
   /**
    * The register's PAY, with its REF as the idempotency key: a REF that was paid gets its PAID sale back
    * and nothing is charged again (also after a restart); a REF whose last attempt failed gets a new
-   * attempt with a new out_trade_no; while any sale is unfinished no other is opened.
+   * attempt with a new out_trade_no, unless an earlier attempt may still hold the payer's money (contract
+   * §6.4 before §3: the new attempt could be a second charge for the REF); while any sale is unfinished no
+   * other is opened.
    */
   startSale(ref: string, amountFen: number): StartResult {
     const previous = this.journal.latestByRef(ref);
@@ -150,6 +157,15 @@ export class PaymentEngine {
     }
     const open = this.journal.unfinished().find((sale) => sale.state !== 'reversing' || sale.finalCode === null);
     if (open) return { kind: 'busy', sale: open };
+    const held = this.journal.byRef(ref).find((sale) => sale.state === 'reversing' || sale.state === 'reverse_failed');
+    if (held) {
+      const text =
+        held.state === 'reverse_failed'
+          ? 'An earlier payment of this sale could not be given back: refund it in the merchant platform, then ring the sale up again under a new number'
+          : 'An earlier payment of this sale is still being given back: wait, or ring the sale up again under a new number';
+      this.saleLog(held).warning('PAY refused: an earlier attempt of this REF may still hold the payer\'s money', { state: held.state });
+      return { kind: 'held', sale: held, verdict: { kind: 'failed', ref, code: 'REVERSE_PENDING', text } };
+    }
     return { kind: 'open', sale: this.open(ref, amountFen) };
   }
 

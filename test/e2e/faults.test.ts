@@ -99,5 +99,10 @@ t.test('WeChat Pay unreachable: REVERSE_PENDING, then STATUS OFFLINE and PAY ans
   reg.send('PAY 500 E2E-OFF2');
   await reg.next('ACK E2E-OFF2', 5000, from);
   t.match(await reg.next(/^(PAID|FAILED) E2E-OFF2/, 2000, from), /^FAILED E2E-OFF2 OFFLINE /);
+  // The first REF again: its attempt may still hold the payer's money, so no new attempt (no ACK, no scan).
+  from = reg.mark;
+  reg.send('PAY 1800 E2E-OFF');
+  t.match(await reg.next(/ E2E-OFF /, 2000, from), /^FAILED E2E-OFF REVERSE_PENDING An earlier payment of this sale is still being given back/);
+  t.notOk(reg.lines.slice(from).includes('ACK E2E-OFF'), 'no ACK: no new attempt was opened');
   t.ok(rig.daemon!.lines.some((l) => l.startsWith('<3>') && /revers/i.test(l)), 'the pending reversal is logged at error level');
 });

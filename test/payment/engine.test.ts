@@ -301,6 +301,68 @@ t.test('REVERSE_PENDING is retried with back-off across a restart until confirme
   t.equal(world.sim.entry(sale.outTradeNo)!.reversed, true);
 });
 
+t.test('a REF whose earlier attempt may still hold money gets no new attempt until that money is given back', async (t) => {
+  const clock = new VirtualClock();
+  const world = await createWorld({ clock, client: { certificate: null } });
+  t.teardown(() => world.close());
+  // The payer confirms just after the box gave up waiting, and the reversal cannot go out (no certificate):
+  // the payer is charged and only the reversal queue can give it back.
+  const { sale } = await sell(world, { outcome: 'userpaying', confirmAfterMs: 30_500 }, { ref: 'R-HELD' });
+  t.equal(sale.finalCode, 'REVERSE_PENDING');
+  t.equal(world.sim.entry(sale.outTradeNo)!.charged, true, 'the first attempt holds the money');
+
+  const again = world.engine.startSale('R-HELD', 1234);
+  t.equal(again.kind, 'held', 'PAY for that REF again: no new attempt');
+  if (again.kind === 'held') {
+    t.equal(again.sale.id, sale.id);
+    t.same(
+      { kind: again.verdict.kind, ref: again.verdict.ref, code: again.verdict.kind === 'failed' ? again.verdict.code : null },
+      { kind: 'failed', ref: 'R-HELD', code: 'REVERSE_PENDING' },
+    );
+    t.match(again.verdict.kind === 'failed' ? again.verdict.text : '', /still being given back/);
+  }
+  t.equal(world.journal.byRef('R-HELD').length, 1, 'nothing new in the journal');
+  t.equal(world.sim.ledger().filter((e) => e.attach === 'R-HELD').length, 1, 'nothing new at WeChat Pay');
+  t.match(world.log.lines.join('\n'), /<4>PAY refused: an earlier attempt of this REF may still hold/);
+  t.equal(world.engine.startSale('R-OTHER', 100).kind, 'open', 'other sales go on');
+  world.engine.failOpen(world.journal.latestByRef('R-OTHER')!.id, 'CANCELLED');
+
+  // The certificate is back; the queue gives the money back; now the REF may be tried again.
+  const fixed = await createWorld({ clock, dbPath: world.dbPath, simulator: world.sim });
+  t.teardown(() => fixed.close());
+  clock.advance(3600_000);
+  t.equal(await fixed.engine.runDueReversals(), 1);
+  t.equal(fixed.journal.get(sale.id)!.state, 'reversed');
+  t.equal(world.sim.entry(sale.outTradeNo)!.charged, false, 'given back');
+  const retry = await sell(fixed, { outcome: 'paid' }, { ref: 'R-HELD' });
+  t.equal(retry.sale.state, 'paid', 'a new attempt once nothing is held');
+  t.equal(world.sim.ledger().filter((e) => e.attach === 'R-HELD' && e.charged).length, 1, 'one charge for the REF');
+});
+
+t.test('a REF whose reversal WeChat Pay refused for good (REVERSE_EXPIRE) is never charged again', async (t) => {
+  const clock = new VirtualClock();
+  const world = await createWorld({ clock, client: { certificate: null } });
+  t.teardown(() => world.close());
+  const { sale } = await sell(world, { outcome: 'userpaying', confirmAfterMs: 30_500 }, { ref: 'R-EXPIRED' });
+  t.equal(world.sim.entry(sale.outTradeNo)!.charged, true);
+  // The certificate comes back only after WeChat Pay's 7-day reverse window.
+  const late = await createWorld({ clock, dbPath: world.dbPath, simulator: world.sim });
+  t.teardown(() => late.close());
+  clock.advance(8 * 24 * 3600_000);
+  t.equal(await late.engine.runDueReversals(), 1);
+  const refused = late.journal.get(sale.id)!;
+  t.equal(refused.state, 'reverse_failed');
+  t.ok(late.sim.requests().some((r) => r.call === 'reverse' && r.status === 200), 'WeChat Pay answered the reverse');
+
+  const again = late.engine.startSale('R-EXPIRED', 1234);
+  t.equal(again.kind, 'held');
+  if (again.kind === 'held') t.match(again.verdict.kind === 'failed' ? again.verdict.text : '', /refund it in the merchant platform/);
+  await late.restart();
+  t.equal(late.engine.startSale('R-EXPIRED', 1234).kind, 'held', 'also after a restart');
+  t.equal(late.journal.byRef('R-EXPIRED').length, 1);
+  t.equal(world.sim.ledger().filter((e) => e.attach === 'R-EXPIRED').length, 1, 'one order, one charge, never a second');
+});
+
 t.test('idempotency: the same REF paid once is answered PAID again and charged once, also after a restart', async (t) => {
   await withWorld(t, {}, async (w) => {
     const { sale, code } = await sell(w, { outcome: 'paid' }, { ref: 'R-IDEM-1' });
