@@ -399,7 +399,7 @@ else
   sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/scanbox.service" >"$tmp"
   say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"
 fi
-grep -q "^ExecStart=$NODE \(--[a-z-]*=[0-9]* \)*/opt/scanbox/dist/cli.js run\$" "$tmp" || {
+grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js run\$" "$tmp" || {
   rm -f -- "$tmp"
   die "could not set ExecStart= to $NODE in the unit"
 }

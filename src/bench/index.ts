@@ -313,7 +313,8 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < GATEWAY_SALES; i++) rig.sim.setScenario(paymentCode(950_000_000 + i), slow);
     const slowBare = await bareMicropays(rig, GATEWAY_SALES, 950_000_000);
-    progress(`gateway answering in ${GATEWAY_MS} ms: sale p50 ${median(slowSales).toFixed(1)} ms, bare micropay p50 ${median(slowBare).toFixed(1)} ms`);
+    const spread = (v: number[]): string => [0.5, 0.9, 0.99, 1].map((q) => quantile(v, q).toFixed(1)).join(' / ');
+    progress(`gateway answering in ${GATEWAY_MS} ms: sale p50/p90/p99/max ${spread(slowSales)} ms, bare micropay ${spread(slowBare)} ms`);
 
     // ---- journal size after a clean stop ----
     const totalSales = n;

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { DAEMON_NODE_FLAGS } from '../../src/runtime.js';
 
 /**
  * scripts/install.sh in --root mode: the tree it produces, idempotence (configuration, secrets and journal
@@ -142,7 +143,7 @@ t.test(
     const unitPath = join(root, 'etc', 'systemd', 'system', 'scanbox.service');
     const unit = readFileSync(unitPath, 'utf8');
     const template = readFileSync(join(REPO, 'systemd', 'scanbox.service'), 'utf8');
-    t.match(unit, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} --max-semi-space-size=1 --max-old-space-size=64 /opt/scanbox/dist/cli.js run$`, 'm'), 'ExecStart= names the Node the installer found');
+    t.match(unit, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} ${DAEMON_NODE_FLAGS.join(' ')} /opt/scanbox/dist/cli.js run$`, 'm'), 'ExecStart= names the Node the installer found');
     t.equal(unit.replace(/^ExecStart=.*$/m, ''), template.replace(/^ExecStart=.*$/m, ''), 'otherwise the unit is the template');
     t.equal(mode(unitPath), 0o644, 'unit mode 0644');
 
@@ -294,7 +295,7 @@ esac
   t.notOk('prepare' in installed.scripts, 'the installed package.json has no prepare step');
   t.ok('prepare' in (JSON.parse(readFileSync(join(source, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts, 'the source is untouched');
   const unit = readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox.service'), 'utf8');
-  t.same(unit.split('\n').filter((l) => l.startsWith('ExecStart=')), [`ExecStart=${join(bin, 'node')} --max-semi-space-size=1 --max-old-space-size=64 /opt/scanbox/dist/cli.js run`], 'ExecStart= rewritten to the Node on PATH');
+  t.same(unit.split('\n').filter((l) => l.startsWith('ExecStart=')), [`ExecStart=${join(bin, 'node')} ${DAEMON_NODE_FLAGS.join(' ')} /opt/scanbox/dist/cli.js run`], 'ExecStart= rewritten to the Node on PATH');
   t.match(result.stdout, /unit: ExecStart uses/);
 
   // An update whose dependencies cannot be installed: exit 1, the running version stays, no staging left.
