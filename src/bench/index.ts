@@ -28,7 +28,9 @@ import { makeYearJournal } from './year-journal.js';
  *   9600 baud adds ~60 ms for a PAID line anyway).
  * - Whole sale vs bare micropay: mean PAY -> PAID time of the measured sales against the mean of N
  *   sequential, signed micropay requests sent with undici (keep-alive, one connection) from this process
- *   to the same simulator.
+ *   to the same simulator; then again, the target row, over GATEWAY_SALES sales and as many bare calls with
+ *   the simulator answering every micropay after GATEWAY_MS (BENCH_GATEWAY_MS, default 50): against an
+ *   answer in 0.4 ms any fixed cost of the box is a large multiple.
  * - TLS handshakes: the simulator's count of completed handshakes, before and after the measured sales.
  * - fsyncs per paid sale: (1) strace -f -e fsync,fdatasync attached to the daemon for a slice of sales, when
  *   strace can attach; (2) over all measured sales, the WAL's commit frames read from outside

@@ -1089,7 +1089,7 @@ async function main(args: string[]): Promise<number> {
     const l = argValue(args, '--lanes');
     lanes = l === undefined ? undefined : number('--lanes', 4);
   } catch (error) {
-    process.stderr.write(`soak: ${(error as Error).message}\nusage: node dist/simulator/soak.js [--kills N] [--seed S] [--lanes L]\n`);
+    process.stderr.write(`soak: ${(error as Error).message}\nusage: node dist/simulator/soak.js [--kills N] [--seed S] [--lanes L] [--keep DIR]\n`);
     return 2;
   }
   const keepDir = resolve(argValue(args, '--keep') ?? join(process.cwd(), `soak-${seed}`));
