@@ -332,6 +332,8 @@ const COSTLY_KINDS = KIND_NAMES.filter((k) => !KINDS[k].cheap);
 
 interface SalePlan {
   ref: string;
+  /** The REF was tried before and its last attempt FAILED. */
+  again: boolean;
   amount: number;
   kind: Kind;
   scenario: Scenario;
@@ -477,11 +479,13 @@ class Lane {
     const idle = r.chance(0.1);
     const idleDelay = r.int(0, 3500);
     const amount = r.int(1, 99_999);
+    const again = this.pendingRef !== null;
     const ref = this.pendingRef ?? `L${this.index}S${++this.saleNo}`;
     this.pendingRef = null;
     this.codeNo++;
     return {
       ref,
+      again,
       amount,
       kind,
       scenario,
@@ -520,8 +524,11 @@ class Lane {
     const armed = plan.kill ? this.arm(plan.kill, plan.ref, () => otn) : null;
     const steps: string[] = [];
     let final: string | null = null;
+    let held = false;
+    // A REF tried again: what its earlier attempts were before this PAY (one may still hold the money).
+    const earlier = plan.again ? this.journalSales().filter((sale) => sale.ref === plan.ref) : [];
     try {
-      final = await this.saleFlow(plan, spec);
+      ({ final, held } = await this.saleFlow(plan, spec));
     } catch (error) {
       if (!(error instanceof Killed)) {
         this.violation(`${plan.ref} (${plan.kind}): ${(error as Error).message}`);
@@ -539,6 +546,9 @@ class Lane {
       if (recovered.length) steps.push(`recovery killed at ${recovered.join(', ')}`);
       final = await this.query(plan.ref, true);
       steps.push(`QUERY -> ${final ?? '?'}`);
+    } else if (final !== null && held) {
+      this.checkHeld(plan.ref, final, earlier);
+      steps.push(`${final} (an earlier attempt may still hold the money: no new attempt)`);
     } else if (final !== null) {
       const want = spec.expect(plan.scenario);
       const got = final.startsWith('PAID ') ? 'PAID' : final.split(' ').slice(0, 3).join(' ').replace(` ${plan.ref}`, '');
@@ -570,7 +580,27 @@ class Lane {
   }
 
   /** PAY, scan (or not, or cancel), and the final line for the REF. Rejects with Killed when the daemon dies. */
-  private async saleFlow(plan: SalePlan, spec: KindSpec): Promise<string> {
+  /**
+   * PAY for a REF tried again, answered FAILED at once without an ACK: the box holds the REF because an
+   * earlier attempt may still hold the payer's money. That is right only if one did (its reversal pending or
+   * refused for good; or done just now, by the queue, after the box answered), and nothing new was opened.
+   */
+  private checkHeld(ref: string, final: string, earlier: Sale[]): void {
+    if (!final.startsWith(`FAILED ${ref} REVERSE_PENDING `)) {
+      this.violation(`${ref}: PAY answered "${final}" without an ACK`);
+      return;
+    }
+    const holding = earlier.filter(
+      (sale) => sale.state === 'reversing' || sale.state === 'reverse_failed' || (sale.state === 'reversed' && sale.reverseAttempts > 0),
+    );
+    if (holding.length === 0) {
+      this.violation(`${ref}: PAY refused as held ("${final}"), but no earlier attempt held money (${earlier.map((s) => s.state).join(', ')})`);
+    }
+    const now = this.journalSales().filter((sale) => sale.ref === ref).length;
+    if (now !== earlier.length) this.violation(`${ref}: PAY refused as held, yet a new attempt was opened`);
+  }
+
+  private async saleFlow(plan: SalePlan, spec: KindSpec): Promise<{ final: string; held: boolean }> {
     const reg = this.rig.register;
     const from = reg.mark;
     reg.send(`PAY ${plan.amount} ${plan.ref}`);
@@ -581,7 +611,9 @@ class Lane {
       from,
     );
     if (first.startsWith('ERR ')) throw new Error(`PAY answered "${first}"`);
-    if (first.startsWith('PAID ') || first.startsWith('FAILED ')) return first;
+    // PAID: a paid REF answered again. FAILED without an ACK: a REF held by an earlier attempt.
+    if (first.startsWith('PAID ')) return { final: first, held: false };
+    if (first.startsWith('FAILED ')) return { final: first, held: true };
     if (spec.cancel === 'scan') {
       if (plan.cancelDelayMs > 0) await this.pause(Math.min(plan.cancelDelayMs, 3000));
       reg.send(`CANCEL ${plan.ref}`);
@@ -601,7 +633,8 @@ class Lane {
       if (plan.cancelDelayMs > 0) await this.pause(Math.min(plan.cancelDelayMs, 2500));
       reg.send(`CANCEL ${plan.ref}`);
     }
-    return this.registerLine((l) => l.startsWith(`PAID ${plan.ref} `) || l.startsWith(`FAILED ${plan.ref} `), 60000, from);
+    const final = await this.registerLine((l) => l.startsWith(`PAID ${plan.ref} `) || l.startsWith(`FAILED ${plan.ref} `), 60000, from);
+    return { final, held: false };
   }
 
   /** A register that PAYs a paid REF again must get the same PAID line, and nothing is charged again. */
