@@ -303,7 +303,7 @@ async function main(): Promise<void> {
     progress(`${BARE} bare micropay requests: p50 ${median(bare).toFixed(2)} ms`);
 
     // ---- the ratio against a gateway that takes GATEWAY_MS to answer ----
-    // The box's own cost is a few ms of fixed work (3 fsyncs, 2 pty hops, signing, XML); against a simulator
+    // The box's own cost is a few ms of fixed work (3 fsyncs, 5 lines through the pty relay, signing, XML); against a simulator
     // that answers in 0.4 ms over loopback any such cost is a large multiple. So the ratio is taken again with
     // the simulator answering every micropay after GATEWAY_MS, the same delay for the box and the bare call.
     const slow: Scenario = { outcome: 'paid', faults: { micropay: [{ kind: 'delay', ms: GATEWAY_MS }] } };
