@@ -146,7 +146,8 @@ export class PaymentEngine {
    * other is opened.
    */
   startSale(ref: string, amountFen: number): StartResult {
-    const previous = this.journal.latestByRef(ref);
+    const attempts = this.journal.byRef(ref);
+    const previous = attempts.at(-1);
     if (previous?.state === 'paid') {
       if (previous.amountFen !== amountFen) {
         this.saleLog(previous).warning('PAY repeated for a paid REF with another amount; answering the paid sale', {
@@ -157,7 +158,7 @@ export class PaymentEngine {
     }
     const open = this.journal.unfinished().find((sale) => sale.state !== 'reversing' || sale.finalCode === null);
     if (open) return { kind: 'busy', sale: open };
-    const held = this.journal.byRef(ref).find((sale) => sale.state === 'reversing' || sale.state === 'reverse_failed');
+    const held = attempts.find((sale) => sale.state === 'reversing' || sale.state === 'reverse_failed');
     if (held) {
       const text =
         held.state === 'reverse_failed'

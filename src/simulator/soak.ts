@@ -579,7 +579,6 @@ class Lane {
     return daemon !== null && daemon.process.exitCode === null && daemon.process.signalCode === null;
   }
 
-  /** PAY, scan (or not, or cancel), and the final line for the REF. Rejects with Killed when the daemon dies. */
   /**
    * PAY for a REF tried again, answered FAILED at once without an ACK: the box holds the REF because an
    * earlier attempt may still hold the payer's money. That is right only if one did (its reversal pending or
@@ -600,6 +599,7 @@ class Lane {
     if (now !== earlier.length) this.violation(`${ref}: PAY refused as held, yet a new attempt was opened`);
   }
 
+  /** PAY, scan (or not, or cancel), and the final line for the REF (`held`: answered FAILED without an ACK). Rejects with Killed when the daemon dies. */
   private async saleFlow(plan: SalePlan, spec: KindSpec): Promise<{ final: string; held: boolean }> {
     const reg = this.rig.register;
     const from = reg.mark;
@@ -949,8 +949,6 @@ export interface MoneyRulesInput {
   ledger: LedgerEntry[];
   /** What the register heard, one line each (`PAID REF OUT_TRADE_NO TRANSACTION_ID`, `FAILED REF CODE TEXT`, ...). */
   registerLines: readonly string[];
-  /** The sale behind an out_trade_no; by default looked up in `sales`. */
-  byOutTradeNo?: (outTradeNo: string) => Sale | undefined;
 }
 
 /**
@@ -965,7 +963,6 @@ export function checkMoneyRules(input: MoneyRulesInput): { violations: string[];
   const counts: LaneCounts = { sales: 0, paid: 0, reversed: 0, failed: 0, chargedAndReported: 0, refunded: 0 };
   const { quickCheck: quick, unfinished, sales, ledger, registerLines } = input;
   const saleByOtn = new Map<string, Sale>(sales.map((s) => [s.outTradeNo, s]));
-  const byOutTradeNo = input.byOutTradeNo ?? ((otn: string) => saleByOtn.get(otn));
 
   if (quick !== 'ok') violation(`PRAGMA quick_check: ${quick}`);
   if (unfinished.length > 0) violation(`unfinished after recovery and drain: ${unfinished.map((s) => `${s.ref} ${s.state}`).join(', ')}`);
@@ -1001,7 +998,7 @@ export function checkMoneyRules(input: MoneyRulesInput): { violations: string[];
 
   const chargesByRef = new Map<string, LedgerEntry[]>();
   for (const entry of ledger) {
-    const sale = byOutTradeNo(entry.outTradeNo);
+    const sale = saleByOtn.get(entry.outTradeNo);
     if (!sale) violation(`WeChat Pay holds order ${entry.outTradeNo} (${entry.attach}) that is not in the journal`);
     if (entry.everCharged && !entry.charged) counts.refunded++;
     if (!entry.charged) continue;
