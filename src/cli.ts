@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { installedEnv } from './commands/installed-env.js';
+import { installedEnv } from './app/installed-env.js';
 import { VERSION } from './version.js';
 
 const USAGE = `scanbox ${VERSION}: the counter payment box daemon (WeChat Pay payment codes)

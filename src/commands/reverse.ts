@@ -9,7 +9,7 @@ import { clockTrusted } from '../systemd.js';
 import { CertificateError } from '../wechatpay/client.js';
 import { clientFor } from './run.js';
 import { SALE_ALIGN, SALE_HEADERS, locateJournal, openJournalReadonly, saleRows } from './status.js';
-import { print, table } from './table.js';
+import { print, table } from '../app/table.js';
 
 /**
  * `scanbox reverse OUT_TRADE_NO`: a technician's manual reversal (a paid sale is given back to the payer;

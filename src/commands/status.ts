@@ -5,7 +5,7 @@ import { askDaemon, controlSocketPath, type HealthAnswer } from '../control.js';
 import { Journal, type Sale } from '../journal/journal.js';
 import { SALE_STATES } from '../journal/states.js';
 import { formatYuan } from '../money.js';
-import { formatTime, print, table } from './table.js';
+import { formatTime, print, table } from '../app/table.js';
 
 /**
  * `scanbox status`: the live health from the daemon's control socket (or "daemon not running" and what the

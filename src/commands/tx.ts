@@ -2,7 +2,7 @@ import { OUT_TRADE_NO } from '../control.js';
 import type { Journal, Sale } from '../journal/journal.js';
 import { formatYuan } from '../money.js';
 import { SALE_ALIGN, SALE_HEADERS, configWarning, locateJournal, openJournalReadonly, saleRows } from './status.js';
-import { cell, formatTime, print, table } from './table.js';
+import { cell, formatTime, print, table } from '../app/table.js';
 
 /**
  * `scanbox tx [--limit N]`: the recent sales, newest first. `scanbox tx show ID`: one sale (ID =

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { installedEnv, parseEnvFile } from '../src/commands/installed-env.js';
+import { installedEnv, parseEnvFile } from '../../src/app/installed-env.js';
 
 t.test('the env file is read like EnvironmentFile=: comments, blanks, quotes', async (t) => {
   t.same(parseEnvFile('# c\n\nSCANBOX_MCH_ID=1900000109\nSCANBOX_BODY="Shop - Pay"\n; x\nSCANBOX_APPID = wx1\nbad line\n'), {
