@@ -1,5 +1,5 @@
 import t from 'tap';
-import { runCrashMatrix } from '../../src/simulator/soak.js';
+import { runCrashMatrix } from '../tooling/soak.js';
 
 /**
  * The crash matrix, short form: about 30 SIGKILLs of the real `scanbox run` (built dist/cli.js) on its ptys
@@ -7,8 +7,8 @@ import { runCrashMatrix } from '../../src/simulator/soak.js';
  * restarted on the same journal each time; then the ledger, the journal and the register transcript are
  * checked against the money rules (contract §6). `npm run soak` runs the same engine with 300 kills.
  *
- * The seed is fixed so a failure can be replayed: `node dist/simulator/soak.js --kills 30 --seed <seed>`
- * (CRASH_MATRIX_SEED picks another one here).
+ * The seed is fixed so a failure can be replayed: `npm run soak -- --kills 30 --seed <seed>` (test/tooling/soak.ts;
+ * CRASH_MATRIX_SEED picks another one here).
  */
 
 const SEED = Number(process.env.CRASH_MATRIX_SEED ?? 20261129);

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import type { Sale } from '../../src/journal/journal.js';
 import type { LedgerEntry } from '../../src/simulator/gateway.js';
-import { checkMoneyRules, type LaneCounts, type MoneyRulesInput } from '../../src/simulator/soak.js';
+import { checkMoneyRules, type LaneCounts, type MoneyRulesInput } from '../tooling/money-rules.js';
 
 // Hand-written journals, ledgers and register transcripts for the crash matrix's money-rule checker: a
 // consistent history passes, and each broken rule is reported with its own message.

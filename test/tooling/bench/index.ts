@@ -3,16 +3,17 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { Rig, RIG_MERCHANT } from '../simulator/rig.js';
-import { paymentCode, type Scenario } from '../simulator/scenarios.js';
-import { sign } from '../wechatpay/sign.js';
-import { encodeXml } from '../wechatpay/xml.js';
+import { Rig, RIG_MERCHANT } from '../../../src/simulator/rig.js';
+import { paymentCode, type Scenario } from '../../../src/simulator/scenarios.js';
+import { sign } from '../../../src/wechatpay/sign.js';
+import { encodeXml } from '../../../src/wechatpay/xml.js';
 import { WalCommitCounter } from './wal.js';
 import { makeYearJournal } from './year-journal.js';
 
 /**
  * `npm run bench`: one table, measured in one run on the full daemon (`scanbox run`, built) through its
- * serial ptys and the gateway simulator over real HTTPS, as the box runs at a counter.
+ * serial ptys and the gateway simulator over real HTTPS, as the box runs at a counter. Test tooling, not part
+ * of the box: built into build/ (test/tooling/tsconfig.json), never into dist/.
  *
  * How each number is taken (the simulator runs in this process, so its clock and the bench's are one:
  * performance.now()):
@@ -34,10 +35,10 @@ import { makeYearJournal } from './year-journal.js';
  * - TLS handshakes: the simulator's count of completed handshakes, before and after the measured sales.
  * - fsyncs per paid sale: (1) strace -f -e fsync,fdatasync attached to the daemon for a slice of sales, when
  *   strace can attach; (2) over all measured sales, the WAL's commit frames read from outside
- *   (src/bench/wal.ts), plus 3 per WAL restart (checkpoint: WAL + database; the new WAL header).
+ *   (wal.ts beside this file), plus 3 per WAL restart (checkpoint: WAL + database; the new WAL header).
  * - RSS: VmRSS of the daemon from /proc/PID/status after READY and every 1,000 sales.
  * - Start-up: from spawn to the daemon's "ready for sales" line (it notifies systemd READY right after), on a
- *   journal that does not exist yet, and on one holding 200,000 settled sales (src/bench/year-journal.ts).
+ *   journal that does not exist yet, and on one holding 200,000 settled sales (year-journal.ts beside this file).
  * - Journal bytes per 1,000 sales: the database file after a clean stop (WAL checkpointed into it), less the
  *   empty journal, per 1,000 sales.
  */

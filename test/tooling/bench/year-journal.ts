@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
-import { systemClock } from '../clock.js';
-import { Journal } from '../journal/journal.js';
-import { formatYuan } from '../money.js';
+import { systemClock } from '../../../src/clock.js';
+import { Journal } from '../../../src/journal/journal.js';
+import { formatYuan } from '../../../src/money.js';
 
 /**
  * A journal as a busy box leaves it after a year: `sales` settled sales (92 % paid, 5 % declined, 3 %
