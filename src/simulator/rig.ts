@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -14,11 +15,27 @@ import { LineChannel, VirtualPorts } from './ptys.js';
  * tests both drive the box through it, as a cash register and a scanner would.
  */
 
-export const RIG_MERCHANT = {
-  mchId: '1900000109',
-  appId: 'wx2421b1c4370ec43b',
-  apiKey: 'Zk3q8Lw2Rt6Yp1Xs9Vb4Nm7Hc5Dg0Jf2',
-};
+/** The merchant a rig plays: fixed, harmless ids and an API key of its own. */
+export interface RigMerchant {
+  readonly mchId: string;
+  readonly appId: string;
+  /** 32 random characters of [A-Za-z0-9], new for every rig: no fixed key ships with the box. */
+  readonly apiKey: string;
+}
+
+const KEY_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** An API key as the merchant platform makes them: 32 characters of [A-Za-z0-9], uniformly drawn. */
+function randomApiKey(): string {
+  let key = '';
+  while (key.length < 32) {
+    for (const byte of randomBytes(48)) {
+      // 248 = 4 * 62: bytes above it are dropped, so that every character is equally likely.
+      if (byte < 248 && key.length < 32) key += KEY_ALPHABET[byte % 62];
+    }
+  }
+  return key;
+}
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
 
@@ -121,6 +138,8 @@ export class Rig {
     readonly sim: GatewaySimulator,
     readonly ports: VirtualPorts,
     readonly dbPath: string,
+    /** The merchant the daemon is configured as and the simulator expects (its API key is this rig's own). */
+    readonly merchant: RigMerchant,
     env: Record<string, string>,
     private readonly onLog: ((line: string) => void) | undefined,
   ) {
@@ -129,7 +148,8 @@ export class Rig {
 
   static async start(options: RigOptions = {}): Promise<Rig> {
     const dir = mkdtempSync(join(tmpdir(), 'scanbox-rig-'));
-    const sim = await GatewaySimulator.start({ ...RIG_MERCHANT, ...options.simulator });
+    const merchant: RigMerchant = Object.freeze({ mchId: '1900000109', appId: 'wx2421b1c4370ec43b', apiKey: randomApiKey() });
+    const sim = await GatewaySimulator.start({ ...merchant, ...options.simulator });
     const ports = await VirtualPorts.start(dir, ['scanner', 'register']);
     const files = {
       apikey: join(dir, 'apikey'),
@@ -137,14 +157,14 @@ export class Rig {
       key: join(dir, 'apiclient_key.pem'),
       ca: join(dir, 'simulator-ca.pem'),
     };
-    writeFileSync(files.apikey, RIG_MERCHANT.apiKey + '\n', { mode: 0o600 });
+    writeFileSync(files.apikey, merchant.apiKey + '\n', { mode: 0o600 });
     writeFileSync(files.cert, sim.pki.client.certPem);
     writeFileSync(files.key, sim.pki.client.keyPem, { mode: 0o600 });
     writeFileSync(files.ca, sim.pki.ca.certPem);
     const dbPath = join(dir, 'scanbox.db');
     const env: Record<string, string> = {
-      SCANBOX_MCH_ID: RIG_MERCHANT.mchId,
-      SCANBOX_APPID: RIG_MERCHANT.appId,
+      SCANBOX_MCH_ID: merchant.mchId,
+      SCANBOX_APPID: merchant.appId,
       SCANBOX_API_KEY_FILE: files.apikey,
       SCANBOX_CERT_FILE: files.cert,
       SCANBOX_CERT_KEY_FILE: files.key,
@@ -161,7 +181,7 @@ export class Rig {
       RUNTIME_DIRECTORY: dir,
       ...options.env,
     };
-    return new Rig(dir, sim, ports, dbPath, env, options.onLog);
+    return new Rig(dir, sim, ports, dbPath, merchant, env, options.onLog);
   }
 
   get register(): LineChannel {

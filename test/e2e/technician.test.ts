@@ -7,7 +7,7 @@ import { runSelftest, type SelftestDeps } from '../../src/commands/selftest.js';
 import { memoryBackend } from '../../src/devices/gpio.js';
 import { Journal } from '../../src/journal/journal.js';
 import { systemClock } from '../../src/clock.js';
-import { Rig, RIG_MERCHANT } from '../../src/simulator/rig.js';
+import { Rig } from '../../src/simulator/rig.js';
 
 /**
  * The technician's commands as they are run on a box: the built dist/cli.js next to the real daemon
@@ -154,7 +154,7 @@ t.test('status, tx, selftest and reverse beside the running daemon, then without
     t.match(checks.find((c) => c.name === 'certificate'), { detail: /^valid until \d{4}-\d\d-\d\d \(\d+ days\), CN=1900000109$/ });
     t.equal(run.status, checks.some((c) => c.status === 'FAIL') ? 1 : 0);
     t.match(run.stdout, /^selftest: \d+ PASS, \d+ WARN, \d+ FAIL$/m);
-    t.notMatch(run.stdout, new RegExp(RIG_MERCHANT.apiKey));
+    t.notMatch(run.stdout, new RegExp(rig.merchant.apiKey));
   });
 
   await t.test('reverse through the daemon: the payer is refunded, the journal says reversed', async (t) => {
@@ -362,7 +362,7 @@ t.test('selftest checks with their outside world injected', async (t) => {
     t.equal(late.exitCode, 1);
 
     const p12 = join(rig.dir, 'apiclient_cert.p12');
-    writeFileSync(p12, rig.sim.pki.clientP12(RIG_MERCHANT.mchId));
+    writeFileSync(p12, rig.sim.pki.clientP12(rig.merchant.mchId));
     const p12Env = { ...rig.env, SCANBOX_CERT_FILE: '', SCANBOX_CERT_KEY_FILE: '', SCANBOX_CERT_P12_FILE: p12 };
     t.match(byName((await runSelftest(fake(p12Env))).results, 'certificate'), { status: 'PASS', detail: /^valid until \d{4}-\d\d-\d\d \(\d+ days\), CN=1900000109$/ });
     const wrong = join(rig.dir, 'p12-password');

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { Rig, RIG_MERCHANT } from '../../../src/simulator/rig.js';
+import { Rig } from '../../../src/simulator/rig.js';
 import { paymentCode, type Scenario } from '../../../src/simulator/scenarios.js';
 import { sign } from '../../../src/wechatpay/sign.js';
 import { encodeXml } from '../../../src/wechatpay/xml.js';
@@ -172,8 +172,8 @@ async function bareMicropays(rig: Rig, count: number, first: number): Promise<nu
   try {
     for (let i = 0; i < count; i++) {
       const fields: Record<string, string> = {
-        appid: RIG_MERCHANT.appId,
-        mch_id: RIG_MERCHANT.mchId,
+        appid: rig.merchant.appId,
+        mch_id: rig.merchant.mchId,
         nonce_str: `bench${i}nonce${Math.random().toString(36).slice(2, 12)}`,
         sign_type: 'HMAC-SHA256',
         body: 'bench',
@@ -183,7 +183,7 @@ async function bareMicropays(rig: Rig, count: number, first: number): Promise<nu
         auth_code: paymentCode(first + i),
         device_info: 'BENCH01',
       };
-      fields.sign = sign(fields, RIG_MERCHANT.apiKey, 'HMAC-SHA256');
+      fields.sign = sign(fields, rig.merchant.apiKey, 'HMAC-SHA256');
       const body = encodeXml(fields);
       const started = performance.now();
       const res = await request(`${rig.sim.origin}/pay/micropay`, {
