@@ -39,6 +39,9 @@ function randomApiKey(): string {
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
 
+/** What systemd or the shell would hand a daemon that the rig's daemon must not inherit. */
+const INHERITED_NOT = new Set(['NODE_OPTIONS', 'CREDENTIALS_DIRECTORY', 'STATE_DIRECTORY', 'NOTIFY_SOCKET']);
+
 export interface RigOptions {
   /** Extra or overriding SCANBOX_* settings for the daemon. */
   env?: Record<string, string>;
@@ -193,32 +196,45 @@ export class Rig {
   }
 
   /**
-   * Starts `scanbox run` (with the V8 flags the unit gives it) and returns at once; `ready` resolves with the
-   * instant it said it was ready for sales with both ports open, and rejects when it exits first or is not
-   * ready within `timeoutMs`. Nothing is left waiting once `ready` has settled, so a daemon killed before
-   * READY (the crash matrix does it on purpose, hundreds of times) holds no timer. `spawnedAt` is taken just
-   * before the spawn, for start-up timing.
+   * Starts `scanbox run` as the unit does (the V8 flags and environment of src/runtime.ts) and returns at once;
+   * `ready` resolves with the instant it printed `readyLine` (default: ready for sales) with both ports open,
+   * and rejects when it exits first or is not there within `timeoutMs`. Nothing is left waiting once `ready`
+   * has settled, so a daemon killed before READY (the crash matrix does it on purpose, hundreds of times)
+   * holds no timer; a caller that expects no READY (a daemon that must exit) may ignore `ready`. `spawnedAt`
+   * is taken just before the spawn, for start-up timing.
+   *
+   * The environment is this process's less anything that would configure the daemon from outside the rig
+   * (SCANBOX_*, NODE_OPTIONS, the directories and the notify socket systemd would pass), then the rig's,
+   * then `env`. `wrap` runs it through another program first (`setpriv ...`, to drop root).
    */
-  spawnDaemon(options: { env?: Record<string, string>; timeoutMs?: number; onLog?: (line: string) => void } = {}): SpawnedDaemon {
+  spawnDaemon(
+    options: {
+      env?: Record<string, string>;
+      timeoutMs?: number;
+      onLog?: (line: string) => void;
+      wrap?: readonly string[];
+      readyLine?: RegExp;
+    } = {},
+  ): SpawnedDaemon {
     const base: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) {
-      if (value !== undefined && !key.startsWith('SCANBOX_') && key !== 'NODE_OPTIONS' && key !== 'CREDENTIALS_DIRECTORY' && key !== 'STATE_DIRECTORY') {
-        base[key] = value;
-      }
+      if (value !== undefined && !key.startsWith('SCANBOX_') && !INHERITED_NOT.has(key)) base[key] = value;
     }
+    const readyLine = options.readyLine ?? /ready for sales/;
     const seen = { ready: false, scanner: false, register: false };
     let markReady: (at: number) => void = () => undefined;
     const ready = new Promise<number>((resolve) => (markReady = resolve));
     let readyAt = 0;
     const onLog = options.onLog ?? this.onLog;
+    const argv = [...(options.wrap ?? []), process.execPath, ...DAEMON_NODE_FLAGS, CLI, 'run'];
     const spawnedAt = performance.now();
-    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, 'run'], {
+    const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...base, ...DAEMON_ENV, ...this.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const daemon = new Daemon(child, (line) => {
       onLog?.(line);
-      if (!seen.ready && /ready for sales/.test(line)) {
+      if (!seen.ready && readyLine.test(line)) {
         seen.ready = true;
         readyAt = performance.now();
       }
@@ -232,10 +248,13 @@ export class Rig {
     const started = Promise.race([
       ready,
       daemon.closed.then((code): number => {
-        throw new Error(`daemon exited with code ${code} before it was ready:\n${daemon.lines.slice(-20).join('\n')}`);
+        throw new Error(`daemon exited with code ${code} before it printed ${String(readyLine)} with both ports open:\n${daemon.lines.slice(-20).join('\n')}`);
       }),
       new Promise<number>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`daemon not ready within ${timeoutMs} ms:\n${daemon.lines.slice(-20).join('\n')}`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`daemon printed no ${String(readyLine)} with both ports open within ${timeoutMs} ms:\n${daemon.lines.slice(-20).join('\n')}`)),
+          timeoutMs,
+        );
       }),
     ]).finally(() => clearTimeout(timer));
     // A start that fails is reported through `ready` only.

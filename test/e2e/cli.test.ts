@@ -14,12 +14,13 @@ const cleanEnv = (): NodeJS.ProcessEnv => {
 };
 
 t.test('scanbox run with a bad configuration: exit 2, one line per problem naming the variable', async (t) => {
-  const run = spawnSync(process.execPath, [CLI, 'run'], {
-    env: { ...cleanEnv(), SCANBOX_MAX_AMOUNT: '12.5', SCANBOX_SCANER_PORT: '/dev/ttyUSB0', SCANBOX_DEVICE_ID: 'BAD-ID!' },
-    encoding: 'utf8',
-  });
-  t.equal(run.status, 2);
-  const lines = run.stdout.trim().split('\n');
+  const rig = await Rig.start();
+  t.teardown(() => rig.close());
+  // Started as the unit starts it, with none of the rig's settings (an empty variable is an unset one).
+  const unset = Object.fromEntries(Object.keys(rig.env).filter((k) => k.startsWith('SCANBOX_')).map((k) => [k, '']));
+  const { daemon } = rig.spawnDaemon({ env: { ...unset, SCANBOX_MAX_AMOUNT: '12.5', SCANBOX_SCANER_PORT: '/dev/ttyUSB0', SCANBOX_DEVICE_ID: 'BAD-ID!' } });
+  t.equal(await daemon.closed, 2);
+  const lines = daemon.lines;
   for (const name of ['SCANBOX_MCH_ID', 'SCANBOX_APPID', 'SCANBOX_MAX_AMOUNT', 'SCANBOX_SCANNER_PORT', 'SCANBOX_DEVICE_ID', 'SCANBOX_SCANER_PORT']) {
     t.ok(lines.some((l) => l.startsWith('<3>') && l.includes(name)), `names ${name}`);
   }

@@ -9,7 +9,7 @@ import { systemClock } from '../../src/clock.js';
 import { withChecksum } from '../../src/devices/register-protocol.js';
 import { Journal, JournalError } from '../../src/journal/journal.js';
 import { Rig } from '../../src/simulator/rig.js';
-import { CLI, daemonCode, spawnDaemon, startFaulted } from '../helpers/faults.js';
+import { CLI, daemonCode, startFaulted } from '../helpers/faults.js';
 
 /**
  * The fault matrix, part 2: the journal, on the real daemon (`scanbox run` on ptys against the simulator).
@@ -235,7 +235,8 @@ t.test('journal locked by another process at start -> not FAULT mode: exit 1 aft
   const holder = new Database(rig.dbPath);
   holder.exec('BEGIN IMMEDIATE');
   const started = Date.now();
-  const daemon = spawnDaemon(rig);
+  // Started as the unit starts it; it must exit, not get ready.
+  const { daemon } = rig.spawnDaemon();
   t.equal(await daemon.exited, 1, 'exit 1: systemd (Restart=always) starts it again');
   t.ok(Date.now() - started >= 4500, 'it waited for the lock first');
   t.ok(daemon.lines.some((l) => l.startsWith('<3>journal locked by another process: exiting so that the box is started again') && l.includes(`db=${rig.dbPath}`)));

@@ -3,7 +3,6 @@
  * line the box would send for a journal row, a rewriting proxy for answers the simulator cannot fake, and
  * the real daemon started into FAULT mode.
  */
-import { spawn } from 'node:child_process';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -12,7 +11,7 @@ import { finalLine } from '../../src/box.js';
 import type { Sale } from '../../src/journal/journal.js';
 import { verdictOf, type SaleProgress } from '../../src/payment/engine.js';
 import type { GatewaySimulator, Scenario } from '../../src/simulator/gateway.js';
-import { Daemon, type Rig } from '../../src/simulator/rig.js';
+import type { Daemon, Rig } from '../../src/simulator/rig.js';
 import { sign, type SignType } from '../../src/wechatpay/sign.js';
 import { decodeXml, encodeXml } from '../../src/wechatpay/xml.js';
 import { freshCode, MERCHANT, type World } from './world.js';
@@ -146,37 +145,13 @@ export async function rewritingProxy(
   };
 }
 
-/** Starts `scanbox run` on the rig with the rig's environment, as Rig.startDaemon does, without waiting for anything. */
-export function spawnDaemon(rig: Rig, extraEnv: Record<string, string> = {}, wrap: string[] = []): Daemon {
-  const base: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !key.startsWith('SCANBOX_') && !['NODE_OPTIONS', 'CREDENTIALS_DIRECTORY', 'STATE_DIRECTORY', 'NOTIFY_SOCKET'].includes(key)) {
-      base[key] = value;
-    }
-  }
-  const argv = [...wrap, process.execPath, CLI, 'run'];
-  const child = spawn(argv[0]!, argv.slice(1), { env: { ...base, ...rig.env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const daemon = new Daemon(child);
-  rig.daemon = daemon;
-  return daemon;
-}
-
 /**
- * Starts `scanbox run` and waits for FAULT mode (instead of "ready for sales") with both ports open.
- * `wrap` runs it through another program (setpriv, to drop root).
+ * Starts `scanbox run` (Rig.spawnDaemon: as the unit starts it) and waits for FAULT mode instead of "ready for
+ * sales", with both ports open. `wrap` runs it through another program (setpriv, to drop root).
  */
 export async function startFaulted(rig: Rig, extraEnv: Record<string, string> = {}, wrap: string[] = []): Promise<Daemon> {
-  const daemon = spawnDaemon(rig, extraEnv, wrap);
-  await Promise.race([
-    Promise.all([
-      daemon.waitFor(/box in FAULT mode/, 20000),
-      daemon.waitFor(/scanner port (open|back)/, 20000),
-      daemon.waitFor(/register port (open|back)/, 20000),
-    ]),
-    daemon.exited.then((code) => {
-      throw new Error(`daemon exited with code ${code} instead of running in FAULT mode:\n${daemon.lines.slice(-20).join('\n')}`);
-    }),
-  ]);
+  const { daemon, ready } = rig.spawnDaemon({ env: extraEnv, wrap, readyLine: /box in FAULT mode/, timeoutMs: 20000 });
+  await ready;
   return daemon;
 }
 
