@@ -160,6 +160,11 @@ t.test(
 
     const firstTree = tree(root);
     t.notOk(firstTree.some((p) => /^opt\/scanbox\.(new|old)/.test(p)), 'no staging directory left behind');
+    t.same(
+      firstTree.filter((p) => /^opt\/scanbox\/(?!node_modules\/)/.test(p) && (/soak|bench|tooling|money-rules/i.test(p) || /^opt\/scanbox\/(test|build|src)(\/|$)/.test(p))),
+      [],
+      'no test tooling (soak, bench), tests or sources installed',
+    );
 
     // The technician's changes between runs: configuration, a secret (too open), and sales in the journal.
     const envEdited = readFileSync(envPath, 'utf8').replace(/^SCANBOX_MCH_ID=$/m, 'SCANBOX_MCH_ID=1900000109');
