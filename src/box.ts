@@ -1,26 +1,23 @@
-import type { Clock } from './clock.js';
+import { clockPlausible, type Clock } from './clock.js';
+import { cashierText, type BoxCode } from './codes.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
-import { parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
+import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
 import { classifyCode, describeForeign } from './devices/scanner.js';
-import type { Journal, Sale } from './journal/journal.js';
+import { statusLine, type Health } from './health.js';
+import { JournalError, type Journal, type Sale } from './journal/journal.js';
 import type { Logger } from './log.js';
+import { messageOf } from './errors.js';
 import { formatYuan } from './money.js';
 import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
+import { Reachability } from './payment/reachability.js';
 import type { ApiOutcome } from './wechatpay/client.js';
-import { cashierText } from './wechatpay/codes.js';
 
 /**
  * The counter: the only place that knows both the devices (register line, scanner, light) and the payment
  * engine. One open sale at a time. The register hears about a sale only from its journal row, after the
  * row is committed.
  */
-
-export type Health =
-  | { kind: 'READY' }
-  | { kind: 'BUSY'; ref: string }
-  | { kind: 'OFFLINE'; text: string }
-  | { kind: 'FAULT'; text: string };
 
 export interface BoxOptions {
   engine: PaymentEngine;
@@ -33,11 +30,10 @@ export interface BoxOptions {
   maxAmountFen: number;
   scanTimeoutMs: number;
   /**
-   * The API base micropay goes to (SCANBOX_API_BASE, as the client names it in `origin`). orderquery and
-   * reverse fail over to the backup domain, micropay never does: an answer from any other origin means the
-   * primary cannot be reached, so no payment can be sent. Without it every answer counts as reachable.
+   * Whether WeChat Pay can be reached, told about every answer by the engine (built before recovery, so
+   * recovery's answers count) and by the probe here. Without it the box keeps its own, fed by the probe.
    */
-  primaryOrigin?: string;
+  reachability?: Reachability;
   /** Asks WeChat Pay something harmless to learn whether it can be reached (an orderquery of no order). */
   probe?: () => Promise<ApiOutcome>;
   /** Wait between reachability probes while the gateway looks unreachable. */
@@ -60,9 +56,6 @@ interface OpenSale {
   done: Promise<void> | null;
 }
 
-/** The earliest time a box can believe: anything before it means the clock was never set. */
-const SANE_AFTER = Date.UTC(2025, 0, 1);
-
 /** The register line that says how a sale ended (or that it goes on), from its journal row only. */
 export function finalLine(verdict: Verdict): string {
   if (verdict.kind === 'paid') return `PAID ${verdict.ref} ${verdict.outTradeNo} ${verdict.transactionId}`;
@@ -70,17 +63,10 @@ export function finalLine(verdict: Verdict): string {
   return `PENDING ${verdict.ref}`;
 }
 
-/** The answer to `STATUS`. */
-export function statusLine(health: Health): string {
-  if (health.kind === 'READY') return 'STATUS READY';
-  if (health.kind === 'BUSY') return `STATUS BUSY ${health.ref}`;
-  return `STATUS ${health.kind} ${health.text}`;
-}
-
 /** The answer to a line the port dropped (too long, or bytes that are not printable ASCII). */
 function rejectedReply(reason: string): string {
   return reason === 'too_long'
-    ? 'ERR LINE_TOO_LONG line longer than 256 bytes dropped'
+    ? `ERR LINE_TOO_LONG line longer than ${MAX_LINE_BYTES} bytes dropped`
     : 'ERR BAD_LINE line with bytes that are not printable ASCII dropped';
 }
 
@@ -125,8 +111,7 @@ export class Box {
   private readonly o: BoxOptions;
   private open: OpenSale | null = null;
   private fault: string | null = null;
-  private gatewayFailures = 0;
-  private offlineText: string | null = null;
+  private readonly reachability: Reachability;
   private stopping = false;
   private reply: Reply = notListening;
   private readonly background = new AbortController();
@@ -134,9 +119,11 @@ export class Box {
 
   constructor(options: BoxOptions) {
     this.o = options;
+    this.reachability = options.reachability ?? new Reachability(options.log);
   }
 
   start(): void {
+    this.reachability.onChange(() => this.refreshLight());
     this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
     this.o.scanner.on('line', (line: string) => this.onScan(line));
     this.o.scanner.on('rejected', (reason: string) => {
@@ -165,36 +152,13 @@ export class Box {
     this.refreshLight();
   }
 
-  /** Told about every WeChat Pay answer (or its absence), by the engine and by the probe. */
-  noteGateway(outcome: ApiOutcome): void {
-    const unreachable = outcome.kind === 'unknown' && (outcome.failure === 'NETWORK' || outcome.failure === 'TIMEOUT');
-    const backupOnly =
-      !unreachable && this.o.primaryOrigin !== undefined && outcome.origin !== null && outcome.origin !== this.o.primaryOrigin;
-    if (unreachable || backupOnly) {
-      this.gatewayFailures++;
-      if (this.gatewayFailures === 2) {
-        const failure = unreachable ? outcome.failure : 'BACKUP_ONLY';
-        this.offlineText = unreachable
-          ? `WeChat Pay unreachable (${failure})`
-          : 'WeChat Pay unreachable (only the backup domain answers, and payments go to the primary)';
-        this.o.log.error('WeChat Pay unreachable: new sales are refused until it answers again', { failure });
-        this.refreshLight();
-      }
-    } else if (outcome.kind !== 'unknown' || outcome.failure === 'BAD_SIGNATURE' || outcome.failure === 'RETURN_FAIL') {
-      if (this.offlineText) this.o.log.info('WeChat Pay reachable again');
-      this.gatewayFailures = 0;
-      this.offlineText = null;
-      this.refreshLight();
-    }
-  }
-
   private clockSane(): boolean {
-    return this.o.clockSane ? this.o.clockSane() : this.o.clock.now() >= SANE_AFTER;
+    return this.o.clockSane ? this.o.clockSane() : clockPlausible(this.o.clock.now());
   }
 
   private offlineReason(): string | null {
     if (!this.clockSane()) return 'clock not synchronised';
-    return this.offlineText;
+    return this.reachability.offlineText;
   }
 
   private refreshLight(): void {
@@ -222,14 +186,58 @@ export class Box {
           return;
       }
     } catch (error) {
-      this.journalFailed(error, checksum);
+      if (this.journalFailed(error, checksum)) return;
+      this.internalError(error, `register command ${command.kind}`);
+      void this.reply('ERR INTERNAL the box hit an internal error: try again, call the technician if it repeats', checksum);
+      void this.settleStrays(checksum);
     }
   }
 
-  private journalFailed(error: unknown, checksum: boolean): void {
-    const message = (error as Error).message;
-    this.setFault(`journal: ${message}`);
+  /**
+   * A journal error means the journal cannot be trusted or written: FAULT mode, no sale until a technician
+   * has looked (returns true). Anything else is not the journal's fault (returns false).
+   */
+  private journalFailed(error: unknown, checksum: boolean): boolean {
+    if (!(error instanceof JournalError)) return false;
+    this.setFault(`journal: ${error.message}`);
     void this.reply(`ERR FAULT journal cannot be written, call the technician`, checksum);
+    return true;
+  }
+
+  /** A bug of the box: said at error level with what it was doing; the box keeps serving. */
+  private internalError(error: unknown, doing: string): void {
+    this.o.log.error('internal error: the box keeps serving; send this log to the developers', {
+      doing,
+      error: messageOf(error),
+      stack: error instanceof Error ? (error.stack ?? '').split('\n').slice(1, 4).map((l) => l.trim()).join(' | ') : '',
+    });
+  }
+
+  /**
+   * Finishes, by the money rules, a sale a bug left unfinished (as recovery would at a restart: what reached
+   * WeChat Pay is queried and reversed unless closed) and tells the register how it ended.
+   */
+  private async settle(saleId: number, checksum: boolean): Promise<void> {
+    try {
+      const sale = await this.o.engine.finishUnfinished(saleId);
+      if (sale.state !== 'reversing' || sale.finalCode !== null) this.finish(sale, checksum);
+    } catch (error) {
+      if (this.journalFailed(error, checksum)) return;
+      // Twice in a row: the sale stays as the journal has it, and recovery finishes it at the next start.
+      this.internalError(error, 'finishing a sale after an internal error');
+    }
+  }
+
+  /** After a bug outside a running payment: any sale it left open or in flight (not the one still running) is settled. */
+  private async settleStrays(checksum: boolean): Promise<void> {
+    let strays: Sale[];
+    try {
+      strays = this.o.journal.unfinished().filter((sale) => sale.id !== this.open?.sale.id && sale.state !== 'reversing');
+    } catch (error) {
+      if (!this.journalFailed(error, checksum)) this.internalError(error, 'looking for unfinished sales');
+      return;
+    }
+    for (const stray of strays) await this.settle(stray.id, checksum);
   }
 
   private pay(ref: string, amountFen: number, checksum: boolean): void {
@@ -276,7 +284,7 @@ export class Box {
     );
   }
 
-  private endUnscanned(open: OpenSale, code: string, text: string): void {
+  private endUnscanned(open: OpenSale, code: BoxCode, text: string): void {
     open.scanWait.abort();
     try {
       const sale = this.o.engine.failOpen(open.sale.id, code, text);
@@ -284,7 +292,9 @@ export class Box {
       this.finish(sale, open.checksum);
     } catch (error) {
       this.open = null;
-      this.journalFailed(error, open.checksum);
+      if (this.journalFailed(error, open.checksum)) return;
+      this.internalError(error, 'ending a sale before any request');
+      void this.settle(open.sale.id, open.checksum);
     }
   }
 
@@ -334,11 +344,16 @@ export class Box {
       this.open = null;
       this.finish(sale, open.checksum);
     } catch (error) {
-      // The journal refused a write mid-sale: the sale stays unfinished in the journal and recovery
-      // finishes it at the next start. The register is not told anything that is not committed.
       this.open = null;
-      this.o.log.error('sale stopped by a journal error; recovery will finish it', { ref: open.sale.ref, error: (error as Error).message });
-      this.journalFailed(error, open.checksum);
+      if (error instanceof JournalError) {
+        // The journal refused a write mid-sale: the sale stays unfinished in the journal and recovery
+        // finishes it at the next start. The register is not told anything that is not committed.
+        this.o.log.error('sale stopped by a journal error; recovery will finish it', { ref: open.sale.ref, error: error.message });
+        this.journalFailed(error, open.checksum);
+        return;
+      }
+      this.internalError(error, `payment of ${open.sale.outTradeNo}`);
+      await this.settle(open.sale.id, open.checksum);
     }
   }
 
@@ -390,9 +405,9 @@ export class Box {
       } catch {
         return;
       }
-      if (this.gatewayFailures === 0 || this.open || !this.clockSane() || !this.o.probe) continue;
+      if (!this.reachability.doubtful || this.open || !this.clockSane() || !this.o.probe) continue;
       try {
-        this.noteGateway(await this.o.probe());
+        this.reachability.note(await this.o.probe());
       } catch (error) {
         this.o.log.warning('reachability probe failed', { error: (error as Error).message });
       }

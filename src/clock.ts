@@ -2,6 +2,8 @@
  * The one clock of the box. Time is injected so that a 30 s password wait runs in milliseconds in unit
  * tests, and so that the journal's wall-clock stamps and the waits come from the same source.
  */
+import { existsSync } from 'node:fs';
+
 export interface Clock {
   /** Wall-clock milliseconds since the epoch (may be wrong on a Pi before NTP sync). */
   now(): number;
@@ -96,4 +98,26 @@ export class VirtualClock implements Clock {
       if (this.sleepers.length > 0) this.schedule();
     });
   }
+}
+
+/** The earliest time a box can believe: a Pi has no real-time clock, and anything before this was never set. */
+export const CLOCK_FLOOR_MS = Date.UTC(2025, 0, 1);
+
+/** Where systemd-timesyncd says whether the clock was synchronised since boot. */
+export const TIMESYNC_DIR = '/run/systemd/timesync';
+export const TIMESYNC_FLAG = `${TIMESYNC_DIR}/synchronized`;
+
+/** Not before CLOCK_FLOOR_MS: the clock was set at some point. */
+export function clockPlausible(now: number): boolean {
+  return now >= CLOCK_FLOOR_MS;
+}
+
+/**
+ * The clock is trusted when it is plausible and, where systemd-timesyncd runs, once it has synchronised at
+ * least once since boot. Until then no WeChat Pay call is made (TLS and signatures need the time).
+ */
+export function clockTrusted(now: number, timesyncDir: string = TIMESYNC_DIR): boolean {
+  if (!clockPlausible(now)) return false;
+  if (!existsSync(timesyncDir)) return true;
+  return existsSync(`${timesyncDir}/synchronized`);
 }

@@ -4,7 +4,10 @@ import { posix } from 'node:path';
 import { inspect } from 'node:util';
 import { LEVELS, type Level } from './log.js';
 import { formatYuan } from './money.js';
-import type { ClientCertificate } from './wechatpay/client.js';
+import { errnoOf } from './errors.js';
+import { DEVICE_ID, DEVICE_ID_RULE } from './ids.js';
+import { PEM_CERT, PEM_KEY, expiryOf, type ClientCertificate } from './wechatpay/certificate.js';
+import { parseApiBase } from './wechatpay/client.js';
 import { SIGN_TYPES, type SignType } from './wechatpay/sign.js';
 
 /**
@@ -115,12 +118,9 @@ const REFUSED_SECRET = 'SCANBOX_API_KEY';
 const DIGITS_ID = /^[0-9]{1,32}$/;
 const APP_ID = /^[A-Za-z0-9_]{1,32}$/;
 const API_KEY = /^[A-Za-z0-9]{32}$/;
-const DEVICE_ID = /^[A-Za-z0-9]{1,16}$/;
 const MACHINE_ID = /^[0-9a-fA-F]{32}$/;
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 const KEY_SHAPED = /[A-Za-z0-9]{32}/;
-const PEM_CERT = /-----BEGIN [A-Z0-9 ]*CERTIFICATE-----/;
-const PEM_KEY = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
 
 type ReadFile = (path: string) => Buffer;
 
@@ -137,7 +137,7 @@ function tryRead(readFile: ReadFile, path: string): ReadOutcome {
   try {
     return { ok: true, data: readFile(path) };
   } catch (error) {
-    const code = (error as { code?: unknown })?.code;
+    const code = errnoOf(error);
     switch (code) {
       case 'ENOENT':
       case 'ENOTDIR':
@@ -197,15 +197,6 @@ function nearestKnown(name: string): string | null {
     }
   }
   return best !== null && bestDistance <= (upper.length >= 16 ? 3 : 2) ? best : null;
-}
-
-function dateOnly(date: Date): string {
-  return date.toISOString().slice(0, 10);
-}
-
-function commonName(subject: string): string | null {
-  const match = /^CN=(.*)$/m.exec(subject);
-  return match?.[1] ?? null;
 }
 
 class Reader {
@@ -305,23 +296,12 @@ class Reader {
   }
 
   baseUrl(name: string, value: string): string | null {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      this.error(name, `${shown(value)} is not a URL`);
+    const parsed = parseApiBase(value);
+    if (!parsed.ok) {
+      this.error(name, `${shown(value)} ${parsed.problem}`);
       return null;
     }
-    // The payment code travels in the request body: never over plain HTTP.
-    if (url.protocol !== 'https:') {
-      this.error(name, `${shown(value)} must be an https:// URL`);
-      return null;
-    }
-    if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-      this.error(name, `${shown(value)} must be an origin with at most a path prefix (e.g. https://host/sandboxnew)`);
-      return null;
-    }
-    return url.origin + url.pathname.replace(/\/+$/, '');
+    return parsed.base;
   }
 }
 
@@ -412,13 +392,11 @@ function checkPemPair(r: Reader, cert: { text: Buffer; where: string }, key: { t
     r.error('SCANBOX_CERT_KEY_FILE', `${key.where} does not belong to the certificate in ${cert.where}`);
     ok = false;
   }
-  const notAfter = new Date(x509.validTo);
-  // notBefore is not checked: a Pi without a real-time clock may start with its clock in the past, and
-  // refusing a freshly issued certificate then would stop a box that is fine once NTP has synced.
-  if (!Number.isNaN(notAfter.getTime()) && notAfter.getTime() < Date.now()) {
+  const expiry = expiryOf(x509, Date.now());
+  if (expiry.expired) {
     r.error(
       'SCANBOX_CERT_FILE',
-      `the merchant certificate in ${cert.where} expired on ${dateOnly(notAfter)}; download a new one at pay.weixin.qq.com (API security)`,
+      `the merchant certificate in ${cert.where} expired on ${expiry.date}; download a new one at pay.weixin.qq.com (API security)`,
     );
     ok = false;
   }
@@ -426,8 +404,7 @@ function checkPemPair(r: Reader, cert: { text: Buffer; where: string }, key: { t
 }
 
 function opensslCode(error: unknown): string {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' ? code : 'unreadable';
+  return errnoOf(error) ?? 'unreadable';
 }
 
 function readCertificate(
@@ -534,7 +511,7 @@ function readCertificate(
 function readDeviceId(r: Reader, machineIdPath: string): string {
   const name = 'SCANBOX_DEVICE_ID';
   if (r.get(name) !== undefined) {
-    return r.optional(name, DEVICE_ID, '1-16 of [A-Za-z0-9]') ?? '';
+    return r.optional(name, DEVICE_ID, DEVICE_ID_RULE) ?? '';
   }
   const read = tryRead(r.readFile, machineIdPath);
   if (!read.ok) {
@@ -550,28 +527,35 @@ function readDeviceId(r: Reader, machineIdPath: string): string {
   return machineId.slice(0, 16).toUpperCase();
 }
 
-function readDbPath(r: Reader): string {
-  const name = 'SCANBOX_DB';
-  const value = r.get(name);
-  if (value !== undefined) {
-    if (!posix.isAbsolute(value) || CONTROL.test(value)) {
-      r.error(name, `${shown(value)} is not an absolute path`);
-      return '';
-    }
+/** Where the journal lives when neither SCANBOX_DB nor $STATE_DIRECTORY says otherwise. */
+export const DEFAULT_DB = '/var/lib/scanbox/scanbox.db';
+
+/**
+ * The journal's path by contract §2: SCANBOX_DB, else `$STATE_DIRECTORY/scanbox.db`, else DEFAULT_DB; or what
+ * is wrong with what was given. `scanbox run` and the technician's commands (which must find the journal even
+ * when the rest of the configuration is broken) both read it here.
+ */
+export function journalPath(env: Record<string, string | undefined>): { ok: true; path: string } | { ok: false; problem: string } {
+  const value = env.SCANBOX_DB;
+  if (value !== undefined && value !== '') {
+    if (!posix.isAbsolute(value) || CONTROL.test(value)) return { ok: false, problem: `${shown(value)} is not an absolute path` };
     if (value.endsWith('/')) {
-      r.error(name, `${shown(value)} names a directory; give the journal's file name (e.g. ${posix.join(value, 'scanbox.db')})`);
-      return '';
+      return { ok: false, problem: `${shown(value)} names a directory; give the journal's file name (e.g. ${posix.join(value, 'scanbox.db')})` };
     }
-    return value;
+    return { ok: true, path: value };
   }
   // systemd's StateDirectory= may list several directories, colon-separated: the first is ours.
-  const state = r.get('STATE_DIRECTORY')?.split(':')[0];
-  if (state === undefined || state === '') return '/var/lib/scanbox/scanbox.db';
-  if (!posix.isAbsolute(state)) {
-    r.error(name, `not set, and $STATE_DIRECTORY ${shown(state)} is not an absolute path`);
-    return '';
-  }
-  return posix.join(state, 'scanbox.db');
+  const state = env.STATE_DIRECTORY?.split(':')[0];
+  if (state === undefined || state === '') return { ok: true, path: DEFAULT_DB };
+  if (!posix.isAbsolute(state)) return { ok: false, problem: `not set, and $STATE_DIRECTORY ${shown(state)} is not an absolute path` };
+  return { ok: true, path: posix.join(state, 'scanbox.db') };
+}
+
+function readDbPath(r: Reader, env: Record<string, string | undefined>): string {
+  const found = journalPath(env);
+  if (found.ok) return found.path;
+  r.error('SCANBOX_DB', found.problem);
+  return '';
 }
 
 function readBody(r: Reader): string {
@@ -690,7 +674,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     r.error('SCANBOX_REGISTER_PORT', 'is the same device as SCANBOX_SCANNER_PORT');
   }
 
-  const dbPath = readDbPath(r);
+  const dbPath = readDbPath(r, env);
   const deviceId = readDeviceId(r, sources.machineIdPath ?? '/etc/machine-id');
   const body = readBody(r);
   const maxAmountFen = r.integer('SCANBOX_MAX_AMOUNT', 1_000_000, 1, 10_000_000_000, 'fen');
@@ -763,12 +747,10 @@ function certificateLine(config: Config): string {
   if (certificate.kind === 'p12') return `SCANBOX_CERT_P12_FILE=${config.certificateSource}`;
   let detail = '';
   try {
-    const x509 = new X509Certificate(certificate.certPem);
-    const cn = commonName(x509.subject);
-    const notAfter = new Date(x509.validTo);
+    const expiry = expiryOf(new X509Certificate(certificate.certPem), Date.now());
     const parts: string[] = [];
-    if (cn !== null) parts.push(`CN=${cn}`);
-    if (!Number.isNaN(notAfter.getTime())) parts.push(`expires ${dateOnly(notAfter)}`);
+    if (expiry.commonName !== null) parts.push(`CN=${expiry.commonName}`);
+    if (!Number.isNaN(expiry.notAfter)) parts.push(`expires ${expiry.date}`);
     if (parts.length > 0) detail = ` (${parts.join(', ')})`;
   } catch {
     detail = ' (not parseable)';

@@ -12,14 +12,11 @@
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import { errnoOf, messageOf } from './errors.js';
+import type { Health } from './health.js';
+import { OUT_TRADE_NO, OUT_TRADE_NO_RULE } from './ids.js';
 import type { Sale } from './journal/journal.js';
 import type { Logger } from './log.js';
-
-export interface HealthAnswer {
-  kind: 'READY' | 'BUSY' | 'OFFLINE' | 'FAULT';
-  ref?: string;
-  text?: string;
-}
 
 export interface ReverseAnswer {
   ok: boolean;
@@ -30,7 +27,7 @@ export interface ReverseAnswer {
 }
 
 export interface ControlHandlers {
-  health(): HealthAnswer;
+  health(): Health;
   /** Manual reversal through the daemon's own engine, so the daemon and the command never race. */
   reverse(outTradeNo: string): Promise<ReverseAnswer>;
 }
@@ -43,8 +40,6 @@ const REQUEST_TIMEOUT_MS = 5000;
 const MAX_ANSWER_BYTES = 65536;
 const MAX_CLIENTS = 16;
 export const DEFAULT_CONTROL_SOCKET = '/run/scanbox/control.sock';
-/** WeChat Pay's limit for out_trade_no: 1-32 of letters, digits and `_-|*@`. */
-export const OUT_TRADE_NO = /^[A-Za-z0-9_\-|*@]{1,32}$/;
 
 /** `$RUNTIME_DIRECTORY/control.sock` (systemd's RuntimeDirectory=, the first when several), else /run/scanbox. */
 export function controlSocketPath(env: NodeJS.ProcessEnv): string {
@@ -74,15 +69,6 @@ export class ControlError extends Error {
     super(message, options);
     this.name = 'ControlError';
   }
-}
-
-function errnoOf(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -266,7 +252,7 @@ export class ControlServer {
       case 'reverse': {
         const outTradeNo = request.out_trade_no;
         if (typeof outTradeNo !== 'string' || !OUT_TRADE_NO.test(outTradeNo)) {
-          return { error: 'reverse needs "out_trade_no": 1-32 of [A-Za-z0-9_-|*@]' };
+          return { error: `reverse needs "out_trade_no": ${OUT_TRADE_NO_RULE}` };
         }
         this.log.info('control socket: reversal asked for', { out_trade_no: outTradeNo });
         return { ...(await this.handlers.reverse(outTradeNo)) };

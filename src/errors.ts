@@ -1,23 +1,14 @@
 /**
- * The box's own result codes (contract §3). WeChat Pay's err_codes pass through unchanged beside them.
+ * What a thrown value says, read one way everywhere: Node's errno-style `code` and the message.
  */
-export type BoxCode =
-  | 'CANCELLED'
-  | 'NO_SCAN'
-  | 'NOT_WECHAT_CODE'
-  | 'TIMEOUT_REVERSED'
-  | 'REVERSED'
-  | 'INTERRUPTED'
-  | 'REVERSE_PENDING'
-  | 'OFFLINE';
 
-/** An error that carries a code from where it arises to the register line and the log. */
-export class CodedError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'CodedError';
-  }
+/** The `code` of an error (`ENOENT`, `SQLITE_BUSY`, `ERR_OSSL_...`), when it has a string one. */
+export function errnoOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** The message of an Error, or the value as text. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

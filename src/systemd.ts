@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import type { Logger } from './log.js';
 
 /**
@@ -60,17 +59,4 @@ export function createNotifier(env: NodeJS.ProcessEnv, log: Logger, spawner?: Sp
       send('STOPPING=1', `STATUS=${status}`);
     },
   };
-}
-
-/** Where systemd-timesyncd says whether the clock was synchronised since boot. */
-export const TIMESYNC_DIR = '/run/systemd/timesync';
-
-/**
- * A Pi has no real-time clock. The clock is trusted when it is plausible (not before 2025) and, where
- * systemd-timesyncd runs, once it has synchronised at least once since boot.
- */
-export function clockTrusted(now: number, timesyncDir: string = TIMESYNC_DIR): boolean {
-  if (now < Date.UTC(2025, 0, 1)) return false;
-  if (!existsSync(timesyncDir)) return true;
-  return existsSync(`${timesyncDir}/synchronized`);
 }

@@ -13,8 +13,8 @@ import {
   controlSocketPath,
   reverseAnswer,
   type ControlHandlers,
-  type HealthAnswer,
 } from '../src/control.js';
+import type { Health } from '../src/health.js';
 import type { Sale } from '../src/journal/journal.js';
 import { memoryLogger } from '../src/log.js';
 
@@ -30,14 +30,14 @@ interface Fixture {
   server: ControlServer;
   path: string;
   reversed: string[];
-  health: { value: HealthAnswer };
+  health: { value: Health };
   log: ReturnType<typeof memoryLogger>;
 }
 
 async function start(t: Test, reverse?: ControlHandlers['reverse']): Promise<Fixture> {
   const path = tempSocket(t);
   const reversed: string[] = [];
-  const health = { value: { kind: 'READY' } as HealthAnswer };
+  const health = { value: { kind: 'READY' } as Health };
   const log = memoryLogger();
   const server = await ControlServer.listen(
     path,
@@ -105,7 +105,7 @@ t.test('reverse: the handler gets the out_trade_no and its answer comes back; a 
     text: 'reversed at WeChat Pay',
   });
   t.same(f.reversed, ['BENCH01ABCD00000007']);
-  for (const bad of [undefined, '', 'has space', 'x'.repeat(33), 42, '../../etc']) {
+  for (const bad of [undefined, '', 'has space', 'x'.repeat(33), 42, '../../etc', 'A|B*C@D']) {
     const answer = await askDaemon(f.path, { cmd: 'reverse', out_trade_no: bad });
     t.match(answer, { error: /out_trade_no/ }, `refused: ${JSON.stringify(bad)}`);
   }

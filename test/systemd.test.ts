@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { memoryLogger } from '../src/log.js';
-import { clockTrusted, createNotifier } from '../src/systemd.js';
+import { clockTrusted } from '../src/clock.js';
+import { createNotifier } from '../src/systemd.js';
 
 const recorder = () => {
   const calls: string[][] = [];

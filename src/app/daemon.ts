@@ -1,46 +1,26 @@
-import { systemClock } from '../clock.js';
-import { Box, FaultBox, type Health } from '../box.js';
+import { Box, FaultBox } from '../box.js';
+import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig, type Config } from '../config.js';
-import { ControlServer, controlSocketPath, reverseAnswer } from '../control.js';
-import { onoffBackend } from '../devices/gpio.js';
-import { Indicator } from '../devices/indicator.js';
-import { LinePort } from '../devices/line-port.js';
+import { ControlServer, controlSocketPath, reverseAnswer, type ControlHandlers } from '../control.js';
+import { errnoOf, messageOf } from '../errors.js';
+import { describeHealth, type Health } from '../health.js';
 import { Journal, JournalError } from '../journal/journal.js';
-import { createLogger, type Level, type Logger } from '../log.js';
-import { PaymentEngine } from '../payment/engine.js';
-import { clockTrusted, createNotifier, type Notifier } from '../systemd.js';
+import { createLogger, type Logger } from '../log.js';
+import { Reachability } from '../payment/reachability.js';
+import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
-import { CertificateError, WechatPayClient } from '../wechatpay/client.js';
+import { CertificateError } from '../wechatpay/certificate.js';
+import type { WechatPayClient } from '../wechatpay/client.js';
+import { clientFor, devicesFor, engineFor, startupLogger, type Devices } from './parts.js';
 
 /**
- * `scanbox run`: config -> journal (quick_check) -> recovery -> serial ports -> READY, until SIGTERM.
+ * The daemon (`scanbox run`), built once here: config -> client -> journal (quick_check) -> reachability ->
+ * engine -> devices and box -> control socket -> recovery -> READY, until SIGTERM. When the journal cannot be
+ * used (at open or during recovery) the same devices, control socket and systemd plumbing serve FAULT mode.
+ *
  * Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad configuration.
  */
-
-function startupLogger(env: NodeJS.ProcessEnv): Logger {
-  const wanted = env.SCANBOX_LOG_LEVEL;
-  const level: Level = wanted === 'debug' || wanted === 'warning' || wanted === 'error' ? wanted : 'info';
-  return createLogger({ level });
-}
-
-export function clientFor(config: Config, log: Logger): WechatPayClient {
-  return new WechatPayClient({
-    merchant: {
-      mchId: config.mchId,
-      appId: config.appId,
-      ...(config.subMchId ? { subMchId: config.subMchId } : {}),
-      ...(config.subAppId ? { subAppId: config.subAppId } : {}),
-      apiKey: config.apiKey,
-      signType: config.signType,
-    },
-    apiBase: config.apiBase,
-    backupBase: config.backupBase,
-    certificate: config.certificate,
-    log,
-  });
-}
-
-export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let log = startupLogger(env);
   const loaded = loadConfig({ env });
   if (!loaded.ok) {
@@ -49,7 +29,6 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
   }
   const config = loaded.config;
   log = createLogger({ level: config.logLevel });
-  const clock = systemClock;
   log.info('scanbox starting', {
     version: VERSION,
     node: process.version,
@@ -71,7 +50,16 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
     }
     throw error;
   }
+  try {
+    return await runWithClient(env, config, log, client);
+  } finally {
+    await client.close();
+  }
+}
 
+async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger, client: WechatPayClient): Promise<number> {
+  const clock = systemClock;
+  const devices = devicesFor(config, log, clock);
   let journal: Journal;
   try {
     journal = Journal.open(config.dbPath, { deviceId: config.deviceId, clock });
@@ -81,134 +69,130 @@ export async function runCommand(env: NodeJS.ProcessEnv = process.env): Promise<
       // reverse`): that passes, so exit and let systemd start the box again.
       log.error('journal locked by another process: exiting so that the box is started again', {
         db: config.dbPath,
-        error: (error as Error).message,
+        error: messageOf(error),
       });
-      await client.close();
       return 1;
     }
     // A restart cannot repair a damaged or unwritable journal: instead of a restart loop the box stays up
     // in FAULT mode and says what is wrong, on the register, the light, systemd's STATUS and the log.
-    const code = await runFaulted(env, config, log, journalFault(error, 'open'));
-    await client.close();
-    return code;
+    const control = await listenControl(env, log);
+    return runFaulted(env, config, log, devices, control, journalFault(error, 'open'));
   }
   log.info('journal open', { db: config.dbPath, tag: journal.tag });
 
-  let box: Box | null = null;
-  const engine = new PaymentEngine({
-    journal,
-    gateway: client,
-    clock,
-    log,
-    body: config.body,
-    deviceId: config.deviceId,
-    pollMs: config.pollMs,
-    userpayingTimeoutMs: config.userpayingTimeoutMs,
-    onGatewayOutcome: (outcome) => box?.noteGateway(outcome),
-  });
-
-  // The technician's commands ask the daemon itself (health, manual reversal) so the two never race;
-  // the socket is up during recovery too, which can take minutes while WeChat Pay is unreachable.
-  let control: ControlServer | null = null;
-  try {
-    control = await ControlServer.listen(
-      controlSocketPath(env),
-      {
-        health: () => box?.health() ?? { kind: 'OFFLINE', text: 'recovering unfinished sales' },
-        reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
-      },
-      log,
-    );
-  } catch (error) {
-    log.warning('control socket unavailable: technician commands will read the journal only', { error: (error as Error).message });
-  }
-  let recovered: Awaited<ReturnType<PaymentEngine['recover']>>;
-  try {
-    recovered = await engine.recover();
-  } catch (error) {
-    // Recovery could not journal a step (a full disk, a card gone read-only or bad): the unfinished sale
-    // stays as the journal has it, to be finished at a start that can write. Meanwhile the box stays up in
-    // FAULT mode: a restart would meet the same wall (and before this, the daemon hung without its ports
-    // until systemd's start timeout, query after query).
-    await control?.close(5_000);
-    journal.close();
-    const code = await runFaulted(env, config, log, journalFault(error, 'recovery'));
-    await client.close();
-    return code;
-  }
-  if (recovered.length > 0) log.warning('recovery finished unfinished sales', { count: recovered.length });
-  engine.startReversalQueue(5000);
-
-  const { indicator, scanner, register } = devices(config, log);
-  box = new Box({
+  // Built before recovery, so that what recovery's own calls learn about WeChat Pay is not lost.
+  const reachability = new Reachability(log, config.apiBase);
+  const engine = engineFor(config, { journal, gateway: client, log, clock, onGatewayOutcome: (outcome) => reachability.note(outcome) });
+  const box = new Box({
     engine,
     journal,
-    register,
-    scanner,
-    indicator,
+    ...devices,
     clock,
     log,
     maxAmountFen: config.maxAmountFen,
     scanTimeoutMs: config.scanTimeoutMs,
     retentionMs: config.retentionDays * 24 * 3600 * 1000,
-    primaryOrigin: config.apiBase,
+    reachability,
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
     clockSane: () => clockTrusted(clock.now()),
   });
-  box.start();
-  scanner.start();
-  register.start();
-  const describe = (): string => describeHealth(box!.health());
-  log.info('ready for sales', { health: box.health().kind });
 
-  // systemd: READY once the box answers the register; STATUS follows the health; the watchdog is fed
-  // only while the event loop keeps time and the journal answers, so a wedged daemon gets restarted.
-  const notifier = createNotifier(env, log);
-  notifier.ready(describe());
-  const health = healthTicks(notifier, describe, log, () => {
+  // The technician's commands ask the daemon itself (health, manual reversal) so the two never race;
+  // the socket is up during recovery too, which can take minutes while WeChat Pay is unreachable.
+  let recovering = true;
+  const control = await listenControl(env, log, {
+    health: () => (recovering ? { kind: 'OFFLINE', text: 'recovering unfinished sales' } : box.health()),
+    reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
+  });
+  try {
+    const recovered = await engine.recover();
+    if (recovered.length > 0) log.warning('recovery finished unfinished sales', { count: recovered.length });
+  } catch (error) {
+    // Recovery could not journal a step (a full disk, a card gone read-only or bad): the unfinished sale
+    // stays as the journal has it, to be finished at a start that can write. Meanwhile the box stays up in
+    // FAULT mode: a restart would meet the same wall (and before this, the daemon hung without its ports
+    // until systemd's start timeout, query after query).
+    journal.close();
+    return runFaulted(env, config, log, devices, control, journalFault(error, 'recovery'));
+  }
+  recovering = false;
+  engine.startReversalQueue(5000);
+
+  box.start();
+  devices.scanner.start();
+  devices.register.start();
+  log.info('ready for sales', { health: box.health().kind });
+  await serveUntilStopped(env, log, () => box.health(), 'stopping: finishing the open sale', () => {
     try {
       journal.counts();
       return true;
     } catch (error) {
-      log.error('journal does not answer: watchdog not fed', { error: (error as Error).message });
+      log.error('journal does not answer: watchdog not fed', { error: messageOf(error) });
       return false;
     }
   });
-
-  await stopSignal(log);
-  notifier.stopping('stopping: finishing the open sale');
-  clearInterval(health);
   // A technician's reversal under way gets the same grace as an open sale.
   await Promise.all([control?.close(20_000), box.stop()]);
   await engine.stopReversalQueue();
-  await Promise.allSettled([scanner.close(), register.close()]);
-  indicator.close();
+  await closeDevices(devices);
   journal.close();
-  await client.close();
   log.info('stopped');
   return 0;
 }
 
-/** What the register, systemd and `scanbox status` say about the box: `READY`, `BUSY R1`, `FAULT ...`. */
-function describeHealth(health: Health): string {
-  return health.kind === 'READY' ? 'READY' : health.kind === 'BUSY' ? `BUSY ${health.ref}` : `${health.kind} ${health.text}`;
+/**
+ * The control socket, with the handlers of the mode the daemon is in (`setHandlers` changes them when the
+ * daemon falls into FAULT mode during recovery); null when it cannot listen (the commands then read the
+ * journal only).
+ */
+interface Control {
+  setHandlers(handlers: ControlHandlers): void;
+  close(graceMs: number): Promise<void>;
 }
 
-/** The customer light and the two serial ports, not started yet. */
-function devices(config: Config, log: Logger): { indicator: Indicator; scanner: LinePort; register: LinePort } {
-  const clock = systemClock;
-  let indicator: Indicator;
+async function listenControl(env: NodeJS.ProcessEnv, log: Logger, initial?: ControlHandlers): Promise<Control | null> {
+  let current: ControlHandlers = initial ?? { health: () => ({ kind: 'OFFLINE', text: 'starting' }), reverse: async () => notNow('starting') };
   try {
-    indicator = new Indicator({ pins: config.gpio, backend: onoffBackend({ log }), log, clock });
+    const server = await ControlServer.listen(
+      controlSocketPath(env),
+      { health: () => current.health(), reverse: (outTradeNo) => current.reverse(outTradeNo) },
+      log,
+    );
+    return { setHandlers: (handlers) => void (current = handlers), close: (graceMs) => server.close(graceMs) };
   } catch (error) {
-    // A light that cannot be driven must not stop the box taking payments: the register still hears
-    // every answer. The technician sees why in the log.
-    log.error('light and buzzer unavailable: running without them', { error: (error as Error).message });
-    indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log, clock });
+    log.warning('control socket unavailable: technician commands will read the journal only', { error: messageOf(error) });
+    return null;
   }
-  const scanner = new LinePort({ name: 'scanner', path: config.scannerPort, baudRate: config.scannerBaud, log, clock });
-  const register = new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
-  return { indicator, scanner, register };
+}
+
+function notNow(why: string): { ok: false; state: string; code: null; text: string } {
+  return { ok: false, state: 'unknown', code: null, text: `nothing can be reversed while ${why}` };
+}
+
+/**
+ * systemd's side of a running daemon: READY once the box answers the register, STATUS following the health,
+ * the watchdog fed only while the event loop keeps time and `journalAnswers` says the journal still answers;
+ * resolves at SIGTERM or SIGINT, once STOPPING is said.
+ */
+async function serveUntilStopped(
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  health: () => Health,
+  stopping: string,
+  journalAnswers: (() => boolean) | null,
+): Promise<void> {
+  const describe = (): string => describeHealth(health());
+  const notifier = createNotifier(env, log);
+  notifier.ready(describe());
+  const ticks = healthTicks(notifier, describe, log, journalAnswers);
+  await stopSignal(log);
+  notifier.stopping(stopping);
+  clearInterval(ticks);
+}
+
+async function closeDevices(devices: Devices): Promise<void> {
+  await Promise.allSettled([devices.scanner.close(), devices.register.close()]);
+  devices.indicator.close();
 }
 
 /**
@@ -258,13 +242,13 @@ export interface JournalFault {
 /** SQLITE_BUSY or SQLITE_LOCKED at open: another process holds the journal, which passes by itself. */
 function lockedByAnother(error: unknown): boolean {
   if (!(error instanceof JournalError) || error.code !== 'IO') return false;
-  const cause = (error.cause as { code?: unknown } | undefined)?.code;
-  return typeof cause === 'string' && (cause.startsWith('SQLITE_BUSY') || cause.startsWith('SQLITE_LOCKED'));
+  const cause = errnoOf(error.cause);
+  return cause !== undefined && (cause.startsWith('SQLITE_BUSY') || cause.startsWith('SQLITE_LOCKED'));
 }
 
 /** Why the journal could not be opened (or recovery could not write it), in the words the register, the log and systemd use. */
 export function journalFault(error: unknown, stage: 'open' | 'recovery'): JournalFault {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const code = error instanceof JournalError ? error.code : null;
   if (code === 'CORRUPT') {
     return {
@@ -314,38 +298,24 @@ export function journalFault(error: unknown, stage: 'open' | 'recovery'): Journa
  * the offline/fault light, systemd's STATUS) instead of exiting into a restart loop that would hide the
  * reason behind "activating". The watchdog is fed while the event loop runs: a restart changes nothing.
  */
-async function runFaulted(env: NodeJS.ProcessEnv, config: Config, log: Logger, fault: JournalFault): Promise<number> {
+async function runFaulted(
+  env: NodeJS.ProcessEnv,
+  config: Config,
+  log: Logger,
+  devices: Devices,
+  control: Control | null,
+  fault: JournalFault,
+): Promise<number> {
   log.error(`${fault.problem}: no sales until a technician looks at it${fault.advice}`, { db: config.dbPath, error: fault.error });
-  const { indicator, scanner, register } = devices(config, log);
-  const box = new FaultBox({ register, scanner, indicator, log, maxAmountFen: config.maxAmountFen, text: fault.text });
-  let control: ControlServer | null = null;
-  try {
-    control = await ControlServer.listen(
-      controlSocketPath(env),
-      {
-        health: () => box.health(),
-        reverse: async () => ({ ok: false, state: 'unknown', code: null, text: `nothing can be reversed while ${fault.text}: ${fault.error}` }),
-      },
-      log,
-    );
-  } catch (error) {
-    log.warning('control socket unavailable: technician commands will read the journal only', { error: (error as Error).message });
-  }
+  const box = new FaultBox({ ...devices, log, maxAmountFen: config.maxAmountFen, text: fault.text });
+  control?.setHandlers({ health: () => box.health(), reverse: async () => notNow(`${fault.text}: ${fault.error}`) });
   box.start();
-  scanner.start();
-  register.start();
-  const describe = (): string => describeHealth(box.health());
+  devices.scanner.start();
+  devices.register.start();
   log.info('box in FAULT mode: answering the register, taking no sale', { health: box.health().kind });
-  const notifier = createNotifier(env, log);
-  notifier.ready(describe());
-  const health = healthTicks(notifier, describe, log, null);
-
-  await stopSignal(log);
-  notifier.stopping('stopping');
-  clearInterval(health);
+  await serveUntilStopped(env, log, () => box.health(), 'stopping', null);
   await Promise.all([control?.close(5_000), box.stop()]);
-  await Promise.allSettled([scanner.close(), register.close()]);
-  indicator.close();
+  await closeDevices(devices);
   log.info('stopped');
   return 0;
 }

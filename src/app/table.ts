@@ -3,7 +3,9 @@
  * so nothing read from the journal or the network can break a line, move the cursor, or show a full
  * payment code.
  */
+import type { Sale } from '../journal/journal.js';
 import { maskCodesIn } from '../log.js';
+import { formatYuan } from '../money.js';
 
 export type Align = 'left' | 'right';
 
@@ -48,4 +50,12 @@ export function formatTime(at: number | null | undefined, ms = false): string {
 export function print(lines: string | readonly string[]): void {
   const list = typeof lines === 'string' ? [lines] : lines;
   if (list.length > 0) process.stdout.write(list.join('\n') + '\n');
+}
+
+/** The sales table of `status`, `tx` and `reverse`. */
+export const SALE_HEADERS = ['time', 'ref', 'amount', 'state', 'code', 'out_trade_no'] as const;
+export const SALE_ALIGN = ['left', 'left', 'right'] as const;
+
+export function saleRows(sales: readonly Sale[]): (string | null)[][] {
+  return sales.map((s) => [formatTime(s.createdAt), s.ref, formatYuan(s.amountFen), s.state, s.finalCode, s.outTradeNo]);
 }

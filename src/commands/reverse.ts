@@ -1,15 +1,13 @@
-import { readdirSync, readlinkSync, realpathSync } from 'node:fs';
-import { systemClock } from '../clock.js';
+import { journalHolders, locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { clientFor, engineFor } from '../app/parts.js';
+import { SALE_ALIGN, SALE_HEADERS, print, saleRows, table } from '../app/table.js';
+import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig } from '../config.js';
-import { ControlError, OUT_TRADE_NO, askDaemon, controlSocketPath, reverseAnswer, type ReverseAnswer } from '../control.js';
+import { ControlError, askDaemon, controlSocketPath, reverseAnswer, type ReverseAnswer } from '../control.js';
+import { OUT_TRADE_NO } from '../ids.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
-import { PaymentEngine } from '../payment/engine.js';
-import { clockTrusted } from '../systemd.js';
-import { CertificateError } from '../wechatpay/client.js';
-import { clientFor } from './run.js';
-import { SALE_ALIGN, SALE_HEADERS, locateJournal, openJournalReadonly, saleRows } from './status.js';
-import { print, table } from '../app/table.js';
+import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
  * `scanbox reverse OUT_TRADE_NO`: a technician's manual reversal (a paid sale is given back to the payer;
@@ -25,44 +23,6 @@ import { print, table } from '../app/table.js';
 const USAGE = 'usage: scanbox reverse OUT_TRADE_NO';
 /** The 15 s rule, three attempts with back-off, each up to 8 s and a failover: the daemon answers well within this. */
 const DAEMON_TIMEOUT_MS = 120_000;
-
-/** Other processes holding the journal open (the daemon without a control socket, say); empty when /proc says nothing. */
-export function journalHolders(file: string): number[] {
-  let real: string;
-  try {
-    real = realpathSync(file);
-  } catch {
-    return [];
-  }
-  const holders: number[] = [];
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((name) => /^[0-9]+$/.test(name) && Number(name) !== process.pid);
-  } catch {
-    return [];
-  }
-  for (const pid of pids) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      let target: string;
-      try {
-        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (target === real || target === `${real}-wal`) {
-        holders.push(Number(pid));
-        break;
-      }
-    }
-  }
-  return holders;
-}
 
 function asReverse(answer: Record<string, unknown>): ReverseAnswer | null {
   const { ok, state, code, text } = answer;
@@ -140,16 +100,7 @@ async function reverseLocally(outTradeNo: string, env: NodeJS.ProcessEnv): Promi
     return 1;
   }
   try {
-    const engine = new PaymentEngine({
-      journal,
-      gateway: client,
-      clock: systemClock,
-      log,
-      body: config.body,
-      deviceId: config.deviceId,
-      pollMs: config.pollMs,
-      userpayingTimeoutMs: config.userpayingTimeoutMs,
-    });
+    const engine = engineFor(config, { journal, gateway: client, log });
     const result = await engine.manualReverse(outTradeNo);
     return report(outTradeNo, reverseAnswer(result), 'by this command (daemon not running)');
   } finally {

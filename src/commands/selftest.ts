@@ -9,8 +9,10 @@ import { DEFAULT_API_BASE, loadConfig, type Config, type ConfigResult } from '..
 import { askDaemon, controlSocketPath } from '../control.js';
 import { onoffBackend, type GpioBackend, type OutputPin } from '../devices/gpio.js';
 import { createLogger } from '../log.js';
-import { certificateError } from '../wechatpay/client.js';
-import { locateJournal, openJournalReadonly } from './status.js';
+import { locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { CLOCK_FLOOR_MS, TIMESYNC_FLAG } from '../clock.js';
+import { errnoOf, messageOf } from '../errors.js';
+import { certificateError, certificateX509, expiryOf } from '../wechatpay/certificate.js';
 
 /**
  * `scanbox selftest`: what a technician checks after installing or replacing a box, one line each,
@@ -52,19 +54,6 @@ export interface SelftestDeps {
 
 const NETWORK_TIMEOUT_MS = 5000;
 const SERIAL_TIMEOUT_MS = 5000;
-const SANE_AFTER = Date.UTC(2025, 0, 1);
-const DAY_MS = 24 * 3600 * 1000;
-const RENEW_WITHIN_DAYS = 30;
-const TIMESYNC_FLAG = '/run/systemd/timesync/synchronized';
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function errnoOf(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -249,7 +238,7 @@ async function checkGpio(deps: SelftestDeps, config: Readonly<Config> | null, da
 async function checkClock(deps: SelftestDeps): Promise<CheckResult> {
   const name = 'clock';
   const now = deps.now();
-  if (now < SANE_AFTER) return { status: 'FAIL', name, detail: `clock not synchronised (it says ${dateOnly(now)})` };
+  if (now < CLOCK_FLOOR_MS) return { status: 'FAIL', name, detail: `clock not synchronised (it says ${dateOnly(now)})` };
   if (deps.exists(TIMESYNC_FLAG)) return { status: 'PASS', name, detail: `synchronised (systemd-timesyncd), ${new Date(now).toISOString()}` };
   const asked = await deps.exec('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], 3000);
   const answer = asked.stdout.trim();
@@ -302,28 +291,21 @@ function checkCertificate(deps: SelftestDeps, config: Readonly<Config> | null): 
   const name = 'certificate';
   if (!config) return { status: 'WARN', name, detail: 'not checked: the configuration is invalid' };
   const certificate = config.certificate;
-  let x509: X509Certificate;
+  let x509: X509Certificate | null;
   try {
-    if (certificate.kind === 'pem') x509 = new X509Certificate(certificate.certPem);
-    else {
-      // The way the client will load it: OpenSSL refuses legacy (RC2-40) files here too.
-      const context = createSecureContext({ pfx: certificate.p12, passphrase: certificate.passphrase });
-      const der = (context.context as { getCertificate?: () => Buffer | null }).getCertificate?.();
-      if (!der) return { status: 'PASS', name, detail: `${config.certificateSource}: loads (expiry not readable from this PKCS#12)` };
-      x509 = new X509Certificate(der);
-    }
+    // The way the client will load it: OpenSSL refuses legacy (RC2-40) PKCS#12 files here too.
+    x509 = certificateX509(certificate);
   } catch (error) {
     return { status: 'FAIL', name, detail: certificate.kind === 'p12' ? certificateError('p12', error).message : `not readable: ${messageOf(error)}` };
   }
-  const notAfter = new Date(x509.validTo).getTime();
-  const days = Math.floor((notAfter - deps.now()) / DAY_MS);
-  const cn = /^CN=(.*)$/m.exec(x509.subject)?.[1];
-  const who = cn ? `, CN=${cn}` : '';
-  if (days < 0) return { status: 'FAIL', name, detail: `expired on ${dateOnly(notAfter)}${who}: download a new one at pay.weixin.qq.com (API security)` };
-  if (days < RENEW_WITHIN_DAYS) {
-    return { status: 'WARN', name, detail: `expires on ${dateOnly(notAfter)} (in ${days} days)${who}: renew it at pay.weixin.qq.com (API security)` };
+  if (x509 === null) return { status: 'PASS', name, detail: `${config.certificateSource}: loads (expiry not readable from this PKCS#12)` };
+  const expiry = expiryOf(x509, deps.now());
+  const who = expiry.commonName ? `, CN=${expiry.commonName}` : '';
+  if (expiry.expired) return { status: 'FAIL', name, detail: `expired on ${expiry.date}${who}: download a new one at pay.weixin.qq.com (API security)` };
+  if (expiry.renewSoon) {
+    return { status: 'WARN', name, detail: `expires on ${expiry.date} (in ${expiry.days} days)${who}: renew it at pay.weixin.qq.com (API security)` };
   }
-  return { status: 'PASS', name, detail: `valid until ${dateOnly(notAfter)} (${days} days)${who}` };
+  return { status: 'PASS', name, detail: `valid until ${expiry.date} (${expiry.days} days)${who}` };
 }
 
 /** Runs every check in order, writing each line as soon as it is known. */

@@ -1,11 +1,10 @@
-import { posix } from 'node:path';
-import { systemClock } from '../clock.js';
-import { loadConfig, type Config, type ConfigResult } from '../config.js';
-import { askDaemon, controlSocketPath, type HealthAnswer } from '../control.js';
-import { Journal, type Sale } from '../journal/journal.js';
+import { configWarning, locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { SALE_ALIGN, SALE_HEADERS, formatTime, print, saleRows, table } from '../app/table.js';
+import { askDaemon, controlSocketPath } from '../control.js';
+import { asHealth, describeHealth } from '../health.js';
+import type { Journal } from '../journal/journal.js';
 import { SALE_STATES } from '../journal/states.js';
 import { formatYuan } from '../money.js';
-import { formatTime, print, table } from '../app/table.js';
 
 /**
  * `scanbox status`: the live health from the daemon's control socket (or "daemon not running" and what the
@@ -14,61 +13,6 @@ import { formatTime, print, table } from '../app/table.js';
  *
  * Exit codes: 0 when it could report (whatever the health), 1 when the journal cannot be read, 2 for usage.
  */
-
-export const DEFAULT_DB = '/var/lib/scanbox/scanbox.db';
-
-export interface JournalLocation {
-  path: string;
-  /** The configuration, when it is valid. */
-  config: Readonly<Config> | null;
-  /** Problems of the configuration, when it is not (the journal path then follows SCANBOX_DB's rules alone). */
-  configErrors: string[];
-}
-
-/**
- * The journal's path from the configuration; with a broken configuration (a technician's usual reason to
- * look) from SCANBOX_DB, $STATE_DIRECTORY/scanbox.db or the default, as `scanbox run` would use them.
- */
-export function locateJournal(env: NodeJS.ProcessEnv, loaded: ConfigResult = loadConfig({ env })): JournalLocation {
-  if (loaded.ok) return { path: loaded.config.dbPath, config: loaded.config, configErrors: [] };
-  const given = env.SCANBOX_DB;
-  const state = env.STATE_DIRECTORY?.split(':')[0];
-  let path = DEFAULT_DB;
-  if (given !== undefined && given !== '' && posix.isAbsolute(given)) path = given;
-  else if ((given === undefined || given === '') && state !== undefined && posix.isAbsolute(state)) path = posix.join(state, 'scanbox.db');
-  return { path, config: null, configErrors: loaded.errors };
-}
-
-/** Read-only: no pragma that writes, no migration. The device id only matters for new sales, which this never makes. */
-export function openJournalReadonly(location: JournalLocation): Journal {
-  return Journal.open(location.path, { deviceId: location.config?.deviceId ?? 'TECHNICIAN', clock: systemClock, readonly: true });
-}
-
-export function configWarning(location: JournalLocation): string | null {
-  if (location.configErrors.length === 0) return null;
-  return `warning: the configuration has ${location.configErrors.length} problem(s) (scanbox config check lists them); journal taken from ${location.path}`;
-}
-
-export function healthText(health: HealthAnswer): string {
-  return [health.kind, health.ref, health.text].filter((part) => part !== undefined && part !== '').join(' ');
-}
-
-/** The daemon's health answer, checked: a daemon of another version may answer something else. */
-export function asHealth(answer: Record<string, unknown>): HealthAnswer | null {
-  const kind = answer.kind;
-  if (kind !== 'READY' && kind !== 'BUSY' && kind !== 'OFFLINE' && kind !== 'FAULT') return null;
-  const health: HealthAnswer = { kind };
-  if (typeof answer.ref === 'string') health.ref = answer.ref;
-  if (typeof answer.text === 'string') health.text = answer.text;
-  return health;
-}
-
-export function saleRows(sales: readonly Sale[]): (string | null)[][] {
-  return sales.map((s) => [formatTime(s.createdAt), s.ref, formatYuan(s.amountFen), s.state, s.finalCode, s.outTradeNo]);
-}
-
-export const SALE_HEADERS = ['time', 'ref', 'amount', 'state', 'code', 'out_trade_no'] as const;
-export const SALE_ALIGN = ['left', 'left', 'right'] as const;
 
 export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   if (args.length > 0) {
@@ -89,7 +33,7 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
       out.push(`daemon: not running (nothing listens on ${socket})`);
     } else {
       const said = asHealth(answer);
-      health = said ? healthText(said) : 'unknown (the daemon answered something unexpected)';
+      health = said ? describeHealth(said) : 'unknown (the daemon answered something unexpected)';
       out.push(said ? `daemon: running (${socket})` : `daemon: answered something unexpected on ${socket}: ${JSON.stringify(answer).slice(0, 200)}`);
     }
   } catch (error) {

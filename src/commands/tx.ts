@@ -1,8 +1,8 @@
-import { OUT_TRADE_NO } from '../control.js';
+import { configWarning, locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { SALE_ALIGN, SALE_HEADERS, cell, formatTime, print, saleRows, table } from '../app/table.js';
+import { OUT_TRADE_NO, REF } from '../ids.js';
 import type { Journal, Sale } from '../journal/journal.js';
 import { formatYuan } from '../money.js';
-import { SALE_ALIGN, SALE_HEADERS, configWarning, locateJournal, openJournalReadonly, saleRows } from './status.js';
-import { cell, formatTime, print, table } from '../app/table.js';
 
 /**
  * `scanbox tx [--limit N]`: the recent sales, newest first. `scanbox tx show ID`: one sale (ID =
@@ -14,8 +14,6 @@ import { cell, formatTime, print, table } from '../app/table.js';
 const USAGE = 'usage: scanbox tx [--limit N]   (N = 1..1000, default 20)\n       scanbox tx show OUT_TRADE_NO|REF';
 const DEFAULT_LIMIT = 20;
 const MAX_LIMIT = 1000;
-/** Register refs are 1-32 of [A-Za-z0-9_-] (contract §3); out_trade_no may also hold `|*@`. */
-const ID = OUT_TRADE_NO;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n${USAGE}\n`);
@@ -67,7 +65,7 @@ export async function txCommand(args: string[], env: NodeJS.ProcessEnv = process
   if (args[0] === 'show') {
     if (args.length !== 2) return usage('tx show needs exactly one ID');
     show = args[1]!;
-    if (!ID.test(show)) return usage(`not an out_trade_no or register ref: ${JSON.stringify(show.slice(0, 40))}`);
+    if (!OUT_TRADE_NO.test(show) && !REF.test(show)) return usage(`not an out_trade_no or register ref: ${JSON.stringify(show.slice(0, 40))}`);
   } else if (args.length > 0) {
     const [flag, value, ...rest] = args[0]!.startsWith('--limit=') ? ['--limit', args[0]!.slice(8), ...args.slice(1)] : args;
     if (flag !== '--limit' || rest.length > 0) return usage(`unknown arguments: ${args.join(' ')}`);

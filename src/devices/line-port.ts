@@ -18,6 +18,7 @@ import { EventEmitter } from 'node:events';
 import { SerialPort } from 'serialport';
 import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
+import { MAX_LINE_BYTES } from './register-protocol.js';
 
 /** The part of serialport's SerialPort that the line port uses (SerialPortMock has it too). */
 export interface SerialLike {
@@ -50,7 +51,7 @@ export interface LinePortOptions {
   path: string;
   baudRate: number;
   log: Logger;
-  /** Longest line accepted; default 256 (contract §3). */
+  /** Longest line accepted; default MAX_LINE_BYTES (contract §3). */
   maxLineBytes?: number;
   /** Delays between re-open attempts; the last one repeats. Default 1, 2, 5 s. */
   backoffMs?: readonly number[];
@@ -60,7 +61,6 @@ export interface LinePortOptions {
   openPort?: (path: string, baudRate: number) => SerialLike;
 }
 
-export const DEFAULT_MAX_LINE_BYTES = 256;
 export const DEFAULT_BACKOFF_MS: readonly number[] = [1000, 2000, 5000];
 /** How long `close()` lets replies already written reach the wire (a final `FAILED` line at SIGTERM). */
 export const CLOSE_DRAIN_MS = 2000;
@@ -166,7 +166,7 @@ export class LinePort extends EventEmitter<LinePortEvents> {
     if (typeof name !== 'string' || name === '') throw new TypeError('LinePort: "name" must be a non-empty string');
     if (typeof path !== 'string' || path === '') throw new TypeError(`LinePort ${name}: "path" must be a non-empty string`);
     if (!Number.isSafeInteger(baudRate) || baudRate <= 0) throw new TypeError(`LinePort ${name}: "baudRate" must be a positive integer: ${baudRate}`);
-    const maxLineBytes = options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+    const maxLineBytes = options.maxLineBytes ?? MAX_LINE_BYTES;
     if (!Number.isSafeInteger(maxLineBytes) || maxLineBytes <= 0) {
       throw new TypeError(`LinePort ${name}: "maxLineBytes" must be a positive integer: ${maxLineBytes}`);
     }

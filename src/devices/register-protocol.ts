@@ -13,6 +13,7 @@
  *   a `*` anywhere that is not `*` + two hex digits at the end is `BAD_CHECKSUM` (no command word can
  *   hold a `*`, so the register meant a checksum), and any `BAD_CHECKSUM` is answered with a checksum.
  */
+import { REF, REF_RULE } from '../ids.js';
 import { formatYuan, parseFen } from '../money.js';
 
 export type RegisterCommand =
@@ -31,14 +32,11 @@ export type RegisterErrorCode = 'BAD_AMOUNT' | 'BAD_REF' | 'UNKNOWN_COMMAND' | '
 /** Contract §3: a longer line is answered `ERR LINE_TOO_LONG` and dropped. */
 export const MAX_LINE_BYTES = 256;
 
-/** The register's own sale reference, the idempotency key of the sale. */
-export const REF_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 const CHECKSUM_AT_END = /^([^*]*)\*([0-9A-Fa-f]{2})$/;
 const DIGITS_NO_LEADING_ZERO = /^[1-9][0-9]*$/;
 
-const REF_RULE = 'REF must be 1-32 of A-Z a-z 0-9 _ -';
 const AMOUNT_RULE = 'AMOUNT must be whole fen, digits only, no sign, point or leading zero (1234 = 12.34 yuan)';
 const VERBS = 'PAY, CANCEL, STATUS or QUERY';
 
@@ -84,7 +82,7 @@ export function parseRegisterLine(line: string, maxAmountFen: number): ParseResu
   const extra = (usage: string): ParseResult => fail('BAD_LINE', `too many words: ${usage}`, checksum);
   const ref = (word: string | undefined): string | ParseResult => {
     if (word === undefined) return fail('BAD_REF', 'missing REF', checksum);
-    if (!REF_PATTERN.test(word)) return fail('BAD_REF', REF_RULE, checksum);
+    if (!REF.test(word)) return fail('BAD_REF', REF_RULE, checksum);
     return word;
   };
 

@@ -8,6 +8,8 @@ import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3';
 import type { Clock } from '../clock.js';
+import { errnoOf, messageOf } from '../errors.js';
+import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
 import { formatYuan } from '../money.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
 import { SALE_STATES, canTransition } from './states.js';
@@ -122,7 +124,6 @@ interface EventInput {
   detail: string;
 }
 
-const DEVICE_ID = /^[A-Za-z0-9]{1,16}$/;
 const TAG = /^[A-Z0-9]{4}$/;
 /** A masked code keeps 2 + 4 digits; 7 digits in a row can only be (part of) a full payment code. */
 const DIGIT_RUN = /[0-9]{7}/;
@@ -215,24 +216,15 @@ function merge(row: SaleRow, patch: SalePatch): SaleRow {
   return next as unknown as SaleRow;
 }
 
-function errorCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
-  return undefined;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 /**
  * SQLite and file system errors as JournalErrors with words a technician can act on. Anything else (a
  * TypeError, a constraint a bug ran into) passes unchanged: it is not the disk's fault.
  */
 function toJournalError(err: unknown, file: string, action: string): unknown {
   if (err instanceof JournalError) return err;
-  const code = errorCode(err);
+  const code = errnoOf(err);
   if (code === undefined) return err;
-  const why = errorMessage(err);
+  const why = messageOf(err);
   if (code === 'SQLITE_FULL' || code === 'ENOSPC') {
     return new JournalError(
       'FULL',
@@ -276,7 +268,7 @@ function checkLocation(file: string, readonly: boolean): void {
   try {
     dirStat = fs.statSync(dir);
   } catch (err) {
-    const code = errorCode(err);
+    const code = errnoOf(err);
     if (code === 'ENOENT') throw new JournalError('IO', `journal directory ${dir} does not exist (journal ${file})`);
     if (code === 'ENOTDIR') throw new JournalError('IO', `journal directory ${dir} is not a directory (journal ${file})`);
     throw toJournalError(err, file, 'open');
@@ -287,7 +279,7 @@ function checkLocation(file: string, readonly: boolean): void {
   try {
     fileStat = fs.statSync(file);
   } catch (err) {
-    if (errorCode(err) !== 'ENOENT') throw toJournalError(err, file, 'open');
+    if (errnoOf(err) !== 'ENOENT') throw toJournalError(err, file, 'open');
   }
   if (fileStat?.isDirectory()) throw new JournalError('IO', `journal ${file} is a directory, not a file`);
 
@@ -406,7 +398,7 @@ export class Journal {
   static open(path: string, options: JournalOptions): Journal {
     if (typeof path !== 'string' || path === '') throw new TypeError('journal path must be a non-empty string');
     if (typeof options?.deviceId !== 'string' || !DEVICE_ID.test(options.deviceId)) {
-      throw new TypeError('deviceId must be 1-16 of [A-Za-z0-9]');
+      throw new TypeError(`deviceId must be ${DEVICE_ID_RULE}`);
     }
     if (typeof options.clock?.now !== 'function') throw new TypeError('clock is required');
     const { maxPageCount } = options;
@@ -647,7 +639,7 @@ export class Journal {
       const rows = this.db.pragma('quick_check') as { quick_check: string }[];
       return rows.map((r) => r.quick_check).join('; ');
     } catch (err) {
-      return errorMessage(err);
+      return messageOf(err);
     }
   }
 

@@ -5,7 +5,8 @@ import { isFinal } from '../journal/states.js';
 import { formatYuan } from '../money.js';
 import { maskCode, type Logger } from '../log.js';
 import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
-import { cashierText, micropayAction, tradeStateClass } from '../wechatpay/codes.js';
+import { cashierText, type BoxCode } from '../codes.js';
+import { micropayAction, tradeStateClass } from '../wechatpay/codes.js';
 
 /**
  * One sale's cycle, micropay -> orderquery -> reverse, as a state machine over the journal's states
@@ -76,12 +77,6 @@ export function verdictOf(sale: Sale): Verdict {
 }
 
 const DEFAULT_BACKOFF = [1000, 2000, 5000, 10000, 30000, 60000, 300000, 900000] as const;
-
-class Cancelled extends Error {
-  constructor() {
-    super('cancelled by the cashier');
-  }
-}
 
 function outcomeDetail(outcome: ApiOutcome): string {
   const detail: Record<string, string | number> = { call: outcome.call, result: outcome.kind, ms: outcome.ms };
@@ -178,7 +173,7 @@ export class PaymentEngine {
   }
 
   /** Ends an open sale locally, nothing having been sent: CANCELLED, NO_SCAN, NOT_WECHAT_CODE, OFFLINE. */
-  failOpen(saleId: number, code: string, text: string = cashierText(code)): Sale {
+  failOpen(saleId: number, code: BoxCode, text: string = cashierText(code)): Sale {
     const sale = this.journal.transition(saleId, 'failed', { finalCode: code, finalText: text }, {
       kind: 'ended',
       detail: JSON.stringify({ code, sent: false }),
@@ -223,15 +218,7 @@ export class PaymentEngine {
       return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while WeChat Pay was asked');
     }
 
-    if (outcome.kind === 'success') {
-      const mismatch = this.paidMismatch(sale, outcome);
-      if (mismatch) {
-        this.journal.addEvent(saleId, 'micropay_answer', outcomeDetail(outcome));
-        log.error('WeChat Pay answered paid for another order or amount; reversing', { reason: mismatch });
-        return this.reverse(saleId, 'REVERSED', mismatch);
-      }
-      return this.markPaid(saleId, outcome, 'micropay_answer');
-    }
+    if (outcome.kind === 'success') return this.settlePaid(sale, outcome, 'micropay_answer');
 
     let passwordWait = false;
     if (outcome.kind === 'business') {
@@ -276,12 +263,9 @@ export class PaymentEngine {
     // connection) is asked about at once.
     let delay = passwordWait ? this.pollMs : 0;
     for (let query = 1; query <= maxQueries; query++) {
-      try {
-        if (delay > 0) await this.clock.sleep(delay, signal);
-        if (signal?.aborted) throw new Cancelled();
-      } catch {
-        return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while the payer was confirming');
-      }
+      // The cashier's cancel ends the wait at once (the sleep rejects) or is seen right after it.
+      const waited = delay > 0 ? await this.clock.sleep(delay, signal).then(() => true, () => false) : true;
+      if (!waited || signal?.aborted) return this.reverse(saleId, 'CANCELLED', 'cashier cancelled while the payer was confirming');
       delay = this.pollMs;
       const sale = this.current(saleId);
       const outcome = await this.gateway.orderquery({ outTradeNo: sale.outTradeNo });
@@ -294,15 +278,7 @@ export class PaymentEngine {
       if (outcome.kind === 'success') {
         const state = outcome.fields.trade_state ?? '';
         const cls = tradeStateClass(state);
-        if (cls === 'paid') {
-          const mismatch = this.paidMismatch(sale, outcome);
-          if (mismatch) {
-            this.journal.addEvent(saleId, 'orderquery_answer', outcomeDetail(outcome));
-            log.error('orderquery says paid for another order or amount; reversing', { reason: mismatch });
-            return this.reverse(saleId, 'REVERSED', mismatch);
-          }
-          return this.markPaid(saleId, outcome, 'orderquery_answer');
-        }
+        if (cls === 'paid') return this.settlePaid(sale, outcome, 'orderquery_answer');
         if (cls === 'closed') {
           const done = this.journal.transition(
             saleId,
@@ -332,6 +308,21 @@ export class PaymentEngine {
     }
     log.warning('result still unknown after querying; reversing');
     return this.reverse(saleId, 'REVERSED', 'result unknown after querying');
+  }
+
+  /**
+   * A verified answer that says paid: the sale is paid if the answer is about this order and this amount;
+   * if it names another order or amount it is not believed, and the order is reversed (the payer gets back
+   * whatever was taken).
+   */
+  private settlePaid(sale: Sale, outcome: ApiOutcome & { kind: 'success' }, kind: 'micropay_answer' | 'orderquery_answer'): Promise<Sale> | Sale {
+    const mismatch = this.paidMismatch(sale, outcome);
+    if (mismatch === null) return this.markPaid(sale.id, outcome, kind);
+    this.journal.addEvent(sale.id, kind, outcomeDetail(outcome));
+    this.saleLog(sale).error(`${kind === 'micropay_answer' ? 'WeChat Pay answered' : 'orderquery says'} paid for another order or amount; reversing`, {
+      reason: mismatch,
+    });
+    return this.reverse(sale.id, 'REVERSED', mismatch);
   }
 
   private paidMismatch(sale: Sale, outcome: ApiOutcome & { kind: 'success' }): string | null {
@@ -404,26 +395,19 @@ export class PaymentEngine {
     const reason = sale.reverseReason ?? 'REVERSED';
     const detail = outcomeDetail(outcome);
 
-    if (outcome.kind === 'success' && outcome.fields.recall !== 'Y') {
-      const done = this.journal.transition(
-        saleId,
-        'reversed',
-        { reverseAttempts: attempts, nextReverseAt: null, finalCode: reason, finalText: cashierText(reason) },
-        { kind: 'reverse_answer', detail },
-      );
-      log.info('reversed at WeChat Pay', { result: reason, attempts, ms: outcome.ms });
-      return done;
-    }
+    const confirmed = outcome.kind === 'success' && outcome.fields.recall !== 'Y';
     // ORDERNOTEXIST: WeChat Pay never registered the order, so there is nothing to give back. The 15 s
     // wait before any reverse has let an in-flight micropay land first.
-    if (outcome.kind === 'business' && outcome.errCode === 'ORDERNOTEXIST') {
+    const neverExisted = outcome.kind === 'business' && outcome.errCode === 'ORDERNOTEXIST';
+    if (confirmed || neverExisted) {
       const done = this.journal.transition(
         saleId,
         'reversed',
         { reverseAttempts: attempts, nextReverseAt: null, finalCode: reason, finalText: cashierText(reason) },
         { kind: 'reverse_answer', detail },
       );
-      log.warning('WeChat Pay has no such order; nothing to reverse', { result: reason });
+      if (confirmed) log.info('reversed at WeChat Pay', { result: reason, attempts, ms: outcome.ms });
+      else log.warning('WeChat Pay has no such order; nothing to reverse', { result: reason });
       return done;
     }
     if (outcome.kind === 'business' && outcome.errCode !== 'SYSTEMERROR' && outcome.errCode !== 'USERPAYING') {
@@ -521,6 +505,14 @@ export class PaymentEngine {
       finished.push(await this.recoverOne(stale.id));
     }
     return finished;
+  }
+
+  /**
+   * Finishes one unfinished sale by the money rules, as recovery does at start: the box's own use when a bug
+   * stopped a sale half-way (the register then hears how it ended).
+   */
+  finishUnfinished(saleId: number): Promise<Sale> {
+    return this.recoverOne(saleId);
   }
 
   private async recoverOne(saleId: number): Promise<Sale> {

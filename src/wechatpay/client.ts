@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { createSecureContext, rootCertificates, type ConnectionOptions } from 'node:tls';
+import { rootCertificates, type ConnectionOptions } from 'node:tls';
 import { Agent, buildConnector } from 'undici';
 import type { Logger } from '../log.js';
 import { maskCode } from '../log.js';
+import { certificateTlsOptions, type ClientCertificate } from './certificate.js';
+import { OUT_TRADE_NO, OUT_TRADE_NO_RULE } from '../ids.js';
 import { SIGN_TYPES, sign, verify, type SignType } from './sign.js';
 import { XmlError, decodeXml, encodeXml } from './xml.js';
 
@@ -48,6 +50,19 @@ export type ApiOutcome =
   /** Anything else: never paid, never a final failure. `origin` is who answered, null when nobody did. */
   | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null };
 
+/**
+ * What an outcome says about whether WeChat Pay can be reached: `unreachable` when nothing answered in time
+ * (a network failure or a timeout), `answered` when WeChat Pay itself answered (a verified answer, or one
+ * that only WeChat Pay's servers give: a bad signature, return_code=FAIL), `unclear` for the rest (an HTTP
+ * error page, garbage, a refused certificate) which may come from anything in between.
+ */
+export function reachOf(outcome: ApiOutcome): 'unreachable' | 'answered' | 'unclear' {
+  if (outcome.kind !== 'unknown') return 'answered';
+  if (outcome.failure === 'NETWORK' || outcome.failure === 'TIMEOUT') return 'unreachable';
+  if (outcome.failure === 'BAD_SIGNATURE' || outcome.failure === 'RETURN_FAIL') return 'answered';
+  return 'unclear';
+}
+
 export interface MerchantCredentials {
   mchId: string;
   appId: string;
@@ -56,10 +71,6 @@ export interface MerchantCredentials {
   apiKey: string;
   signType: SignType;
 }
-
-export type ClientCertificate =
-  | { kind: 'pem'; certPem: string; keyPem: string }
-  | { kind: 'p12'; p12: Buffer; passphrase: string };
 
 export interface WechatPayClientOptions {
   merchant: MerchantCredentials;
@@ -80,15 +91,6 @@ export interface WechatPayClientOptions {
   nonce?: () => string;
   /** test/bench hook: called right before a request is written and right after its body is read. */
   onWire?: (call: ApiCall, phase: 'send' | 'receive') => void;
-}
-
-/** The merchant certificate cannot be used; thrown by the constructor so the daemon stops at start. */
-export class CertificateError extends Error {
-  readonly code = 'CERTIFICATE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'CertificateError';
-  }
 }
 
 const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
@@ -115,9 +117,6 @@ const MAX_RESPONSE_BYTES = 256 * 1024;
  */
 const KEEP_ALIVE_MS = 20_000;
 
-/** out_trade_no: the safe set of wechatpay-v2.md §2. */
-const OUT_TRADE_NO = /^[A-Za-z0-9_-]{1,32}$/;
-
 const NONCE_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
 /** 32 characters of [A-Za-z0-9]; bytes >= 248 are skipped so every character is equally likely. */
@@ -143,67 +142,29 @@ export function defaultSpbillCreateIp(): string {
   return '127.0.0.1';
 }
 
-const P12_CONVERT_HINT =
-  'convert it once with `openssl pkcs12 -legacy -in apiclient_cert.p12 -nodes -out apiclient.pem` ' +
-  '(password = mch_id), then set SCANBOX_CERT_FILE and SCANBOX_CERT_KEY_FILE to apiclient.pem';
-
 /**
- * Turns what OpenSSL says about an unusable merchant certificate into a message a technician can act on.
- * Exported so the mapping of OpenSSL 3's refusal of legacy RC2-40 files can be tested on its own.
+ * An API origin, optionally with a path prefix (`https://host/sandboxnew`), as `origin + path` without a
+ * trailing slash; or what is wrong with it. SCANBOX_API_BASE and SCANBOX_API_BACKUP_BASE are read with this.
  */
-export function certificateError(kind: ClientCertificate['kind'], error: unknown): CertificateError {
-  const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : '';
-  const detail = error instanceof Error ? error.message : String(error);
-  if (kind === 'p12') {
-    if (/mac verify failure|invalid password/i.test(detail)) {
-      return new CertificateError(
-        'merchant certificate apiclient_cert.p12: wrong password (WeChat Pay sets it to the mch_id; ' +
-          'a different one goes in SCANBOX_CERT_P12_PASSWORD_FILE)',
-      );
-    }
-    if (code === 'ERR_CRYPTO_UNSUPPORTED_OPERATION' || /unsupported/i.test(detail)) {
-      return new CertificateError(
-        `merchant certificate apiclient_cert.p12 uses a legacy cipher (RC2-40) that OpenSSL 3 refuses: ${P12_CONVERT_HINT}`,
-      );
-    }
-    return new CertificateError(`merchant certificate apiclient_cert.p12 is unusable (${detail}): ${P12_CONVERT_HINT}`);
-  }
-  if (/key values mismatch/i.test(detail)) {
-    return new CertificateError('merchant certificate: the private key does not belong to the certificate');
-  }
-  return new CertificateError(`merchant certificate (PEM) is unusable: ${detail}`);
-}
-
-/** Parses the certificate the way the TLS connection will, so a bad one stops the daemon at start. */
-function checkCertificate(certificate: ClientCertificate): ConnectionOptions {
-  const options: ConnectionOptions =
-    certificate.kind === 'pem'
-      ? { cert: certificate.certPem, key: certificate.keyPem }
-      : { pfx: certificate.p12, passphrase: certificate.passphrase };
-  if (certificate.kind === 'pem' && (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(certificate.certPem) || !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(certificate.keyPem))) {
-    throw new CertificateError('merchant certificate (PEM): expected a certificate and a private key in PEM form');
-  }
+export function parseApiBase(value: string): { ok: true; base: string } | { ok: false; problem: string } {
+  let url: URL;
   try {
-    createSecureContext(options);
-  } catch (error) {
-    throw certificateError(certificate.kind, error);
+    url = new URL(value);
+  } catch {
+    return { ok: false, problem: 'is not a URL' };
   }
-  return options;
+  // The payment code travels in the request body: never over plain HTTP.
+  if (url.protocol !== 'https:') return { ok: false, problem: 'must be an https:// URL' };
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return { ok: false, problem: 'must be an origin with at most a path prefix (e.g. https://host/sandboxnew)' };
+  }
+  return { ok: true, base: url.origin + url.pathname.replace(/\/+$/, '') };
 }
 
 function normalizeBase(name: string, base: string): string {
-  let url: URL;
-  try {
-    url = new URL(base);
-  } catch {
-    throw new TypeError(`${name} is not a URL: ${base}`);
-  }
-  // The payment code travels in the body: never over plain HTTP.
-  if (url.protocol !== 'https:') throw new TypeError(`${name} must be an https:// URL: ${base}`);
-  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    throw new TypeError(`${name} must be an origin with at most a path prefix: ${base}`);
-  }
-  return url.origin + url.pathname.replace(/\/+$/, '');
+  const parsed = parseApiBase(base);
+  if (!parsed.ok) throw new TypeError(`${name} ${parsed.problem}: ${base}`);
+  return parsed.base;
 }
 
 function positiveMs(name: string, value: number | undefined, fallback: number): number {
@@ -322,7 +283,7 @@ export class WechatPayClient {
     this.nonce = options.nonce ?? (() => randomNonce());
     this.onWire = options.onWire;
 
-    const certificate = options.certificate ? checkCertificate(options.certificate) : {};
+    const certificate = options.certificate ? certificateTlsOptions(options.certificate) : {};
     // Node's `ca` replaces the default roots; extra anchors are added to them instead.
     const extraCa = options.ca === undefined ? [] : Array.isArray(options.ca) ? options.ca : [options.ca];
     const trust: ConnectionOptions = extraCa.length > 0 ? { ca: [...rootCertificates, ...extraCa] } : {};
@@ -563,7 +524,7 @@ export class WechatPayClient {
 
 function checkOutTradeNo(outTradeNo: unknown): void {
   if (typeof outTradeNo !== 'string' || !OUT_TRADE_NO.test(outTradeNo)) {
-    throw new TypeError('outTradeNo must be 1-32 of [A-Za-z0-9_-]');
+    throw new TypeError(`outTradeNo must be ${OUT_TRADE_NO_RULE}`);
   }
 }
 

@@ -5,10 +5,9 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 import forge from 'node-forge';
+import { CertificateError, certificateError } from '../../src/wechatpay/certificate.js';
 import {
-  CertificateError,
   WechatPayClient,
-  certificateError,
   randomNonce,
   type ApiOutcome,
   type WechatPayClientOptions,

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { KNOWN_CODES, cashierText, micropayAction, tradeStateClass } from '../../src/wechatpay/codes.js';
+import { KNOWN_CODES, cashierText } from '../../src/codes.js';
+import { micropayAction, tradeStateClass } from '../../src/wechatpay/codes.js';
 
 t.test('micropay err_code actions (wechatpay-v2.md §5)', async (t) => {
   const expected: Record<string, string> = {

@@ -1,0 +1,80 @@
+import { systemClock, type Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import { onoffBackend } from '../devices/gpio.js';
+import { Indicator } from '../devices/indicator.js';
+import { LinePort } from '../devices/line-port.js';
+import type { Journal } from '../journal/journal.js';
+import { createLogger, type Level, type Logger } from '../log.js';
+import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
+import type { ApiOutcome } from '../wechatpay/client.js';
+import { WechatPayClient } from '../wechatpay/client.js';
+
+/**
+ * The pieces of the box, each built one way from the configuration: the daemon (app/daemon.ts) assembles
+ * them, FAULT mode reuses the devices, and the technician's commands build the client and the engine from
+ * here when the daemon is stopped, so a command acting alone follows the daemon's rules.
+ */
+
+/** The logger before the configuration is known: SCANBOX_LOG_LEVEL if it is one of the levels, else info. */
+export function startupLogger(env: NodeJS.ProcessEnv): Logger {
+  const wanted = env.SCANBOX_LOG_LEVEL;
+  const level: Level = wanted === 'debug' || wanted === 'warning' || wanted === 'error' ? wanted : 'info';
+  return createLogger({ level });
+}
+
+/** The WeChat Pay client; throws CertificateError for a merchant certificate that cannot be used. */
+export function clientFor(config: Config, log: Logger): WechatPayClient {
+  return new WechatPayClient({
+    merchant: {
+      mchId: config.mchId,
+      appId: config.appId,
+      ...(config.subMchId ? { subMchId: config.subMchId } : {}),
+      ...(config.subAppId ? { subAppId: config.subAppId } : {}),
+      apiKey: config.apiKey,
+      signType: config.signType,
+    },
+    apiBase: config.apiBase,
+    backupBase: config.backupBase,
+    certificate: config.certificate,
+    log,
+  });
+}
+
+export function engineFor(
+  config: Config,
+  parts: { journal: Journal; gateway: PaymentGateway; log: Logger; clock?: Clock; onGatewayOutcome?: (outcome: ApiOutcome) => void },
+): PaymentEngine {
+  return new PaymentEngine({
+    journal: parts.journal,
+    gateway: parts.gateway,
+    clock: parts.clock ?? systemClock,
+    log: parts.log,
+    body: config.body,
+    deviceId: config.deviceId,
+    pollMs: config.pollMs,
+    userpayingTimeoutMs: config.userpayingTimeoutMs,
+    ...(parts.onGatewayOutcome ? { onGatewayOutcome: parts.onGatewayOutcome } : {}),
+  });
+}
+
+export interface Devices {
+  indicator: Indicator;
+  scanner: LinePort;
+  register: LinePort;
+}
+
+/** The customer light and the two serial ports, not started yet. */
+export function devicesFor(config: Config, log: Logger, clock: Clock = systemClock): Devices {
+  let indicator: Indicator;
+  try {
+    indicator = new Indicator({ pins: config.gpio, backend: onoffBackend({ log }), log, clock });
+  } catch (error) {
+    // A light that cannot be driven must not stop the box taking payments: the register still hears
+    // every answer. The technician sees why in the log.
+    log.error('light and buzzer unavailable: running without them', { error: (error as Error).message });
+    indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log, clock });
+  }
+  const scanner = new LinePort({ name: 'scanner', path: config.scannerPort, baudRate: config.scannerBaud, log, clock });
+  const register = new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
+  return { indicator, scanner, register };
+}
