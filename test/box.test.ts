@@ -1,7 +1,7 @@
 import { SerialPortMock } from 'serialport';
 import t from 'tap';
 import { Box } from '../src/box.js';
-import { VirtualClock } from '../src/clock.js';
+import { VirtualClock, systemClock } from '../src/clock.js';
 import { Indicator } from '../src/devices/indicator.js';
 import { LinePort } from '../src/devices/line-port.js';
 import { createWorld } from './helpers/world.js';
@@ -90,5 +90,65 @@ t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE,
   t.equal(indicator.state, 'ready', 'the light follows by itself');
   t.ok(world.log.lines.some((l) => l.startsWith('<3>clock not synchronised')), 'logged at error level');
   t.ok(world.log.lines.some((l) => l.startsWith('<6>clock synchronised')), 'and its recovery');
+  await box.stop();
+});
+
+t.test('an internal error mid-sale (not the journal): logged at error level, the sale reversed by the money rules, the box keeps serving', async (t) => {
+  const clock = new VirtualClock();
+  // A gateway whose first orderquery throws as a bug would: a TypeError, not a journal error.
+  let world!: Awaited<ReturnType<typeof createWorld>>;
+  let thrown = 0;
+  const gateway = {
+    micropay: (req: Parameters<typeof world.client.micropay>[0]) => world.client.micropay(req),
+    orderquery: (req: { outTradeNo: string }) => {
+      if (thrown++ === 0) throw new TypeError('a bug of the box');
+      return world.client.orderquery(req);
+    },
+    reverse: (req: { outTradeNo: string }) => world.client.reverse(req),
+  };
+  world = await createWorld({ clock, engine: { gateway } });
+  t.teardown(() => world.close());
+  const register = mockLine('register', world, clock);
+  const scanner = mockLine('scanner', world, clock);
+  const indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log: world.log, clock });
+  // The engine's waits run on virtual time; the box's scan wait on the real clock, so the scan is waited for.
+  const box = new Box({
+    engine: world.engine,
+    journal: world.journal,
+    register: register.port,
+    scanner: scanner.port,
+    indicator,
+    clock: systemClock,
+    log: world.log,
+    maxAmountFen: 100000,
+    scanTimeoutMs: 120000,
+  });
+  box.start();
+  register.port.start();
+  scanner.port.start();
+  t.teardown(async () => {
+    indicator.close();
+    await register.port.close();
+    await scanner.port.close();
+  });
+  await register.opened();
+  await scanner.opened();
+
+  const code = '134567890123456789';
+  world.sim.setScenario(code, { outcome: 'userpaying' });
+  await register.send('PAY 700 BUG-1');
+  await scanner.send(code);
+  // The password wait, the failed query, the query and reverse of the settlement: virtual time, real HTTPS.
+  for (let i = 0; i < 1000 && !register.written().some((l) => l.startsWith('FAILED BUG-1')); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  t.match(register.written().find((l) => l.startsWith('FAILED BUG-1')), /^FAILED BUG-1 INTERRUPTED /, 'the register hears how it ended');
+  const sale = world.journal.latestByRef('BUG-1')!;
+  t.equal(sale.state, 'reversed', 'reversed at WeChat Pay');
+  t.same(world.sim.ledger().filter((e) => e.attach === 'BUG-1' && e.charged), [], 'nothing left charged');
+  t.ok(world.log.lines.some((l) => l.startsWith('<3>internal error') && l.includes('a bug of the box')), 'logged at error level');
+  t.notOk(world.log.lines.some((l) => l.includes('box fault')), 'no FAULT mode');
+  await register.send('STATUS');
+  t.equal(register.written().at(-1), 'STATUS READY', 'the box keeps serving');
   await box.stop();
 });
