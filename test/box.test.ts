@@ -1,10 +1,10 @@
 import { SerialPortMock } from 'serialport';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Box } from '../src/box.js';
-import { VirtualClock, systemClock } from '../src/clock.js';
+import { VirtualClock, systemClock, type Clock } from '../src/clock.js';
 import { Indicator } from '../src/devices/indicator.js';
 import { LinePort } from '../src/devices/line-port.js';
-import { createWorld } from './helpers/world.js';
+import { createWorld, type World } from './helpers/world.js';
 
 /**
  * The box on mock serial ports (a unit test: the end-to-end tests use real ptys) with the real engine,
@@ -40,10 +40,8 @@ function mockLine(name: string, world: { log: Parameters<typeof LinePort>[0]['lo
   };
 }
 
-t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE, nothing sent', async (t) => {
-  const clock = new VirtualClock(Date.UTC(1970, 0, 1, 0, 0, 42));
-  const world = await createWorld({ clock });
-  t.teardown(() => world.close());
+/** The box on two mock lines and a no-op light, started, with the ports open. */
+async function counter(t: Test, world: World, clock: VirtualClock, boxClock: Clock) {
   const register = mockLine('register', world, clock);
   const scanner = mockLine('scanner', world, clock);
   const indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log: world.log, clock });
@@ -53,7 +51,7 @@ t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE,
     register: register.port,
     scanner: scanner.port,
     indicator,
-    clock,
+    clock: boxClock,
     log: world.log,
     maxAmountFen: 100000,
     scanTimeoutMs: 120000,
@@ -67,6 +65,15 @@ t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE,
     await scanner.port.close();
   });
   await register.opened();
+  await scanner.opened();
+  return { register, scanner, indicator, box };
+}
+
+t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE, nothing sent', async (t) => {
+  const clock = new VirtualClock(Date.UTC(1970, 0, 1, 0, 0, 42));
+  const world = await createWorld({ clock });
+  t.teardown(() => world.close());
+  const { register, indicator, box } = await counter(t, world, clock, clock);
 
   await register.send('STATUS');
   t.same(register.written(), ['STATUS OFFLINE clock not synchronised']);
@@ -96,7 +103,7 @@ t.test('a clock that was never set: STATUS OFFLINE, PAY answered FAILED OFFLINE,
 t.test('an internal error mid-sale (not the journal): logged at error level, the sale reversed by the money rules, the box keeps serving', async (t) => {
   const clock = new VirtualClock();
   // A gateway whose first orderquery throws as a bug would: a TypeError, not a journal error.
-  let world!: Awaited<ReturnType<typeof createWorld>>;
+  let world!: World;
   let thrown = 0;
   const gateway = {
     micropay: (req: Parameters<typeof world.client.micropay>[0]) => world.client.micropay(req),
@@ -108,31 +115,8 @@ t.test('an internal error mid-sale (not the journal): logged at error level, the
   };
   world = await createWorld({ clock, engine: { gateway } });
   t.teardown(() => world.close());
-  const register = mockLine('register', world, clock);
-  const scanner = mockLine('scanner', world, clock);
-  const indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log: world.log, clock });
   // The engine's waits run on virtual time; the box's scan wait on the real clock, so the scan is waited for.
-  const box = new Box({
-    engine: world.engine,
-    journal: world.journal,
-    register: register.port,
-    scanner: scanner.port,
-    indicator,
-    clock: systemClock,
-    log: world.log,
-    maxAmountFen: 100000,
-    scanTimeoutMs: 120000,
-  });
-  box.start();
-  register.port.start();
-  scanner.port.start();
-  t.teardown(async () => {
-    indicator.close();
-    await register.port.close();
-    await scanner.port.close();
-  });
-  await register.opened();
-  await scanner.opened();
+  const { register, scanner, box } = await counter(t, world, clock, systemClock);
 
   const code = '134567890123456789';
   world.sim.setScenario(code, { outcome: 'userpaying' });
