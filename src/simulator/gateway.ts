@@ -8,15 +8,40 @@ import { maskCode, type Logger } from '../log.js';
 import { SIGN_TYPES, sign, verify, type SignType } from '../wechatpay/sign.js';
 import { decodeXml, encodeXml } from '../wechatpay/xml.js';
 import { createTestPki, type TestPki } from './ca.js';
-import { checkScenario, type Fault, type Scenario, type SimCall } from './scenarios.js';
+import {
+  checkRefundScenario,
+  checkScenario,
+  type Fault,
+  type GatewayCall,
+  type RefundCall,
+  type RefundScenario,
+  type Scenario,
+  type SimCall,
+} from './scenarios.js';
 
-export { checkScenario, paymentCode, SCENARIOS, type Fault, type FaultKind, type Outcome, type Scenario, type SimCall } from './scenarios.js';
+export {
+  checkRefundScenario,
+  checkScenario,
+  paymentCode,
+  REFUND_SCENARIOS,
+  SCENARIOS,
+  type Fault,
+  type FaultKind,
+  type GatewayCall,
+  type Outcome,
+  type RefundCall,
+  type RefundOutcome,
+  type RefundRetryCode,
+  type RefundScenario,
+  type Scenario,
+  type SimCall,
+} from './scenarios.js';
 
 /**
- * A WeChat Pay V2 gateway stand-in over real HTTPS (micropay, orderquery, reverse), for the tests and
- * `scanbox demo`. It validates like the real one (signature over every field, merchant ids, field formats,
- * mTLS on /secapi) because the box is tested against it, and it keeps a ledger of what the payer was
- * really charged so tests can check money, not just answers.
+ * A WeChat Pay V2 gateway stand-in over real HTTPS (micropay, orderquery, reverse, refund, refundquery), for
+ * the tests and `scanbox demo`. It validates like the real one (signature over every field, merchant ids,
+ * field formats, mTLS on /secapi) because the box is tested against it, and it keeps a ledger of what the
+ * payer was really charged and refunded so tests can check money, not just answers.
  */
 
 export type TradeState = 'USERPAYING' | 'SUCCESS' | 'PAYERROR' | 'REVOKED' | 'CLOSED' | 'FAILED';
@@ -26,14 +51,21 @@ export interface LedgerEntry {
   attach: string | null;
   totalFee: number;
   codeMasked: string;
-  /** FAILED = refused at micropay (NOTENOUGH...), nothing charged. */
+  /**
+   * FAILED = refused at micropay (NOTENOUGH...), nothing charged. A refunded order stays SUCCESS here
+   * (orderquery answers trade_state REFUND for it, as WeChat Pay does).
+   */
   state: TradeState;
-  /** Money taken from the payer and not given back. */
+  /** Money taken from the payer and not given back by a reverse (refunds are counted in refundedFen instead). */
   charged: boolean;
   everCharged: boolean;
   /** A reverse succeeded (refund if it was charged, close if not). */
   reversed: boolean;
-  /** Money returned by reverse of a charged order. */
+  /**
+   * Money returned: by reverse of a charged order, or by the refunds of it that WeChat Pay accepted and has
+   * not closed (PROCESSING, SUCCESS, CHANGE; not REFUNDCLOSE). An order with refunds cannot be reversed and a
+   * reversed one cannot be refunded, so the two never add up; this never exceeds totalFee.
+   */
   refundedFen: number;
   /** 28 digits, assigned when charged. */
   transactionId: string | null;
@@ -44,8 +76,34 @@ export interface LedgerEntry {
   createdAt: number;
 }
 
+export type RefundStatus = 'PROCESSING' | 'SUCCESS' | 'REFUNDCLOSE' | 'CHANGE';
+
+/** One refund WeChat Pay accepted (recorded), beside the ledger of charges. */
+export interface RefundEntry {
+  /** The merchant's refund number: one number refunds at most once. */
+  outRefundNo: string;
+  /** 29 digits, beyond 2^53: a string. */
+  refundId: string;
+  outTradeNo: string;
+  transactionId: string;
+  refundFee: number;
+  /** The order's amount. */
+  totalFee: number;
+  /** What refundquery answers now (moves with the simulator clock, like a USERPAYING order). */
+  status: RefundStatus;
+  refundDesc: string | null;
+  /** Simulator clock when it was accepted. */
+  requestedAt: number;
+  /** When it became SUCCESS, else null. */
+  successAt: number | null;
+  /** Refund requests with this out_refund_no that passed the signature and field checks, refused and faulted ones included. */
+  requestCount: number;
+  /** Refund queries whose answer listed this refund. */
+  queryCount: number;
+}
+
 export interface RequestRecord {
-  call: SimCall | 'unknown';
+  call: GatewayCall | 'unknown';
   outTradeNo: string | null;
   /** HTTP status sent; 0 when no answer was sent (dropped, hung, or still pending). */
   status: number;
@@ -68,21 +126,38 @@ export interface GatewaySimulatorOptions {
   pki?: TestPki;
   /** Default { outcome: 'paid' }. */
   defaultScenario?: Scenario;
+  /** For orders whose payment code's scenario has no `refund` and no setRefundScenario; default { outcome: 'SUCCESS' }. */
+  defaultRefundScenario?: RefundScenario;
   log?: Logger;
 }
 
-const PATHS: Record<string, SimCall> = {
+const PATHS: Record<string, GatewayCall> = {
   '/pay/micropay': 'micropay',
   '/pay/orderquery': 'orderquery',
   '/secapi/pay/reverse': 'reverse',
+  '/secapi/pay/refund': 'refund',
+  '/pay/refundquery': 'refundquery',
 };
+
+/** Behind nginx's client-certificate check. */
+const SECAPI: ReadonlySet<GatewayCall> = new Set<GatewayCall>(['reverse', 'refund']);
 
 /** WeChat Pay allows digits, letters and `_-|*@` in out_trade_no (PHP demo comment). */
 const OUT_TRADE_NO = /^[A-Za-z0-9_\-|*@]{1,32}$/;
+/** out_refund_no: String(64), the same characters as out_trade_no (refund doc, 9_4). */
+const OUT_REFUND_NO = /^[A-Za-z0-9_\-|*@]{1,64}$/;
+const FEE = /^[1-9]\d{0,15}$/;
 const WECHAT_CODE = /^1[0-5]\d{16}$/;
 const MAX_BODY = 64 * 1024;
 /** Reverse is allowed within 7 days (wechatpay-v2.md §5). */
 const REVERSE_WINDOW_MS = 7 * 24 * 3600 * 1000;
+/** "交易时间超过一年的订单无法提交退款" (after-the-sale.md §1). */
+const REFUND_WINDOW_MS = 365 * 24 * 3600 * 1000;
+/** "每个支付订单的部分退款次数不能超过50次". */
+const MAX_REFUNDS_PER_ORDER = 50;
+/** refundquery lists this many refunds per answer; `offset` pages past them (after-the-sale.md §2). */
+const REFUND_PAGE = 10;
+const REFUND_ACCOUNTS = ['REFUND_SOURCE_UNSETTLED_FUNDS', 'REFUND_SOURCE_RECHARGE_FUNDS'];
 
 const ERR_DES: Record<string, string> = {
   SYSTEMERROR: '系统超时',
@@ -103,9 +178,21 @@ const ERR_DES: Record<string, string> = {
   REVERSE_EXPIRE: '订单已超过撤销期限',
   PARAM_ERROR: '参数错误',
   LACK_PARAMS: '缺少参数',
+  INVALID_TRANSACTIONID: '无效transaction_id',
+  REFUNDNOTEXIST: 'not exist',
+  TRADE_OVERDUE: '订单已经超过退款期限',
+  USER_ACCOUNT_ABNORMAL: '退款请求失败，用户帐号注销',
+  FREQUENCY_LIMITED: '频率限制，请降低频率后重试',
+  INVALID_REQ_TOO_MUCH: '无效请求过多，请稍后再试',
+  BIZERR_NEED_RETRY: '退款业务流程错误，需要商户触发重试来解决',
+  REFUND_FEE_MISMATCH: '订单金额或退款金额与之前请求不一致，请核实后再试',
 };
 
+/** NOTENOUGH means the payer's balance at micropay and the merchant's available balance at refund. */
+const REFUND_NOTENOUGH_DES = '基本账户余额不足，请充值后重新发起';
+
 const TRADE_STATE_DESC: Record<string, string> = {
+  REFUND: '订单发生过退款',
   SUCCESS: '支付成功',
   USERPAYING: '需要用户输入支付密码',
   PAYERROR: '支付失败，请撤销订单',
@@ -146,6 +233,25 @@ interface Order {
   recallLeft: number;
   chargedAt: number | null;
   openid: string;
+  /** Accepted refunds, oldest first. */
+  refunds: Refund[];
+  refundTrack: RefundTrack | null;
+  /** Simulator clock of the last accepted refund, for RefundScenario.minIntervalMs. */
+  lastRefundAt: number | null;
+}
+
+/** The refund side of one order under one refund scenario; replaced when the scenario for the order changes. */
+interface RefundTrack {
+  scenario: Readonly<RefundScenario>;
+  faults: Record<RefundCall, Array<{ fault: Fault; left: number }>>;
+  refuseLeft: number;
+}
+
+interface Refund {
+  entry: Omit<RefundEntry, 'requestCount'>;
+  order: Order;
+  scenario: Readonly<RefundScenario>;
+  refundAccount: string;
 }
 
 /** yyyyMMddHHmmss in China time (UTC+8), as WeChat Pay writes time_end. */
@@ -153,6 +259,12 @@ function chinaTime(ms: number): string {
   const d = new Date(ms + 8 * 3600 * 1000);
   const p = (n: number, w = 2) => String(n).padStart(w, '0');
   return `${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;
+}
+
+/** yyyy-MM-dd HH:mm:ss in China time, as refundquery writes refund_success_time_$n. */
+function chinaDateTime(ms: number): string {
+  const s = chinaTime(ms);
+  return `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)} ${s.slice(8, 10)}:${s.slice(10, 12)}:${s.slice(12, 14)}`;
 }
 
 function digits(n: number): string {
@@ -175,14 +287,23 @@ export class GatewaySimulator {
   private readonly options: GatewaySimulatorOptions;
   private readonly clock: Clock;
   private readonly defaultScenario: Readonly<Scenario>;
+  private readonly defaultRefundScenario: Readonly<RefundScenario>;
   private readonly server: https.Server;
   private readonly orders = new Map<string, Order>();
   private readonly byTransactionId = new Map<string, Order>();
   private readonly ordersByCode = new Map<string, Order[]>();
   private readonly tracks = new Map<string, Track>();
   private readonly scenarios = new Map<string, Readonly<Scenario>>();
+  /** By out_trade_no, set by setRefundScenario. */
+  private readonly refundScenarios = new Map<string, Readonly<RefundScenario>>();
+  /** Every accepted refund, in order of acceptance. */
+  private readonly refundList: Refund[] = [];
+  private readonly refundsByNo = new Map<string, Refund>();
+  private readonly refundsById = new Map<string, Refund>();
+  /** Checked refund requests per out_refund_no, also for numbers never accepted. */
+  private readonly refundRequests = new Map<string, number>();
   private readonly log: RequestRecord[] = [];
-  private readonly listeners = new Set<(call: SimCall, outTradeNo: string | null) => void>();
+  private readonly listeners = new Set<(call: GatewayCall, outTradeNo: string | null) => void>();
   private readonly sockets = new Set<Socket>();
   private readonly timers = new Set<NodeJS.Timeout>();
   private accepted = 0;
@@ -192,6 +313,9 @@ export class GatewaySimulator {
     for (const name of ['mchId', 'appId', 'apiKey'] as const) {
       if (typeof options[name] !== 'string' || options[name] === '') throw new TypeError(`GatewaySimulator: ${name} is required`);
     }
+    // Before listening: a TypeError from the constructor would leave the server open.
+    if (options.defaultScenario !== undefined) checkScenario(options.defaultScenario);
+    if (options.defaultRefundScenario !== undefined) checkRefundScenario(options.defaultRefundScenario, 'defaultRefundScenario.');
     const pki = options.pki ?? createTestPki({ mchId: options.mchId });
     const server = https.createServer({
       key: pki.server.keyPem,
@@ -219,6 +343,7 @@ export class GatewaySimulator {
     this.options = options;
     this.clock = options.clock ?? systemClock;
     this.defaultScenario = checkScenario(options.defaultScenario ?? { outcome: 'paid' });
+    this.defaultRefundScenario = checkRefundScenario(options.defaultRefundScenario ?? { outcome: 'SUCCESS' }, 'defaultRefundScenario.');
     const { port } = server.address() as AddressInfo;
     this.origin = `https://127.0.0.1:${port}`;
     server.on('connection', (socket: Socket) => {
@@ -254,12 +379,31 @@ export class GatewaySimulator {
     return order ? this.snapshot(order) : undefined;
   }
 
+  /**
+   * What WeChat Pay does with refunds of the order `outTradeNo` (made or still to be made), overriding the
+   * `refund` of its payment code's scenario; applies to refunds requested after this call.
+   */
+  setRefundScenario(outTradeNo: string, scenario: RefundScenario): void {
+    if (typeof outTradeNo !== 'string' || outTradeNo === '') throw new TypeError('setRefundScenario needs an out_trade_no');
+    this.refundScenarios.set(outTradeNo, checkRefundScenario(scenario));
+  }
+
+  /** Every refund WeChat Pay accepted, oldest first; refused requests are not here. */
+  refunds(): RefundEntry[] {
+    return this.refundList.map((refund) => this.refundSnapshot(refund));
+  }
+
+  refundEntry(outRefundNo: string): RefundEntry | undefined {
+    const refund = this.refundsByNo.get(outRefundNo);
+    return refund ? this.refundSnapshot(refund) : undefined;
+  }
+
   requests(): RequestRecord[] {
     return this.log.map((r) => ({ ...r, tls: { ...r.tls } }));
   }
 
-  /** Fired once a request body to one of the three API paths is in, before any check or action. */
-  onRequest(listener: (call: SimCall, outTradeNo: string | null) => void): () => void {
+  /** Fired once a request body to one of the API paths is in, before any check or action. */
+  onRequest(listener: (call: GatewayCall, outTradeNo: string | null) => void): () => void {
     this.listeners.add(listener);
     return () => {
       this.listeners.delete(listener);
@@ -314,7 +458,7 @@ export class GatewaySimulator {
     });
   }
 
-  private process(call: SimCall | 'unknown', req: IncomingMessage, res: ServerResponse, record: RequestRecord, raw: Buffer | null): void {
+  private process(call: GatewayCall | 'unknown', req: IncomingMessage, res: ServerResponse, record: RequestRecord, raw: Buffer | null): void {
     if (call === 'unknown') {
       this.sendRaw(res, record, 404, PAGE_404, 'text/html');
       return;
@@ -345,7 +489,7 @@ export class GatewaySimulator {
     if (res.destroyed || this.closing) return;
 
     // nginx in front of /secapi refuses a missing or foreign client certificate before the API sees anything.
-    if (call === 'reverse' && !record.tls.authorized) {
+    if (SECAPI.has(call) && !record.tls.authorized) {
       const socket = req.socket as TLSSocket;
       const peer = socket.getPeerCertificate?.();
       const sent = peer !== undefined && peer !== null && Object.keys(peer).length > 0;
@@ -381,7 +525,7 @@ export class GatewaySimulator {
 
   // ---- API ----
 
-  private api(call: SimCall, fields: Fields, res: ServerResponse, record: RequestRecord): void {
+  private api(call: GatewayCall, fields: Fields, res: ServerResponse, record: RequestRecord): void {
     let signType: SignType = 'MD5';
     const declared = fields.sign_type;
     if (declared !== undefined && declared !== '') {
@@ -393,6 +537,7 @@ export class GatewaySimulator {
 
     const refusal = this.checkFields(call, fields);
     if (refusal) return refuse(refusal.code, refusal.des);
+    if (call === 'refund' || call === 'refundquery') return this.refundApi(call, fields, res, record, signType);
 
     // The order (and so the faults) is known only now.
     let track: Track | undefined;
@@ -434,13 +579,18 @@ export class GatewaySimulator {
     this.deliver(res, record, signType, answer, fault);
   }
 
-  private checkFields(call: SimCall, fields: Fields): { code: string; des?: string } | null {
+  private checkFields(call: GatewayCall, fields: Fields): { code: string; des?: string } | null {
     const has = (name: string): boolean => fields[name] !== undefined && fields[name] !== '';
     const required = ['appid', 'mch_id', 'nonce_str'];
     if (call === 'micropay') required.push('body', 'out_trade_no', 'total_fee', 'spbill_create_ip', 'auth_code');
+    if (call === 'refund') required.push('out_refund_no', 'total_fee', 'refund_fee');
     if (this.options.subMchId !== undefined) required.push('sub_mch_id');
     for (const name of required) if (!has(name)) return { code: 'LACK_PARAMS', des: `缺少参数${name}` };
-    if (call !== 'micropay' && !has('out_trade_no') && !has('transaction_id')) {
+    if (call === 'refundquery') {
+      if (!['refund_id', 'out_refund_no', 'transaction_id', 'out_trade_no'].some(has)) {
+        return { code: 'LACK_PARAMS', des: '缺少参数refund_id、out_refund_no、transaction_id或out_trade_no' };
+      }
+    } else if (call !== 'micropay' && !has('out_trade_no') && !has('transaction_id')) {
       return { code: 'LACK_PARAMS', des: '缺少参数out_trade_no或transaction_id' };
     }
     if (fields.mch_id !== this.options.mchId) return { code: 'MCHID_NOT_EXIST' };
@@ -453,6 +603,7 @@ export class GatewaySimulator {
     }
     if (fields.nonce_str!.length > 32) return { code: 'PARAM_ERROR', des: 'nonce_str参数长度有误' };
     if (has('out_trade_no') && !OUT_TRADE_NO.test(fields.out_trade_no!)) return { code: 'PARAM_ERROR', des: 'out_trade_no参数格式错误' };
+    if (call === 'refund' || call === 'refundquery') return this.checkRefundFields(call, fields, has);
     if (call !== 'micropay') return null;
     const fee = fields.total_fee!;
     if (!/^[1-9]\d{0,15}$/.test(fee) || !Number.isSafeInteger(Number(fee))) return { code: 'PARAM_ERROR', des: 'total_fee参数格式错误' };
@@ -474,7 +625,10 @@ export class GatewaySimulator {
   }
 
   private takeFault(track: Track, call: SimCall): Fault | undefined {
-    const queue = track.faults[call];
+    return this.shiftFault(track.faults[call]);
+  }
+
+  private shiftFault(queue: Array<{ fault: Fault; left: number }>): Fault | undefined {
     const head = queue[0];
     if (!head) return undefined;
     head.left--;
@@ -520,7 +674,8 @@ export class GatewaySimulator {
   private snapshot(order: Order): LedgerEntry {
     this.settle(order);
     const { counts } = order.track;
-    return { ...order.entry, micropayCount: counts.micropay, queryCount: counts.orderquery, reverseCount: counts.reverse };
+    const refundedFen = order.entry.refundedFen + this.refundedByRefunds(order);
+    return { ...order.entry, refundedFen, micropayCount: counts.micropay, queryCount: counts.orderquery, reverseCount: counts.reverse };
   }
 
   /** A code is single-use: spent once an order took it, unless the wallet refused that order outright. */
@@ -573,6 +728,9 @@ export class GatewaySimulator {
       recallLeft: scenario.recallTimes ?? 0,
       chargedAt: null,
       openid: 'o' + createHash('sha256').update(authCode).digest('base64url').slice(0, 27),
+      refunds: [],
+      refundTrack: null,
+      lastRefundAt: null,
     };
     const spent = this.codeSpent(authCode);
     this.orders.set(outTradeNo, order);
@@ -626,7 +784,8 @@ export class GatewaySimulator {
     if (!order) return failure('ORDERNOTEXIST');
     this.settle(order);
     const e = order.entry;
-    const tradeState = e.state === 'FAILED' ? 'PAYERROR' : e.state;
+    // Once a refund was accepted, WeChat Pay reports the order as REFUND (still paid for the box: codes.ts).
+    const tradeState = e.state === 'FAILED' ? 'PAYERROR' : e.state === 'SUCCESS' && order.refunds.length > 0 ? 'REFUND' : e.state;
     const base: Fields = e.transactionId !== null ? this.paidFields(order) : {
       result_code: 'SUCCESS',
       trade_type: 'MICROPAY',
@@ -646,6 +805,9 @@ export class GatewaySimulator {
     const e = order.entry;
     if (e.state === 'REVOKED' || e.state === 'CLOSED') return { result_code: 'SUCCESS', recall: 'N' };
     if (this.clock.now() - e.createdAt > REVERSE_WINDOW_MS) return failure('REVERSE_EXPIRE');
+    // A reverse gives the whole amount back, so it cannot follow a refund. Which err_code WeChat Pay answers
+    // is UNCONFIRMED; refusing keeps the ledger from ever returning more than the sale.
+    if (order.refunds.length > 0) return failure('TRADE_ERROR', '订单已发生退款，不能撤销');
     if (order.recallLeft > 0) {
       order.recallLeft--;
       return { result_code: 'SUCCESS', recall: 'Y' };
@@ -658,6 +820,239 @@ export class GatewaySimulator {
     e.reversed = true;
     this.options.log?.debug('simulator reversed', { out_trade_no: e.outTradeNo, refunded: e.refundedFen });
     return { result_code: 'SUCCESS', recall: 'N' };
+  }
+
+  // ---- Refunds (after-the-sale.md §1-2) ----
+
+  private checkRefundFields(call: RefundCall, fields: Fields, has: (name: string) => boolean): { code: string; des?: string } | null {
+    if (has('out_refund_no') && !OUT_REFUND_NO.test(fields.out_refund_no!)) return { code: 'PARAM_ERROR', des: 'out_refund_no参数格式错误' };
+    if (has('refund_id') && !/^\d{1,32}$/.test(fields.refund_id!)) return { code: 'PARAM_ERROR', des: 'refund_id参数格式错误' };
+    if (call === 'refundquery') {
+      if (has('offset') && !/^(0|[1-9]\d{0,8})$/.test(fields.offset!)) return { code: 'PARAM_ERROR', des: 'offset参数格式错误' };
+      return null;
+    }
+    for (const name of ['total_fee', 'refund_fee']) {
+      const fee = fields[name]!;
+      if (!FEE.test(fee) || !Number.isSafeInteger(Number(fee))) return { code: 'PARAM_ERROR', des: `${name}参数格式错误` };
+    }
+    if (has('refund_fee_type') && fields.refund_fee_type !== 'CNY') return { code: 'PARAM_ERROR', des: 'refund_fee_type参数错误' };
+    if (has('refund_desc') && [...fields.refund_desc!].length > 80) return { code: 'PARAM_ERROR', des: 'refund_desc参数长度有误' };
+    if (has('refund_account') && !REFUND_ACCOUNTS.includes(fields.refund_account!)) return { code: 'PARAM_ERROR', des: 'refund_account参数错误' };
+    if (has('notify_url') && !/^https?:\/\/\S{1,248}$/.test(fields.notify_url!)) return { code: 'PARAM_ERROR', des: 'notify_url参数格式错误' };
+    return null;
+  }
+
+  private refundApi(call: RefundCall, fields: Fields, res: ServerResponse, record: RequestRecord, signType: SignType): void {
+    if (call === 'refund') {
+      // A refund_fee above the request's own total_fee is refused at the communication layer, without a sign
+      // (answers quoted by merchants: return_msg "invalid refund_fee").
+      if (Number(fields.refund_fee) > Number(fields.total_fee)) return this.returnFail(res, record, 'invalid refund_fee');
+      const no = fields.out_refund_no!;
+      this.refundRequests.set(no, (this.refundRequests.get(no) ?? 0) + 1);
+    }
+    const target = call === 'refund' ? { order: this.find(fields), refunds: [] } : this.refundQueryTarget(fields);
+    const track = target.order ? this.refundTrackFor(target.order) : undefined;
+    const fault = track ? this.shiftFault(track.faults[call]) : undefined;
+    if (fault) this.options.log?.debug('simulator fault', { call, fault: fault.kind, out_trade_no: target.order?.entry.outTradeNo });
+
+    switch (fault?.kind) {
+      case 'drop_before':
+        return this.drop(res, record);
+      case 'return_fail':
+        return this.returnFail(res, record, fault.msg ?? 'system error');
+      case 'http_500':
+        return this.sendRaw(res, record, 500, PAGE_500, 'text/html');
+      case 'system_error':
+        if (call === 'refundquery') return this.deliver(res, record, signType, failure('SYSTEMERROR'), undefined);
+        break;
+      default:
+        break;
+    }
+    // system_error on refund: accepted (per scenario) and answered SYSTEMERROR, the case a retry with the same out_refund_no exists for.
+    let answer = call === 'refund' ? this.applyRefund(fields, target.order, track) : this.refundquery(fields, target);
+    if (fault?.kind === 'system_error') answer = failure('SYSTEMERROR');
+    this.deliver(res, record, signType, answer, fault);
+  }
+
+  private refundScenarioFor(order: Order): Readonly<RefundScenario> {
+    return this.refundScenarios.get(order.entry.outTradeNo) ?? order.track.scenario.refund ?? this.defaultRefundScenario;
+  }
+
+  private refundTrackFor(order: Order): RefundTrack {
+    const scenario = this.refundScenarioFor(order);
+    if (order.refundTrack?.scenario !== scenario) {
+      const queue = (call: RefundCall) => (scenario.faults?.[call] ?? []).map(({ times, ...fault }) => ({ fault: fault as Fault, left: times ?? 1 }));
+      order.refundTrack = {
+        scenario,
+        faults: { refund: queue('refund'), refundquery: queue('refundquery') },
+        refuseLeft: scenario.refuseFirst ? (scenario.refuseFirst.times ?? 1) : 0,
+      };
+    }
+    return order.refundTrack;
+  }
+
+  /** A refund leaves PROCESSING with time whether or not anybody asks, like a USERPAYING order. */
+  private settleRefund(refund: Refund): void {
+    const e = refund.entry;
+    if (e.status !== 'PROCESSING') return;
+    const { outcome, settleAfterMs } = refund.scenario;
+    const after = settleAfterMs ?? (outcome === 'PROCESSING' ? undefined : 0);
+    if (after === undefined || this.clock.now() - e.requestedAt < after) return;
+    e.status = outcome === 'REFUNDCLOSE' || outcome === 'CHANGE' ? outcome : 'SUCCESS';
+    if (e.status === 'SUCCESS') e.successAt = e.requestedAt + after;
+    this.options.log?.debug('simulator refund settled', { out_refund_no: e.outRefundNo, status: e.status });
+  }
+
+  /** What the accepted refunds of the order take from it: all but the closed ones (REFUNDCLOSE gives the amount back to refund). */
+  private refundedByRefunds(order: Order): number {
+    let fen = 0;
+    for (const refund of order.refunds) {
+      this.settleRefund(refund);
+      if (refund.entry.status !== 'REFUNDCLOSE') fen += refund.entry.refundFee;
+    }
+    return fen;
+  }
+
+  private refundSnapshot(refund: Refund): RefundEntry {
+    this.settleRefund(refund);
+    return { ...refund.entry, requestCount: this.refundRequests.get(refund.entry.outRefundNo) ?? 0 };
+  }
+
+  /**
+   * The refusals' err_codes: REFUND_FEE_MISMATCH, "refund_fee大于可退金额" (INVALID_REQUEST), "订单已全额退款"
+   * (ERROR) and "invalid refund_fee" are what merchants quote from real answers; the others are marked where chosen.
+   */
+  private applyRefund(fields: Fields, order: Order | undefined, track: RefundTrack | undefined): Fields {
+    const outRefundNo = fields.out_refund_no!;
+    const refundFee = Number(fields.refund_fee);
+    const totalFee = Number(fields.total_fee);
+    const existing = this.refundsByNo.get(outRefundNo);
+    if (existing) {
+      // The same number for another order: WeChat Pay's err_code is UNCONFIRMED. INVALID_REQUEST is what it
+      // answers for a re-entered request that differs from the recorded one (micropay's reused out_trade_no).
+      if (existing.order !== order) return failure('INVALID_REQUEST');
+      if (existing.entry.refundFee !== refundFee || existing.entry.totalFee !== totalFee) return failure('REFUND_FEE_MISMATCH');
+      // One refund number refunds at most once: a retry is answered like the acceptance, whatever became of it since.
+      return this.refundFields(existing);
+    }
+    if (!order || !track) return failure(fields.transaction_id ? 'INVALID_TRANSACTIONID' : 'ORDERNOTEXIST');
+    this.settle(order);
+    const e = order.entry;
+    // Not paid, or reversed: there is nothing to refund. The err_code is UNCONFIRMED; ERROR is the refund's
+    // generic business error ("申请退款业务发生错误").
+    if (!e.charged) return failure('ERROR', '订单状态错误');
+    // A total_fee other than the order's amount: merchants quote REFUND_FEE_MISMATCH for it too.
+    if (totalFee !== e.totalFee) return failure('REFUND_FEE_MISMATCH');
+    const { scenario } = track;
+    const now = this.clock.now();
+    if (scenario.outcome === 'TRADE_OVERDUE' || now - (order.chargedAt ?? e.createdAt) > REFUND_WINDOW_MS) return failure('TRADE_OVERDUE');
+    // The 51st refund: the err_code is UNCONFIRMED; ERROR like the other refusals about the order's refunds.
+    if (order.refunds.length >= MAX_REFUNDS_PER_ORDER) return failure('ERROR', `每个支付订单的部分退款次数不能超过${MAX_REFUNDS_PER_ORDER}次`);
+    const left = e.totalFee - this.refundedByRefunds(order);
+    if (left <= 0) return failure('ERROR', '订单已全额退款');
+    if (refundFee > left) return failure('INVALID_REQUEST', 'refund_fee大于可退金额');
+    if (scenario.outcome === 'NOTENOUGH') return failure('NOTENOUGH', REFUND_NOTENOUGH_DES);
+    if (scenario.outcome === 'USER_ACCOUNT_ABNORMAL') return failure('USER_ACCOUNT_ABNORMAL');
+    if (track.refuseLeft > 0) {
+      track.refuseLeft--;
+      return failure(scenario.refuseFirst!.code);
+    }
+    if (scenario.minIntervalMs !== undefined && order.lastRefundAt !== null && now - order.lastRefundAt < scenario.minIntervalMs) {
+      return failure('FREQUENCY_LIMITED');
+    }
+
+    const refund: Refund = {
+      entry: {
+        outRefundNo,
+        // 29 digits like the real ones (50 + 10 + yyyyMMdd + 9); beyond 2^53, so a string.
+        refundId: '50' + digits(10) + chinaTime(now).slice(0, 8) + digits(9),
+        outTradeNo: e.outTradeNo,
+        transactionId: e.transactionId!,
+        refundFee,
+        totalFee: e.totalFee,
+        status: 'PROCESSING',
+        refundDesc: fields.refund_desc || null,
+        requestedAt: now,
+        successAt: null,
+        queryCount: 0,
+      },
+      order,
+      scenario,
+      refundAccount: fields.refund_account || 'REFUND_SOURCE_UNSETTLED_FUNDS',
+    };
+    order.refunds.push(refund);
+    order.lastRefundAt = now;
+    this.refundList.push(refund);
+    this.refundsByNo.set(outRefundNo, refund);
+    this.refundsById.set(refund.entry.refundId, refund);
+    this.settleRefund(refund);
+    this.options.log?.debug('simulator refund accepted', { out_refund_no: outRefundNo, out_trade_no: e.outTradeNo, fen: refundFee, outcome: scenario.outcome });
+    return this.refundFields(refund);
+  }
+
+  private refundFields(refund: Refund): Fields {
+    const r = refund.entry;
+    return {
+      result_code: 'SUCCESS',
+      transaction_id: r.transactionId,
+      out_trade_no: r.outTradeNo,
+      out_refund_no: r.outRefundNo,
+      refund_id: r.refundId,
+      refund_fee: String(r.refundFee),
+      total_fee: String(r.totalFee),
+      fee_type: 'CNY',
+      cash_fee: String(r.totalFee),
+      cash_refund_fee: String(r.refundFee),
+      coupon_refund_fee: '0',
+      coupon_refund_count: '0',
+    };
+  }
+
+  /** Documented priority: refund_id, then out_refund_no, then transaction_id, then out_trade_no. */
+  private refundQueryTarget(fields: Fields): { order: Order | undefined; refunds: Refund[] } {
+    const one = fields.refund_id ? this.refundsById.get(fields.refund_id) : fields.out_refund_no ? this.refundsByNo.get(fields.out_refund_no) : null;
+    if (one !== null) return { order: one?.order, refunds: one ? [one] : [] };
+    const order = this.find(fields);
+    return { order, refunds: order?.refunds ?? [] };
+  }
+
+  /**
+   * Lists the refunds REFUND_PAGE at a time from `offset`; `$n` counts from 0 within the answer (UNCONFIRMED
+   * for pages past the first), and total_refund_count comes only with an offset.
+   */
+  private refundquery(fields: Fields, target: { order: Order | undefined; refunds: Refund[] }): Fields {
+    const { order, refunds } = target;
+    if (!order || refunds.length === 0) return failure('REFUNDNOTEXIST');
+    const paged = fields.offset !== undefined && fields.offset !== '';
+    const offset = paged ? Number(fields.offset) : 0;
+    const page = refunds.slice(offset, offset + REFUND_PAGE);
+    if (page.length === 0) return failure('REFUNDNOTEXIST');
+    const e = order.entry;
+    const out: Fields = {
+      result_code: 'SUCCESS',
+      transaction_id: e.transactionId ?? '',
+      out_trade_no: e.outTradeNo,
+      total_fee: String(e.totalFee),
+      fee_type: 'CNY',
+      cash_fee: String(e.totalFee),
+      refund_count: String(page.length),
+    };
+    if (paged) out.total_refund_count = String(refunds.length);
+    page.forEach((refund, n) => {
+      this.settleRefund(refund);
+      refund.entry.queryCount++;
+      const r = refund.entry;
+      out[`out_refund_no_${n}`] = r.outRefundNo;
+      out[`refund_id_${n}`] = r.refundId;
+      out[`refund_channel_${n}`] = 'ORIGINAL';
+      out[`refund_fee_${n}`] = String(r.refundFee);
+      out[`refund_status_${n}`] = r.status;
+      out[`refund_account_${n}`] = refund.refundAccount;
+      // CHANGE: the payer's bank card could not take it; otherwise the payer's WeChat balance.
+      out[`refund_recv_accout_${n}`] = r.status === 'CHANGE' ? '招商银行借记卡0403' : '支付用户零钱';
+      if (r.status === 'SUCCESS') out[`refund_success_time_${n}`] = chinaDateTime(r.successAt ?? r.requestedAt);
+    });
+    return out;
   }
 
   /** Signs the answer with the request's algorithm (without echoing sign_type, like the real one) and sends it through the fault. */
