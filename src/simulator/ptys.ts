@@ -1,15 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from './package-root.js';
 
 /**
  * Virtual serial ports for the demo and the end-to-end tests: scripts/ptypair.py makes pty pairs behind
  * symlinks, and this side talks to their masters as a cash register and a barcode scanner would.
  */
 
-const HELPER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'scripts', 'ptypair.py');
+const HELPER = join(packageRoot(), 'scripts', 'ptypair.py');
 
 /** The far end of one serial line: what the register or the scanner sends and receives. */
 export class LineChannel {

@@ -2,11 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { GatewaySimulator, type GatewaySimulatorOptions } from './gateway.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../runtime.js';
+import { packageRoot } from './package-root.js';
 import { LineChannel, VirtualPorts } from './ptys.js';
 
 /**
@@ -37,7 +37,7 @@ function randomApiKey(): string {
   return key;
 }
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
+const CLI = join(packageRoot(), 'dist', 'cli.js');
 
 /** What systemd or the shell would hand a daemon that the rig's daemon must not inherit. */
 const INHERITED_NOT = new Set(['NODE_OPTIONS', 'CREDENTIALS_DIRECTORY', 'STATE_DIRECTORY', 'NOTIFY_SOCKET']);

@@ -36,7 +36,7 @@ import { checkMoneyRules, type LaneCounts } from './money-rules.js';
  * The rules themselves are checked by money-rules.ts, a pure function.
  *
  * Test tooling, not part of the box: used by test/e2e/crash-matrix.test.ts (about 30 kills) and by
- * `npm run soak` (300 kills by default), which builds it into build/ (test/tooling/tsconfig.json).
+ * `npm run soak` (300 kills by default), which builds it into build/tooling/ (test/tooling/tsconfig.json).
  */
 
 export interface CrashMatrixOptions {

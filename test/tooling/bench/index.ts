@@ -13,7 +13,7 @@ import { makeYearJournal } from './year-journal.js';
 /**
  * `npm run bench`: one table, measured in one run on the full daemon (`scanbox run`, built) through its
  * serial ptys and the gateway simulator over real HTTPS, as the box runs at a counter. Test tooling, not part
- * of the box: built into build/ (test/tooling/tsconfig.json), never into dist/.
+ * of the box: built into build/tooling/ (test/tooling/tsconfig.json), never into dist/.
  *
  * How each number is taken (the simulator runs in this process, so its clock and the bench's are one:
  * performance.now()):
