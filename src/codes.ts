@@ -64,3 +64,34 @@ export function cashierText(code: string): string {
 
 /** Every code with its own text (tests check each against the display rules). */
 export const KNOWN_CODES: readonly string[] = [...new Set([...TEXTS.keys(), ...MICROPAY_CODES])];
+
+/**
+ * Refund codes the box decides itself (contract §3), beside WeChat Pay's refund err_codes, which pass through.
+ */
+export type RefundCode = 'REFUNDS_OFF' | 'NOT_PAID' | 'OVER_AMOUNT' | 'REFUND_LIMIT' | 'REFUND_PENDING' | 'OFFLINE';
+
+/** What the cashier reads after `FAILED RID CODE`: for a refund, NOTENOUGH is the merchant's balance, not the payer's. */
+const REFUND_TEXTS: ReadonlyMap<string, string> = new Map<string, string>([
+  ['REFUNDS_OFF', 'Refunds from the register are off: the manager refunds with scanbox refund'],
+  ['NOT_PAID', 'No paid sale with that REF on this box: nothing refunded'],
+  ['OVER_AMOUNT', 'More than is left to refund of that sale: nothing refunded'],
+  ['REFUND_LIMIT', "Today's register refunds would pass the daily limit: the manager refunds it"],
+  ['REFUND_PENDING', 'Refund not confirmed yet: the box keeps trying, ask again with QUERY REFUND'],
+  ['OFFLINE', 'WeChat Pay cannot be reached: try the refund again later'],
+  ['NOTENOUGH', 'Merchant balance too low for the refund: top up the merchant account, then try again'],
+  ['TRADE_OVERDUE', 'Sale older than a year: WeChat Pay no longer refunds it, refund another way'],
+  ['USER_ACCOUNT_ABNORMAL', "The payer's account is restricted: refund another way"],
+  ['REFUNDCLOSE', 'Refund closed by WeChat Pay, nothing refunded: refund it in the merchant platform'],
+  ['CHANGE', "Refund could not reach the payer's card: handle it in the merchant platform"],
+  ['ORDERNOTEXIST', 'WeChat Pay has no such order: nothing refunded'],
+]);
+
+export function refundText(code: string): string {
+  const known = REFUND_TEXTS.get(code);
+  if (known !== undefined) return known;
+  if (micropayAction(code) === 'config') return CONFIG_TEXT(code);
+  return `Refund refused by WeChat Pay (${printableCode(code)}): nothing refunded, call the technician if it repeats`;
+}
+
+/** Every refund code with its own text. */
+export const KNOWN_REFUND_CODES: readonly string[] = [...REFUND_TEXTS.keys()];

@@ -12,6 +12,7 @@ import { errnoOf, messageOf } from '../errors.js';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
 import { formatYuan } from '../money.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
+import { RefundBook } from './refunds.js';
 import { SALE_STATES, canTransition } from './states.js';
 import type { SaleState } from './states.js';
 
@@ -367,6 +368,8 @@ const SALE_COLUMNS = `id, ref, amount_fen, out_trade_no, state, code_masked, tra
 export class Journal {
   readonly path: string;
   readonly tag: string;
+  /** The refunds of this journal's sales (refunds.ts). */
+  readonly refunds: RefundBook;
 
   private readonly db: SqliteDatabase;
   private readonly clock: Clock;
@@ -461,6 +464,14 @@ export class Journal {
     this.deviceId = deviceId;
     this.clock = clock;
     this.readonly = readonly;
+    this.refunds = new RefundBook({
+      db,
+      path,
+      prefix: `${deviceId}${tag}`,
+      now: () => this.now(),
+      write: (action, fn) => this.write(action, fn),
+      read: (action, fn) => this.read(action, fn),
+    });
 
     this.stmt = {
       insertSale: db.prepare(

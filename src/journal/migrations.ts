@@ -68,6 +68,45 @@ export const MIGRATIONS: readonly Migration[] = [
     `);
     db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('tag', newTag());
   },
+  // 2: refunds and their events. Every sale of a journal at version 1 is kept as it is.
+  (db) => {
+    db.exec(`
+      -- rid: the register's (or technician's) refund reference, the idempotency key, unique for ever.
+      -- out_refund_no is NULL only inside the transaction that creates the row (it is made from the new id);
+      -- AUTOINCREMENT so an id, and with it an out_refund_no, is never handed out twice.
+      CREATE TABLE refunds (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        rid             TEXT NOT NULL UNIQUE CHECK (length(rid) > 0),
+        sale_id         INTEGER NOT NULL REFERENCES sales (id),
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        out_refund_no   TEXT UNIQUE,
+        source          TEXT NOT NULL CHECK (source IN ('register', 'technician')),
+        state           TEXT NOT NULL CHECK (state IN
+                          ('requested', 'submitted', 'accepted', 'succeeded', 'closed', 'change', 'failed')),
+        refund_id       TEXT,
+        final_code      TEXT,
+        final_text      TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        next_attempt_at INTEGER,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE INDEX refunds_sale ON refunds (sale_id, id);
+      CREATE INDEX refunds_state ON refunds (state);
+      CREATE INDEX refunds_created ON refunds (created_at);
+
+      CREATE TABLE refund_events (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        refund_id INTEGER NOT NULL REFERENCES refunds (id),
+        at        INTEGER NOT NULL,
+        kind      TEXT NOT NULL CHECK (length(kind) > 0),
+        detail    TEXT NOT NULL
+      ) STRICT;
+
+      CREATE INDEX refund_events_refund ON refund_events (refund_id, id);
+    `);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -59,3 +59,46 @@ export function isFinal(state: SaleState): boolean {
 export function canTransition(from: SaleState, to: SaleState): boolean {
   return TRANSITIONS[from].includes(to);
 }
+
+/**
+ * The states of a refund, its own state machine (contract §6.6):
+ *
+ *   requested ──request sent──> submitted ──SUCCESS (accepted)──> accepted ──refundquery──> succeeded
+ *       │                          │  └──unknown: refundquery, then sent again                 │──> closed  (REFUNDCLOSE)
+ *       │                          │     with the SAME out_refund_no──┘                        └──> change  (CHANGE)
+ *       │                          └──refundquery shows it already settled──> succeeded | closed | change
+ *       └──────────────────────────┴──final err_code (NOTENOUGH, TRADE_OVERDUE ...)──> failed
+ *
+ * A refund is committed (requested, with its out_refund_no) before its first request leaves the box; every
+ * retry reuses that number, so one RID refunds at most once.
+ */
+export type RefundState = 'requested' | 'submitted' | 'accepted' | 'succeeded' | 'closed' | 'change' | 'failed';
+
+export const REFUND_STATES: readonly RefundState[] = ['requested', 'submitted', 'accepted', 'succeeded', 'closed', 'change', 'failed'];
+
+export const REFUND_TRANSITIONS: Readonly<Record<RefundState, readonly RefundState[]>> = {
+  requested: ['submitted', 'failed'],
+  submitted: ['accepted', 'succeeded', 'closed', 'change', 'failed'],
+  accepted: ['succeeded', 'closed', 'change'],
+  succeeded: [],
+  closed: [],
+  change: [],
+  failed: [],
+};
+
+export function canRefundTransition(from: RefundState, to: RefundState): boolean {
+  return REFUND_TRANSITIONS[from].includes(to);
+}
+
+/** WeChat Pay has accepted it: the register was (or is) told REFUNDED. */
+export function refundAccepted(state: RefundState): boolean {
+  return state === 'accepted' || state === 'succeeded' || state === 'closed' || state === 'change';
+}
+
+/**
+ * Counts against the sale's refundable balance and the register's day: everything but a refund that
+ * refunded nothing (failed, or closed by WeChat Pay).
+ */
+export function refundHoldsMoney(state: RefundState): boolean {
+  return state !== 'failed' && state !== 'closed';
+}

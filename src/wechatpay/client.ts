@@ -6,7 +6,7 @@ import { Agent, buildConnector } from 'undici';
 import type { Logger } from '../log.js';
 import { maskCode } from '../log.js';
 import { certificateTlsOptions, type ClientCertificate } from './certificate.js';
-import { OUT_TRADE_NO, OUT_TRADE_NO_RULE } from '../ids.js';
+import { OUT_REFUND_NO, OUT_REFUND_NO_RULE, OUT_TRADE_NO, OUT_TRADE_NO_RULE } from '../ids.js';
 import { SIGN_TYPES, sign, verify, type SignType } from './sign.js';
 import { XmlError, decodeXml, encodeXml } from './xml.js';
 
@@ -22,7 +22,10 @@ import { XmlError, decodeXml, encodeXml } from './xml.js';
  * - The payment code and the API key never appear in a message, a log line or an outcome.
  */
 
-export type ApiCall = 'micropay' | 'orderquery' | 'reverse';
+export type ApiCall = 'micropay' | 'orderquery' | 'reverse' | 'refund' | 'refundquery';
+
+/** The calls that present the merchant certificate (/secapi/...). */
+const CERTIFIED: ReadonlySet<ApiCall> = new Set<ApiCall>(['reverse', 'refund']);
 
 export type FailureCode =
   | 'TIMEOUT'
@@ -97,6 +100,9 @@ const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
   micropay: 10_000,
   orderquery: 6_000,
   reverse: 8_000,
+  // The register waits about 10 s for a refund's answer: one refund, then a refundquery if it is unknown.
+  refund: 6_000,
+  refundquery: 4_000,
   connect: 5_000,
 };
 
@@ -104,6 +110,8 @@ const PATHS: Readonly<Record<ApiCall, string>> = {
   micropay: '/pay/micropay',
   orderquery: '/pay/orderquery',
   reverse: '/secapi/pay/reverse',
+  refund: '/secapi/pay/refund',
+  refundquery: '/pay/refundquery',
 };
 
 /** A V2 answer is a few hundred bytes; anything near this is not WeChat Pay. */
@@ -276,6 +284,8 @@ export class WechatPayClient {
       micropay: positiveMs('micropay', t.micropay, DEFAULT_TIMEOUTS.micropay),
       orderquery: positiveMs('orderquery', t.orderquery, DEFAULT_TIMEOUTS.orderquery),
       reverse: positiveMs('reverse', t.reverse, DEFAULT_TIMEOUTS.reverse),
+      refund: positiveMs('refund', t.refund, DEFAULT_TIMEOUTS.refund),
+      refundquery: positiveMs('refundquery', t.refundquery, DEFAULT_TIMEOUTS.refundquery),
       connect: positiveMs('connect', t.connect, DEFAULT_TIMEOUTS.connect),
     });
     this.spbillCreateIp = options.spbillCreateIp ?? defaultSpbillCreateIp();
@@ -348,6 +358,33 @@ export class WechatPayClient {
     return this.call('reverse', req.outTradeNo, { out_trade_no: req.outTradeNo }, null);
   }
 
+  /**
+   * A refund of `refundFee` fen of the order `outTradeNo` (whose amount is `totalFee`), under the merchant's
+   * refund number `outRefundNo`. Sent again with the same number after any unknown outcome: one number refunds
+   * at most once at WeChat Pay, so a retry is safe, and a new number for the same intent is not.
+   */
+  refund(req: { outTradeNo: string; outRefundNo: string; totalFee: number; refundFee: number; refundDesc?: string }): Promise<ApiOutcome> {
+    checkOutTradeNo(req.outTradeNo);
+    checkOutRefundNo(req.outRefundNo);
+    checkFen('totalFee', req.totalFee);
+    checkFen('refundFee', req.refundFee);
+    if (req.refundFee > req.totalFee) throw new TypeError('refundFee must not exceed totalFee');
+    const fields: Record<string, string> = {
+      out_trade_no: req.outTradeNo,
+      out_refund_no: req.outRefundNo,
+      total_fee: String(req.totalFee),
+      refund_fee: String(req.refundFee),
+    };
+    if (req.refundDesc) fields.refund_desc = req.refundDesc;
+    return this.call('refund', req.outTradeNo, fields, null);
+  }
+
+  /** Where a refund stands, by the merchant's refund number: the answer lists it as `out_refund_no_$n` and its fields. */
+  refundquery(req: { outRefundNo: string }): Promise<ApiOutcome> {
+    checkOutRefundNo(req.outRefundNo);
+    return this.call('refundquery', null, { out_refund_no: req.outRefundNo }, null);
+  }
+
   /** Closes the connections once the requests under way have finished. Safe to call more than once. */
   close(): Promise<void> {
     this.closing ??= Promise.all([this.payAgent.close(), this.secAgent.close()]).then(() => undefined);
@@ -371,7 +408,7 @@ export class WechatPayClient {
 
   private async call(
     call: ApiCall,
-    outTradeNo: string,
+    outTradeNo: string | null,
     callFields: Record<string, string>,
     authCode: string | null,
   ): Promise<ApiOutcome> {
@@ -405,10 +442,10 @@ export class WechatPayClient {
     return scrubOutcome(outcome, scrub);
   }
 
-  private logAttempt(call: ApiCall, outTradeNo: string, base: string, outcome: ApiOutcome, started: number): void {
+  private logAttempt(call: ApiCall, outTradeNo: string | null, base: string, outcome: ApiOutcome, started: number): void {
     this.log?.debug('wechatpay request', {
       call,
-      out_trade_no: outTradeNo,
+      out_trade_no: outTradeNo ?? undefined,
       origin: base,
       outcome: outcome.kind,
       err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
@@ -418,12 +455,12 @@ export class WechatPayClient {
   }
 
   /** One request to one origin. Never throws. */
-  private async attempt(call: ApiCall, base: string, body: string, outTradeNo: string, started: number): Promise<Judged> {
+  private async attempt(call: ApiCall, base: string, body: string, outTradeNo: string | null, started: number): Promise<Judged> {
     const timeoutMs = this.timeouts[call];
     const url = new URL(base + PATHS[call]);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
-    const dispatcher = call === 'reverse' ? this.secAgent : this.payAgent;
+    const dispatcher = CERTIFIED.has(call) ? this.secAgent : this.payAgent;
     let status: number;
     let text: string;
     try {
@@ -455,7 +492,7 @@ export class WechatPayClient {
   }
 
   /** The response checks, in the order the money rules need them. */
-  private judge(call: ApiCall, origin: string, status: number, text: string, outTradeNo: string, started: number): ApiOutcome {
+  private judge(call: ApiCall, origin: string, status: number, text: string, outTradeNo: string | null, started: number): ApiOutcome {
     const unknown = (failure: FailureCode, message: string): ApiOutcome => ({
       kind: 'unknown',
       call,
@@ -465,7 +502,7 @@ export class WechatPayClient {
       origin,
     });
     if (status !== 200) {
-      if (call === 'reverse' && /SSL certificate/i.test(text)) {
+      if (CERTIFIED.has(call) && /SSL certificate/i.test(text)) {
         const said = /No required SSL certificate was sent|The SSL certificate error|[^<>]*SSL certificate[^<>]*/i.exec(text)?.[0]?.trim();
         return unknown(
           'CERT_REJECTED',
@@ -500,7 +537,7 @@ export class WechatPayClient {
     ];
     if (m.subMchId) echoes.push(['sub_mch_id', m.subMchId]);
     // An answer about another order must never settle this one (only checked when the answer carries it).
-    if (fields.out_trade_no !== undefined && fields.out_trade_no !== '') echoes.push(['out_trade_no', outTradeNo]);
+    if (outTradeNo !== null && fields.out_trade_no !== undefined && fields.out_trade_no !== '') echoes.push(['out_trade_no', outTradeNo]);
     for (const [name, ours] of echoes) {
       if (fields[name] !== ours) {
         return unknown('ECHO_MISMATCH', `${name} in the answer is ${clip(fields[name] ?? '(none)')}, expected ${ours}`);
@@ -520,6 +557,14 @@ export class WechatPayClient {
     }
     return unknown('BAD_XML', `result_code is ${clip(fields.result_code ?? '(none)')}, expected SUCCESS or FAIL`);
   }
+}
+
+function checkOutRefundNo(outRefundNo: unknown): void {
+  if (typeof outRefundNo !== 'string' || !OUT_REFUND_NO.test(outRefundNo)) throw new TypeError(`outRefundNo must be ${OUT_REFUND_NO_RULE}`);
+}
+
+function checkFen(name: string, fen: unknown): void {
+  if (typeof fen !== 'number' || !Number.isSafeInteger(fen) || fen <= 0) throw new TypeError(`${name} must be a positive safe integer number of fen`);
 }
 
 function checkOutTradeNo(outTradeNo: unknown): void {

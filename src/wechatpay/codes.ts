@@ -75,3 +75,60 @@ export function tradeStateClass(tradeState: string): TradeStateClass {
 
 /** Every micropay err_code the table above knows. */
 export const MICROPAY_CODES: readonly string[] = [...ACTIONS.keys()];
+
+/**
+ * What a refund err_code means (after-the-sale.md §1). `unknown`: the refund may have been accepted, so ask
+ * refundquery, then send it again with the same out_refund_no; `wait`: WeChat Pay asks to slow down, send it
+ * again later with the same number; `final`: nothing was refunded and nothing will be under this number.
+ */
+export type RefundAction = 'final' | 'unknown' | 'wait';
+
+const REFUND_ACTIONS: ReadonlyMap<string, RefundAction> = new Map<string, RefundAction>([
+  ['SYSTEMERROR', 'unknown'],
+  ['BIZERR_NEED_RETRY', 'unknown'],
+  ['INVALID_REQ_TOO_MUCH', 'wait'],
+  ['FREQUENCY_LIMITED', 'wait'],
+  ...(
+    [
+      'NOTENOUGH',
+      'TRADE_OVERDUE',
+      'USER_ACCOUNT_ABNORMAL',
+      'ERROR',
+      'PARAM_ERROR',
+      'INVALID_TRANSACTIONID',
+      'ORDERNOTEXIST',
+      'SIGNERROR',
+      'APPID_NOT_EXIST',
+      'MCHID_NOT_EXIST',
+      'APPID_MCHID_NOT_MATCH',
+      'NOAUTH',
+      'LACK_PARAMS',
+      'XML_FORMAT_ERROR',
+      'NOT_UTF8',
+      'REQUIRE_POST_METHOD',
+      'POST_DATA_EMPTY',
+      'INVALID_REQUEST',
+    ] as const
+  ).map((code) => [code, 'final'] as const),
+]);
+
+/**
+ * The action for a refund err_code. A code WeChat Pay adds later is `unknown`: asked about and sent again
+ * with the same refund number, which can never refund twice.
+ */
+export function refundAction(errCode: string): RefundAction {
+  return REFUND_ACTIONS.get(errCode) ?? 'unknown';
+}
+
+/** Every refund err_code the table above knows. */
+export const REFUND_CODES: readonly string[] = [...REFUND_ACTIONS.keys()];
+
+/** refundquery's refund_status_$n (after-the-sale.md §2). Anything else is still `processing`. */
+export type RefundStatus = 'succeeded' | 'processing' | 'closed' | 'change';
+
+export function refundStatusClass(status: string): RefundStatus {
+  if (status === 'SUCCESS') return 'succeeded';
+  if (status === 'REFUNDCLOSE') return 'closed';
+  if (status === 'CHANGE') return 'change';
+  return 'processing';
+}

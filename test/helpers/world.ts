@@ -5,6 +5,7 @@ import { VirtualClock, type Clock } from '../../src/clock.js';
 import { Journal } from '../../src/journal/journal.js';
 import { memoryLogger } from '../../src/log.js';
 import { PaymentEngine, type EngineOptions } from '../../src/payment/engine.js';
+import { RefundEngine, type RefundEngineOptions } from '../../src/payment/refund.js';
 import { GatewaySimulator } from '../../src/simulator/gateway.js';
 import type { SignType } from '../../src/wechatpay/sign.js';
 import { WechatPayClient, type WechatPayClientOptions } from '../../src/wechatpay/client.js';
@@ -31,6 +32,7 @@ export interface WorldOptions {
   clock?: Clock;
   signType?: SignType;
   engine?: Partial<EngineOptions>;
+  refunds?: Partial<RefundEngineOptions>;
   client?: Partial<WechatPayClientOptions>;
   dbPath?: string;
   simulator?: GatewaySimulator;
@@ -42,6 +44,7 @@ export interface World {
   client: WechatPayClient;
   journal: Journal;
   engine: PaymentEngine;
+  refunds: RefundEngine;
   log: ReturnType<typeof memoryLogger>;
   dir: string;
   dbPath: string;
@@ -57,7 +60,7 @@ export function clientOptions(sim: GatewaySimulator, signType: SignType = 'HMAC-
     backupBase: null,
     ca: sim.pki.ca.certPem,
     certificate: { kind: 'pem', certPem: sim.pki.client.certPem, keyPem: sim.pki.client.keyPem },
-    timeouts: { micropay: 3000, orderquery: 3000, reverse: 3000, connect: 2000 },
+    timeouts: { micropay: 3000, orderquery: 3000, reverse: 3000, refund: 3000, refundquery: 3000, connect: 2000 },
   };
 }
 
@@ -80,7 +83,8 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       deviceId: DEVICE_ID,
       ...options.engine,
     });
-    return { client, journal, engine };
+    const refunds = new RefundEngine({ journal, gateway: client, clock, log, ...options.refunds });
+    return { client, journal, engine, refunds };
   };
   let parts = build();
   const world: World = {
@@ -97,11 +101,15 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     get engine() {
       return parts.engine;
     },
+    get refunds() {
+      return parts.refunds;
+    },
     log,
     dir,
     dbPath,
     async restart(restartOptions = {}) {
       await parts.engine.stopReversalQueue();
+      await parts.refunds.stopQueue();
       parts.journal.close();
       await parts.client.close();
       if (restartOptions.clock) clock = restartOptions.clock;
@@ -109,6 +117,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     },
     async close() {
       await parts.engine.stopReversalQueue();
+      await parts.refunds.stopQueue();
       parts.journal.close();
       await parts.client.close();
       if (!options.simulator) await sim.close();
