@@ -1,5 +1,6 @@
 import { clockPlausible, type Clock } from './clock.js';
-import { cashierText, type BoxCode } from './codes.js';
+import { businessDay, dayBounds } from './business-day.js';
+import { cashierText, refundText, type BoxCode, type RefundCode } from './codes.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
 import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
@@ -11,6 +12,8 @@ import { messageOf } from './errors.js';
 import { formatYuan } from './money.js';
 import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
 import { Reachability } from './payment/reachability.js';
+import { refundLine, type RefundEngine } from './payment/refund.js';
+import { dayTotals } from './payment/totals.js';
 import type { ApiOutcome } from './wechatpay/client.js';
 
 /**
@@ -44,6 +47,19 @@ export interface BoxOptions {
   stopGraceMs?: number;
   /** Event details of settled sales older than this are pruned while idle. */
   retentionMs?: number;
+  /** The refund cycle; without it the register's REFUND is answered REFUNDS_OFF. */
+  refunds?: RefundEngine;
+  /** SCANBOX_REFUNDS, SCANBOX_REFUND_DAY_MAX, SCANBOX_TIMEZONE. Default: refunds off, Asia/Shanghai. */
+  refundPolicy?: { register: boolean; dayMaxFen: number; timeZone: string };
+  /** How long the register waits for a refund's answer before it hears REFUND_PENDING (contract §3: about 10 s). */
+  refundAnswerMs?: number;
+}
+
+interface OpenRefund {
+  rid: string;
+  ref: string;
+  amountFen: number;
+  done: Promise<void>;
 }
 
 interface OpenSale {
@@ -110,6 +126,8 @@ const notListening: Reply = async () => undefined;
 export class Box {
   private readonly o: BoxOptions;
   private open: OpenSale | null = null;
+  /** A register refund waiting for WeChat Pay's answer: one thing at a time, as for sales. */
+  private openRefund: OpenRefund | null = null;
   private fault: string | null = null;
   private readonly reachability: Reachability;
   private stopping = false;
@@ -139,6 +157,7 @@ export class Box {
   health(): Health {
     if (this.fault) return { kind: 'FAULT', text: this.fault };
     if (this.open) return { kind: 'BUSY', ref: this.open.sale.ref };
+    if (this.openRefund) return { kind: 'BUSY', ref: this.openRefund.rid };
     const offline = this.offlineReason();
     if (offline) return { kind: 'OFFLINE', text: offline };
     return { kind: 'READY' };
@@ -162,7 +181,7 @@ export class Box {
   }
 
   private refreshLight(): void {
-    if (this.open) return;
+    if (this.open || this.openRefund) return;
     this.o.indicator.show(this.fault || this.offlineReason() ? 'offline' : 'ready');
   }
 
@@ -183,6 +202,17 @@ export class Box {
           return;
         case 'PAY':
           this.pay(command.ref, command.amountFen, checksum);
+          return;
+        case 'REFUND':
+          this.refund(command.ref, command.amountFen, command.rid, checksum);
+          return;
+        case 'QUERY_REFUND': {
+          const refund = this.o.journal.refunds.byRid(command.rid);
+          void this.reply(refund ? refundLine(refund) : `ERR UNKNOWN_REF ${command.rid}`, checksum);
+          return;
+        }
+        case 'TOTALS':
+          void this.reply(this.totals(command.date), checksum);
           return;
       }
     } catch (error) {
@@ -243,6 +273,7 @@ export class Box {
   private pay(ref: string, amountFen: number, checksum: boolean): void {
     if (this.fault) return void this.reply(`ERR FAULT ${this.fault}`, checksum);
     if (this.stopping) return void this.reply('ERR SHUTTING_DOWN the box is restarting, try again shortly', checksum);
+    if (this.openRefund) return void this.reply(`ERR BUSY ${this.openRefund.rid}`, checksum);
     if (this.open) {
       // The register repeating the PAY it is waiting on (a lost ACK) is answered, not refused.
       if (this.open.sale.ref === ref && this.open.sale.amountFen === amountFen) return void this.reply(`ACK ${ref}`, checksum);
@@ -357,6 +388,95 @@ export class Box {
     }
   }
 
+  /**
+   * The register's REFUND (contract §3): the RID is the idempotency key; one thing at a time; refunds only
+   * with SCANBOX_REFUNDS=register; NOT_PAID, OVER_AMOUNT and REFUND_LIMIT decided here without a request.
+   * The final line comes within `refundAnswerMs`: REFUND_PENDING when WeChat Pay's answer is not confirmed
+   * by then (the refund engine goes on with the same refund number).
+   */
+  private refund(ref: string, amountFen: number, rid: string, checksum: boolean): void {
+    if (this.fault) return void this.reply(`ERR FAULT ${this.fault}`, checksum);
+    if (this.stopping) return void this.reply('ERR SHUTTING_DOWN the box is restarting, try again shortly', checksum);
+    if (this.open) return void this.reply(`ERR BUSY ${this.open.sale.ref}`, checksum);
+    if (this.openRefund) {
+      const same = this.openRefund.rid === rid && this.openRefund.ref === ref && this.openRefund.amountFen === amountFen;
+      return void this.reply(same ? `ACK ${rid}` : `ERR BUSY ${this.openRefund.rid}`, checksum);
+    }
+    const used = this.o.journal.refunds.byRid(rid);
+    if (used) {
+      if (used.ref !== ref || used.amountFen !== amountFen) return void this.reply(`ERR RID_REUSED ${rid}`, checksum);
+      this.o.log.info('REFUND repeated: answered again, nothing refunded again', { rid, out_refund_no: used.outRefundNo });
+      return void this.reply(refundLine(used), checksum);
+    }
+    const refuse = (code: RefundCode, text: string = refundText(code)): void => {
+      this.o.log.info('refund refused by the box; nothing sent', { rid, ref, amount: formatYuan(amountFen), result: code });
+      void this.reply(`ACK ${rid}`, checksum);
+      void this.reply(`FAILED ${rid} ${code} ${text}`, checksum);
+      this.o.indicator.show('failed');
+    };
+    const policy = this.o.refundPolicy;
+    if (!this.o.refunds || !policy?.register) return refuse('REFUNDS_OFF');
+    const offline = this.offlineReason();
+    if (offline) return refuse('OFFLINE', `${refundText('OFFLINE')} (${offline})`);
+    const now = this.o.clock.now();
+    const result = this.o.refunds.request({
+      rid,
+      ref,
+      amountFen,
+      source: 'register',
+      dayCap: { maxFen: policy.dayMaxFen, ...dayBounds(businessDay(now, policy.timeZone), policy.timeZone) },
+    });
+    switch (result.kind) {
+      case 'existing':
+        return void this.reply(refundLine(result.refund), checksum);
+      case 'rid_reused':
+        return void this.reply(`ERR RID_REUSED ${rid}`, checksum);
+      case 'not_paid':
+        return refuse('NOT_PAID');
+      case 'over_amount':
+        return refuse('OVER_AMOUNT', `${refundText('OVER_AMOUNT')} (${formatYuan(result.leftFen)} yuan left)`);
+      case 'limit':
+        return refuse('REFUND_LIMIT', `${refundText('REFUND_LIMIT')} (${formatYuan(result.usedFen)} of ${formatYuan(result.maxFen)} yuan used)`);
+      case 'created':
+        break;
+    }
+    void this.reply(`ACK ${rid}`, checksum);
+    this.o.indicator.show('paying');
+    const refunds = this.o.refunds;
+    const refundId = result.refund.id;
+    const open: OpenRefund = { rid, ref, amountFen, done: Promise.resolve() };
+    this.openRefund = open;
+    open.done = (async () => {
+      try {
+        const refund = await refunds.answerWithin(refundId, this.o.refundAnswerMs ?? 10_000);
+        // The line comes from the committed row only.
+        void this.reply(refundLine(refund), checksum);
+        this.o.indicator.show(refund.state === 'failed' ? 'failed' : 'refunded');
+      } catch (error) {
+        if (!this.journalFailed(error, checksum)) {
+          // Left to the refund queue, which asks WeChat Pay and retries with the same number.
+          this.internalError(error, `refund ${rid}`);
+          try {
+            void this.reply(refundLine(refunds.markPending(refundId)), checksum);
+          } catch (again) {
+            if (!this.journalFailed(again, checksum)) this.internalError(again, `marking refund ${rid} pending`);
+          }
+        }
+      } finally {
+        if (this.openRefund === open) this.openRefund = null;
+        this.refreshLight();
+      }
+    })();
+  }
+
+  /** `TOTALS [YYYYMMDD]`: the business day's paid sales and refunds (contract §3), from the journal only. */
+  private totals(date: string | null): string {
+    const timeZone = this.o.refundPolicy?.timeZone ?? 'Asia/Shanghai';
+    const day = date ?? businessDay(this.o.clock.now(), timeZone);
+    const totals = dayTotals(this.o.journal, day, timeZone);
+    return `TOTALS ${day} PAID ${totals.paidCount} ${totals.paidFen} REFUNDED ${totals.refundedCount} ${totals.refundedFen} NET ${totals.netFen}`;
+  }
+
   private finish(sale: Sale, checksum: boolean): void {
     const verdict = verdictOf(sale);
     void this.reply(finalLine(verdict), checksum);
@@ -453,6 +573,7 @@ export class Box {
       await Promise.race([open.done, this.o.clock.sleep(grace, timeout.signal).catch(() => undefined)]);
       timeout.abort();
     }
+    if (this.openRefund) await this.openRefund.done;
     await Promise.allSettled(this.tasks);
   }
 }
@@ -497,7 +618,9 @@ export class FaultBox {
       void this.reply(statusLine(this.health()), checksum);
       return;
     }
-    this.o.log.info('register command refused: the box is in FAULT', { command: command.kind, ref: command.ref });
+    const ref = 'ref' in command ? command.ref : undefined;
+    const rid = 'rid' in command ? command.rid : undefined;
+    this.o.log.info('register command refused: the box is in FAULT', { command: command.kind, ref, rid });
     void this.reply(`ERR FAULT ${this.o.text}`, checksum);
   }
 

@@ -5,7 +5,8 @@
  *
  * A Unix domain socket (mode 0660, in systemd's RuntimeDirectory), newline-delimited JSON: one request
  * line, one answer line, then the daemon closes. Requests: `{"cmd":"health"}` answered with the health
- * (`{"kind":"READY"}`, `{"kind":"BUSY","ref":"R1"}`, ...), and `{"cmd":"reverse","out_trade_no":"..."}`
+ * (`{"kind":"READY"}`, `{"kind":"BUSY","ref":"R1"}`, ...), `{"cmd":"refund","ref":"R1","amount_fen":500,"rid":"T1"}`
+ * answered with `{"ok":..,"state":..,"line":..,"text":..}` (the refund's register line), and `{"cmd":"reverse","out_trade_no":"..."}`
  * answered with `{"ok":..,"state":..,"code":..,"text":..}`. Anything wrong is answered `{"error":"..."}`.
  * A client can never stop the daemon: every failure stays on its own connection.
  */
@@ -14,8 +15,10 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { errnoOf, messageOf } from './errors.js';
 import type { Health } from './health.js';
-import { OUT_TRADE_NO, OUT_TRADE_NO_RULE } from './ids.js';
+import { OUT_TRADE_NO, OUT_TRADE_NO_RULE, REF, REF_RULE } from './ids.js';
 import type { Sale } from './journal/journal.js';
+import type { Refund } from './journal/refunds.js';
+import { refundAccepted } from './journal/states.js';
 import type { Logger } from './log.js';
 
 export interface ReverseAnswer {
@@ -30,6 +33,24 @@ export interface ControlHandlers {
   health(): Health;
   /** Manual reversal through the daemon's own engine, so the daemon and the command never race. */
   reverse(outTradeNo: string): Promise<ReverseAnswer>;
+  /** A technician's refund through the daemon's own refund engine and journal. */
+  refund?(request: RefundRequest): Promise<RefundAnswer>;
+}
+
+export interface RefundRequest {
+  ref: string;
+  amountFen: number;
+  rid: string;
+}
+
+export interface RefundAnswer {
+  /** WeChat Pay accepted it (now or before). */
+  ok: boolean;
+  /** The refund's journal state; `none` when nothing was recorded (refused before any request). */
+  state: string;
+  /** What the register would hear: `REFUNDED ...`, `FAILED RID CODE TEXT` or `PENDING RID`. */
+  line: string;
+  text: string;
 }
 
 /** Longest request line; a longer one is refused and the connection closed. */
@@ -54,6 +75,16 @@ export function reverseAnswer(result: { ok: boolean; sale: Sale | null; text: st
     ok: result.ok,
     state: result.sale?.state ?? 'unknown',
     code: result.sale?.finalCode ?? null,
+    text: result.text,
+  };
+}
+
+/** The refund engine's answer to a technician, as the socket answers it. */
+export function refundAnswer(result: { refund: Refund | null; line: string; text: string }): RefundAnswer {
+  return {
+    ok: result.refund !== null && refundAccepted(result.refund.state),
+    state: result.refund?.state ?? 'none',
+    line: result.line,
     text: result.text,
   };
 }
@@ -257,8 +288,19 @@ export class ControlServer {
         this.log.info('control socket: reversal asked for', { out_trade_no: outTradeNo });
         return { ...(await this.handlers.reverse(outTradeNo)) };
       }
+      case 'refund': {
+        const { ref, amount_fen: amountFen, rid } = request;
+        if (typeof ref !== 'string' || !REF.test(ref)) return { error: `refund needs "ref": ${REF_RULE}` };
+        if (typeof rid !== 'string' || !REF.test(rid)) return { error: `refund needs "rid": ${REF_RULE.replace('REF', 'RID')}` };
+        if (typeof amountFen !== 'number' || !Number.isSafeInteger(amountFen) || amountFen <= 0) {
+          return { error: 'refund needs "amount_fen": a whole number of fen > 0' };
+        }
+        if (!this.handlers.refund) return { error: 'this daemon takes no refunds' };
+        this.log.info('control socket: refund asked for', { ref, rid, amount_fen: amountFen });
+        return { ...(await this.handlers.refund({ ref, amountFen, rid })) };
+      }
       default:
-        return { error: `unknown cmd ${JSON.stringify(request.cmd.slice(0, 40))}: expected health or reverse` };
+        return { error: `unknown cmd ${JSON.stringify(request.cmd.slice(0, 40))}: expected health, refund or reverse` };
     }
   }
 }

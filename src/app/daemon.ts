@@ -1,7 +1,7 @@
 import { Box, FaultBox } from '../box.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig, type Config } from '../config.js';
-import { ControlServer, controlSocketPath, reverseAnswer, type ControlHandlers } from '../control.js';
+import { ControlServer, controlSocketPath, refundAnswer, reverseAnswer, type ControlHandlers } from '../control.js';
 import { errnoOf, messageOf } from '../errors.js';
 import { describeHealth, type Health } from '../health.js';
 import { Journal, JournalError } from '../journal/journal.js';
@@ -10,8 +10,8 @@ import { Reachability } from '../payment/reachability.js';
 import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError } from '../wechatpay/certificate.js';
-import type { WechatPayClient } from '../wechatpay/client.js';
-import { clientFor, devicesFor, engineFor, startupLogger, type Devices } from './parts.js';
+import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
+import { TECHNICIAN_REFUND_WAIT_MS, clientFor, devicesFor, engineFor, refundEngineFor, startupLogger, type Devices } from './parts.js';
 
 /**
  * The daemon (`scanbox run`), built once here: config -> client -> journal (quick_check) -> reachability ->
@@ -82,7 +82,9 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
 
   // Built before recovery, so that what recovery's own calls learn about WeChat Pay is not lost.
   const reachability = new Reachability(log, config.apiBase);
-  const engine = engineFor(config, { journal, gateway: client, log, clock, onGatewayOutcome: (outcome) => reachability.note(outcome) });
+  const onGatewayOutcome = (outcome: ApiOutcome): void => reachability.note(outcome);
+  const engine = engineFor(config, { journal, gateway: client, log, clock, onGatewayOutcome });
+  const refunds = refundEngineFor({ journal, gateway: client, log, clock, onGatewayOutcome });
   const box = new Box({
     engine,
     journal,
@@ -95,6 +97,8 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     reachability,
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
     clockSane: () => clockTrusted(clock.now()),
+    refunds,
+    refundPolicy: { register: config.refunds === 'register', dayMaxFen: config.refundDayMaxFen, timeZone: config.timeZone },
   });
 
   // The technician's commands ask the daemon itself (health, manual reversal) so the two never race;
@@ -103,10 +107,13 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   const control = await listenControl(env, log, {
     health: () => (recovering ? { kind: 'OFFLINE', text: 'recovering unfinished sales' } : box.health()),
     reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
+    refund: async (request) => refundAnswer(await refunds.technicianRefund(request, TECHNICIAN_REFUND_WAIT_MS)),
   });
   try {
     const recovered = await engine.recover();
     if (recovered.length > 0) log.warning('recovery finished unfinished sales', { count: recovered.length });
+    const refunded = await refunds.recover();
+    if (refunded.length > 0) log.warning('recovery worked on unfinished refunds', { count: refunded.length });
   } catch (error) {
     // Recovery could not journal a step (a full disk, a card gone read-only or bad): the unfinished sale
     // stays as the journal has it, to be finished at a start that can write. Meanwhile the box stays up in
@@ -117,6 +124,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   }
   recovering = false;
   engine.startReversalQueue(5000);
+  refunds.startQueue(5000);
 
   box.start();
   devices.scanner.start();
@@ -134,6 +142,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   // A technician's reversal under way gets the same grace as an open sale.
   await Promise.all([control?.close(20_000), box.stop()]);
   await engine.stopReversalQueue();
+  await refunds.stopQueue();
   await closeDevices(devices);
   journal.close();
   log.info('stopped');
@@ -155,7 +164,12 @@ async function listenControl(env: NodeJS.ProcessEnv, log: Logger, initial?: Cont
   try {
     const server = await ControlServer.listen(
       controlSocketPath(env),
-      { health: () => current.health(), reverse: (outTradeNo) => current.reverse(outTradeNo) },
+      {
+        health: () => current.health(),
+        reverse: (outTradeNo) => current.reverse(outTradeNo),
+        refund: (request) =>
+          current.refund ? current.refund(request) : Promise.resolve({ ok: false, state: 'none', line: `FAILED ${request.rid} FAULT`, text: 'the box takes no refund now' }),
+      },
       log,
     );
     return { setHandlers: (handlers) => void (current = handlers), close: (graceMs) => server.close(graceMs) };

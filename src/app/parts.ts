@@ -6,6 +6,7 @@ import { LinePort } from '../devices/line-port.js';
 import type { Journal } from '../journal/journal.js';
 import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
+import { RefundEngine, type RefundGateway } from '../payment/refund.js';
 import type { ApiOutcome } from '../wechatpay/client.js';
 import { WechatPayClient } from '../wechatpay/client.js';
 
@@ -53,6 +54,25 @@ export function engineFor(
     deviceId: config.deviceId,
     pollMs: config.pollMs,
     userpayingTimeoutMs: config.userpayingTimeoutMs,
+    ...(parts.onGatewayOutcome ? { onGatewayOutcome: parts.onGatewayOutcome } : {}),
+  });
+}
+
+/** A technician waits longer than the register (10 s) for WeChat Pay's answer to a refund. */
+export const TECHNICIAN_REFUND_WAIT_MS = 30_000;
+
+export function refundEngineFor(parts: {
+  journal: Journal;
+  gateway: RefundGateway;
+  log: Logger;
+  clock?: Clock;
+  onGatewayOutcome?: (outcome: ApiOutcome) => void;
+}): RefundEngine {
+  return new RefundEngine({
+    journal: parts.journal,
+    gateway: parts.gateway,
+    clock: parts.clock ?? systemClock,
+    log: parts.log,
     ...(parts.onGatewayOutcome ? { onGatewayOutcome: parts.onGatewayOutcome } : {}),
   });
 }

@@ -82,6 +82,30 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
         ),
       );
     }
+    const refunds = journal.refunds.needingAttention(20);
+    const open = refunds.filter((r) => r.state === 'requested' || r.state === 'submitted' || r.state === 'accepted');
+    const stuck = refunds.filter((r) => r.state === 'closed' || r.state === 'change');
+    out.push('', `refunds not settled yet: ${open.length}${open.length === 20 ? '+' : ''}`);
+    if (open.length > 0) {
+      out.push(
+        ...table(
+          ['rid', 'ref', 'amount', 'state', 'code', 'next attempt', 'out_refund_no'],
+          open.map((r) => [r.rid, r.ref, formatYuan(r.amountFen), r.state, r.finalCode, r.nextAttemptAt === null ? 'now' : formatTime(r.nextAttemptAt), r.outRefundNo]),
+          ['left', 'left', 'right'],
+        ),
+      );
+    }
+    if (stuck.length > 0) {
+      out.push(
+        '',
+        `${stuck.length} refund(s) WeChat Pay closed (REFUNDCLOSE: nothing refunded) or could not deliver (CHANGE): handle them in the merchant platform`,
+        ...table(
+          ['rid', 'ref', 'amount', 'state', 'out_refund_no', 'time'],
+          stuck.map((r) => [r.rid, r.ref, formatYuan(r.amountFen), r.state, r.outRefundNo, formatTime(r.updatedAt)]),
+          ['left', 'left', 'right'],
+        ),
+      );
+    }
     if (counts.reverse_failed > 0) {
       out.push(
         `${counts.reverse_failed} reversal(s) refused by WeChat Pay for good (state reverse_failed): refund them in the merchant platform, ` +

@@ -2,6 +2,7 @@ import { configWarning, locateJournal, openJournalReadonly } from '../app/journa
 import { SALE_ALIGN, SALE_HEADERS, cell, formatTime, print, saleRows, table } from '../app/table.js';
 import { OUT_TRADE_NO, REF } from '../ids.js';
 import type { Journal, Sale } from '../journal/journal.js';
+import { refundHoldsMoney } from '../journal/states.js';
 import { formatYuan } from '../money.js';
 
 /**
@@ -56,6 +57,18 @@ function saleBlock(journal: Journal, sale: Sale, attempt: string): string[] {
   const events = journal.events(sale.id);
   lines.push(`  events (${events.length}):`);
   lines.push(...table(['time', 'kind', 'detail'], events.map((e) => [formatTime(e.at, true), e.kind, eventDetail(e.detail)])).map((l) => `    ${l}`));
+  const refunds = journal.refunds.ofSale(sale.id);
+  if (refunds.length > 0) {
+    const held = refunds.filter((r) => refundHoldsMoney(r.state)).reduce((sum, r) => sum + r.amountFen, 0);
+    lines.push(`  refunds (${refunds.length}; ${formatYuan(held)} of ${formatYuan(sale.amountFen)} yuan refunded or on its way):`);
+    for (const refund of refunds) {
+      lines.push(`    refund ${refund.rid}  ${formatYuan(refund.amountFen)} yuan  ${refund.state}${refund.finalCode ? ` [${refund.finalCode}]` : ''}  ${refund.outRefundNo}  (${refund.source}, ${formatTime(refund.createdAt)})`);
+      const refundEvents = journal.refunds.events(refund.id);
+      lines.push(
+        ...table(['time', 'kind', 'detail'], refundEvents.map((e) => [formatTime(e.at, true), e.kind, eventDetail(e.detail)])).map((l) => `      ${l}`),
+      );
+    }
+  }
   return lines;
 }
 

@@ -9,9 +9,9 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { GpioBackend, OutputPin } from './gpio.js';
 
-export type LightState = 'ready' | 'waiting_scan' | 'paying' | 'paid' | 'failed' | 'offline';
+export type LightState = 'ready' | 'waiting_scan' | 'paying' | 'paid' | 'refunded' | 'failed' | 'offline';
 
-export const LIGHT_STATES: readonly LightState[] = ['ready', 'waiting_scan', 'paying', 'paid', 'failed', 'offline'];
+export const LIGHT_STATES: readonly LightState[] = ['ready', 'waiting_scan', 'paying', 'paid', 'refunded', 'failed', 'offline'];
 
 export interface IndicatorOptions {
   /** BCM pin numbers; null = not wired. */
@@ -89,6 +89,19 @@ const PATTERNS: Record<LightState, Pattern> = {
     steps: beeps(1, RESULT_MS, (buzzer) => lit(true, false, buzzer)),
     loop: false,
     words: { green: 'on', red: 'off', buzzer: 'beep1' },
+  },
+  // A refund WeChat Pay accepted: two short beeps, then green blinks, so nobody at the counter takes it for a
+  // payment (one beep, green steady).
+  refunded: {
+    steps: [
+      ...beeps(2, 1000, (buzzer) => lit(true, false, buzzer)),
+      { levels: lit(false, false), ms: 500 },
+      { levels: lit(true, false), ms: 500 },
+      { levels: lit(false, false), ms: 500 },
+      { levels: lit(true, false), ms: 500 },
+    ],
+    loop: false,
+    words: { green: 'blink', red: 'off', buzzer: 'beep2' },
   },
   failed: {
     steps: beeps(3, RESULT_MS, (buzzer) => lit(false, true, buzzer)),

@@ -390,6 +390,7 @@ export class Journal {
     recent: Statement<[number], SaleRow>;
     events: Statement<[number], EventRow>;
     counts: Statement<[], { state: SaleState; n: number }>;
+    paidBetween: Statement<[number, number], { n: number; fen: number }>;
     prune: Statement<[number, number]>;
   };
 
@@ -497,6 +498,10 @@ export class Journal {
       recent: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales ORDER BY id DESC LIMIT ?`),
       events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
       counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
+      // A paid sale's row is last changed by the transition to paid: updated_at is when it was paid.
+      paidBetween: db.prepare(
+        "SELECT count(*) AS n, coalesce(sum(amount_fen), 0) AS fen FROM sales WHERE state = 'paid' AND updated_at >= ? AND updated_at < ?",
+      ),
       // reverse_failed is left out on purpose: a technician still needs its whole history.
       prune: db.prepare(`DELETE FROM events WHERE id IN (
           SELECT e.id FROM events e JOIN sales s ON s.id = e.sale_id
@@ -629,6 +634,14 @@ export class Journal {
       const counts = Object.fromEntries(SALE_STATES.map((s) => [s, 0])) as Record<SaleState, number>;
       for (const { state, n } of this.stmt.counts.all()) counts[state] = n;
       return counts;
+    });
+  }
+
+  /** Sales paid (and still paid) in [startMs, endMs): how many, and their fen. */
+  paidBetween(startMs: number, endMs: number): { count: number; fen: number } {
+    return this.read('count paid sales', () => {
+      const row = this.stmt.paidBetween.get(startMs, endMs)!;
+      return { count: row.n, fen: row.fen };
     });
   }
 

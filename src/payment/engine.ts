@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import type { Journal, Sale, SalePatch } from '../journal/journal.js';
 import type { SaleState } from '../journal/states.js';
-import { isFinal } from '../journal/states.js';
+import { isFinal, refundHoldsMoney } from '../journal/states.js';
 import { formatYuan } from '../money.js';
 import { maskCode, type Logger } from '../log.js';
 import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
@@ -466,6 +466,10 @@ export class PaymentEngine {
       return { ok: false, sale, text: `the sale is still in progress (${sale.state}); it ends by itself` };
     }
     if (this.reversing.has(sale.id)) return { ok: false, sale, text: 'a reversal of this sale is running right now; try again shortly' };
+    if (sale.state === 'paid' && this.journal.refunds.ofSale(sale.id).some((refund) => refundHoldsMoney(refund.state))) {
+      // WeChat Pay will not reverse an order with refunds, and a reversal would give back more than the sale.
+      return { ok: false, sale, text: 'the sale has refunds: refund what is left of it instead (scanbox refund)' };
+    }
     log.warning('manual reversal requested by a technician', { state: sale.state });
     if (sale.state === 'paid' || sale.state === 'reverse_failed') {
       const reason = sale.state === 'paid' ? 'REVERSED' : (sale.reverseReason ?? 'REVERSED');

@@ -166,6 +166,51 @@ export class RefundEngine {
     return pending;
   }
 
+  /**
+   * Works on a new refund for at most `ms` (contract §3: the register hears within about 10 s), then returns
+   * its committed row: accepted or failed, or marked REFUND_PENDING while its outcome is not confirmed. A
+   * drive still under way goes on; its result lands in the journal.
+   */
+  async answerWithin(refundId: number, ms: number): Promise<Refund> {
+    const deadline = new AbortController();
+    const driving = this.drive(refundId);
+    try {
+      const done = await Promise.race([driving.then(() => true), this.o.clock.sleep(ms, deadline.signal).then(() => false)]);
+      if (!done) void driving.catch((error: unknown) => this.o.log.error('refund stopped by an error; the queue takes it up again', { error: messageOf(error) }));
+    } finally {
+      deadline.abort();
+    }
+    const now = this.get(refundId);
+    return now.state === 'requested' || now.state === 'submitted' ? this.markPending(refundId) : now;
+  }
+
+  /**
+   * A technician's refund (`scanbox refund`, through the daemon or alone): recorded like the register's but
+   * without the register's switch and day cap, then worked on for up to `ms`.
+   */
+  async technicianRefund(req: { ref: string; amountFen: number; rid: string }, ms: number): Promise<{ refund: Refund | null; line: string; text: string }> {
+    const result = this.request({ ...req, source: 'technician' });
+    switch (result.kind) {
+      case 'created': {
+        const refund = await this.answerWithin(result.refund.id, ms);
+        return { refund, line: refundLine(refund), text: refund.finalText ?? (refundAccepted(refund.state) ? 'accepted by WeChat Pay' : '') };
+      }
+      case 'existing':
+        return { refund: result.refund, line: refundLine(result.refund), text: 'this RID was refunded before: nothing refunded again' };
+      case 'rid_reused':
+        return { refund: null, line: `ERR RID_REUSED ${req.rid}`, text: `RID ${req.rid} was used for ${result.refund.ref} ${formatYuan(result.refund.amountFen)} yuan: choose another` };
+      case 'not_paid':
+        return { refund: null, line: `FAILED ${req.rid} NOT_PAID ${refundText('NOT_PAID')}`, text: refundText('NOT_PAID') };
+      case 'over_amount': {
+        const text = `${refundText('OVER_AMOUNT')} (${formatYuan(result.leftFen)} yuan left)`;
+        return { refund: null, line: `FAILED ${req.rid} OVER_AMOUNT ${text}`, text };
+      }
+      case 'limit':
+        // Only the register has a day cap.
+        throw new Error('a technician refund has no day cap');
+    }
+  }
+
   private backoffFor(list: readonly number[], attempts: number): number {
     return list[Math.min(Math.max(attempts - 1, 0), list.length - 1)] ?? 60_000;
   }
