@@ -64,6 +64,28 @@ t.test('valid commands', async (t) => {
     ['  PAY   1234    R1  ', ok({ kind: 'PAY', amountFen: 1234, ref: 'R1' })],
     ['STATUS   ', ok({ kind: 'STATUS' })],
     ['   CANCEL  R1', ok({ kind: 'CANCEL', ref: 'R1' })],
+    ['REFUND R1 500 RF1', ok({ kind: 'REFUND', ref: 'R1', amountFen: 500, rid: 'RF1' })],
+    [`REFUND R1 ${MAX} RF1`, ok({ kind: 'REFUND', ref: 'R1', amountFen: MAX, rid: 'RF1' })],
+    [`REFUND ${'A'.repeat(32)} 1 ${'b'.repeat(32)}`, ok({ kind: 'REFUND', ref: 'A'.repeat(32), amountFen: 1, rid: 'b'.repeat(32) })],
+    ['  REFUND  sale_7   1234  ref-7 ', ok({ kind: 'REFUND', ref: 'sale_7', amountFen: 1234, rid: 'ref-7' })],
+    ['REFUND R1 500 R1', ok({ kind: 'REFUND', ref: 'R1', amountFen: 500, rid: 'R1' })],
+    ['REFUND REFUND 1 REFUND', ok({ kind: 'REFUND', ref: 'REFUND', amountFen: 1, rid: 'REFUND' })],
+    ['QUERY REFUND RF1', ok({ kind: 'QUERY_REFUND', rid: 'RF1' })],
+    ['  QUERY   REFUND   RF1  ', ok({ kind: 'QUERY_REFUND', rid: 'RF1' })],
+    ['QUERY REFUND REFUND', ok({ kind: 'QUERY_REFUND', rid: 'REFUND' })],
+    // Two words: the sale query of the REF `REFUND`, exactly as before refunds existed.
+    ['QUERY REFUND', ok({ kind: 'QUERY', ref: 'REFUND' })],
+    ['QUERY  REFUND  ', ok({ kind: 'QUERY', ref: 'REFUND' })],
+    ['QUERY refund', ok({ kind: 'QUERY', ref: 'refund' })],
+    ['CANCEL REFUND', ok({ kind: 'CANCEL', ref: 'REFUND' })],
+    ['PAY 100 REFUND', ok({ kind: 'PAY', amountFen: 100, ref: 'REFUND' })],
+    ['TOTALS', ok({ kind: 'TOTALS', date: null })],
+    ['  TOTALS  ', ok({ kind: 'TOTALS', date: null })],
+    ['TOTALS 20260315', ok({ kind: 'TOTALS', date: '20260315' })],
+    ['TOTALS 20000101', ok({ kind: 'TOTALS', date: '20000101' })],
+    ['TOTALS 20991231', ok({ kind: 'TOTALS', date: '20991231' })],
+    ['TOTALS 20240229', ok({ kind: 'TOTALS', date: '20240229' })],
+    ['TOTALS 20000229', ok({ kind: 'TOTALS', date: '20000229' })],
   ];
   for (const [line, expected] of cases) t.same(parseRegisterLine(line, MAX), expected, JSON.stringify(line));
 });
@@ -95,7 +117,44 @@ t.test('bad commands: code and an ASCII text an integrator can act on', async (t
     ['STATUS NOW', 'BAD_LINE', /too many words: STATUS$/],
     ['pay 100 R1', 'UNKNOWN_COMMAND', /upper case/],
     ['Status', 'UNKNOWN_COMMAND', /upper case/],
-    ['REFUND 100 R1', 'UNKNOWN_COMMAND', /PAY, CANCEL, STATUS or QUERY/],
+    ['REFUNDS R1 100 RF1', 'UNKNOWN_COMMAND', /^unknown command: send PAY, CANCEL, STATUS, QUERY, REFUND or TOTALS$/],
+    ['refund R1 100 RF1', 'UNKNOWN_COMMAND', /^commands are upper case: PAY, CANCEL, STATUS, QUERY, REFUND or TOTALS$/],
+    ['Totals', 'UNKNOWN_COMMAND', /upper case/],
+    ['QUERY_REFUND RF1', 'UNKNOWN_COMMAND', /unknown command/],
+    ['REFUND', 'BAD_REF', /^missing REF$/],
+    ['REFUND R/1 100 RF1', 'BAD_REF', /^REF must be 1-32 of A-Z a-z 0-9 _ -$/],
+    ['REFUND R1', 'BAD_AMOUNT', /^missing AMOUNT$/],
+    ['REFUND R1 0 RF1', 'BAD_AMOUNT', /whole fen/],
+    ['REFUND R1 1.50 RF1', 'BAD_AMOUNT', /whole fen/],
+    ['REFUND R1 007 RF1', 'BAD_AMOUNT', /leading zero/],
+    [`REFUND R1 ${MAX + 1} RF1`, 'BAD_AMOUNT', /^AMOUNT over the maximum of 10000\.00 yuan$/],
+    ['REFUND R1 99999999999999999999999 RF1', 'BAD_AMOUNT', /over the maximum/],
+    // PAY's word order by mistake: REF 100 is a valid REF, so the amount word is what is refused.
+    ['REFUND 100 R1 RF1', 'BAD_AMOUNT', /whole fen/],
+    ['REFUND R1 100', 'BAD_REF', /^missing RID$/],
+    ['REFUND R1 100 RF/1', 'BAD_REF', /^RID must be 1-32 of A-Z a-z 0-9 _ -$/],
+    [`REFUND R1 100 ${'r'.repeat(33)}`, 'BAD_REF', /^RID must be 1-32/],
+    ['REFUND R1 100 RF1 X', 'BAD_LINE', /^too many words: REFUND REF AMOUNT RID$/],
+    ['QUERY REFUND RF/1', 'BAD_REF', /^RID must be 1-32/],
+    [`QUERY REFUND ${'r'.repeat(33)}`, 'BAD_REF', /^RID must be 1-32/],
+    ['QUERY REFUND RF1 X', 'BAD_LINE', /^too many words: QUERY REFUND RID$/],
+    ['QUERY REFUND RF1 X Y', 'BAD_LINE', /^too many words: QUERY REFUND RID$/],
+    ['QUERY R1 RF1', 'BAD_LINE', /^too many words: QUERY REF$/],
+    ['TOTALS 2026031', 'BAD_DATE', /^DATE must be YYYYMMDD, 8 digits/],
+    ['TOTALS 202603150', 'BAD_DATE', /YYYYMMDD/],
+    ['TOTALS 2026-03-15', 'BAD_DATE', /YYYYMMDD/],
+    ['TOTALS TODAY', 'BAD_DATE', /YYYYMMDD/],
+    ['TOTALS +2026031', 'BAD_DATE', /YYYYMMDD/],
+    ['TOTALS 20260230', 'BAD_DATE', /^DATE 20260230 is not a day of the calendar$/],
+    ['TOTALS 20250229', 'BAD_DATE', /not a day of the calendar/],
+    ['TOTALS 21000229', 'BAD_DATE', /^DATE must be from 20000101 to 20991231$/],
+    ['TOTALS 20261301', 'BAD_DATE', /not a day of the calendar/],
+    ['TOTALS 20260400', 'BAD_DATE', /not a day of the calendar/],
+    ['TOTALS 20260431', 'BAD_DATE', /not a day of the calendar/],
+    ['TOTALS 19991231', 'BAD_DATE', /from 20000101 to 20991231/],
+    ['TOTALS 21000101', 'BAD_DATE', /from 20000101 to 20991231/],
+    ['TOTALS 00000000', 'BAD_DATE', /from 20000101/],
+    ['TOTALS 20260315 X', 'BAD_LINE', /^too many words: TOTALS \[YYYYMMDD\]$/],
     ['HELLO', 'UNKNOWN_COMMAND', /unknown command/],
     ['', 'BAD_LINE', /empty/],
     ['    ', 'BAD_LINE', /empty/],
@@ -127,6 +186,8 @@ t.test('a line of exactly 256 bytes is parsed, 257 is too long', async (t) => {
 t.test('the maximum follows the configured SCANBOX_MAX_AMOUNT', async (t) => {
   t.match(parseRegisterLine('PAY 5001 R1', 5000), { ok: false, code: 'BAD_AMOUNT', text: 'AMOUNT over the maximum of 50.00 yuan' });
   t.match(parseRegisterLine('PAY 5000 R1', 5000), { ok: true, command: { amountFen: 5000 } });
+  t.match(parseRegisterLine('REFUND R1 5001 RF1', 5000), { ok: false, code: 'BAD_AMOUNT', text: 'AMOUNT over the maximum of 50.00 yuan' }, 'a refund too');
+  t.match(parseRegisterLine('REFUND R1 5000 RF1', 5000), { ok: true, command: { kind: 'REFUND', amountFen: 5000 } });
 });
 
 t.test('checksums', async (t) => {
@@ -158,6 +219,30 @@ t.test('checksums', async (t) => {
   }
 });
 
+t.test('checksums on the refund and totals commands', async (t) => {
+  const cases: [string, ParseResult][] = [
+    ['REFUND R1 500 RF1', ok({ kind: 'REFUND', ref: 'R1', amountFen: 500, rid: 'RF1' }, true)],
+    ['QUERY REFUND RF1', ok({ kind: 'QUERY_REFUND', rid: 'RF1' }, true)],
+    ['QUERY REFUND', ok({ kind: 'QUERY', ref: 'REFUND' }, true)],
+    ['TOTALS', ok({ kind: 'TOTALS', date: null }, true)],
+    ['TOTALS 20260315', ok({ kind: 'TOTALS', date: '20260315' }, true)],
+  ];
+  for (const [body, expected] of cases) {
+    t.same(parseRegisterLine(`${body}*${xorHex(body)}`, MAX), expected, `${body} with its checksum`);
+    t.same(parseRegisterLine(`${body}*${xorHex(body).toLowerCase()}  `, MAX), expected, `${body}: lower-case hex, spaces after`);
+    const wrong = xorHex(body) === '00' ? '01' : '00';
+    t.match(parseRegisterLine(`${body}*${wrong}`, MAX), { ok: false, code: 'BAD_CHECKSUM', checksum: true }, `${body} with a wrong one`);
+  }
+  for (const [body, code] of [
+    ['TOTALS 20260230', 'BAD_DATE'],
+    ['REFUND R1 100 RF/1', 'BAD_REF'],
+    ['QUERY REFUND RF1 X', 'BAD_LINE'],
+  ] as const) {
+    t.match(parseRegisterLine(`${body}*${xorHex(body)}`, MAX), { ok: false, code, checksum: true }, `${body}: the ERR carries a checksum`);
+  }
+  t.match(parseRegisterLine('REFUND R*1 100 RF1', MAX), { ok: false, code: 'BAD_CHECKSUM' }, 'a * inside a word');
+});
+
 t.test('a valid checksum travels with an error too, so the ERR carries one', async (t) => {
   const body = 'PAY abc R1';
   t.match(parseRegisterLine(`${body}*${xorHex(body)}`, MAX), { ok: false, code: 'BAD_AMOUNT', checksum: true });
@@ -180,6 +265,13 @@ t.test('total: any string gives a result, never a throw', async (t) => {
     'PAY 9007199254740993 R1',
     'PAY 100 R1*ZZ',
     '\u0000'.repeat(1000),
+    'REFUND',
+    'REFUND R1 9007199254740993 RF1',
+    'QUERY REFUND',
+    'QUERY REFUND REFUND REFUND',
+    'TOTALS 99999999',
+    'TOTALS 2026031\u00e9',
+    'TOTALS 20260315*',
   ];
   let seed = 42;
   const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
