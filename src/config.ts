@@ -53,7 +53,16 @@ export interface Config {
   gpio: { green: number | null; red: number | null; buzzer: number | null };
   retentionDays: number;
   logLevel: Level;
+  /** SCANBOX_REFUNDS: whether the register line may refund (`scanbox refund` always may). */
+  refunds: RefundPolicy;
+  /** SCANBOX_REFUND_DAY_MAX: the most the register may refund in one business day; 0: nothing at all. */
+  refundDayMaxFen: number;
+  /** SCANBOX_TIMEZONE: the zone of the business day, as Intl names it (`PRC` reads as Asia/Shanghai). */
+  timeZone: string;
 }
+
+export const REFUND_POLICIES = ['off', 'register'] as const;
+export type RefundPolicy = (typeof REFUND_POLICIES)[number];
 
 export interface ConfigSources {
   /** Usually process.env. */
@@ -78,6 +87,8 @@ export class ConfigError extends Error {
 export const DEFAULT_API_BASE = 'https://api.mch.weixin.qq.com';
 export const DEFAULT_BACKUP_BASE = 'https://api2.mch.weixin.qq.com';
 export const DEFAULT_BODY = '扫码付款';
+/** WeChat Pay's bill days are China time; a business day in another zone cannot match them one to one. */
+export const DEFAULT_TIME_ZONE = 'Asia/Shanghai';
 export const BAUD_RATES: readonly number[] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200];
 
 /** Every variable `loadConfig` reads; any other SCANBOX_* is a typo and stops the daemon. */
@@ -110,6 +121,9 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_GPIO_BUZZER',
   'SCANBOX_RETENTION_DAYS',
   'SCANBOX_LOG_LEVEL',
+  'SCANBOX_REFUNDS',
+  'SCANBOX_REFUND_DAY_MAX',
+  'SCANBOX_TIMEZONE',
 ];
 
 /** Known on purpose so that it is refused with a useful message rather than called a typo. */
@@ -602,6 +616,26 @@ function readGpio(r: Reader): Config['gpio'] {
   return gpio;
 }
 
+function readTimeZone(r: Reader): string {
+  const name = 'SCANBOX_TIMEZONE';
+  const value = r.get(name);
+  if (value === undefined) return DEFAULT_TIME_ZONE;
+  let zone: string;
+  try {
+    zone = new Intl.DateTimeFormat('en-US', { timeZone: value }).resolvedOptions().timeZone;
+  } catch {
+    r.error(name, `${shown(value)} is not a time zone this Node.js knows (an IANA name such as Asia/Shanghai or Europe/Berlin)`);
+    return DEFAULT_TIME_ZONE;
+  }
+  // ICU takes old three-letter ids that read otherwise than a technician means: CST is Chicago, not China;
+  // BST is Dhaka, not British summer time; EST is Panama, with no DST. Only the names of UTC itself pass.
+  if (/^[A-Za-z]{3}$/.test(value) && zone !== 'UTC') {
+    r.error(name, `${shown(value)} is an abbreviation that Node.js reads as ${zone}: give the zone's IANA name (e.g. Asia/Shanghai, Europe/Berlin)`);
+    return DEFAULT_TIME_ZONE;
+  }
+  return zone;
+}
+
 function readUnknown(r: Reader, env: Record<string, string | undefined>): void {
   const known = new Set([...CONFIG_VARIABLES, REFUSED_SECRET]);
   const unknown = Object.keys(env)
@@ -695,6 +729,15 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     else r.error('SCANBOX_LOG_LEVEL', `${shown(levelRaw)} is not one of ${LEVELS.join(' ')}`);
   }
 
+  const refundsRaw = r.get('SCANBOX_REFUNDS');
+  let refunds: RefundPolicy = 'off';
+  if (refundsRaw !== undefined) {
+    if ((REFUND_POLICIES as readonly string[]).includes(refundsRaw)) refunds = refundsRaw as RefundPolicy;
+    else r.error('SCANBOX_REFUNDS', `${shown(refundsRaw)} is not off or register`);
+  }
+  const refundDayMaxFen = r.integer('SCANBOX_REFUND_DAY_MAX', 100_000, 0, 100_000_000, 'fen');
+  const timeZone = readTimeZone(r);
+
   readUnknown(r, env);
 
   if (r.errors.length > 0 || certificate === null) {
@@ -728,6 +771,9 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     gpio: Object.freeze(gpio),
     retentionDays,
     logLevel,
+    refunds,
+    refundDayMaxFen,
+    timeZone,
   };
   hideSecrets(config, () => masked(config));
   // The p12 Buffer cannot be frozen (typed arrays refuse); the object holding it can.
@@ -787,5 +833,8 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_GPIO_BUZZER=${orUnset(config.gpio.buzzer)}`,
     `SCANBOX_RETENTION_DAYS=${config.retentionDays}`,
     `SCANBOX_LOG_LEVEL=${config.logLevel}`,
+    `SCANBOX_REFUNDS=${config.refunds}`,
+    `SCANBOX_REFUND_DAY_MAX=${config.refundDayMaxFen} (${formatYuan(config.refundDayMaxFen)} yuan)`,
+    `SCANBOX_TIMEZONE=${config.timeZone}`,
   ];
 }

@@ -172,6 +172,9 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       gpio: { green: null, red: null, buzzer: null },
       retentionDays: 400,
       logLevel: 'info',
+      refunds: 'off',
+      refundDayMaxFen: 100_000,
+      timeZone: 'Asia/Shanghai',
     },
   );
   t.equal(config.apiKey, API_KEY, 'one trailing newline trimmed');
@@ -218,6 +221,9 @@ t.test('every variable set to a valid value', async (t) => {
         SCANBOX_GPIO_BUZZER: '18',
         SCANBOX_RETENTION_DAYS: '3650',
         SCANBOX_LOG_LEVEL: 'debug',
+        SCANBOX_REFUNDS: 'register',
+        SCANBOX_REFUND_DAY_MAX: '100000000',
+        SCANBOX_TIMEZONE: 'Europe/Berlin',
       },
       machineIdPath: join(b.dir, 'no-such-machine-id'),
     }),
@@ -246,6 +252,9 @@ t.test('every variable set to a valid value', async (t) => {
     gpio: { green: 0, red: 27, buzzer: 18 },
     retentionDays: 3650,
     logLevel: 'debug',
+    refunds: 'register',
+    refundDayMaxFen: 100_000_000,
+    timeZone: 'Europe/Berlin',
   });
   t.equal(config.apiKey, API_KEY, 'a key file without a trailing newline');
 });
@@ -330,6 +339,9 @@ t.test('many bad values at once: every one is reported, each naming its variable
       SCANBOX_GPIO_BUZZER: '-1',
       SCANBOX_RETENTION_DAYS: '29',
       SCANBOX_LOG_LEVEL: 'warn',
+      SCANBOX_REFUNDS: 'on',
+      SCANBOX_REFUND_DAY_MAX: '-1',
+      SCANBOX_TIMEZONE: 'Beijing',
       SCANBOX_MCHID: '1900000109',
     },
     machineIdPath: b.machineId,
@@ -361,6 +373,9 @@ t.test('many bad values at once: every one is reported, each naming its variable
     'SCANBOX_GPIO_BUZZER',
     'SCANBOX_RETENTION_DAYS',
     'SCANBOX_LOG_LEVEL',
+    'SCANBOX_REFUNDS',
+    'SCANBOX_REFUND_DAY_MAX',
+    'SCANBOX_TIMEZONE',
     'SCANBOX_MCHID',
   ];
   t.same(named, expected, 'one line per bad variable, in the order of the contract table, typos last');
@@ -780,6 +795,45 @@ t.test('retention and log level', async (t) => {
   }
 });
 
+// ---------------------------------------------------------------- refunds and the business day
+
+t.test('refunds: off or register; the day maximum of the register in whole fen, 0 allowed', async (t) => {
+  const b = box();
+  t.equal(ok(t, load(b, { SCANBOX_REFUNDS: 'off' })).refunds, 'off');
+  t.equal(ok(t, load(b, { SCANBOX_REFUNDS: 'register' })).refunds, 'register');
+  t.equal(ok(t, load(b, { SCANBOX_REFUNDS: '' })).refunds, 'off', 'empty is the default');
+  for (const bad of ['on', 'yes', 'true', '1', 'Register', 'OFF', 'register ', 'all']) {
+    onlyError(t, load(b, { SCANBOX_REFUNDS: bad }), 'SCANBOX_REFUNDS', /^SCANBOX_REFUNDS: ".*" is not off or register$/);
+  }
+  t.equal(ok(t, load(b, { SCANBOX_REFUND_DAY_MAX: '0' })).refundDayMaxFen, 0, '0: the register may refund nothing');
+  t.equal(ok(t, load(b, { SCANBOX_REFUND_DAY_MAX: '25000' })).refundDayMaxFen, 25_000);
+  t.equal(ok(t, load(b, { SCANBOX_REFUND_DAY_MAX: '100000000' })).refundDayMaxFen, 100_000_000);
+  onlyError(t, load(b, { SCANBOX_REFUND_DAY_MAX: '100000001' }), 'SCANBOX_REFUND_DAY_MAX', /^SCANBOX_REFUND_DAY_MAX: 100000001 fen is out of range 0\.\.100000000$/);
+  for (const bad of ['1000.00', '1e5', '-1', ' 100', 'unlimited', '10_000']) {
+    onlyError(t, load(b, { SCANBOX_REFUND_DAY_MAX: bad }), 'SCANBOX_REFUND_DAY_MAX', /is not a whole number fen \(digits only, 0\.\.100000000\)/);
+  }
+});
+
+t.test('time zone: a zone Node.js knows, by its IANA name', async (t) => {
+  const b = box();
+  const cases: Array<[string, string]> = [
+    ['Asia/Shanghai', 'Asia/Shanghai'],
+    ['Europe/Berlin', 'Europe/Berlin'],
+    ['America/New_York', 'America/New_York'],
+    ['UTC', 'UTC'],
+    ['Etc/GMT-8', 'Etc/GMT-8'],
+    ['asia/shanghai', 'Asia/Shanghai'],
+    ['Asia/Chongqing', 'Asia/Shanghai'],
+  ];
+  for (const [value, zone] of cases) t.equal(ok(t, load(b, { SCANBOX_TIMEZONE: value })).timeZone, zone, `${value} is ${zone}`);
+  for (const bad of ['Mars/Olympus', 'Beijing', 'China', 'UTC+8', 'GMT+8', '+08:00', ' Asia/Shanghai', 'Asia/Shanghai ', 'Local']) {
+    onlyError(t, load(b, { SCANBOX_TIMEZONE: bad }), 'SCANBOX_TIMEZONE', /is not a time zone this Node\.js knows \(an IANA name such as Asia\/Shanghai/);
+  }
+  onlyError(t, load(b, { SCANBOX_TIMEZONE: 'CST' }), 'SCANBOX_TIMEZONE', /^SCANBOX_TIMEZONE: "CST" is an abbreviation that Node\.js reads as America\/Chicago: give the zone's IANA name/);
+  for (const bad of ['BST', 'IST', 'EST', 'PRC', 'cst']) onlyError(t, load(b, { SCANBOX_TIMEZONE: bad }), 'SCANBOX_TIMEZONE', /is an abbreviation/);
+  t.equal(ok(t, load(b, { SCANBOX_TIMEZONE: 'GMT' })).timeZone, 'UTC', 'a name of UTC itself is fine');
+});
+
 // ---------------------------------------------------------------- GPIO
 
 t.test('GPIO pins', async (t) => {
@@ -863,7 +917,14 @@ t.test('describeConfig: NAME=value, secrets masked', async (t) => {
   t.match(text, /^SCANBOX_USERPAYING_TIMEOUT_S=30$/m);
   t.match(text, /^SCANBOX_BODY=扫码付款$/m);
   t.match(text, /^SCANBOX_DEVICE_ID=4F1E2D3C4B5A6978$/m);
+  t.match(text, /^SCANBOX_REFUNDS=off$/m);
+  t.match(text, /^SCANBOX_REFUND_DAY_MAX=100000 \(1000\.00 yuan\)$/m);
+  t.match(text, /^SCANBOX_TIMEZONE=Asia\/Shanghai$/m);
   noSecrets(t, text, 'describeConfig');
+  const refunds = describeConfig(ok(t, load(b, { SCANBOX_REFUNDS: 'register', SCANBOX_REFUND_DAY_MAX: '0', SCANBOX_TIMEZONE: 'Europe/Berlin' }))).join('\n');
+  t.match(refunds, /^SCANBOX_REFUNDS=register$/m);
+  t.match(refunds, /^SCANBOX_REFUND_DAY_MAX=0 \(0\.00 yuan\)$/m);
+  t.match(refunds, /^SCANBOX_TIMEZONE=Europe\/Berlin$/m);
 
   const none = describeConfig(ok(t, load(b, { SCANBOX_API_BACKUP_BASE: 'none' }))).join('\n');
   t.match(none, /^SCANBOX_API_BACKUP_BASE=none$/m);
