@@ -16,6 +16,8 @@ interface Step {
   /** What the customer shows: a WeChat code with a wallet scenario, an Alipay code, or nothing. */
   scan?: { code: string; scenario?: Scenario } | null;
   cancel?: boolean;
+  /** What the register sends instead of `PAY AMOUNT REF` (a refund), and the word its final line names (the RID). */
+  send?: { line: string; key: string };
   /** The final line expected, as a pattern. */
   expect: RegExp;
 }
@@ -53,6 +55,27 @@ const STEPS: Step[] = [
   { title: 'an Alipay code', ref: 'R1005', amountFen: 990, scan: { code: '286012345678901234' }, expect: /^FAILED R1005 NOT_WECHAT_CODE / },
   { title: 'the cashier cancels before the scan', ref: 'R1006', amountFen: 4200, cancel: true, expect: /^FAILED R1006 CANCELLED / },
   { title: 'PAY repeated for a paid sale', ref: 'R1001', amountFen: 1234, scan: null, expect: /^PAID R1001 \S+ \d{28}$/ },
+  {
+    title: 'goods returned: 30.00 of R1002 refunded',
+    ref: 'R1002',
+    amountFen: 3000,
+    send: { line: 'REFUND R1002 3000 RF1002A', key: 'RF1002A' },
+    expect: /^REFUNDED RF1002A R1002 3000 \S+$/,
+  },
+  {
+    title: 'the same refund sent again (a lost answer)',
+    ref: 'R1002',
+    amountFen: 3000,
+    send: { line: 'REFUND R1002 3000 RF1002A', key: 'RF1002A' },
+    expect: /^REFUNDED RF1002A R1002 3000 \S+$/,
+  },
+  {
+    title: 'more than is left of R1002',
+    ref: 'R1002',
+    amountFen: 6000,
+    send: { line: 'REFUND R1002 6000 RF1002B', key: 'RF1002B' },
+    expect: /^FAILED RF1002B OVER_AMOUNT /,
+  },
 ];
 
 const pad = (text: string, width: number): string => (text.length >= width ? text : text + ' '.repeat(width - text.length));
@@ -78,7 +101,7 @@ export async function demoCommand(args: string[] = []): Promise<number> {
   process.stdout.write('scanbox demo: the built-in WeChat Pay simulator, two virtual serial ports and the real daemon\n');
   process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n\n');
   const rig = await Rig.start({
-    env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30' },
+    env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30', SCANBOX_REFUNDS: 'register' },
     onLog,
   });
   const results: { step: Step; line: string; ok: boolean; seconds: number }[] = [];
@@ -99,10 +122,11 @@ export async function demoCommand(args: string[] = []): Promise<number> {
       process.stdout.write(`\n--- ${step.title}\n`);
       const t0 = Date.now();
       const from = rig.register.mark;
-      const pay = `PAY ${step.amountFen} ${step.ref}`;
+      const pay = step.send?.line ?? `PAY ${step.amountFen} ${step.ref}`;
+      const key = step.send?.key ?? step.ref;
       say('register', `> ${pay}`);
       rig.register.send(pay);
-      if (step.scan !== null) await rig.register.next(`ACK ${step.ref}`, 10000, from);
+      if (step.scan !== null && !step.send) await rig.register.next(`ACK ${step.ref}`, 10000, from);
       if (step.scan) {
         if (step.scan.scenario) rig.sim.setScenario(step.scan.code, step.scan.scenario);
         say('scanner', `> ${maskCode(step.scan.code)}`);
@@ -114,15 +138,24 @@ export async function demoCommand(args: string[] = []): Promise<number> {
       }
       let line: string;
       try {
-        line = await rig.register.next((l) => /^(PAID|FAILED) /.test(l) && l.split(' ')[1] === step.ref, 60000, from);
+        line = await rig.register.next((l) => /^(PAID|FAILED|REFUNDED) /.test(l) && l.split(' ')[1] === key, 60000, from);
       } catch {
         line = '(no final line)';
       }
       results.push({ step, line, ok: step.expect.test(line), seconds: (Date.now() - t0) / 1000 });
     }
 
+    // The day's money as the register asks for it.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    process.stdout.write(`\n--- the day's totals\n`);
+    const totalsMark = rig.register.mark;
+    say('register', '> TOTALS');
+    rig.register.send('TOTALS');
+    const totals = await rig.register.next(/^TOTALS /, 5000, totalsMark);
+
     const charged = rig.sim.ledger().filter((e) => e.charged);
     const r1001 = charged.filter((e) => e.attach === 'R1001').length;
+    const refunded = rig.sim.refunds().reduce((sum, r) => sum + r.refundFee, 0);
     process.stdout.write('\n');
     const exitCode = await rig.stopDaemon();
 
@@ -135,9 +168,12 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     const chargedFen = charged.reduce((sum, e) => sum + e.totalFee, 0);
     process.stdout.write(
       `  gateway ledger: ${charged.length} payments kept (${(chargedFen / 100).toFixed(2)} yuan), ` +
-        `${rig.sim.ledger().filter((e) => e.reversed).length} reversed; R1001 charged ${r1001} time(s)\n`,
+        `${rig.sim.ledger().filter((e) => e.reversed).length} reversed; R1001 charged ${r1001} time(s); ` +
+        `${rig.sim.refunds().length} refund(s), ${(refunded / 100).toFixed(2)} yuan\n`,
     );
-    const allOk = results.every((r) => r.ok) && r1001 === 1 && exitCode === 0;
+    process.stdout.write(`  register's totals: ${totals}\n`);
+    const totalsOk = totals.endsWith(`PAID ${charged.length} ${chargedFen} REFUNDED 1 3000 NET ${chargedFen - 3000}`);
+    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && exitCode === 0;
     process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
     return allOk ? 0 : 1;
