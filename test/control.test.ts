@@ -247,3 +247,41 @@ t.test('reverseAnswer: the engine result as the socket says it', async (t) => {
   t.same(reverseAnswer({ ok: true, sale, text: 'reversed at WeChat Pay' }), { ok: true, state: 'reversed', code: 'REVERSED', text: 'reversed at WeChat Pay' });
   t.same(reverseAnswer({ ok: false, sale: null, text: 'no sale' }), { ok: false, state: 'unknown', code: null, text: 'no sale' });
 });
+
+t.test('refund: the handler gets REF, fen and RID; malformed requests never reach it; a daemon without refunds says so', async (t) => {
+  const path = tempSocket(t);
+  const asked: unknown[] = [];
+  const server = await ControlServer.listen(
+    path,
+    {
+      health: () => ({ kind: 'READY' }),
+      reverse: async () => ({ ok: false, state: 'unknown', code: null, text: '' }),
+      refund: async (request) => {
+        asked.push(request);
+        return { ok: true, state: 'accepted', line: `REFUNDED ${request.rid} ${request.ref} ${request.amountFen} X1`, text: 'accepted by WeChat Pay' };
+      },
+    },
+    memoryLogger(),
+  );
+  t.teardown(() => server.close());
+  t.same(await askDaemon(path, { cmd: 'refund', ref: 'R1', amount_fen: 500, rid: 'T1' }), {
+    ok: true,
+    state: 'accepted',
+    line: 'REFUNDED T1 R1 500 X1',
+    text: 'accepted by WeChat Pay',
+  });
+  for (const bad of [
+    { ref: 'R 1', amount_fen: 500, rid: 'T1' },
+    { ref: 'R1', amount_fen: 5.5, rid: 'T1' },
+    { ref: 'R1', amount_fen: 0, rid: 'T1' },
+    { ref: 'R1', amount_fen: '500', rid: 'T1' },
+    { ref: 'R1', amount_fen: 500, rid: 'x'.repeat(33) },
+    { ref: 'R1', amount_fen: 500 },
+  ]) {
+    t.match(await askDaemon(path, { cmd: 'refund', ...bad }), { error: /^refund needs/ }, `refused: ${JSON.stringify(bad)}`);
+  }
+  t.same(asked, [{ ref: 'R1', amountFen: 500, rid: 'T1' }], 'the handler saw only the good one');
+
+  const plain = await start(t);
+  t.match(await askDaemon(plain.path, { cmd: 'refund', ref: 'R1', amount_fen: 500, rid: 'T1' }), { error: 'this daemon takes no refunds' });
+});

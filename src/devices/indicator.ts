@@ -90,8 +90,8 @@ const PATTERNS: Record<LightState, Pattern> = {
     loop: false,
     words: { green: 'on', red: 'off', buzzer: 'beep1' },
   },
-  // A refund WeChat Pay accepted: two short beeps, then green blinks, so nobody at the counter takes it for a
-  // payment (one beep, green steady).
+  // A refund WeChat Pay accepted: green for 1 s with two short beeps, then two blinks, so nobody at the counter
+  // takes it for a payment (one beep, green steady for 3 s).
   refunded: {
     steps: [
       ...beeps(2, 1000, (buzzer) => lit(true, false, buzzer)),

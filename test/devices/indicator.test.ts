@@ -127,6 +127,34 @@ t.test('failed: red on 3 s with exactly three short beeps, then back', async (t)
   ]);
 });
 
+t.test('refunded: green on 1 s with two short beeps, then two green blinks, 3 s in all, told apart from paid', async (t) => {
+  const r = rig(t);
+  r.indicator.show('ready');
+  r.mark();
+  r.indicator.show('refunded');
+  await r.until(3050);
+  t.same(r.since(), [
+    'green on @0',
+    'buzzer on @0',
+    'buzzer off @120',
+    'buzzer on @240',
+    'buzzer off @360',
+    'green off @1000',
+    'green on @1500',
+    'green off @2000',
+    'green on @2500',
+    'green off @3000',
+  ]);
+  const buzzer = r.backend.levels.get(BUZZER) ?? [];
+  t.equal(buzzer.filter((on, i) => on && !buzzer[i - 1]).length, 2, 'two pulses: a payment has one');
+  t.equal(r.backend.levels.get(RED)?.includes(true), false, 'no red');
+  t.equal(r.indicator.state, 'ready');
+  t.same(r.log.lines.slice(2), [
+    '<7>light green=blink red=off buzzer=beep2 state=refunded',
+    '<7>light green=heartbeat red=off buzzer=- state=ready',
+  ]);
+});
+
 t.test('paid and failed return to the last steady state given, and finish their 3 s first', async (t) => {
   const r = rig(t);
   r.indicator.show('ready');

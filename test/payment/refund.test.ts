@@ -7,8 +7,9 @@ import { MIGRATIONS } from '../../src/journal/migrations.js';
 import type { Refund } from '../../src/journal/refunds.js';
 import { refundLine } from '../../src/payment/refund.js';
 import type { RefundScenario } from '../../src/simulator/scenarios.js';
-import { sell } from '../helpers/faults.js';
-import { DEVICE_ID, createWorld, tempDir, type World, type WorldOptions } from '../helpers/world.js';
+import { GatewaySimulator } from '../../src/simulator/gateway.js';
+import { rewritingProxy, sell } from '../helpers/faults.js';
+import { DEVICE_ID, MERCHANT, createWorld, tempDir, type World, type WorldOptions } from '../helpers/world.js';
 
 /**
  * The refund cycle through the real engine, the real journal file and real HTTPS (with the merchant
@@ -257,4 +258,30 @@ t.test('a journal written before refunds existed opens, keeps every sale and tak
   t.equal(journal.pragmas().userVersion, 2);
   t.match(journal.byOutTradeNo('TESTBOX1ABCD00000001'), { ref: 'OLD1', amountFen: 1234, state: 'paid', transactionId: '4200001' });
   t.match(journal.refunds.create({ rid: 'OLDR', ref: 'OLD1', amountFen: 234, source: 'technician' }), { kind: 'created' });
+});
+
+t.test('an accepted answer naming another amount, or refundquery answers that do not verify: never REFUNDED on their word', async (t) => {
+  const clock = new VirtualClock();
+  const sim = await GatewaySimulator.start({ ...MERCHANT, clock });
+  t.teardown(() => sim.close());
+  // A correctly signed answer that says another refund_fee; refundquery's answers forged (signature broken).
+  const proxy = await rewritingProxy(sim, (path, fields) => {
+    if (path === '/secapi/pay/refund' && fields.result_code === 'SUCCESS') return { ...fields, refund_fee: '1' };
+    return null;
+  });
+  t.teardown(() => proxy.close());
+  const w = await createWorld({ clock, simulator: sim, client: { apiBase: proxy.origin } });
+  t.teardown(() => w.close());
+  await paidSale(w, 'R-ECHO', 2000, { outcome: 'SUCCESS', settleAfterMs: 600_000 });
+  const refund = created(w, 'RID-ECHO', 'R-ECHO', 900);
+  const after = await w.refunds.drive(refund.id);
+  t.ok(proxy.rewritten >= 1, 'the answer really was rewritten');
+  // The mismatching answer is not believed; refundquery (not rewritten) finds the refund accepted under our number.
+  t.equal(after.state, 'accepted');
+  t.same(
+    w.journal.refunds.events(refund.id).map((e) => e.kind),
+    ['created', 'refund_sent', 'refund_answer', 'refundquery_answer'],
+  );
+  t.ok(w.log.lines.some((l) => l.startsWith('<3>WeChat Pay answered a refund with another number or amount')));
+  t.equal(w.sim.refunds()[0]!.refundFee, 900, 'WeChat Pay holds the refund the journal asked for');
 });
