@@ -3,6 +3,7 @@ import { systemClock } from '../../src/clock.js';
 import { Journal } from '../../src/journal/journal.js';
 import { Rig } from '../../src/simulator/rig.js';
 import { daemonCode } from '../helpers/faults.js';
+import { waitUntilPolled } from '../helpers/ports.js';
 
 /**
  * The fault matrix, part 3: the devices, on the real daemon. The scanner's cable is pulled while a sale
@@ -19,6 +20,8 @@ t.test('scanner unplugged during a sale -> the sale waits; once it is back the s
   reg.send('PAY 990 F-SCANNER');
   await reg.next('ACK F-SCANNER', 5000, from);
 
+  // Unplugged while the daemon polls the port, not while a read of it is still running.
+  await waitUntilPolled(daemon.process.pid!, rig.ports.path('scanner'));
   let mark = daemon.mark;
   await rig.ports.drop('scanner');
   t.match(await daemon.waitFor(/^<3>scanner port lost: re-opening until it is back/, 10000, mark), /path=/);
