@@ -13,7 +13,7 @@ import { formatYuan } from './money.js';
 import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
 import { Reachability } from './payment/reachability.js';
 import { refundLine, type RefundEngine } from './payment/refund.js';
-import { dayTotals } from './payment/totals.js';
+import { dayTotals } from './books/totals.js';
 import type { ApiOutcome } from './wechatpay/client.js';
 
 /**
