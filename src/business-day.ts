@@ -124,6 +124,24 @@ export function businessDay(ms: number, timeZone: string): string {
   return dayText(wallClock(ms, timeZone));
 }
 
+/** The hour (0-23) the wall clock shows at `ms` in `timeZone`: the hourly breakdown of a day's report. */
+export function localHour(ms: number, timeZone: string): number {
+  checkInstant(ms);
+  return wallClock(ms, timeZone).hour;
+}
+
+/**
+ * The instant of a WeChat Pay time (`yyyyMMddHHmmss`, as in time_end, China time, UTC+8 all year), or null
+ * when the text is not one.
+ */
+export function chinaTimeMs(text: string): number | null {
+  const match = /^([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})$/.exec(text);
+  if (!match) return null;
+  const [, y, mo, d, h, mi, se] = match.map(Number) as [number, number, number, number, number, number, number];
+  if (!isCalendarDay(text.slice(0, 8)) || h > 23 || mi > 59 || se > 59) return null;
+  return Date.UTC(y, mo - 1, d, h, mi, se) - 8 * 3_600_000;
+}
+
 /** The business day before the one `nowMs` is in: the default day of a reconciliation. */
 export function yesterday(nowMs: number, timeZone: string): string {
   return previousDay(businessDay(nowMs, timeZone));

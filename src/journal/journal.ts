@@ -49,8 +49,19 @@ export interface Sale {
   nextReverseAt: number | null;
   /** Wall ms when micropay was committed to be sent. */
   submittedAt: number | null;
+  /** When WeChat Pay took the money (its time_end), for a paid sale; the business day the bill files it under. */
+  paidAt: number | null;
   createdAt: number;
   updatedAt: number;
+}
+
+/** A day's reconciliation against WeChat Pay's bill, as kept (result: the report as JSON). */
+export interface Reconciliation {
+  day: string;
+  at: number;
+  matched: number;
+  discrepancies: number;
+  result: string;
 }
 
 export interface SaleEvent {
@@ -71,6 +82,7 @@ export interface SalePatch {
   reverseAttempts?: number;
   nextReverseAt?: number | null;
   submittedAt?: number | null;
+  paidAt?: number | null;
 }
 
 export interface JournalOptions {
@@ -108,6 +120,7 @@ interface SaleRow {
   reverse_attempts: number;
   next_reverse_at: number | null;
   submitted_at: number | null;
+  paid_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -143,11 +156,12 @@ const PATCH_COLUMNS = {
   reverseAttempts: 'reverse_attempts',
   nextReverseAt: 'next_reverse_at',
   submittedAt: 'submitted_at',
+  paidAt: 'paid_at',
 } as const satisfies Record<keyof SalePatch, keyof SaleRow>;
 
 type PatchKey = keyof typeof PATCH_COLUMNS;
 const TEXT_FIELDS = new Set<PatchKey>(['codeMasked', 'transactionId', 'finalCode', 'finalText', 'reverseReason']);
-const TIME_FIELDS = new Set<PatchKey>(['nextReverseAt', 'submittedAt']);
+const TIME_FIELDS = new Set<PatchKey>(['nextReverseAt', 'submittedAt', 'paidAt']);
 
 function toSale(row: SaleRow): Sale {
   return {
@@ -164,6 +178,7 @@ function toSale(row: SaleRow): Sale {
     reverseAttempts: row.reverse_attempts,
     nextReverseAt: row.next_reverse_at,
     submittedAt: row.submitted_at,
+    paidAt: row.paid_at,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -363,7 +378,7 @@ function migrate(db: SqliteDatabase, file: string): void {
 }
 
 const SALE_COLUMNS = `id, ref, amount_fen, out_trade_no, state, code_masked, transaction_id, final_code, final_text,
-  reverse_reason, reverse_attempts, next_reverse_at, submitted_at, created_at, updated_at`;
+  reverse_reason, reverse_attempts, next_reverse_at, submitted_at, paid_at, created_at, updated_at`;
 
 export class Journal {
   readonly path: string;
@@ -391,6 +406,8 @@ export class Journal {
     events: Statement<[number], EventRow>;
     counts: Statement<[], { state: SaleState; n: number }>;
     paidBetween: Statement<[number, number], { n: number; fen: number }>;
+    paidSalesBetween: Statement<[number, number], SaleRow>;
+    touchedBetween: Statement<[number, number, number, number], SaleRow>;
     prune: Statement<[number, number]>;
   };
 
@@ -482,7 +499,7 @@ export class Journal {
       writeSale: db.prepare(`UPDATE sales SET
           state = @state, code_masked = @code_masked, transaction_id = @transaction_id, final_code = @final_code,
           final_text = @final_text, reverse_reason = @reverse_reason, reverse_attempts = @reverse_attempts,
-          next_reverse_at = @next_reverse_at, submitted_at = @submitted_at, updated_at = @updated_at
+          next_reverse_at = @next_reverse_at, submitted_at = @submitted_at, paid_at = @paid_at, updated_at = @updated_at
         WHERE id = @id AND state = @from`),
       insertEvent: db.prepare('INSERT INTO events (sale_id, at, kind, detail) VALUES (?, ?, ?, ?)'),
       getSale: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE id = ?`),
@@ -498,9 +515,16 @@ export class Journal {
       recent: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales ORDER BY id DESC LIMIT ?`),
       events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
       counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
-      // A paid sale's row is last changed by the transition to paid: updated_at is when it was paid.
+      // paid_at is WeChat Pay's time of payment (as its bill files it); a sale paid before it was kept was last
+      // changed by its transition to paid.
       paidBetween: db.prepare(
-        "SELECT count(*) AS n, coalesce(sum(amount_fen), 0) AS fen FROM sales WHERE state = 'paid' AND updated_at >= ? AND updated_at < ?",
+        "SELECT count(*) AS n, coalesce(sum(amount_fen), 0) AS fen FROM sales WHERE state = 'paid' AND coalesce(paid_at, updated_at) >= ? AND coalesce(paid_at, updated_at) < ?",
+      ),
+      paidSalesBetween: db.prepare(
+        `SELECT ${SALE_COLUMNS} FROM sales WHERE state = 'paid' AND coalesce(paid_at, updated_at) >= ? AND coalesce(paid_at, updated_at) < ? ORDER BY id`,
+      ),
+      touchedBetween: db.prepare(
+        `SELECT ${SALE_COLUMNS} FROM sales WHERE (created_at >= ? AND created_at < ?) OR (updated_at >= ? AND updated_at < ?) ORDER BY id`,
       ),
       // reverse_failed is left out on purpose: a technician still needs its whole history.
       prune: db.prepare(`DELETE FROM events WHERE id IN (
@@ -645,6 +669,16 @@ export class Journal {
     });
   }
 
+  /** The sales paid (and still paid) in [startMs, endMs), oldest first. */
+  paidSalesBetween(startMs: number, endMs: number): Sale[] {
+    return this.read('list paid sales', () => this.stmt.paidSalesBetween.all(startMs, endMs).map(toSale));
+  }
+
+  /** Every sale opened or changed in [startMs, endMs), oldest first: a business day's activity. */
+  touchedBetween(startMs: number, endMs: number): Sale[] {
+    return this.read('list sales', () => this.stmt.touchedBetween.all(startMs, endMs, startMs, endMs).map(toSale));
+  }
+
   /**
    * Deletes at most `batchSize` events of settled sales (paid, failed, reversed) last changed before
    * `olderThanMs`, in one transaction, so the SD card sees small writes. Sale rows stay: idempotency by ref
@@ -655,6 +689,31 @@ export class Journal {
     checkCount('batchSize', batchSize);
     if (batchSize === 0) return 0;
     return this.write('prune old events', () => this.txPrune(olderThanMs, batchSize));
+  }
+
+  /** ONE transaction: a day's reconciliation result, replacing an earlier one of the same day. */
+  saveReconciliation(record: Reconciliation): void {
+    if (!/^[0-9]{8}$/.test(record.day)) throw new TypeError('day must be YYYYMMDD');
+    this.write(`keep the reconciliation of ${record.day}`, () =>
+      this.db
+        .prepare('INSERT OR REPLACE INTO reconciliations (day, at, matched, discrepancies, result) VALUES (?, ?, ?, ?, ?)')
+        .run(record.day, record.at, record.matched, record.discrepancies, record.result),
+    );
+  }
+
+  /** The newest reconciliation (by the day it reconciled), or null; null too for a journal older than reconciliation. */
+  latestReconciliation(): Reconciliation | null {
+    return this.read('read the last reconciliation', () => {
+      if (!this.hasTable('reconciliations')) return null;
+      const row = this.db.prepare('SELECT day, at, matched, discrepancies, result FROM reconciliations ORDER BY day DESC LIMIT 1').get() as
+        | Reconciliation
+        | undefined;
+      return row ?? null;
+    });
+  }
+
+  private hasTable(name: string): boolean {
+    return (this.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) as { n: number }).n === 1;
   }
 
   /** 'ok', or what SQLite found wrong. */

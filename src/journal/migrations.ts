@@ -107,6 +107,21 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX refund_events_refund ON refund_events (refund_id, id);
     `);
   },
+  // 3: when WeChat Pay took the money (its time_end: the day its bill files the sale under), and the kept
+  // result of each day's reconciliation against that bill.
+  (db) => {
+    db.exec(`
+      ALTER TABLE sales ADD COLUMN paid_at INTEGER;
+
+      CREATE TABLE reconciliations (
+        day           TEXT PRIMARY KEY CHECK (length(day) = 8),
+        at            INTEGER NOT NULL,
+        matched       INTEGER NOT NULL CHECK (matched >= 0),
+        discrepancies INTEGER NOT NULL CHECK (discrepancies >= 0),
+        result        TEXT NOT NULL
+      ) STRICT;
+    `);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

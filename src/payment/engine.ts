@@ -1,3 +1,4 @@
+import { chinaTimeMs } from '../business-day.js';
 import type { Clock } from '../clock.js';
 import type { Journal, Sale, SalePatch } from '../journal/journal.js';
 import type { SaleState } from '../journal/states.js';
@@ -336,7 +337,8 @@ export class PaymentEngine {
 
   private markPaid(saleId: number, outcome: ApiOutcome & { kind: 'success' }, kind: string): Sale {
     const transactionId = outcome.fields.transaction_id ?? '';
-    const sale = this.journal.transition(saleId, 'paid', { transactionId, finalCode: null, finalText: null }, {
+    const paidAt = chinaTimeMs(outcome.fields.time_end ?? '') ?? this.clock.now();
+    const sale = this.journal.transition(saleId, 'paid', { transactionId, paidAt, finalCode: null, finalText: null }, {
       kind,
       detail: outcomeDetail(outcome),
     });

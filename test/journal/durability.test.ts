@@ -9,6 +9,7 @@ import type { Test } from 'tap';
 import { VirtualClock } from '../../src/clock.js';
 import { Journal, JournalError } from '../../src/journal/journal.js';
 import type { JournalOptions } from '../../src/journal/journal.js';
+import { SCHEMA_VERSION } from '../../src/journal/migrations.js';
 
 const START = Date.UTC(2026, 10, 29, 8, 0, 0);
 
@@ -56,18 +57,33 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
   const dir = t.testdir({});
   const file = path.join(dir, 'scanbox.db');
   const journal = openIn(t, file);
-  t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -2000, userVersion: 1 });
+  t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -2000, userVersion: SCHEMA_VERSION });
+  t.equal(SCHEMA_VERSION, 3, 'schema 3: sales, refunds, reconciliations');
   journal.createSale('R-1', 1);
   t.ok(fs.existsSync(`${file}-wal`), 'writes go to the -wal file');
 
   const db = new Database(file, { readonly: true });
   t.teardown(() => db.close());
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal', 'WAL is recorded in the file');
-  t.equal(db.pragma('user_version', { simple: true }), 1);
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
   const tables = db.prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name").all();
   t.same(
     tables.map((r) => (r as { name: string }).name).filter((n) => !n.startsWith('sqlite_')),
-    ['events', 'events_sale', 'meta', 'sales', 'sales_ref', 'sales_state'],
+    [
+      'events',
+      'events_sale',
+      'meta',
+      'reconciliations',
+      'refund_events',
+      'refund_events_refund',
+      'refunds',
+      'refunds_created',
+      'refunds_sale',
+      'refunds_state',
+      'sales',
+      'sales_ref',
+      'sales_state',
+    ],
   );
   t.equal(journal.quickCheck(), 'ok');
 });

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { VirtualClock } from '../../src/clock.js';
 import { Journal } from '../../src/journal/journal.js';
-import { MIGRATIONS } from '../../src/journal/migrations.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/journal/migrations.js';
 import type { Refund } from '../../src/journal/refunds.js';
 import { refundLine } from '../../src/payment/refund.js';
 import type { RefundScenario } from '../../src/simulator/scenarios.js';
@@ -255,7 +255,7 @@ t.test('a journal written before refunds existed opens, keeps every sale and tak
   readonly.close();
   const journal = Journal.open(path, { deviceId: DEVICE_ID, clock: new VirtualClock() });
   t.teardown(() => journal.close());
-  t.equal(journal.pragmas().userVersion, 2);
+  t.equal(journal.pragmas().userVersion, SCHEMA_VERSION);
   t.match(journal.byOutTradeNo('TESTBOX1ABCD00000001'), { ref: 'OLD1', amountFen: 1234, state: 'paid', transactionId: '4200001' });
   t.match(journal.refunds.create({ rid: 'OLDR', ref: 'OLD1', amountFen: 234, source: 'technician' }), { kind: 'created' });
 });
