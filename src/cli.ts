@@ -11,6 +11,7 @@ usage:
   scanbox tx               recent transactions; scanbox tx show ID: one sale's events (out_trade_no or REF)
   scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other
   scanbox refund REF AMOUNT [--id RID]   refund AMOUNT fen of the paid sale REF (journalled; RID: the refund's key)
+  scanbox report [--date YYYYMMDD] [--json]      the business day's totals, failures, by hour, what is open
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox --version
@@ -34,6 +35,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/reverse.js')).reverseCommand(rest, env);
     case 'refund':
       return (await import('./commands/refund.js')).refundCommand(rest, env);
+    case 'report':
+      return (await import('./commands/report.js')).reportCommand(rest, env);
     case 'selftest':
       return (await import('./commands/selftest.js')).selftestCommand(rest, env);
     case 'config':
