@@ -1,6 +1,7 @@
 import { configWarning, locateJournal, openJournalReadonly } from '../app/journal-access.js';
 import { SALE_ALIGN, SALE_HEADERS, formatTime, print, saleRows, table } from '../app/table.js';
 import { askDaemon, controlSocketPath } from '../control.js';
+import type { Discrepancy } from '../books/reconcile.js';
 import { asHealth, describeHealth } from '../health.js';
 import type { Journal } from '../journal/journal.js';
 import { SALE_STATES } from '../journal/states.js';
@@ -106,6 +107,25 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
         ),
       );
     }
+    const reconciled = journal.latestReconciliation();
+    if (reconciled === null) out.push('', 'last reconciliation: none yet (scanbox reconcile; the daily timer runs it after 10:00 China time)');
+    else {
+      out.push(
+        '',
+        `last reconciliation: ${reconciled.day} (run ${formatTime(reconciled.at)}): ${reconciled.matched} matched, ${reconciled.discrepancies} discrepanc${reconciled.discrepancies === 1 ? 'y' : 'ies'}`,
+      );
+      if (reconciled.discrepancies > 0) {
+        const kept = parseKept(reconciled.result);
+        out.push(
+          ...table(
+            ['kind', 'out_trade_no', 'ref', 'bill', 'journal'],
+            kept.map((d) => [d.kind, d.out_refund_no ? `${d.out_trade_no} refund ${d.out_refund_no}` : d.out_trade_no, d.ref, d.bill_fen === null ? null : formatYuan(d.bill_fen), d.journal_fen === null ? null : formatYuan(d.journal_fen)]),
+            ['left', 'left', 'left', 'right', 'right'],
+          ),
+          `what each means and what to do: scanbox reconcile --date ${reconciled.day}`,
+        );
+      }
+    }
     if (counts.reverse_failed > 0) {
       out.push(
         `${counts.reverse_failed} reversal(s) refused by WeChat Pay for good (state reverse_failed): refund them in the merchant platform, ` +
@@ -120,5 +140,15 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
     return 1;
   } finally {
     journal.close();
+  }
+}
+
+/** The discrepancies a kept reconciliation names; nothing when its text is not what reconcile writes. */
+function parseKept(result: string): Discrepancy[] {
+  try {
+    const value = JSON.parse(result) as { discrepancies?: unknown };
+    return Array.isArray(value.discrepancies) ? (value.discrepancies as Discrepancy[]) : [];
+  } catch {
+    return [];
   }
 }
