@@ -85,6 +85,7 @@ function outcomeDetail(outcome: ApiOutcome): string {
   if (outcome.kind === 'unknown') {
     detail.failure = outcome.failure;
     detail.message = outcome.message;
+    if (outcome.unsent) detail.unsent = 'no connection was made: the request never left the box';
   } else if (outcome.kind === 'business') {
     detail.err_code = outcome.errCode;
     if (outcome.errCodeDes) detail.err_code_des = outcome.errCodeDes;
@@ -213,6 +214,23 @@ export class PaymentEngine {
     });
     this.onGatewayOutcome?.(outcome);
     log.info('micropay answered', { ...this.outcomeFields(outcome) });
+
+    if (outcome.kind === 'unknown' && outcome.unsent === true) {
+      // No connection to WeChat Pay was ever made for it (DNS failure, refused, connect timeout): no byte of the
+      // request can have reached WeChat Pay, so nothing can have been charged. No query, no reversal: the
+      // register hears at once instead of after the unknown-result loop. The evidence goes in the journal.
+      const code = signal?.aborted ? 'CANCELLED' : 'OFFLINE';
+      const text = code === 'OFFLINE' ? `${cashierText('OFFLINE')} (${outcome.failure})` : cashierText(code);
+      const failed = this.journal.transition(saleId, 'failed', { finalCode: code, finalText: text }, {
+        kind: 'micropay_answer',
+        detail: outcomeDetail(outcome),
+      });
+      log.warning('micropay never left the box (no connection to WeChat Pay); nothing charged, nothing to reverse', {
+        failure: outcome.failure,
+        result: code,
+      });
+      return failed;
+    }
 
     if (signal?.aborted) {
       this.journal.addEvent(saleId, 'micropay_answer', outcomeDetail(outcome));

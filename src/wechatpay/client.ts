@@ -50,8 +50,12 @@ export type ApiOutcome =
       ms: number;
       origin: string;
     }
-  /** Anything else: never paid, never a final failure. `origin` is who answered, null when nobody did. */
-  | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null };
+  /**
+   * Anything else: never paid, never a final failure. `origin` is who answered, null when nobody did.
+   * `unsent` is true only when no byte of the request can have reached WeChat Pay: the connection for it was
+   * never made (DNS failure, refused, connect timeout on a fresh connection). Any doubt leaves it false.
+   */
+  | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null; unsent?: boolean };
 
 /**
  * What an outcome says about whether WeChat Pay can be reached: `unreachable` when nothing answered in time
@@ -224,26 +228,55 @@ interface Failure {
   message: string;
   /** true when the backup domain may be tried (orderquery and reverse only). */
   failover: boolean;
+  /** true only when the connection for the request was never made: no byte of it can have left the box. */
+  unsent: boolean;
+}
+
+/**
+ * Errors that only making a new connection can raise: a name that does not resolve, a refused or unreachable
+ * address, undici's connect timeout. A request is written only on a connection that was made, so with one of
+ * these nothing of it left the box. ETIMEDOUT is not here: the kernel also reports it on an established
+ * connection whose writes went unanswered, which may have carried the request.
+ */
+const NEVER_CONNECTED = new Set([
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+  // Node's own limit on one address's attempt when it tries several (happy eyeballs).
+  'ERR_SOCKET_CONNECTION_TIMEOUT',
+]);
+
+/** Every code of the failure is one that only connecting raises (and there is at least one). */
+function neverConnected(codes: readonly string[]): boolean {
+  return codes.length > 0 && codes.every((code) => NEVER_CONNECTED.has(code));
 }
 
 function classifyError(error: unknown, timedOut: boolean, timeoutMs: number): Failure {
   const codes = errorCodes(error);
   const text = errorText(error);
   const first = codes[0] ?? (error instanceof Error ? error.name : 'Error');
+  // Our own deadline may have cut a connection attempt or a written request: never provably unsent.
+  const unsent = !timedOut && neverConnected(codes);
   if (codes.includes('UND_ERR_CONNECT_TIMEOUT')) {
-    return { failure: 'TIMEOUT', message: `could not connect in time: ${text}`, failover: true };
+    return { failure: 'TIMEOUT', message: `could not connect in time: ${text}`, failover: true, unsent };
   }
   if (timedOut || codes.includes('UND_ERR_HEADERS_TIMEOUT') || codes.includes('UND_ERR_BODY_TIMEOUT')) {
-    return { failure: 'TIMEOUT', message: `no complete answer within ${timeoutMs} ms`, failover: false };
+    return { failure: 'TIMEOUT', message: `no complete answer within ${timeoutMs} ms`, failover: false, unsent: false };
   }
   if (codes.includes('UND_ERR_RES_EXCEEDED_MAX_SIZE')) {
-    return { failure: 'BAD_XML', message: `answer larger than ${MAX_RESPONSE_BYTES} bytes`, failover: false };
+    return { failure: 'BAD_XML', message: `answer larger than ${MAX_RESPONSE_BYTES} bytes`, failover: false, unsent: false };
   }
   const unreachable = codes.some((code) => UNREACHABLE.has(code));
   // Refused, DNS, unreachable, and also a reset, a TLS failure or a closed socket (which may come after the
   // server got the request): orderquery and reverse are safe to repeat, so the backup is asked for all of them.
   // A read timeout is not failed over: the call's time is used up and the primary may still be working on it.
-  return { failure: 'NETWORK', message: `${unreachable ? 'cannot reach server' : 'connection failed'}: ${first}: ${text}`, failover: true };
+  return { failure: 'NETWORK', message: `${unreachable ? 'cannot reach server' : 'connection failed'}: ${first}: ${text}`, failover: true, unsent };
 }
 
 type Judged = { outcome: ApiOutcome; failover: boolean };
@@ -482,7 +515,15 @@ export class WechatPayClient {
     } catch (error) {
       const failed = classifyError(error, controller.signal.aborted, timeoutMs);
       return {
-        outcome: { kind: 'unknown', call, failure: failed.failure, message: failed.message, ms: elapsed(started), origin: null },
+        outcome: {
+          kind: 'unknown',
+          call,
+          failure: failed.failure,
+          message: failed.message,
+          ms: elapsed(started),
+          origin: null,
+          ...(failed.unsent ? { unsent: true } : {}),
+        },
         failover: failed.failover,
       };
     } finally {

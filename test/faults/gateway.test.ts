@@ -1,3 +1,4 @@
+import net, { type AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { VirtualClock } from '../../src/clock.js';
 import { createTestPki } from '../../src/simulator/ca.js';
@@ -82,6 +83,7 @@ t.test('connection reset before the gateway acts -> queried, reversed (REVERSED)
     t.equal(sale.state, 'reversed');
     t.equal(sale.finalCode, 'REVERSED');
     t.match(events(w, sale, 'micropay_answer'), [{ result: 'unknown', failure: 'NETWORK' }]);
+    t.notOk('unsent' in events(w, sale, 'micropay_answer')[0]!, 'a reset after the request was written is no proof it never left');
     t.ok(events(w, sale, 'orderquery_answer').length >= 1, 'asked before giving up');
     t.match(registerLine(sale), /^FAILED F-RESET-BEFORE REVERSED \S/);
     t.equal(w.sim.entry(sale.outTradeNo), undefined, 'the gateway never created the order');
@@ -96,9 +98,27 @@ t.test('connection reset after the gateway acts -> resolved by orderquery as PAI
     const { sale } = await sell(w, { outcome: 'paid', faults: { micropay: [{ kind: 'drop_after' }] } }, { ref: 'F-RESET-AFTER' });
     t.equal(sale.state, 'paid');
     t.match(events(w, sale, 'micropay_answer'), [{ result: 'unknown', failure: 'NETWORK' }]);
+    t.notOk('unsent' in events(w, sale, 'micropay_answer')[0]!, 'the reset came after the request: unknown, so asked');
     t.equal(registerLine(sale), `PAID F-RESET-AFTER ${sale.outTradeNo} ${sale.transactionId}`);
     t.match(w.sim.entry(sale.outTradeNo), { charged: true, micropayCount: 1, queryCount: 1, reverseCount: 0, transactionId: sale.transactionId });
     t.equal(chargedFor(w.sim, 'F-RESET-AFTER').length, 1);
+  });
+});
+
+t.test('connection refused -> the micropay provably never left: FAILED OFFLINE at once, nothing queried, reversed or queued', async (t) => {
+  // A port on this machine that nobody listens on: the connect is refused before any byte is written.
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  await withWorld(t, { client: { apiBase: `https://127.0.0.1:${port}` } }, async (w) => {
+    const { sale } = await sell(w, { outcome: 'paid' }, { ref: 'F-REFUSED' });
+    t.match(sale, { state: 'failed', finalCode: 'OFFLINE', reverseReason: null });
+    t.match(registerLine(sale), /^FAILED F-REFUSED OFFLINE \S.*\(NETWORK\)$/);
+    t.match(events(w, sale, 'micropay_answer'), [{ result: 'unknown', failure: 'NETWORK', message: /ECONNREFUSED/, unsent: /never left/ }]);
+    t.same(w.journal.events(sale.id).map((e) => e.kind), ['created', 'micropay_sent', 'micropay_answer']);
+    t.same(w.journal.pendingReversals(), []);
+    t.same(w.sim.requests(), [], 'nothing reached the gateway');
   });
 });
 
