@@ -59,7 +59,12 @@ export interface Config {
   refundDayMaxFen: number;
   /** SCANBOX_TIMEZONE: the zone of the business day, as Intl names it (`PRC` reads as Asia/Shanghai). */
   timeZone: string;
+  /** SCANBOX_TRADE_REPORT: which payments are reported to WeChat Pay's trade report (交易保障). */
+  tradeReport: TradeReportLevel;
 }
+
+export const TRADE_REPORT_LEVELS = ['errors', 'all', 'off'] as const;
+export type TradeReportLevel = (typeof TRADE_REPORT_LEVELS)[number];
 
 export const REFUND_POLICIES = ['off', 'register'] as const;
 export type RefundPolicy = (typeof REFUND_POLICIES)[number];
@@ -122,6 +127,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_RETENTION_DAYS',
   'SCANBOX_LOG_LEVEL',
   'SCANBOX_REFUNDS',
+  'SCANBOX_TRADE_REPORT',
   'SCANBOX_REFUND_DAY_MAX',
   'SCANBOX_TIMEZONE',
 ];
@@ -737,6 +743,12 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
   }
   const refundDayMaxFen = r.integer('SCANBOX_REFUND_DAY_MAX', 100_000, 0, 100_000_000, 'fen');
   const timeZone = readTimeZone(r);
+  const reportRaw = r.get('SCANBOX_TRADE_REPORT');
+  let tradeReport: TradeReportLevel = 'errors';
+  if (reportRaw !== undefined) {
+    if ((TRADE_REPORT_LEVELS as readonly string[]).includes(reportRaw)) tradeReport = reportRaw as TradeReportLevel;
+    else r.error('SCANBOX_TRADE_REPORT', `${shown(reportRaw)} is not errors, all or off`);
+  }
 
   readUnknown(r, env);
 
@@ -774,6 +786,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     refunds,
     refundDayMaxFen,
     timeZone,
+    tradeReport,
   };
   hideSecrets(config, () => masked(config));
   // The p12 Buffer cannot be frozen (typed arrays refuse); the object holding it can.
@@ -834,6 +847,7 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_RETENTION_DAYS=${config.retentionDays}`,
     `SCANBOX_LOG_LEVEL=${config.logLevel}`,
     `SCANBOX_REFUNDS=${config.refunds}`,
+    `SCANBOX_TRADE_REPORT=${config.tradeReport}`,
     `SCANBOX_REFUND_DAY_MAX=${config.refundDayMaxFen} (${formatYuan(config.refundDayMaxFen)} yuan)`,
     `SCANBOX_TIMEZONE=${config.timeZone}`,
   ];

@@ -175,6 +175,7 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       refunds: 'off',
       refundDayMaxFen: 100_000,
       timeZone: 'Asia/Shanghai',
+      tradeReport: 'errors',
     },
   );
   t.equal(config.apiKey, API_KEY, 'one trailing newline trimmed');
@@ -342,6 +343,7 @@ t.test('many bad values at once: every one is reported, each naming its variable
       SCANBOX_REFUNDS: 'on',
       SCANBOX_REFUND_DAY_MAX: '-1',
       SCANBOX_TIMEZONE: 'Beijing',
+      SCANBOX_TRADE_REPORT: 'some',
       SCANBOX_MCHID: '1900000109',
     },
     machineIdPath: b.machineId,
@@ -376,10 +378,12 @@ t.test('many bad values at once: every one is reported, each naming its variable
     'SCANBOX_REFUNDS',
     'SCANBOX_REFUND_DAY_MAX',
     'SCANBOX_TIMEZONE',
+    'SCANBOX_TRADE_REPORT',
     'SCANBOX_MCHID',
   ];
   t.same(named, expected, 'one line per bad variable, in the order of the contract table, typos last');
   t.match(errors.join('\n'), /SCANBOX_SCANNER_BAUD: "9601" is not one of 1200 2400 4800 9600 19200 38400 57600 115200/);
+  t.match(errors.join('\n'), /SCANBOX_TRADE_REPORT: "some" is not errors, all or off/);
   t.match(errors.join('\n'), /SCANBOX_MCHID: unknown variable \(typo\? did you mean SCANBOX_MCH_ID\?\)/);
   t.match(errors.join('\n'), /SCANBOX_API_KEY: secrets are not taken from the environment/);
   noSecrets(t, errors.join('\n'), 'the errors');
@@ -918,6 +922,7 @@ t.test('describeConfig: NAME=value, secrets masked', async (t) => {
   t.match(text, /^SCANBOX_BODY=扫码付款$/m);
   t.match(text, /^SCANBOX_DEVICE_ID=4F1E2D3C4B5A6978$/m);
   t.match(text, /^SCANBOX_REFUNDS=off$/m);
+  t.match(text, /^SCANBOX_TRADE_REPORT=errors$/m, 'errors by default, as the official SDK');
   t.match(text, /^SCANBOX_REFUND_DAY_MAX=100000 \(1000\.00 yuan\)$/m);
   t.match(text, /^SCANBOX_TIMEZONE=Asia\/Shanghai$/m);
   noSecrets(t, text, 'describeConfig');
