@@ -45,14 +45,28 @@ export interface SelftestDeps {
   /** Runs a program; `ok` is false when it cannot be run or exits non-zero. */
   exec(file: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; stdout: string }>;
   lookup(host: string): Promise<{ address: string }>;
-  /** A TLS handshake with `address:port`, verifying the server certificate for `host`. */
-  tlsHandshake(options: { host: string; address: string; port: number; timeoutMs: number }): Promise<{ protocol: string | null }>;
+  /**
+   * A TLS handshake with `address:port`, verifying the server certificate for `host`, offering `session` for
+   * resumption when given. `connectMs` is the TCP connect (about one round trip), `handshakeMs` the TLS part;
+   * `session` what the server handed out to resume with, `reused` whether the offered session was taken.
+   */
+  tlsHandshake(options: { host: string; address: string; port: number; timeoutMs: number; session?: Buffer }): Promise<Handshake>;
   askDaemon(path: string, request: object, timeoutMs: number): Promise<Record<string, unknown> | null>;
   /** Where each line goes as soon as its check is done. */
   write(line: string): void;
 }
 
+export interface Handshake {
+  protocol: string | null;
+  connectMs?: number;
+  handshakeMs?: number;
+  session?: Buffer | null;
+  reused?: boolean;
+}
+
 const NETWORK_TIMEOUT_MS = 5000;
+/** TLS 1.3 servers send their session tickets just after the handshake: wait this long for one. */
+const TICKET_WAIT_MS = 300;
 const SERIAL_TIMEOUT_MS = 5000;
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -87,23 +101,42 @@ export const defaultSelftestDeps = (env: NodeJS.ProcessEnv = process.env): Selft
       execFile(file, args, { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => resolve({ ok: error === null, stdout: String(stdout) }));
     }),
   lookup: (host) => dnsLookup(host),
-  tlsHandshake: ({ host, address, port, timeoutMs }) =>
+  tlsHandshake: ({ host, address, port, timeoutMs, session }) =>
     new Promise((resolve, reject) => {
+      const started = performance.now();
+      let connectedAt = started;
+      let ticket: Buffer | null = null;
       const socket = tlsConnect({
         host: address,
         port,
         ...(isIP(host) === 0 ? { servername: host } : {}),
+        ...(session ? { session } : {}),
         checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert),
       });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new Error(`no TLS handshake within ${timeoutMs / 1000} s`));
       }, timeoutMs);
+      socket.once('connect', () => (connectedAt = performance.now()));
+      socket.on('session', (value: Buffer) => (ticket = value));
       socket.once('secureConnect', () => {
         clearTimeout(timer);
-        const protocol = socket.getProtocol();
-        socket.end();
-        resolve({ protocol });
+        const done = performance.now();
+        const result = {
+          protocol: socket.getProtocol(),
+          connectMs: Math.round(connectedAt - started),
+          handshakeMs: Math.round(done - connectedAt),
+          reused: socket.isSessionReused(),
+        };
+        const finish = (): void => {
+          socket.end();
+          resolve({ ...result, session: ticket ?? socket.getSession() ?? null });
+        };
+        if (ticket !== null) finish();
+        else {
+          socket.once('session', finish);
+          setTimeout(finish, TICKET_WAIT_MS).unref();
+        }
       });
       socket.once('error', (error) => {
         clearTimeout(timer);
@@ -277,13 +310,30 @@ async function checkReach(deps: SelftestDeps, name: string, base: string): Promi
     return { status: 'FAIL', name, detail: `DNS lookup of ${host} failed (${code ?? messageOf(error)})` };
   }
   const dnsMs = Math.round(performance.now() - dnsStart);
-  const tlsStart = performance.now();
+  let first: Handshake;
   try {
-    const { protocol } = await deps.tlsHandshake({ host, address, port, timeoutMs: NETWORK_TIMEOUT_MS });
-    const tlsMs = Math.round(performance.now() - tlsStart);
-    return { status: 'PASS', name, detail: `${host} -> ${address} (DNS ${dnsMs} ms), ${protocol ?? 'TLS'} handshake on port ${port} in ${tlsMs} ms` };
+    first = await deps.tlsHandshake({ host, address, port, timeoutMs: NETWORK_TIMEOUT_MS });
   } catch (error) {
     return { status: 'FAIL', name, detail: `TLS handshake with ${host}:${port} (${address}) failed: ${messageOf(error)}` };
+  }
+  const reached = `${host} -> ${address} (DNS ${dnsMs} ms)`;
+  const times =
+    first.connectMs !== undefined && first.handshakeMs !== undefined
+      ? `, round trip ${first.connectMs} ms (TCP connect), ${first.protocol ?? 'TLS'} handshake ${first.handshakeMs} ms on port ${port}`
+      : `, ${first.protocol ?? 'TLS'} handshake on port ${port}`;
+  if (!first.session) {
+    return { status: 'WARN', name, detail: `${reached}${times}; the server offered no TLS session to resume: every new connection pays a full handshake` };
+  }
+  // A second connection offering the first one's session: what the box's reconnects cost.
+  try {
+    const again = await deps.tlsHandshake({ host, address, port, timeoutMs: NETWORK_TIMEOUT_MS, session: first.session });
+    if (!again.reused) {
+      return { status: 'WARN', name, detail: `${reached}${times}; TLS session resumption refused: every new connection pays a full handshake` };
+    }
+    const resumed = again.handshakeMs !== undefined ? ` (${again.handshakeMs} ms)` : '';
+    return { status: 'PASS', name, detail: `${reached}${times}; TLS session resumption works${resumed}` };
+  } catch (error) {
+    return { status: 'WARN', name, detail: `${reached}${times}; a second handshake, resuming the session, failed: ${messageOf(error)}` };
   }
 }
 

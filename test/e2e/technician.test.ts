@@ -148,6 +148,7 @@ t.test('status, tx, selftest and reverse beside the running daemon, then without
       run.stdout,
     );
     for (const name of ['config', 'journal', 'api', 'certificate']) t.equal(checks.find((c) => c.name === name)?.status, 'PASS', name);
+    t.match(checks.find((c) => c.name === 'api'), { detail: /round trip \d+ ms \(TCP connect\), TLSv1\.3 handshake \d+ ms on port \d+; TLS session resumption works/ }, 'against the simulator, for real');
     t.match(checks.find((c) => c.name === 'scanner'), { status: 'PASS', detail: /in use by the running daemon/ });
     t.match(checks.find((c) => c.name === 'register'), { status: 'PASS', detail: /in use by the running daemon/ });
     t.match(checks.find((c) => c.name === 'gpio'), { status: 'PASS', detail: 'no GPIO configured' });
@@ -271,7 +272,7 @@ t.test('selftest checks with their outside world injected', async (t) => {
       gpio: () => memoryBackend(),
       exec: async () => ({ ok: true, stdout: 'yes\n' }),
       lookup: async () => ({ address: '192.0.2.7' }),
-      tlsHandshake: async () => ({ protocol: 'TLSv1.3' }),
+      tlsHandshake: async ({ session }) => ({ protocol: 'TLSv1.3', connectMs: 30, handshakeMs: session ? 31 : 62, session: Buffer.from('ticket'), reused: session !== undefined }),
       askDaemon: async () => null,
       write: (line) => lines.push(line),
       ...over,
@@ -342,11 +343,26 @@ t.test('selftest checks with their outside world injected', async (t) => {
     t.match(byName(tls.results, 'api'), { status: 'FAIL', detail: /TLS handshake with 127\.0\.0\.1:\d+ \(192\.0\.2\.7\) failed: self-signed/ });
     const hosts: string[] = [];
     const both = await runSelftest(
-      fake({ ...rig.env, SCANBOX_API_BASE: '', SCANBOX_API_BACKUP_BASE: '' }, { tlsHandshake: async ({ host, port }) => (hosts.push(`${host}:${port}`), { protocol: 'TLSv1.2' }) }),
+      fake(
+        { ...rig.env, SCANBOX_API_BASE: '', SCANBOX_API_BACKUP_BASE: '' },
+        {
+          tlsHandshake: async ({ host, port, session }) => (
+            hosts.push(`${host}:${port}${session ? ' resuming' : ''}`),
+            { protocol: 'TLSv1.2', connectMs: 41, handshakeMs: session ? 40 : 85, session: Buffer.from('ticket'), reused: session !== undefined }
+          ),
+        },
+      ),
     );
-    t.same(hosts, ['api.mch.weixin.qq.com:443', 'api2.mch.weixin.qq.com:443']);
+    t.same(hosts, ['api.mch.weixin.qq.com:443', 'api.mch.weixin.qq.com:443 resuming', 'api2.mch.weixin.qq.com:443', 'api2.mch.weixin.qq.com:443 resuming']);
     t.same(both.results.map((r) => r.name), ['config', 'journal', 'scanner', 'register', 'gpio', 'clock', 'api', 'api-backup', 'certificate']);
-    t.match(byName(both.results, 'api-backup'), { status: 'PASS', detail: /^api2\.mch\.weixin\.qq\.com -> 192\.0\.2\.7 \(DNS \d+ ms\), TLSv1\.2 handshake on port 443 in \d+ ms$/ });
+    t.match(byName(both.results, 'api-backup'), {
+      status: 'PASS',
+      detail: /^api2\.mch\.weixin\.qq\.com -> 192\.0\.2\.7 \(DNS \d+ ms\), round trip 41 ms \(TCP connect\), TLSv1\.2 handshake 85 ms on port 443; TLS session resumption works \(40 ms\)$/,
+    });
+    const noTicket = await runSelftest(fake(rig.env, { tlsHandshake: async () => ({ protocol: 'TLSv1.3', connectMs: 1, handshakeMs: 2, session: null, reused: false }) }));
+    t.match(byName(noTicket.results, 'api'), { status: 'WARN', detail: /offered no TLS session to resume/ });
+    const refused = await runSelftest(fake(rig.env, { tlsHandshake: async () => ({ protocol: 'TLSv1.3', connectMs: 1, handshakeMs: 2, session: Buffer.from('t'), reused: false }) }));
+    t.match(byName(refused.results, 'api'), { status: 'WARN', detail: /resumption refused/ });
   });
 
   await t.test('certificate: PASS with the date, WARN within 30 days, FAIL once expired; a PKCS#12 too', async (t) => {
