@@ -6,11 +6,15 @@
 #
 # Run it from a checkout or an unpacked release in which `npm ci` (or `npm install`) has built dist/.
 # Running it again updates the box: the application is replaced, the configuration in /etc/scanbox and the
-# journal in /var/lib/scanbox are never touched. See hardware.md for the whole installation.
+# journal in /var/lib/scanbox are never touched. Besides the daemon's unit it installs the daily reconciliation
+# (scanbox-reconcile.service, started by scanbox-reconcile.timer). See hardware.md for the whole installation.
 set -euo pipefail
 
 readonly APP_USER=scanbox
 readonly UNIT=scanbox.service
+# The daily reconciliation: a oneshot service that only its timer starts (the timer is what gets enabled).
+readonly RECONCILE_UNIT=scanbox-reconcile.service
+readonly RECONCILE_TIMER=scanbox-reconcile.timer
 readonly DEFAULT_NODE=/usr/bin/node
 readonly SECRETS=(apikey apiclient_cert.pem apiclient_key.pem)
 
@@ -29,11 +33,13 @@ usage: sudo scripts/install.sh [options]
 
   --root DIR                       install into DIR instead of / (an image, a test): no user is created,
                                    systemctl and udevadm are not run; what they would do is printed
-  --no-enable                      install, but do not enable the service at boot
+  --no-enable                      install, but do not enable the service at boot nor the daily
+                                   reconciliation timer
   --scanner-usb VID:PID[:SERIAL]   write the udev rule naming the scanner /dev/scanbox-scanner
   --register-usb VID:PID[:SERIAL]  write the udev rule naming the register line /dev/scanbox-register
                                    (find the values with: udevadm info -a -n /dev/ttyUSB0)
-  --uninstall                      stop and remove the service and the application; keeps the journal
+  --uninstall                      stop and remove the service, the reconciliation timer and the
+                                   application; keeps the journal
                                    (/var/lib/scanbox), the configuration and credentials (/etc/scanbox)
                                    and the user scanbox
   -h, --help                       this text
@@ -126,9 +132,11 @@ OPT=$ROOT/opt/scanbox
 ETC=$ROOT/etc/scanbox
 STATE=$ROOT/var/lib/scanbox
 UNIT_FILE=$ROOT/etc/systemd/system/$UNIT
+RECONCILE_UNIT_FILE=$ROOT/etc/systemd/system/$RECONCILE_UNIT
+RECONCILE_TIMER_FILE=$ROOT/etc/systemd/system/$RECONCILE_TIMER
 RULES_FILE=$ROOT/etc/udev/rules.d/99-scanbox.rules
 BIN_LINK=$ROOT/usr/local/bin/scanbox
-readonly OPT ETC STATE UNIT_FILE RULES_FILE BIN_LINK
+readonly OPT ETC STATE UNIT_FILE RECONCILE_UNIT_FILE RECONCILE_TIMER_FILE RULES_FILE BIN_LINK
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 user_exists() { getent passwd "$1" >/dev/null 2>&1; }
@@ -149,6 +157,22 @@ own() {
 
 uninstall() {
   say "removing scanbox${ROOT:+ from $ROOT}"
+  # The timer first, so that it cannot start a reconciliation while the units go; then a reconciliation that
+  # is running (or waiting to be tried again) is stopped: the next install's timer does the day again.
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    systemctl disable --now --quiet "$RECONCILE_TIMER" || true
+    systemctl stop "$RECONCILE_UNIT" || true
+    say "stopped and disabled $RECONCILE_TIMER, stopped $RECONCILE_UNIT"
+  else
+    would "systemctl disable --now $RECONCILE_TIMER; systemctl stop $RECONCILE_UNIT"
+  fi
+  rm -f -- "$ROOT/etc/systemd/system/timers.target.wants/$RECONCILE_TIMER"
+  rm -f -- "$RECONCILE_TIMER_FILE" "$RECONCILE_UNIT_FILE"
+  for d in "$RECONCILE_TIMER_FILE.d" "$RECONCILE_UNIT_FILE.d"; do
+    if [ -d "$d" ]; then
+      say "kept the drop-ins in ${d} (your local changes); remove them by hand if unwanted"
+    fi
+  done
   if [ "$HAVE_SYSTEMD" = 1 ]; then
     # Stopping lets a sale that is talking to WeChat Pay finish (up to 20 s; the unit allows 40 s).
     systemctl disable --now --quiet "$UNIT" || true
@@ -176,6 +200,7 @@ uninstall() {
   if [ "$HAVE_SYSTEMD" = 1 ]; then systemctl daemon-reload; else would "systemctl daemon-reload"; fi
   if [ "$HAVE_UDEV" = 1 ]; then udevadm control --reload || true; elif [ "$LIVE" = 0 ]; then would "udevadm control --reload"; fi
   say "removed: /opt/scanbox, /usr/local/bin/scanbox, /etc/systemd/system/$UNIT, /etc/udev/rules.d/99-scanbox.rules"
+  say "removed: /etc/systemd/system/$RECONCILE_UNIT and /etc/systemd/system/$RECONCILE_TIMER (the daily reconciliation)"
   say "KEPT: /var/lib/scanbox (the journal: the record of every sale, money records; keep it as long as the"
   say "      merchant's accounting needs it), /etc/scanbox (configuration, API key and merchant certificate:"
   say "      delete it by hand when the box leaves service), and the user $APP_USER (userdel $APP_USER)"
@@ -190,7 +215,7 @@ fi
 
 [ -f "$SRC/dist/cli.js" ] || die "$SRC/dist/cli.js is missing: run 'npm ci' (or 'npm install') in $SRC first, it builds dist/"
 [ -f "$SRC/package.json" ] || die "$SRC/package.json is missing: run this from a scanbox checkout or release"
-for f in systemd/scanbox.service systemd/scanbox.env systemd/99-scanbox.rules; do
+for f in systemd/scanbox.service "systemd/$RECONCILE_UNIT" "systemd/$RECONCILE_TIMER" systemd/scanbox.env systemd/99-scanbox.rules; do
   [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
 done
 if [ -d "$SRC/src" ] && [ -n "$(find "$SRC/src" -name '*.ts' -newer "$SRC/dist/cli.js" -print -quit 2>/dev/null)" ]; then
@@ -407,6 +432,23 @@ chmod 0644 "$tmp"
 mv -- "$tmp" "$UNIT_FILE"
 say "installed /etc/systemd/system/$UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox')"
 
+# The daily reconciliation: its service runs the same Node as the daemon (the same ExecStart= rewrite), its
+# timer is copied as it is.
+tmp=$(mktemp "$RECONCILE_UNIT_FILE.XXXXXX")
+if [ "$NODE" = "$DEFAULT_NODE" ]; then
+  cp -- "$SRC/systemd/$RECONCILE_UNIT" "$tmp"
+else
+  sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$RECONCILE_UNIT" >"$tmp"
+fi
+grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js reconcile\$" "$tmp" || {
+  rm -f -- "$tmp"
+  die "could not set ExecStart= to $NODE in $RECONCILE_UNIT"
+}
+chmod 0644 "$tmp"
+mv -- "$tmp" "$RECONCILE_UNIT_FILE"
+install -m 0644 -- "$SRC/systemd/$RECONCILE_TIMER" "$RECONCILE_TIMER_FILE"
+say "installed /etc/systemd/system/$RECONCILE_UNIT and $RECONCILE_TIMER (the daily reconciliation; overwritten on every update too)"
+
 # The box starts before NTP answers and refuses WeChat Pay calls until the clock is synchronised, so an NTP
 # client must run. systemd-time-wait-sync.service is deliberately NOT enabled: it would hold time-sync.target
 # until NTP answers, with no time limit, and anything ordered after that target with it.
@@ -434,11 +476,28 @@ if [ "$HAVE_SYSTEMD" = 1 ]; then
     systemctl restart "$UNIT"
     say "restarted $UNIT: the new version runs now"
   fi
+  # The timer, not the service, is enabled and started: the timer starts the service every morning.
+  if [ "$ENABLE" = 1 ]; then
+    systemctl enable --quiet "$RECONCILE_TIMER"
+    say "enabled $RECONCILE_TIMER (reconciles with WeChat Pay's bill every day after 10:00 China time)"
+  else
+    say "reconciliation timer not enabled (--no-enable): sudo systemctl enable --now $RECONCILE_TIMER"
+  fi
+  if systemctl is-active --quiet "$RECONCILE_TIMER"; then
+    # A changed schedule takes effect now; Persistent= keeps the time of the last run across the restart.
+    systemctl restart "$RECONCILE_TIMER"
+    say "restarted $RECONCILE_TIMER: this version's schedule applies (systemctl list-timers scanbox-reconcile)"
+  elif [ "$ENABLE" = 1 ]; then
+    systemctl start "$RECONCILE_TIMER"
+    say "started $RECONCILE_TIMER (next run: systemctl list-timers scanbox-reconcile)"
+  fi
 else
   if [ "$ENABLE" = 1 ]; then
     would "systemctl daemon-reload; systemctl enable $UNIT; systemctl restart $UNIT (only if it was running)"
+    would "systemctl enable --now $RECONCILE_TIMER; systemctl restart $RECONCILE_TIMER (only if it was running)"
   else
     would "systemctl daemon-reload; systemctl restart $UNIT (only if it was running)"
+    would "systemctl restart $RECONCILE_TIMER (only if it was running)"
   fi
 fi
 
@@ -449,6 +508,7 @@ row() { printf '  %-42s %s\n' "$1" "$2"; }
 row /opt/scanbox "the application (dist/, production node_modules/, docs)"
 row /usr/local/bin/scanbox "the command (-> /opt/scanbox/dist/cli.js)"
 row "/etc/systemd/system/$UNIT" "the service (hardened; runs as the user $APP_USER)"
+row "/etc/systemd/system/$RECONCILE_TIMER" "the daily reconciliation with WeChat Pay's bill, after 10:00 China time"
 row /etc/udev/rules.d/99-scanbox.rules "the names /dev/scanbox-scanner and /dev/scanbox-register"
 row /etc/scanbox/scanbox.env "the configuration (mode 0640, root:$APP_USER)"
 row /var/lib/scanbox "the journal (kept across updates and --uninstall)"
@@ -478,3 +538,4 @@ else
   step "sudo systemctl start scanbox"
 fi
 step "journalctl -u scanbox -f         the box's log (what it does, and why it does not)"
+step "systemctl list-timers scanbox-reconcile   when the next reconciliation runs (its log: journalctl -u scanbox-reconcile)"

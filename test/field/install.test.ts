@@ -22,7 +22,8 @@ import t from 'tap';
 import { DAEMON_NODE_FLAGS } from '../../src/runtime.js';
 
 /**
- * scripts/install.sh in --root mode: the tree it produces, idempotence (configuration, secrets and journal
+ * scripts/install.sh in --root mode: the tree it produces (with the daemon's unit and the daily reconciliation's
+ * service and timer), idempotence (configuration, secrets and journal
  * survive a second run), the production dependencies, uninstall (keeps the money records and the
  * credentials), usage errors, and the Node path rules. Everything stays under temporary directories: the
  * --root mode must not create users or call systemctl/udevadm, and the test checks /etc/passwd is untouched.
@@ -147,6 +148,22 @@ t.test(
     t.equal(unit.replace(/^ExecStart=.*$/m, ''), template.replace(/^ExecStart=.*$/m, ''), 'otherwise the unit is the template');
     t.equal(mode(unitPath), 0o644, 'unit mode 0644');
 
+    // The daily reconciliation: the service with the same Node in ExecStart=, the timer as it is; the timer,
+    // not the service, is what gets enabled (in --root mode: said, not done, as for the daemon's unit).
+    const reconcilePath = join(root, 'etc', 'systemd', 'system', 'scanbox-reconcile.service');
+    const timerPath = join(root, 'etc', 'systemd', 'system', 'scanbox-reconcile.timer');
+    const reconcile = readFileSync(reconcilePath, 'utf8');
+    const reconcileTemplate = readFileSync(join(REPO, 'systemd', 'scanbox-reconcile.service'), 'utf8');
+    t.match(reconcile, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} (--[a-z0-9=-]+ )*/opt/scanbox/dist/cli\\.js reconcile$`, 'm'), 'the reconciliation runs the Node the installer found');
+    t.equal(reconcile.replace(/^ExecStart=.*$/m, ''), reconcileTemplate.replace(/^ExecStart=.*$/m, ''), 'otherwise it is the template');
+    t.equal(readFileSync(timerPath, 'utf8'), readFileSync(join(REPO, 'systemd', 'scanbox-reconcile.timer'), 'utf8'), 'the timer is the template');
+    t.equal(mode(reconcilePath), 0o644, 'reconciliation service mode 0644');
+    t.equal(mode(timerPath), 0o644, 'timer mode 0644');
+    t.match(first.stdout, /^scanbox install: installed \/etc\/systemd\/system\/scanbox-reconcile\.service and scanbox-reconcile\.timer/m, 'says it installed both');
+    t.match(first.stdout, /skipped, would run\) systemctl enable --now scanbox-reconcile\.timer/, 'says it would enable and start the timer');
+    t.notMatch(first.stdout, /systemctl (enable|start|restart)( --now)? scanbox-reconcile\.service/, 'and never the reconciliation service itself');
+    const unitsAfterFirst = digest([unitPath, reconcilePath, timerPath]);
+
     const envPath = join(root, 'etc', 'scanbox', 'scanbox.env');
     t.equal(mode(envPath), 0o640, 'etc/scanbox/scanbox.env mode 0640');
     t.equal(mode(join(root, 'etc', 'scanbox')), 0o750, 'etc/scanbox mode 0750');
@@ -189,6 +206,7 @@ t.test(
       firstTree,
       'the same files as after the first run',
     );
+    t.equal(digest([unitPath, reconcilePath, timerPath]), unitsAfterFirst, 'the same three units as after the first run');
     const rules2 = readFileSync(rulesPath, 'utf8');
     t.match(
       rules2,
@@ -201,10 +219,29 @@ t.test(
 
     t.equal(digest(ACCOUNT_FILES), accountsBefore, '--root mode wrote nothing to the host accounts (/etc/passwd, /etc/group, ...)');
 
+    // What `systemctl enable` leaves on a box (the wants/ links), and a technician's drop-in for the reconciliation.
+    const systemDir = join(root, 'etc', 'systemd', 'system');
+    const timerWants = join(systemDir, 'timers.target.wants', 'scanbox-reconcile.timer');
+    const daemonWants = join(systemDir, 'multi-user.target.wants', 'scanbox.service');
+    mkdirSync(dirname(timerWants), { recursive: true });
+    mkdirSync(dirname(daemonWants), { recursive: true });
+    symlinkSync('/etc/systemd/system/scanbox-reconcile.timer', timerWants);
+    symlinkSync('/etc/systemd/system/scanbox.service', daemonWants);
+    const dropIn = join(systemDir, 'scanbox-reconcile.service.d', 'override.conf');
+    mkdirSync(dirname(dropIn));
+    writeFileSync(dropIn, '[Service]\nRestartSec=1h\n');
+
     const removed = run(INSTALL, ['--uninstall', '--root', root]);
     t.equal(removed.status, 0, 'uninstall succeeds', { output: show(removed) });
     t.notOk(existsSync(opt), 'opt/scanbox removed');
     t.notOk(existsSync(unitPath), 'the unit removed');
+    t.notOk(existsSync(reconcilePath), 'the reconciliation service removed');
+    t.notOk(existsSync(timerPath), 'the timer removed');
+    t.notOk(present(timerWants), 'the timer no longer wanted by timers.target');
+    t.notOk(present(daemonWants), 'the daemon no longer wanted by multi-user.target');
+    t.equal(readFileSync(dropIn, 'utf8'), '[Service]\nRestartSec=1h\n', 'the reconciliation drop-in kept');
+    t.match(removed.stdout, /kept the drop-ins in \S*scanbox-reconcile\.service\.d/, 'and the technician is told');
+    t.match(removed.stdout, /skipped, would run\) systemctl disable --now scanbox-reconcile\.timer; systemctl stop scanbox-reconcile\.service/, 'says it would stop and disable the timer, and stop a running reconciliation');
     t.notOk(existsSync(rulesPath), 'the udev rules removed');
     t.notOk(present(link), 'the command symlink removed');
     t.equal(readFileSync(journal, 'utf8'), 'SQLite format 3\0 pretend money records', 'var/lib/scanbox (the journal) kept');
@@ -302,6 +339,22 @@ esac
   const unit = readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox.service'), 'utf8');
   t.same(unit.split('\n').filter((l) => l.startsWith('ExecStart=')), [`ExecStart=${join(bin, 'node')} ${DAEMON_NODE_FLAGS.join(' ')} /opt/scanbox/dist/cli.js run`], 'ExecStart= rewritten to the Node on PATH');
   t.match(result.stdout, /unit: ExecStart uses/);
+  const reconcileTemplate = readFileSync(join(source, 'systemd', 'scanbox-reconcile.service'), 'utf8');
+  const reconcileExec = reconcileTemplate.split('\n').filter((l) => l.startsWith('ExecStart=/usr/bin/node '));
+  t.equal(reconcileExec.length, 1, 'the reconciliation template runs /usr/bin/node');
+  const reconcile = readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox-reconcile.service'), 'utf8');
+  t.same(
+    reconcile.split('\n').filter((l) => l.startsWith('ExecStart=')),
+    reconcileExec.map((l) => l.replace('ExecStart=/usr/bin/node ', `ExecStart=${join(bin, 'node')} `)),
+    'the reconciliation service ExecStart= rewritten to the same Node',
+  );
+  t.equal(reconcile.replace(/^ExecStart=.*$/m, ''), reconcileTemplate.replace(/^ExecStart=.*$/m, ''), 'the rest of it is the template');
+
+  // --no-enable: neither the daemon nor the timer is enabled; a timer already running would get the new schedule.
+  const noEnable = run(join(source, 'scripts', 'install.sh'), ['--root', root, '--no-enable'], env);
+  t.equal(noEnable.status, 0, 'installs with --no-enable', { output: show(noEnable) });
+  t.notMatch(noEnable.stdout, /systemctl enable/, 'nothing is enabled');
+  t.match(noEnable.stdout, /skipped, would run\) systemctl restart scanbox-reconcile\.timer \(only if it was running\)/, 'a running timer is restarted');
 
   // An update whose dependencies cannot be installed: exit 1, the running version stays, no staging left.
   writeFileSync(join(root, 'opt', 'scanbox', 'marker'), 'the version that runs');
@@ -310,6 +363,20 @@ esac
   t.match(failed.stderr, /nothing was changed in \/opt\/scanbox/);
   t.equal(readFileSync(join(root, 'opt', 'scanbox', 'marker'), 'utf8'), 'the version that runs', 'the installed version is untouched');
   t.notOk(existsSync(join(root, 'opt', 'scanbox.new')), 'no staging directory left behind');
+
+  // A reconciliation service whose ExecStart= is not `... dist/cli.js reconcile` is refused, and so is a release
+  // without the timer.
+  const reconcileSource = join(source, 'systemd', 'scanbox-reconcile.service');
+  writeFileSync(reconcileSource, reconcileTemplate.replace(/^(ExecStart=.*) reconcile$/m, '$1 run'));
+  const badExec = run(join(source, 'scripts', 'install.sh'), ['--root', root], env);
+  t.equal(badExec.status, 1, 'refuses a reconciliation service that does not run reconcile', { output: show(badExec) });
+  t.match(badExec.stderr, /could not set ExecStart= to \S+ in scanbox-reconcile\.service/);
+  t.equal(readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox-reconcile.service'), 'utf8'), reconcile, 'the installed reconciliation service is left as it was');
+  writeFileSync(reconcileSource, reconcileTemplate);
+  rmSync(join(source, 'systemd', 'scanbox-reconcile.timer'));
+  const noTimer = run(join(source, 'scripts', 'install.sh'), ['--root', root], env);
+  t.equal(noTimer.status, 1, 'refuses a release without the timer', { output: show(noTimer) });
+  t.match(noTimer.stderr, /systemd\/scanbox-reconcile\.timer is missing: an incomplete checkout or release/);
 
   // A checkout where nothing was built.
   rmSync(join(source, 'dist'), { recursive: true });
