@@ -3,18 +3,21 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/runtime.js';
 
 /**
- * The files a technician installs around the daemon: the systemd unit (static checks everywhere, plus
- * `systemd-analyze security` and `verify` where systemd-analyze exists), the env template against the
+ * The files a technician installs around the daemon: the systemd unit, and the daily reconciliation's service
+ * and timer (static checks everywhere, plus `systemd-analyze security`, `verify` and `calendar` where
+ * systemd-analyze exists), the env template against the
  * configuration code, the udev template, and hardware.md's log lines against the log calls in src/.
  */
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const UNIT_PATH = join(REPO, 'systemd', 'scanbox.service');
+const RECONCILE_PATH = join(REPO, 'systemd', 'scanbox-reconcile.service');
+const TIMER_PATH = join(REPO, 'systemd', 'scanbox-reconcile.timer');
 const ENV_PATH = join(REPO, 'systemd', 'scanbox.env');
 const RULES_PATH = join(REPO, 'systemd', '99-scanbox.rules');
 const HARDWARE_PATH = join(REPO, 'hardware.md');
@@ -82,8 +85,8 @@ function security(path: string): { status: number | null; output: string; exposu
  */
 const ENVIRONMENTAL = [/Command \/usr\/bin\/node is not executable/];
 
-function verify(path: string): { status: number | null; problems: string[]; environmental: string[] } {
-  const run = spawnSync('systemd-analyze', ['verify', '--man=no', path], {
+function verify(...paths: string[]): { status: number | null; problems: string[]; environmental: string[] } {
+  const run = spawnSync('systemd-analyze', ['verify', '--man=no', ...paths], {
     encoding: 'utf8',
     env: { ...process.env, SYSTEMD_COLORS: '0', LC_ALL: 'C' },
   });
@@ -262,6 +265,259 @@ t.test('systemd-analyze verify: no complaint about the unit itself', { skip: HAV
   const brokenResult = verify(broken);
   t.ok(brokenResult.problems.some((l) => /UMsk/.test(l)), 'an unknown key is reported');
   t.ok(brokenResult.problems.some((l) => /restart/i.test(l)), 'a bad value is reported');
+});
+
+// ------------------------------------------------------------------------------- the daily reconciliation
+//
+// scanbox-reconcile.service runs `scanbox reconcile` once (oneshot) and scanbox-reconcile.timer starts it every
+// morning. Each rule below is a function of the unit's text, so that the test can feed it broken copies and see
+// every rule fail.
+
+const reconcileText = readFileSync(RECONCILE_PATH, 'utf8');
+const timerText = readFileSync(TIMER_PATH, 'utf8');
+
+/** Settings that accumulate when given again; any other key given twice is a mistake (the last one wins). */
+const LIST_KEYS = new Set([
+  'After', 'Before', 'Wants', 'Requires', 'Documentation', 'DeviceAllow', 'LoadCredential', 'SystemCallFilter',
+  'SupplementaryGroups', 'ReadWritePaths', 'Environment', 'EnvironmentFile', 'WantedBy', 'RestrictAddressFamilies',
+  'RestartPreventExitStatus', 'SuccessExitStatus', 'OnCalendar',
+]);
+
+function given(unitOf: Unit): string[] {
+  const twice: string[] = [];
+  for (const [section, entries] of unitOf) {
+    const seen = new Map<string, number>();
+    for (const [key] of entries) seen.set(key, (seen.get(key) ?? 0) + 1);
+    for (const [key, count] of seen) if (count > 1 && !LIST_KEYS.has(key)) twice.push(`[${section}] ${key} given ${count} times (the last one silently wins)`);
+  }
+  return twice;
+}
+
+/** systemd's boolean words for "on". */
+function isTrue(value: string | undefined): boolean {
+  return value !== undefined && /^(1|yes|y|true|t|on)$/i.test(value);
+}
+
+/** A time span the way these units write it ("30min", "10min", "90s", "2h", "5"), in seconds; null otherwise. */
+function seconds(value: string | undefined): number | null {
+  const m = /^(\d+)\s*(s|sec|m|min|h|hr)?$/.exec(value ?? '');
+  if (!m) return null;
+  const unitName = m[2] ?? 's';
+  return Number(m[1]) * (unitName.startsWith('h') ? 3600 : unitName.startsWith('m') ? 60 : 1);
+}
+
+const sameList = (a: string[], b: string[]): boolean => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
+
+// The sandbox of the daemon, which the reconciliation keeps as it is (only the devices go).
+const SHARED_WITH_DAEMON = [
+  'User', 'Group', 'StateDirectory', 'StateDirectoryMode', 'UMask', 'DevicePolicy', 'ProtectSystem', 'ProtectHome',
+  'PrivateTmp', 'NoNewPrivileges', 'CapabilityBoundingSet', 'AmbientCapabilities', 'RestrictAddressFamilies',
+  'SystemCallErrorNumber', 'SystemCallArchitectures', 'ProtectKernelModules', 'ProtectKernelLogs',
+  'ProtectControlGroups', 'ProtectClock', 'ProtectHostname', 'RestrictNamespaces', 'RestrictRealtime',
+  'RestrictSUIDSGID', 'LockPersonality', 'RemoveIPC', 'PrivateMounts', 'KeyringMode', 'ProtectProc', 'ProcSubset',
+];
+
+/** What is wrong with a reconciliation service, one line per broken rule; [] when it is right. */
+function reconcileProblems(text: string): string[] {
+  const r = parseUnit(text);
+  const out: string[] = [];
+  const need = (ok: boolean, what: string): void => {
+    if (!ok) out.push(what);
+  };
+  need(last(r, 'Service', 'Type') === 'oneshot', 'Type=oneshot: one run, then the unit is inactive until the timer starts it again');
+  const exec = values(r, 'Service', 'ExecStart');
+  // The form install.sh rewrites (another Node than /usr/bin/node) and then checks.
+  need(
+    exec.length === 1 && /^\/usr\/bin\/node( --[a-z0-9=-]+)* \/opt\/scanbox\/dist\/cli\.js reconcile$/.test(exec[0]!),
+    `ExecStart= runs /usr/bin/node [--flags] /opt/scanbox/dist/cli.js reconcile (is: ${exec.join(' | ') || 'absent'})`,
+  );
+  need(last(r, 'Service', 'User') === 'scanbox' && last(r, 'Service', 'Group') === 'scanbox', 'User=scanbox and Group=scanbox: the journal is theirs');
+  need(sameList(values(r, 'Service', 'EnvironmentFile'), values(unit, 'Service', 'EnvironmentFile')), "EnvironmentFile= as the daemon's (the same configuration)");
+  need(sameList(values(r, 'Service', 'LoadCredential'), values(unit, 'Service', 'LoadCredential')), "LoadCredential= as the daemon's (the API key signs the bill download)");
+  need(last(r, 'Service', 'Restart') === 'on-failure', 'Restart=on-failure: a bill not ready yet (exit 3) and a crash are tried again');
+  const prevent = words(r, 'Service', 'RestartPreventExitStatus');
+  need(prevent.includes('1') && prevent.includes('2'), 'RestartPreventExitStatus= has 1 (discrepancies found) and 2 (configuration): trying again changes neither');
+  need(!prevent.includes('3'), 'RestartPreventExitStatus= without 3: a bill that is not available yet is tried again');
+  need(!words(r, 'Service', 'SuccessExitStatus').includes('3'), 'SuccessExitStatus= without 3: exit 3 must count as a failure to be retried');
+  need(seconds(last(r, 'Service', 'RestartSec')) === 30 * 60, 'RestartSec=30min: the bill is asked for again every 30 minutes');
+  need(values(r, 'Service', 'DeviceAllow').length === 0, 'no DeviceAllow=: the reconciliation opens no device');
+  need(values(r, 'Service', 'RuntimeDirectory').length === 0, "no RuntimeDirectory=: systemd would delete the daemon's /run/scanbox (its control socket) when the reconciliation ends");
+  need(!r.has('Install'), 'no [Install] section: the timer starts the service, the service itself is never enabled');
+  for (const key of SHARED_WITH_DAEMON) {
+    const daemon = last(unit, 'Service', key);
+    need(daemon !== undefined && last(r, 'Service', key) === daemon, `${key}=${daemon ?? '(unset in the daemon)'} as in the daemon's unit (is: ${last(r, 'Service', key) ?? 'absent'})`);
+  }
+  need(sameList(values(r, 'Service', 'SystemCallFilter'), values(unit, 'Service', 'SystemCallFilter')), "SystemCallFilter= as the daemon's");
+  for (const key of ['MemoryDenyWriteExecute', 'PrivateUsers', 'PrivateNetwork', 'DynamicUser']) {
+    need(!isTrue(last(r, 'Service', key)), `${key} not enabled (the same reasons as for the daemon)`);
+  }
+  need(words(r, 'Unit', 'After').includes('network-online.target') && words(r, 'Unit', 'Wants').includes('network-online.target'), 'Wants= and After=network-online.target: it downloads the bill');
+  out.push(...given(r));
+  return out;
+}
+
+/** OnCalendar= of a daily timer, "*-*-* HH:MM[:SS] ZONE": minutes after midnight and the zone; null otherwise. */
+function dailyAt(expression: string): { minutes: number; zone: string } | null {
+  const m = /^\*-\*-\* (\d{1,2}):(\d{2})(?::(\d{2}))? (\S+)$/.exec(expression);
+  if (!m) return null;
+  const [hours, minutes] = [Number(m[1]), Number(m[2])];
+  if (hours > 23 || minutes > 59) return null;
+  return { minutes: hours * 60 + minutes, zone: m[4]! };
+}
+
+/** What is wrong with the reconciliation timer, one line per broken rule; [] when it is right. */
+function timerProblems(text: string): string[] {
+  const tm = parseUnit(text);
+  const out: string[] = [];
+  const need = (ok: boolean, what: string): void => {
+    if (!ok) out.push(what);
+  };
+  const calendars = values(tm, 'Timer', 'OnCalendar');
+  need(calendars.length === 1, `one OnCalendar= (is: ${calendars.length})`);
+  const at = calendars.length === 1 ? dailyAt(calendars[0]!) : null;
+  need(at !== null && at.zone === 'Asia/Shanghai', `OnCalendar= every day in Asia/Shanghai: the bill's day is China time (is: ${calendars.join(' | ')})`);
+  need(at !== null && at.minutes >= 10 * 60, 'OnCalendar= at or after 10:00: WeChat Pay asks merchants to fetch the bill after 10:00');
+  const delay = last(tm, 'Timer', 'RandomizedDelaySec');
+  need(delay === undefined || seconds(delay) !== null, `RandomizedDelaySec= is a time span (is: ${delay})`);
+  need(at === null || at.minutes * 60 + (seconds(delay) ?? 0) < 24 * 3600, 'the randomized delay keeps the run on the same China day');
+  need(isTrue(last(tm, 'Timer', 'Persistent')), 'Persistent=true: a box that was off at that time reconciles when it is next on');
+  for (const key of ['OnBootSec', 'OnStartupSec', 'OnActiveSec', 'OnUnitActiveSec', 'OnUnitInactiveSec']) {
+    need(values(tm, 'Timer', key).length === 0, `no ${key}=: the reconciliation runs at its time of day only`);
+  }
+  const target = last(tm, 'Timer', 'Unit');
+  need(target === undefined || target === 'scanbox-reconcile.service', `the timer starts scanbox-reconcile.service (is: Unit=${target})`);
+  need(words(tm, 'Install', 'WantedBy').includes('timers.target'), 'WantedBy=timers.target: enabling the timer starts it at boot');
+  out.push(...given(tm));
+  return out;
+}
+
+/** Each mutation must change the text and make the rule it names fail. */
+function mustFail(
+  t: Test,
+  check: (text: string) => string[],
+  text: string,
+  mutations: [string, RegExp, string, RegExp][],
+): void {
+  for (const [label, from, to, expected] of mutations) {
+    const broken = text.replace(from, to);
+    t.not(broken, text, `${label}: the broken copy differs`);
+    const found = check(broken);
+    t.ok(found.some((p) => expected.test(p)), `${label}: caught`, { problems: found });
+  }
+}
+
+t.test('reconciliation service: oneshot `scanbox reconcile`, the daemon\'s user, configuration, credentials and sandbox', async (t) => {
+  t.same(reconcileProblems(reconcileText), [], 'systemd/scanbox-reconcile.service keeps every rule');
+  t.same(timerProblems(timerText), [], 'systemd/scanbox-reconcile.timer keeps every rule');
+  const found = dailyAt(values(parseUnit(timerText), 'Timer', 'OnCalendar')[0] ?? '');
+  t.comment(`the timer fires at ${found ? `${String(Math.floor(found.minutes / 60)).padStart(2, '0')}:${String(found.minutes % 60).padStart(2, '0')} ${found.zone}` : '?'}`);
+});
+
+t.test('reconciliation service: every rule catches a broken copy', async (t) => {
+  mustFail(t, reconcileProblems, reconcileText, [
+    ['Type=simple', /^Type=oneshot$/m, 'Type=simple', /^Type=oneshot/],
+    ['the daemon instead of reconcile', /^(ExecStart=.*) reconcile$/m, '$1 run', /^ExecStart=/],
+    ['bare node', /^ExecStart=\/usr\/bin\/node /m, 'ExecStart=node ', /^ExecStart=/],
+    ['a second ExecStart', /^(ExecStart=.*)$/m, '$1\n$1', /^ExecStart=/],
+    ['User=root', /^User=scanbox$/m, 'User=root', /^User=scanbox/],
+    ['an optional EnvironmentFile', /^EnvironmentFile=\/etc/m, 'EnvironmentFile=-/etc', /^EnvironmentFile=/],
+    ['a credential missing', /^LoadCredential=apikey:.*\n/m, '', /^LoadCredential=/],
+    ['Restart=no', /^Restart=on-failure$/m, 'Restart=no', /^Restart=on-failure/],
+    ['3 not retried', /^RestartPreventExitStatus=.*$/m, 'RestartPreventExitStatus=1 2 3', /without 3/],
+    ['2 retried', /^RestartPreventExitStatus=.*$/m, 'RestartPreventExitStatus=1', /has 1 .* and 2/],
+    ['3 a success', /^Restart=on-failure$/m, 'Restart=on-failure\nSuccessExitStatus=3', /^SuccessExitStatus= without 3/],
+    ['retried every 5 minutes', /^RestartSec=.*$/m, 'RestartSec=5min', /^RestartSec=30min/],
+    ['a device', /^DevicePolicy=closed$/m, 'DevicePolicy=closed\nDeviceAllow=char-ttyUSB rw', /^no DeviceAllow=/],
+    ['its own RuntimeDirectory', /^StateDirectory=scanbox$/m, 'StateDirectory=scanbox\nRuntimeDirectory=scanbox', /^no RuntimeDirectory=/],
+    ['enabled by itself', /$/, '\n[Install]\nWantedBy=multi-user.target\n', /^no \[Install\]/],
+    ['a weaker sandbox', /^ProtectSystem=strict$/m, 'ProtectSystem=full', /^ProtectSystem=strict as in the daemon/],
+    ['a sandbox line missing', /^ProtectProc=invisible\n/m, '', /^ProtectProc=invisible as in the daemon/],
+    ['a looser system call filter', /^SystemCallFilter=~.*\n/m, '', /^SystemCallFilter= as the daemon's/],
+    ['MemoryDenyWriteExecute', /^LockPersonality=yes$/m, 'LockPersonality=yes\nMemoryDenyWriteExecute=yes', /^MemoryDenyWriteExecute not enabled/],
+    ['not after the network', /^After=network-online\.target/m, 'After=', /network-online\.target/],
+    ['a key given twice', /^UMask=0027$/m, 'UMask=0027\nUMask=0022', /UMask given 2 times/],
+  ]);
+});
+
+t.test('reconciliation timer: every day at or after 10:00 China time, Persistent, WantedBy=timers.target; each rule catches a broken copy', async (t) => {
+  mustFail(t, timerProblems, timerText, [
+    ['before 10:00', /^OnCalendar=.*$/m, 'OnCalendar=*-*-* 09:30:00 Asia/Shanghai', /at or after 10:00/],
+    ['at 10:00 UTC', /^OnCalendar=.*$/m, 'OnCalendar=*-*-* 10:15:00 UTC', /Asia\/Shanghai/],
+    ['in local time', /^OnCalendar=.*$/m, 'OnCalendar=*-*-* 10:15:00', /Asia\/Shanghai/],
+    ['Mondays only', /^OnCalendar=.*$/m, 'OnCalendar=Mon *-*-* 10:15:00 Asia/Shanghai', /every day/],
+    ['twice a day', /^(OnCalendar=.*)$/m, '$1\nOnCalendar=*-*-* 16:00:00 Asia/Shanghai', /one OnCalendar=/],
+    ['a delay into the next day', /^OnCalendar=.*$/m, 'OnCalendar=*-*-* 23:50:00 Asia/Shanghai', /same China day/],
+    ['not persistent', /^Persistent=true$/m, 'Persistent=false', /^Persistent=true/],
+    ['also at boot', /^Persistent=true$/m, 'Persistent=true\nOnBootSec=5min', /^no OnBootSec=/],
+    ['another unit', /^Persistent=true$/m, 'Persistent=true\nUnit=scanbox.service', /starts scanbox-reconcile\.service/],
+    ['not wanted by timers.target', /^WantedBy=timers\.target$/m, 'WantedBy=multi-user.target', /^WantedBy=timers\.target/],
+    ['a key given twice', /^Persistent=true$/m, 'Persistent=true\nPersistent=false', /Persistent given 2 times/],
+  ]);
+});
+
+t.test('systemd-analyze security --offline: the reconciliation service at most 2.0 too', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed (the static checks above still ran)' }, async (t) => {
+  const result = security(RECONCILE_PATH);
+  t.not(result.exposure, null, 'the overall exposure line is printed', { output: result.output.slice(-600) });
+  t.comment(`exposure of systemd/scanbox-reconcile.service: ${result.exposure} (limit ${MAX_EXPOSURE})`);
+  t.ok(result.exposure !== null && result.exposure <= MAX_EXPOSURE, `exposure ${result.exposure} <= ${MAX_EXPOSURE}`);
+  t.equal(result.status, 0, '--threshold=20 passes');
+
+  // The same service without its sandbox (everything from the "Hardening" comment on) fails the threshold.
+  const at = reconcileText.indexOf('\n# Hardening');
+  t.ok(at > 0, 'the sandbox starts at its "Hardening" comment');
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-reconcile-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const loose = join(dir, 'scanbox-reconcile.service');
+  writeFileSync(loose, reconcileText.slice(0, at) + '\n');
+  const looseResult = security(loose);
+  t.ok(looseResult.exposure !== null && looseResult.exposure > MAX_EXPOSURE, `without its sandbox it scores badly (${looseResult.exposure})`);
+  t.not(looseResult.status, 0, 'and fails the threshold');
+});
+
+t.test('systemd-analyze verify: no complaint about the reconciliation service and timer', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed' }, async (t) => {
+  const result = verify(RECONCILE_PATH, TIMER_PATH);
+  for (const line of result.environmental) t.comment(`about this machine, not the units: ${line}`);
+  t.same(result.problems, [], 'no warnings or errors');
+  if (result.environmental.length === 0) t.equal(result.status, 0, 'exit 0');
+
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-verify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const service = join(dir, 'scanbox-reconcile.service');
+  const timer = join(dir, 'scanbox-reconcile.timer');
+  writeFileSync(service, reconcileText.replace(/^RestartPreventExitStatus=/m, 'RestartPreventExitStatu=').replace(/^Type=oneshot$/m, 'Type=oneshoot'));
+  writeFileSync(timer, timerText.replace(/^OnCalendar=.*$/m, 'OnCalendar=*-*-* 25:15:00 Asia/Shanghai'));
+  const broken = verify(service, timer);
+  t.ok(broken.problems.some((l) => /RestartPreventExitStatu\b/.test(l)), 'an unknown key in the service is reported');
+  t.ok(broken.problems.some((l) => /oneshoot/.test(l)), 'a bad value in the service is reported');
+  t.ok(broken.problems.some((l) => /calendar/i.test(l)), 'a bad OnCalendar= in the timer is reported');
+});
+
+/** `systemd-analyze calendar` in UTC: whether it parses, and the time of day of its next elapse in China time. */
+function calendar(expression: string): { status: number | null; output: string; chinaMinutes: number | null } {
+  const run = spawnSync('systemd-analyze', ['calendar', '--iterations=1', expression], {
+    encoding: 'utf8',
+    env: { ...process.env, TZ: 'UTC', SYSTEMD_COLORS: '0', LC_ALL: 'C' },
+  });
+  const output = `${run.stdout}${run.stderr}`;
+  const m = /Next elapse: \S+ \d{4}-\d{2}-\d{2} (\d{2}):(\d{2}):\d{2} UTC/.exec(output);
+  // China time is UTC+8 all year (no daylight saving since 1991).
+  const chinaMinutes = m ? (Number(m[1]) * 60 + Number(m[2]) + 8 * 60) % (24 * 60) : null;
+  return { status: run.status, output, chinaMinutes };
+}
+
+t.test('systemd-analyze calendar: the timer\'s OnCalendar= parses and falls at or after 10:00 China time', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed' }, async (t) => {
+  const expression = values(parseUnit(timerText), 'Timer', 'OnCalendar')[0] ?? '';
+  const result = calendar(expression);
+  t.equal(result.status, 0, `"${expression}" parses`, { output: result.output });
+  t.match(result.output, /Normalized form: .*Asia\/Shanghai/, 'systemd keeps the time zone');
+  t.not(result.chinaMinutes, null, 'the next elapse is printed', { output: result.output });
+  t.ok(result.chinaMinutes !== null && result.chinaMinutes >= 10 * 60, `next elapse at ${result.chinaMinutes} min after midnight China time, not before 10:00`);
+
+  // The checks are real: an impossible time does not parse, and 09:15 China time is before 10:00.
+  t.not(calendar('*-*-* 25:15:00 Asia/Shanghai').status, 0, 'an impossible time is refused');
+  const early = calendar('*-*-* 09:15:00 Asia/Shanghai');
+  t.equal(early.chinaMinutes, 9 * 60 + 15, '09:15 Asia/Shanghai elapses at 01:15 UTC');
+  t.ok(early.chinaMinutes !== null && early.chinaMinutes < 10 * 60, 'which the 10:00 check refuses');
 });
 
 /** An env file the way systemd reads it: `NAME=value` lines, '#' comments. Values here carry no quotes. */
