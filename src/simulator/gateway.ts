@@ -3,8 +3,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { gzipSync } from 'node:zlib';
 import { systemClock, type Clock } from '../clock.js';
 import { maskCode, type Logger } from '../log.js';
+import { formatYuan } from '../money.js';
 import { SIGN_TYPES, sign, verify, type SignType } from '../wechatpay/sign.js';
 import { decodeXml, encodeXml } from '../wechatpay/xml.js';
 import { createTestPki, type TestPki } from './ca.js';
@@ -25,6 +27,7 @@ export {
   paymentCode,
   REFUND_SCENARIOS,
   SCENARIOS,
+  type BillCall,
   type Fault,
   type FaultKind,
   type GatewayCall,
@@ -38,7 +41,8 @@ export {
 } from './scenarios.js';
 
 /**
- * A WeChat Pay V2 gateway stand-in over real HTTPS (micropay, orderquery, reverse, refund, refundquery), for
+ * A WeChat Pay V2 gateway stand-in over real HTTPS (micropay, orderquery, reverse, refund, refundquery and
+ * downloadbill, the daily bill built from the ledger), for
  * the tests and `scanbox demo`. It validates like the real one (signature over every field, merchant ids,
  * field formats, mTLS on /secapi) because the box is tested against it, and it keeps a ledger of what the
  * payer was really charged and refunded so tests can check money, not just answers.
@@ -128,7 +132,45 @@ export interface GatewaySimulatorOptions {
   defaultScenario?: Scenario;
   /** For orders whose payment code's scenario has no `refund` and no setRefundScenario; default { outcome: 'SUCCESS' }. */
   defaultRefundScenario?: RefundScenario;
+  /**
+   * When a day's bill can be downloaded, in ms from the end of that China-time day: default 9 h (09:00 the next
+   * day, WeChat Pay's rule); before it downloadbill answers `Bill Creating`. From -86_400_000 (the start of the
+   * day itself) up, so that a test can ask for today's bill, which then holds what happened until the request.
+   */
+  billReadyAfterMs?: number;
+  /** Whether a bill begins with a UTF-8 byte-order mark, as real ones may; default true. */
+  billBom?: boolean;
   log?: Logger;
+}
+
+/**
+ * One trade row of a simulated bill before it is written: amounts in integer fen, `at` the simulator-clock
+ * ms of 交易时间 (its China-time day is the bill it is in). What plantBillRow adds and amendBillRow changes.
+ */
+export interface SimBillRow {
+  at: number;
+  outTradeNo: string;
+  /** SUCCESS, REFUND, REVOKED, or anything a test plants. */
+  tradeState: string;
+  transactionId: string;
+  deviceInfo: string;
+  openId: string;
+  bankType: string;
+  settlementFen: number;
+  couponFen: number;
+  refundId: string;
+  outRefundNo: string;
+  refundFen: number;
+  couponRefundFen: number;
+  refundType: string;
+  refundStatus: string;
+  body: string;
+  attach: string;
+  feeFen: number;
+  orderFen: number;
+  requestedRefundFen: number;
+  /** Cells written exactly as given, by column name (`{ 应结订单金额: '1,00' }`), over everything above. */
+  raw?: Record<string, string>;
 }
 
 const PATHS: Record<string, GatewayCall> = {
@@ -137,6 +179,7 @@ const PATHS: Record<string, GatewayCall> = {
   '/secapi/pay/reverse': 'reverse',
   '/secapi/pay/refund': 'refund',
   '/pay/refundquery': 'refundquery',
+  '/pay/downloadbill': 'downloadbill',
 };
 
 /** Behind nginx's client-certificate check. */
@@ -158,6 +201,65 @@ const MAX_REFUNDS_PER_ORDER = 50;
 /** refundquery lists this many refunds per answer; `offset` pages past them (after-the-sale.md §2). */
 const REFUND_PAGE = 10;
 const REFUND_ACCOUNTS = ['REFUND_SOURCE_UNSETTLED_FUNDS', 'REFUND_SOURCE_RECHARGE_FUNDS'];
+
+/** "微信在次日9点启动生成前一天的对账单" (after-the-sale.md §3). */
+const BILL_READY_AFTER_MS = 9 * 3600 * 1000;
+const DAY_MS = 24 * 3600 * 1000;
+const CHINA_OFFSET_MS = 8 * 3600 * 1000;
+/** The simulator's fee: 0.60% of each amount, rounded half up to the fen. */
+const FEE_RATE_BP = 60;
+const FEE_RATE_TEXT = '0.60%';
+const BILL_TYPES = ['ALL', 'SUCCESS', 'REFUND', 'RECHARGE_REFUND'] as const;
+type BillType = (typeof BILL_TYPES)[number];
+
+/** The 27 columns of a bill_type=ALL bill. */
+const ALL_COLUMNS = [
+  '交易时间', '公众账号ID', '商户号', '特约商户号', '设备号', '微信订单号', '商户订单号', '用户标识', '交易类型', '交易状态',
+  '付款银行', '货币种类', '应结订单金额', '代金券金额', '微信退款单号', '商户退款单号', '退款金额', '充值券退款金额', '退款类型',
+  '退款状态', '商品名称', '商户数据包', '手续费', '费率', '订单金额', '申请退款金额', '费率备注',
+];
+/** bill_type=SUCCESS: no refund columns. */
+const SUCCESS_COLUMNS = ALL_COLUMNS.filter(
+  (name) => !['微信退款单号', '商户退款单号', '退款金额', '充值券退款金额', '退款类型', '退款状态', '申请退款金额'].includes(name),
+);
+/** bill_type=REFUND: the refund's times after 代金券金额, and 交易时间 is the order's payment time. */
+const REFUND_COLUMNS = [...ALL_COLUMNS.slice(0, 14), '退款申请时间', '退款成功时间', ...ALL_COLUMNS.slice(14)];
+const SUMMARY_COLUMNS = ['总交易单数', '应结订单总金额', '退款总金额', '充值券退款总金额', '手续费总金额', '订单总金额', '申请退款总金额'];
+
+/** What a row of the bill is made from: a SimBillRow and, for a refund row, the times of the REFUND bill. */
+interface BillLine extends SimBillRow {
+  paidAt: number;
+  refundSuccessAt: number | null;
+}
+
+/** The fee of an amount at FEE_RATE_BP, rounded half up, in integer arithmetic. */
+function feeOf(fen: number): number {
+  const n = Math.abs(fen) * FEE_RATE_BP + 5000;
+  const fee = (n - (n % 10_000)) / 10_000;
+  return fen < 0 ? -fee : fee;
+}
+
+/** The China-time day yyyyMMdd as [start, end) in ms, or null when it is not a calendar date. */
+function chinaDay(billDate: string): { start: number; end: number } | null {
+  if (!/^\d{8}$/.test(billDate)) return null;
+  const y = Number(billDate.slice(0, 4));
+  const m = Number(billDate.slice(4, 6));
+  const d = Number(billDate.slice(6, 8));
+  const utc = Date.UTC(y, m - 1, d);
+  const date = new Date(utc);
+  if (y < 1970 || date.getUTCFullYear() !== y || date.getUTCMonth() !== m - 1 || date.getUTCDate() !== d) return null;
+  return { start: utc - CHINA_OFFSET_MS, end: utc - CHINA_OFFSET_MS + DAY_MS };
+}
+
+/** yyyyMMdd three calendar months before the China-time day of `now` (the 31st becomes the month's last day). */
+function threeMonthsBefore(now: number): string {
+  const today = new Date(now + CHINA_OFFSET_MS);
+  const first = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth() - 3, 1));
+  const last = new Date(Date.UTC(first.getUTCFullYear(), first.getUTCMonth() + 1, 0)).getUTCDate();
+  const day = Math.min(today.getUTCDate(), last);
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  return `${p(first.getUTCFullYear(), 4)}${p(first.getUTCMonth() + 1)}${p(day)}`;
+}
 
 const ERR_DES: Record<string, string> = {
   SYSTEMERROR: '系统超时',
@@ -238,6 +340,11 @@ interface Order {
   refundTrack: RefundTrack | null;
   /** Simulator clock of the last accepted refund, for RefundScenario.minIntervalMs. */
   lastRefundAt: number | null;
+  /** micropay's device_info and body, for the bill's 设备号 and 商品名称. */
+  deviceInfo: string | null;
+  body: string;
+  /** When a reverse made it REVOKED. */
+  reversedAt: number | null;
 }
 
 /** The refund side of one order under one refund scenario; replaced when the scenario for the order changes. */
@@ -281,6 +388,27 @@ function failure(code: string, des?: string): Fields {
   return { result_code: 'FAIL', err_code: code, err_code_des: des ?? ERR_DES[code] ?? code };
 }
 
+/** When a refund leaves PROCESSING under its scenario, or null when it never does (settleRefund's rule, as a function of time). */
+function settlesAt(refund: Refund): number | null {
+  const { outcome, settleAfterMs } = refund.scenario;
+  const after = settleAfterMs ?? (outcome === 'PROCESSING' ? undefined : 0);
+  return after === undefined ? null : refund.entry.requestedAt + after;
+}
+
+function successAtOf(refund: Refund): number | null {
+  const at = settlesAt(refund);
+  const { outcome } = refund.scenario;
+  return at !== null && outcome !== 'REFUNDCLOSE' && outcome !== 'CHANGE' ? at : null;
+}
+
+/** A refund's refund_status at `at`. */
+function refundStatusAt(refund: Refund, at: number): RefundStatus {
+  const settles = settlesAt(refund);
+  if (settles === null || at < settles) return 'PROCESSING';
+  const { outcome } = refund.scenario;
+  return outcome === 'REFUNDCLOSE' || outcome === 'CHANGE' ? outcome : 'SUCCESS';
+}
+
 export class GatewaySimulator {
   readonly origin: string;
   readonly pki: TestPki;
@@ -302,6 +430,10 @@ export class GatewaySimulator {
   private readonly refundsById = new Map<string, Refund>();
   /** Checked refund requests per out_refund_no, also for numbers never accepted. */
   private readonly refundRequests = new Map<string, number>();
+  /** Test hooks on the bill (plantBillRow, dropFromBill, amendBillRow). */
+  private readonly plantedRows: SimBillRow[] = [];
+  private readonly droppedFromBill = new Set<string>();
+  private readonly billAmendments = new Map<string, Partial<SimBillRow>>();
   private readonly log: RequestRecord[] = [];
   private readonly listeners = new Set<(call: GatewayCall, outTradeNo: string | null) => void>();
   private readonly sockets = new Set<Socket>();
@@ -316,6 +448,10 @@ export class GatewaySimulator {
     // Before listening: a TypeError from the constructor would leave the server open.
     if (options.defaultScenario !== undefined) checkScenario(options.defaultScenario);
     if (options.defaultRefundScenario !== undefined) checkRefundScenario(options.defaultRefundScenario, 'defaultRefundScenario.');
+    const ready = options.billReadyAfterMs;
+    if (ready !== undefined && !(typeof ready === 'number' && Number.isFinite(ready) && ready >= -DAY_MS)) {
+      throw new TypeError(`GatewaySimulator: billReadyAfterMs must be a number of ms >= ${-DAY_MS}`);
+    }
     const pki = options.pki ?? createTestPki({ mchId: options.mchId });
     const server = https.createServer({
       key: pki.server.keyPem,
@@ -396,6 +532,73 @@ export class GatewaySimulator {
   refundEntry(outRefundNo: string): RefundEntry | undefined {
     const refund = this.refundsByNo.get(outRefundNo);
     return refund ? this.refundSnapshot(refund) : undefined;
+  }
+
+  /**
+   * Test hooks that make the bill differ from the ledger, for reconciliation tests. They apply to every bill
+   * served after the call (each bill_type, plain or gzip), the summary row included, which always adds up the
+   * rows as written; clearBillChanges undoes them all.
+   *
+   * plantBillRow: an extra row in the bill of the China-time day of `row.at` (a sale the box never made, a refund
+   * nobody asked for). Unset fields get what a ledger row would have: SUCCESS, this merchant, amounts 0, the fee
+   * of the amounts at 0.60%, `0` in the refund numbers of a trade row.
+   */
+  plantBillRow(row: Partial<SimBillRow> & { at: number; outTradeNo: string }): void {
+    if (typeof row !== 'object' || row === null || !Number.isFinite(row.at) || typeof row.outTradeNo !== 'string') {
+      throw new TypeError('plantBillRow needs at least { at, outTradeNo }');
+    }
+    const settlementFen = row.settlementFen ?? 0;
+    const refundFen = row.refundFen ?? 0;
+    const refund = (row.tradeState ?? 'SUCCESS') === 'REFUND';
+    this.plantedRows.push({
+      tradeState: 'SUCCESS',
+      transactionId: '4200' + digits(24),
+      deviceInfo: '',
+      openId: 'o' + digits(27),
+      bankType: 'OTHERS',
+      settlementFen,
+      couponFen: 0,
+      refundId: refund ? '50' + digits(27) : '0',
+      outRefundNo: refund ? `${row.outTradeNo}-R` : '0',
+      refundFen,
+      couponRefundFen: 0,
+      refundType: refund ? 'ORIGINAL' : '',
+      refundStatus: refund ? 'SUCCESS' : '',
+      body: '',
+      attach: '',
+      feeFen: feeOf(settlementFen) - feeOf(refundFen),
+      orderFen: settlementFen,
+      requestedRefundFen: refundFen,
+      ...row,
+      ...(row.raw ? { raw: { ...row.raw } } : {}),
+    });
+  }
+
+  /** Leaves the ledger's rows of `outTradeNo` (its sale and its refunds) out of every bill; planted rows stay. */
+  dropFromBill(outTradeNo: string): void {
+    if (typeof outTradeNo !== 'string' || outTradeNo === '') throw new TypeError('dropFromBill needs an out_trade_no');
+    this.droppedFromBill.add(outTradeNo);
+  }
+
+  /**
+   * Changes the ledger's row of the sale `outTradeNo` (its SUCCESS or REVOKED row), or with `outRefundNo` the row
+   * of that refund. Patches add up; `raw` cells are merged; a new `at` can move the row to another day's bill.
+   */
+  amendBillRow(outTradeNo: string, patch: Partial<SimBillRow>, outRefundNo?: string): void {
+    if (typeof outTradeNo !== 'string' || outTradeNo === '' || typeof patch !== 'object' || patch === null) {
+      throw new TypeError('amendBillRow needs an out_trade_no and a patch');
+    }
+    const key = outRefundNo === undefined ? outTradeNo : `${outTradeNo}\u0000${outRefundNo}`;
+    const before = this.billAmendments.get(key) ?? {};
+    const raw = before.raw || patch.raw ? { ...before.raw, ...patch.raw } : undefined;
+    this.billAmendments.set(key, { ...before, ...patch, ...(raw ? { raw } : {}) });
+  }
+
+  /** Undoes plantBillRow, dropFromBill and amendBillRow. */
+  clearBillChanges(): void {
+    this.plantedRows.length = 0;
+    this.droppedFromBill.clear();
+    this.billAmendments.clear();
   }
 
   requests(): RequestRecord[] {
@@ -526,6 +729,7 @@ export class GatewaySimulator {
   // ---- API ----
 
   private api(call: GatewayCall, fields: Fields, res: ServerResponse, record: RequestRecord): void {
+    if (call === 'downloadbill') return this.billApi(fields, res, record);
     let signType: SignType = 'MD5';
     const declared = fields.sign_type;
     if (declared !== undefined && declared !== '') {
@@ -731,6 +935,9 @@ export class GatewaySimulator {
       refunds: [],
       refundTrack: null,
       lastRefundAt: null,
+      deviceInfo: fields.device_info || null,
+      body: fields.body!,
+      reversedAt: null,
     };
     const spent = this.codeSpent(authCode);
     this.orders.set(outTradeNo, order);
@@ -818,6 +1025,7 @@ export class GatewaySimulator {
     }
     e.state = 'REVOKED';
     e.reversed = true;
+    order.reversedAt = this.clock.now();
     this.options.log?.debug('simulator reversed', { out_trade_no: e.outTradeNo, refunded: e.refundedFen });
     return { result_code: 'SUCCESS', recall: 'N' };
   }
@@ -1053,6 +1261,187 @@ export class GatewaySimulator {
       if (r.status === 'SUCCESS') out[`refund_success_time_${n}`] = chinaDateTime(r.successAt ?? r.requestedAt);
     });
     return out;
+  }
+
+  // ---- The daily bill (after-the-sale.md §3) ----
+
+  /**
+   * downloadbill. Failures are XML with return_code=FAIL and no sign; the return_msg texts are the ones public
+   * SDKs list for this call (error_code 20002 with No Bill Exist is quoted from real answers). Which answer a
+   * date older than 3 months or after today gets is UNCONFIRMED: `invalid bill_date` here.
+   */
+  private billApi(fields: Fields, res: ServerResponse, record: RequestRecord): void {
+    const o = this.options;
+    const fail = (msg: string, extra: Fields = {}): void =>
+      this.sendRaw(res, record, 200, encodeXml({ return_code: 'FAIL', return_msg: msg, ...extra }), 'xml');
+    const has = (name: string): boolean => fields[name] !== undefined && fields[name] !== '';
+    let signType: SignType = 'MD5';
+    if (has('sign_type')) {
+      if (!SIGN_TYPES.includes(fields.sign_type as SignType)) return fail('invalid sign_type');
+      signType = fields.sign_type as SignType;
+    }
+    if (!verify(fields, o.apiKey, signType)) return fail('sign error');
+    for (const name of ['appid', 'mch_id', 'nonce_str', 'bill_date']) if (!has(name)) return fail('missing parameter');
+    if (o.subMchId !== undefined && !has('sub_mch_id')) return fail('missing parameter');
+    if (fields.mch_id !== o.mchId) return fail('invalid parameter');
+    if (fields.appid !== o.appId) return fail('invalid appid');
+    if (o.subMchId === undefined ? has('sub_mch_id') : fields.sub_mch_id !== o.subMchId) return fail('invalid parameter');
+    if (fields.nonce_str!.length > 32) return fail('nonce_str too long');
+    const billType = (has('bill_type') ? fields.bill_type! : 'ALL') as BillType;
+    if (!BILL_TYPES.includes(billType)) return fail('invalid bill_type');
+    if (has('tar_type') && fields.tar_type !== 'GZIP') return fail('invalid tar_type, Only GZIP supported');
+    const billDate = fields.bill_date!;
+    const day = chinaDay(billDate);
+    const now = this.clock.now();
+    const today = chinaTime(now).slice(0, 8);
+    if (day === null || billDate > today || billDate < threeMonthsBefore(now)) return fail('invalid bill_date');
+    const readyAfter = o.billReadyAfterMs ?? BILL_READY_AFTER_MS;
+    if (now < day.end + readyAfter) return fail('Bill Creating');
+    const text = this.billText(billType, day, Math.min(now, day.end + Math.max(0, readyAfter)));
+    if (text === null) return fail('No Bill Exist', { error_code: '20002' });
+    this.options.log?.debug('simulator bill', { bill_date: billDate, bill_type: billType, gzip: has('tar_type'), chars: text.length });
+    if (!has('tar_type')) return this.sendRaw(res, record, 200, text, 'text');
+    const zipped = gzipSync(Buffer.from(text, 'utf8'));
+    record.status = 200;
+    if (res.destroyed || res.headersSent) return;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': zipped.length, server: 'nginx' });
+    res.end(zipped);
+  }
+
+  /**
+   * The ledger as bill rows, as they stood at `asOf` (when WeChat Pay generated the bill, or now for a bill asked
+   * for early): a row per paid order at its payment time (REVOKED when reversed by then, SUCCESS otherwise), a
+   * REFUND row per accepted refund at its request time, its refund_status as of `asOf`.
+   */
+  private ledgerBillLines(asOf: number): BillLine[] {
+    const lines: BillLine[] = [];
+    const amended = (key: string): Partial<SimBillRow> | undefined => this.billAmendments.get(key);
+    for (const order of this.orders.values()) {
+      this.settle(order);
+      const e = order.entry;
+      if (!e.everCharged || order.chargedAt === null || order.chargedAt > asOf || e.transactionId === null) continue;
+      if (this.droppedFromBill.has(e.outTradeNo)) continue;
+      const revoked = e.reversed && order.reversedAt !== null && order.reversedAt <= asOf;
+      const common = {
+        outTradeNo: e.outTradeNo,
+        transactionId: e.transactionId,
+        deviceInfo: order.deviceInfo ?? '',
+        openId: order.openid,
+        bankType: 'OTHERS',
+        couponFen: 0,
+        couponRefundFen: 0,
+        body: order.body,
+        attach: e.attach ?? '',
+        paidAt: order.chargedAt,
+      };
+      // The trade row keeps the order's amount. A reversed order's fee is given back with the money: 0. How
+      // WeChat Pay writes a REVOKED row's amounts is UNCONFIRMED.
+      lines.push({
+        ...common,
+        at: order.chargedAt,
+        tradeState: revoked ? 'REVOKED' : 'SUCCESS',
+        settlementFen: e.totalFee,
+        orderFen: e.totalFee,
+        refundId: '0',
+        outRefundNo: '0',
+        refundFen: 0,
+        requestedRefundFen: 0,
+        refundType: '',
+        refundStatus: '',
+        feeFen: revoked ? 0 : feeOf(e.totalFee),
+        refundSuccessAt: null,
+        ...amended(e.outTradeNo),
+      });
+      for (const refund of order.refunds) {
+        const r = refund.entry;
+        if (r.requestedAt > asOf) continue;
+        const status = refundStatusAt(refund, asOf);
+        const key = `${e.outTradeNo}\u0000${r.outRefundNo}`;
+        // Refund rows as real bills write them: 0.00 in the order amounts, the refund in 退款金额 and
+        // 申请退款金额 (no coupons here), the fee given back as a negative 手续费.
+        lines.push({
+          ...common,
+          at: r.requestedAt,
+          tradeState: 'REFUND',
+          settlementFen: 0,
+          orderFen: 0,
+          refundId: r.refundId,
+          outRefundNo: r.outRefundNo,
+          refundFen: r.refundFee,
+          requestedRefundFen: r.refundFee,
+          refundType: 'ORIGINAL',
+          refundStatus: status,
+          feeFen: -feeOf(r.refundFee),
+          refundSuccessAt: status === 'SUCCESS' ? (r.successAt ?? successAtOf(refund)) : null,
+          ...amended(key),
+        });
+      }
+    }
+    return lines;
+  }
+
+  /** The bill's text, or null when it would have no row (No Bill Exist). */
+  private billText(billType: BillType, day: { start: number; end: number }, asOf: number): string | null {
+    const planted: BillLine[] = this.plantedRows.map((row) => ({ ...row, paidAt: row.at, refundSuccessAt: null }));
+    const lines = [...this.ledgerBillLines(asOf), ...planted]
+      .filter((line) => line.at >= day.start && line.at < day.end)
+      .filter((line) => (billType === 'ALL' ? true : billType === 'SUCCESS' ? line.tradeState === 'SUCCESS' : billType === 'REFUND' ? line.tradeState === 'REFUND' : false))
+      .sort((a, b) => a.at - b.at);
+    if (lines.length === 0) return null;
+    const columns = billType === 'ALL' ? ALL_COLUMNS : billType === 'SUCCESS' ? SUCCESS_COLUMNS : REFUND_COLUMNS;
+    const o = this.options;
+    const yuan = (fen: number): string => formatYuan(fen);
+    const out: string[] = [columns.join(',')];
+    const sum = { settlement: 0, refund: 0, couponRefund: 0, fee: 0, order: 0, requested: 0 };
+    for (const line of lines) {
+      const cells: Record<string, string> = {
+        交易时间: chinaDateTime(billType === 'REFUND' ? line.paidAt : line.at),
+        公众账号ID: o.appId,
+        商户号: o.mchId,
+        特约商户号: o.subMchId ?? '0',
+        设备号: line.deviceInfo,
+        微信订单号: line.transactionId,
+        商户订单号: line.outTradeNo,
+        用户标识: line.openId,
+        交易类型: 'MICROPAY',
+        交易状态: line.tradeState,
+        付款银行: line.bankType,
+        货币种类: 'CNY',
+        应结订单金额: yuan(line.settlementFen),
+        代金券金额: yuan(line.couponFen),
+        退款申请时间: chinaDateTime(line.at),
+        退款成功时间: line.refundSuccessAt === null ? '' : chinaDateTime(line.refundSuccessAt),
+        微信退款单号: line.refundId,
+        商户退款单号: line.outRefundNo,
+        退款金额: yuan(line.refundFen),
+        充值券退款金额: yuan(line.couponRefundFen),
+        退款类型: line.refundType,
+        退款状态: line.refundStatus,
+        商品名称: line.body,
+        商户数据包: line.attach,
+        // The fee column has five decimals; the simulator's fees are whole fen, as real ones are.
+        手续费: `${yuan(line.feeFen)}000`,
+        费率: FEE_RATE_TEXT,
+        订单金额: yuan(line.orderFen),
+        申请退款金额: yuan(line.requestedRefundFen),
+        费率备注: '',
+        ...line.raw,
+      };
+      out.push(columns.map((name) => '`' + (cells[name] ?? '')).join(','));
+      sum.settlement += line.settlementFen;
+      sum.refund += line.refundFen;
+      sum.couponRefund += line.couponRefundFen;
+      sum.fee += line.feeFen;
+      sum.order += line.orderFen;
+      sum.requested += line.requestedRefundFen;
+    }
+    out.push(SUMMARY_COLUMNS.join(','));
+    out.push(
+      [String(lines.length), yuan(sum.settlement), yuan(sum.refund), yuan(sum.couponRefund), `${yuan(sum.fee)}000`, yuan(sum.order), yuan(sum.requested)]
+        .map((v) => '`' + v)
+        .join(','),
+    );
+    return (o.billBom === false ? '' : '\ufeff') + out.join('\r\n') + '\r\n';
   }
 
   /** Signs the answer with the request's algorithm (without echoing sign_type, like the real one) and sends it through the fault. */

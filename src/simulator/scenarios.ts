@@ -11,8 +11,11 @@ export const SIM_CALLS: readonly SimCall[] = ['micropay', 'orderquery', 'reverse
 export type RefundCall = 'refund' | 'refundquery';
 export const REFUND_CALLS: readonly RefundCall[] = ['refund', 'refundquery'];
 
+/** The daily bill (after-the-sale.md §3): built from the ledger, no faults. */
+export type BillCall = 'downloadbill';
+
 /** Every API path the simulator answers. */
-export type GatewayCall = SimCall | RefundCall;
+export type GatewayCall = SimCall | RefundCall | BillCall;
 
 export type Fault =
   /** Answers normally after `ms` of real time: network latency, not payer time. */

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { rootCertificates, type ConnectionOptions } from 'node:tls';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import { Agent, buildConnector } from 'undici';
 import type { Logger } from '../log.js';
 import { maskCode } from '../log.js';
@@ -22,7 +24,7 @@ import { XmlError, decodeXml, encodeXml } from './xml.js';
  * - The payment code and the API key never appear in a message, a log line or an outcome.
  */
 
-export type ApiCall = 'micropay' | 'orderquery' | 'reverse' | 'refund' | 'refundquery';
+export type ApiCall = 'micropay' | 'orderquery' | 'reverse' | 'refund' | 'refundquery' | 'downloadbill';
 
 /** The calls that present the merchant certificate (/secapi/...). */
 const CERTIFIED: ReadonlySet<ApiCall> = new Set<ApiCall>(['reverse', 'refund']);
@@ -35,7 +37,9 @@ export type FailureCode =
   | 'BAD_SIGNATURE'
   | 'ECHO_MISMATCH'
   | 'RETURN_FAIL'
-  | 'CERT_REJECTED';
+  | 'CERT_REJECTED'
+  /** downloadbill only: an answer that is not a usable bill (too large, not gzip or text, empty). */
+  | 'BAD_BILL';
 
 export type ApiOutcome =
   /** return_code=SUCCESS, result_code=SUCCESS, signature verified, echoes checked. */
@@ -89,7 +93,7 @@ export interface WechatPayClientOptions {
   certificate?: ClientCertificate | null;
   /** Extra trust anchors (tests, simulator), added to Node's bundled roots. */
   ca?: string | string[];
-  /** Per call, in ms: micropay 10000, orderquery 6000, reverse 8000; connect 5000. */
+  /** Per call, in ms: micropay 10000, orderquery 6000, reverse 8000, downloadbill 30000; connect 5000. */
   timeouts?: Partial<Record<ApiCall, number>> & { connect?: number };
   /** Default: the first non-internal IPv4 address of this machine, else 127.0.0.1. */
   spbillCreateIp?: string;
@@ -107,6 +111,8 @@ const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
   // The register waits about 10 s for a refund's answer: one refund, then a refundquery if it is unknown.
   refund: 6_000,
   refundquery: 4_000,
+  // A bill is megabytes, fetched once a day away from the counter's sales.
+  downloadbill: 30_000,
   connect: 5_000,
 };
 
@@ -116,10 +122,39 @@ const PATHS: Readonly<Record<ApiCall, string>> = {
   reverse: '/secapi/pay/reverse',
   refund: '/secapi/pay/refund',
   refundquery: '/pay/refundquery',
+  downloadbill: '/pay/downloadbill',
 };
 
 /** A V2 answer is a few hundred bytes; anything near this is not WeChat Pay. */
 const MAX_RESPONSE_BYTES = 256 * 1024;
+
+/**
+ * The most a bill may take, as received and once unzipped: about 200 bytes a trade row, so some 300,000
+ * trades of one merchant in one day, far past what a shop's boxes sell.
+ */
+export const MAX_BILL_BYTES = 64 * 1024 * 1024;
+
+/** A downloadbill failure is a short XML; a longer one is not WeChat Pay's. */
+const MAX_BILL_FAILURE_CHARS = 64 * 1024;
+
+export type BillType = 'ALL' | 'SUCCESS' | 'REFUND';
+const BILL_TYPES: readonly BillType[] = ['ALL', 'SUCCESS', 'REFUND'];
+
+/**
+ * What downloadbill got. The bill is neither XML nor signed, so nothing in it is verified here: it is text for
+ * the bill parser (wechatpay/bill.ts), gunzipped when WeChat Pay sent gzip.
+ */
+export type BillOutcome =
+  /** The bill's text, as sent (a byte-order mark included); `bytes` as received, `gzip` when it came zipped. */
+  | { kind: 'bill'; call: 'downloadbill'; text: string; bytes: number; gzip: boolean; ms: number; origin: string }
+  /** return_msg `No Bill Exist`: the merchant had no trade that day. */
+  | { kind: 'no_bill'; call: 'downloadbill'; message: string; ms: number; origin: string }
+  /** return_msg `Bill Creating`: not generated yet (from 09:00 China time the next day; fetch after 10:00). */
+  | { kind: 'not_ready'; call: 'downloadbill'; message: string; ms: number; origin: string }
+  /** Anything else, as for the other calls: SYSTEMERROR and other return_msg are RETURN_FAIL. */
+  | (Extract<ApiOutcome, { kind: 'unknown' }> & { call: 'downloadbill' });
+
+const gunzipAsync = promisify(gunzip);
 
 /**
  * How long an idle connection is kept. Sales at a counter come in bursts (micropay, then orderquery
@@ -296,6 +331,8 @@ export class WechatPayClient {
   private readonly payAgent: Agent;
   /** reverse only: presents the merchant certificate on every connection. */
   private readonly secAgent: Agent;
+  /** downloadbill only: no certificate, a larger answer cap. */
+  private readonly billAgent: Agent;
   private closing: Promise<void> | undefined;
 
   constructor(options: WechatPayClientOptions) {
@@ -319,6 +356,7 @@ export class WechatPayClient {
       reverse: positiveMs('reverse', t.reverse, DEFAULT_TIMEOUTS.reverse),
       refund: positiveMs('refund', t.refund, DEFAULT_TIMEOUTS.refund),
       refundquery: positiveMs('refundquery', t.refundquery, DEFAULT_TIMEOUTS.refundquery),
+      downloadbill: positiveMs('downloadbill', t.downloadbill, DEFAULT_TIMEOUTS.downloadbill),
       connect: positiveMs('connect', t.connect, DEFAULT_TIMEOUTS.connect),
     });
     this.spbillCreateIp = options.spbillCreateIp ?? defaultSpbillCreateIp();
@@ -335,9 +373,12 @@ export class WechatPayClient {
     // allowed, a request sent right after the previous answer would open a second TLS connection instead.
     this.payAgent = this.agent(trust, 1);
     this.secAgent = this.agent({ ...trust, ...certificate }, null);
+    // downloadbill: a pool of its own, so that a bill of megabytes neither meets the answer cap of the other
+    // calls nor holds the sales' one connection for seconds.
+    this.billAgent = this.agent(trust, 1, MAX_BILL_BYTES);
   }
 
-  private agent(tlsOptions: ConnectionOptions, connections: number | null): Agent {
+  private agent(tlsOptions: ConnectionOptions, connections: number | null, maxResponseSize = MAX_RESPONSE_BYTES): Agent {
     const connect = buildConnector({ ...tlsOptions, timeout: this.timeouts.connect });
     const counted: buildConnector.connector = (opts, callback) => {
       connect(opts, (...args: buildConnector.CallbackArgs) => {
@@ -349,7 +390,7 @@ export class WechatPayClient {
       connect: counted,
       keepAliveTimeout: KEEP_ALIVE_MS,
       keepAliveMaxTimeout: 60_000,
-      maxResponseSize: MAX_RESPONSE_BYTES,
+      maxResponseSize,
       pipelining: 1,
       connections,
     });
@@ -418,9 +459,47 @@ export class WechatPayClient {
     return this.call('refundquery', null, { out_refund_no: req.outRefundNo }, null);
   }
 
+  /**
+   * The merchant's bill of `billDate` (yyyyMMdd, a China-time day): every box of the merchant, from 09:00 China
+   * time the next day, for the last 3 months (after-the-sale.md §3). Safe to repeat, so it fails over to the
+   * backup domain like orderquery. Never throws for a network or gateway problem.
+   */
+  downloadbill(req: { billDate: string; billType?: BillType; gzip?: boolean }): Promise<BillOutcome> {
+    checkBillDate(req.billDate);
+    const billType = req.billType ?? 'ALL';
+    if (!BILL_TYPES.includes(billType)) throw new TypeError(`billType must be one of ${BILL_TYPES.join(', ')}`);
+    if (req.gzip !== undefined && typeof req.gzip !== 'boolean') throw new TypeError('gzip must be a boolean');
+    return this.fetchBill(req.billDate, billType, req.gzip === true);
+  }
+
+  private async fetchBill(billDate: string, billType: BillType, gzip: boolean): Promise<BillOutcome> {
+    const started = performance.now();
+    const scrub = scrubber(null, this.merchant.apiKey);
+    let outcome: BillOutcome;
+    try {
+      const fields: Record<string, string> = { bill_date: billDate, bill_type: billType };
+      if (gzip) fields.tar_type = 'GZIP';
+      const body = this.signedBody(fields);
+      const bases = this.backupBase !== null ? [this.apiBase, this.backupBase] : [this.apiBase];
+      let attempt: { outcome: BillOutcome; failover: boolean } | undefined;
+      for (const base of bases) {
+        const attemptStarted = performance.now();
+        attempt = await this.attemptBill(base, body, started);
+        this.logBill(billDate, base, attempt.outcome, attemptStarted);
+        if (!attempt.failover) break;
+      }
+      outcome = attempt!.outcome;
+    } catch (error) {
+      outcome = { kind: 'unknown', call: 'downloadbill', failure: 'NETWORK', message: `internal error: ${errorText(error)}`, ms: elapsed(started), origin: null };
+      this.logBill(billDate, this.apiBase, outcome, started);
+    }
+    // The bill's own text is not scrubbed: it is WeChat Pay's, megabytes long, and holds no key.
+    return outcome.kind === 'bill' ? outcome : { ...outcome, message: scrub(outcome.message) };
+  }
+
   /** Closes the connections once the requests under way have finished. Safe to call more than once. */
   close(): Promise<void> {
-    this.closing ??= Promise.all([this.payAgent.close(), this.secAgent.close()]).then(() => undefined);
+    this.closing ??= Promise.all([this.payAgent.close(), this.secAgent.close(), this.billAgent.close()]).then(() => undefined);
     return this.closing;
   }
 
@@ -532,6 +611,110 @@ export class WechatPayClient {
     return { outcome: this.judge(call, base, status, text, outTradeNo, started), failover: false };
   }
 
+  private logBill(billDate: string, base: string, outcome: BillOutcome, started: number): void {
+    this.log?.debug('wechatpay request', {
+      call: 'downloadbill',
+      bill_date: billDate,
+      origin: base,
+      outcome: outcome.kind,
+      failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
+      bytes: outcome.kind === 'bill' ? outcome.bytes : undefined,
+      ms: elapsed(started),
+    });
+  }
+
+  /** One downloadbill request to one origin. Never throws. */
+  private async attemptBill(base: string, body: string, started: number): Promise<{ outcome: BillOutcome; failover: boolean }> {
+    const call = 'downloadbill';
+    const timeoutMs = this.timeouts.downloadbill;
+    const url = new URL(base + PATHS.downloadbill);
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    let status: number;
+    let bytes: Buffer;
+    try {
+      this.stats.requests += 1;
+      this.onWire?.(call, 'send');
+      const response = await this.billAgent.request({
+        origin: url.origin,
+        path: url.pathname,
+        method: 'POST',
+        headers: { 'content-type': 'text/xml; charset=utf-8', accept: 'text/plain, application/octet-stream, text/xml' },
+        body,
+        signal: controller.signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+      status = response.statusCode;
+      const declared = Number(response.headers['content-length']);
+      if (declared > MAX_BILL_BYTES) {
+        // Refused from the declared length, before megabytes arrive; the connection is not reused.
+        response.body.destroy();
+        return { outcome: { kind: 'unknown', call, failure: 'BAD_BILL', message: `bill larger than ${MAX_BILL_BYTES} bytes (${declared} declared)`, ms: elapsed(started), origin: base }, failover: false };
+      }
+      bytes = Buffer.from(await response.body.arrayBuffer());
+      this.onWire?.(call, 'receive');
+    } catch (error) {
+      if (errorCodes(error).includes('UND_ERR_RES_EXCEEDED_MAX_SIZE')) {
+        return { outcome: { kind: 'unknown', call, failure: 'BAD_BILL', message: `bill larger than ${MAX_BILL_BYTES} bytes`, ms: elapsed(started), origin: base }, failover: false };
+      }
+      const failed = classifyError(error, controller.signal.aborted, timeoutMs);
+      return { outcome: { kind: 'unknown', call, failure: failed.failure, message: failed.message, ms: elapsed(started), origin: null }, failover: failed.failover };
+    } finally {
+      clearTimeout(timer);
+    }
+    return { outcome: await this.judgeBill(base, status, bytes, started), failover: false };
+  }
+
+  /**
+   * A bill or a failure, told apart by content: the success body is the bill (text or gzip, never XML, never
+   * signed), a failure is XML with return_code=FAIL. Gzip is recognised by its magic bytes, which UTF-8 text
+   * cannot begin with, so a bill is read whether or not it came zipped as asked.
+   */
+  private async judgeBill(origin: string, status: number, bytes: Buffer, started: number): Promise<BillOutcome> {
+    const call = 'downloadbill';
+    const unknown = (failure: FailureCode, message: string): BillOutcome => ({ kind: 'unknown', call, failure, message, ms: elapsed(started), origin });
+    if (status !== 200) return unknown('HTTP_STATUS', `HTTP ${status} from ${origin}${PATHS.downloadbill}`);
+    const gzip = bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+    let raw = bytes;
+    if (gzip) {
+      try {
+        raw = await gunzipAsync(bytes, { maxOutputLength: MAX_BILL_BYTES });
+      } catch (error) {
+        if (errorCodes(error).includes('ERR_BUFFER_TOO_LARGE')) return unknown('BAD_BILL', `bill larger than ${MAX_BILL_BYTES} bytes once unzipped`);
+        return unknown('BAD_BILL', `the gzip answer does not unzip: ${clip(errorText(error))}`);
+      }
+    }
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(raw);
+    } catch {
+      return unknown('BAD_BILL', `the answer is not UTF-8 text (${raw.length} bytes${gzip ? ' unzipped' : ''})`);
+    }
+    const head = text.slice(0, 512).replace(/^\uFEFF/, '').trimStart();
+    if (head.startsWith('<')) {
+      if (text.length > MAX_BILL_FAILURE_CHARS) return unknown('BAD_XML', `an XML answer of ${text.length} characters: not a downloadbill failure`);
+      let fields: Record<string, string>;
+      try {
+        fields = decodeXml(text.replace(/^\uFEFF/, ''));
+      } catch (error) {
+        if (error instanceof XmlError) return unknown('BAD_XML', error.message);
+        throw error;
+      }
+      const returnMsg = fields.return_msg ?? '';
+      if (fields.return_code !== 'FAIL') {
+        return unknown('BAD_XML', `an XML answer with return_code=${clip(fields.return_code ?? '(none)')}: a bill is never XML`);
+      }
+      const said = returnMsg.trim().toLowerCase();
+      if (said === 'no bill exist') return { kind: 'no_bill', call, message: clip(returnMsg), ms: elapsed(started), origin };
+      if (said === 'bill creating') return { kind: 'not_ready', call, message: clip(returnMsg), ms: elapsed(started), origin };
+      const errorCode = fields.error_code ? ` error_code=${clip(fields.error_code)}` : '';
+      return unknown('RETURN_FAIL', `return_code=FAIL return_msg=${clip(returnMsg)}${errorCode}`);
+    }
+    if (head === '') return unknown('BAD_BILL', 'an empty answer');
+    return { kind: 'bill', call, text, bytes: bytes.length, gzip, ms: elapsed(started), origin };
+  }
+
   /** The response checks, in the order the money rules need them. */
   private judge(call: ApiCall, origin: string, status: number, text: string, outTradeNo: string | null, started: number): ApiOutcome {
     const unknown = (failure: FailureCode, message: string): ApiOutcome => ({
@@ -598,6 +781,14 @@ export class WechatPayClient {
     }
     return unknown('BAD_XML', `result_code is ${clip(fields.result_code ?? '(none)')}, expected SUCCESS or FAIL`);
   }
+}
+
+function checkBillDate(billDate: unknown): void {
+  const bad = new TypeError('billDate must be a calendar date as yyyyMMdd');
+  if (typeof billDate !== 'string' || !/^\d{8}$/.test(billDate)) throw bad;
+  const [y, m, d] = [Number(billDate.slice(0, 4)), Number(billDate.slice(4, 6)), Number(billDate.slice(6, 8))];
+  const date = new Date(Date.UTC(y, m - 1, d));
+  if (y < 1000 || date.getUTCFullYear() !== y || date.getUTCMonth() !== m - 1 || date.getUTCDate() !== d) throw bad;
 }
 
 function checkOutRefundNo(outRefundNo: unknown): void {

@@ -7,15 +7,21 @@ import { createSecureContext } from 'node:tls';
 import forge from 'node-forge';
 import { CertificateError, certificateError } from '../../src/wechatpay/certificate.js';
 import {
+  MAX_BILL_BYTES,
   WechatPayClient,
   randomNonce,
   type ApiOutcome,
+  type BillOutcome,
   type WechatPayClientOptions,
 } from '../../src/wechatpay/client.js';
 import { sign, verify, type SignType } from '../../src/wechatpay/sign.js';
 import { decodeXml, encodeXml } from '../../src/wechatpay/xml.js';
 import { memoryLogger } from '../../src/log.js';
 import { createTestPki } from '../../src/simulator/ca.js';
+import { gzipSync } from 'node:zlib';
+import { VirtualClock } from '../../src/clock.js';
+import { GatewaySimulator } from '../../src/simulator/gateway.js';
+import { parseBill } from '../../src/wechatpay/bill.js';
 
 const MCH_ID = '1900000109';
 const APPID = 'wx2421b1c4370ec43b';
@@ -792,4 +798,256 @@ t.test('the payment code and the API key never reach a log line or an outcome', 
   t.match(log.lines[1], 'err_code=AUTH_CODE_INVALID');
   const business = outcomes[1]!;
   if (business.kind === 'business') t.equal(business.fields.auth_code, '13************6789', 'masked as the contract shows codes');
+});
+
+// ---------------------------------------------------------------- downloadbill
+
+const BILL_TEXT =
+  '\ufeff交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n' +
+  '`2024-01-01 12:00:00,`wx2421b1c4370ec43b,`1900000109,`0,`BOX1,`4200001234202401011234567890,`BOX1-20240101-0001,`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`MICROPAY,`SUCCESS,`OTHERS,`CNY,`12.34,`0.00,`0,`0,`0.00,`0.00,`,`,`扫码付款-测试,`REF-1,`0.07000,`0.60%,`12.34,`0.00,`\r\n' +
+  '总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n' +
+  '`1,`12.34,`0.00,`0.00,`0.07000,`12.34,`0.00\r\n';
+
+type BillReply = { status?: number; body?: string | Buffer; headers?: Record<string, string | number>; mebibytes?: number } | 'hang' | 'destroy';
+
+/** A gateway for downloadbill whose answers may be bytes (gzip) or declare a length they never send. */
+async function billGateway(t: Test, handler: (seen: Seen) => BillReply): Promise<Gateway> {
+  const seen: Seen[] = [];
+  let connections = 0;
+  const server = createHttpsServer(
+    { key: pki.server.keyPem, cert: pki.server.certPem, ca: pki.ca.certPem, requestCert: true, rejectUnauthorized: false },
+    (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const socket = req.socket as TLSSocket;
+        const peer = socket.getPeerCertificate();
+        const raw = Buffer.concat(chunks).toString('utf8');
+        let fields: Record<string, string> = {};
+        try {
+          fields = decodeXml(raw);
+        } catch {
+          fields = {};
+        }
+        const s: Seen = {
+          method: req.method ?? '',
+          path: req.url ?? '',
+          headers: req.headers,
+          raw,
+          fields,
+          clientCn: peer && peer.subject ? String(peer.subject.CN) : null,
+          authorized: socket.authorized,
+        };
+        seen.push(s);
+        const reply = handler(s);
+        if (reply === 'hang') return;
+        if (reply === 'destroy') {
+          req.socket.destroy();
+          return;
+        }
+        res.writeHead(reply.status ?? 200, { 'content-type': 'text/plain;charset=utf-8', ...reply.headers });
+        if (reply.mebibytes === undefined) {
+          res.end(reply.body ?? '');
+          return;
+        }
+        // Chunked, no length declared: only counting the bytes can stop it.
+        const chunk = Buffer.alloc(1024 * 1024, 0x41);
+        let left = reply.mebibytes;
+        const pump = (): void => {
+          while (left > 0) {
+            left--;
+            if (!res.write(chunk)) {
+              res.once('drain', pump);
+              return;
+            }
+          }
+          res.end();
+        };
+        res.on('error', () => {});
+        pump();
+      });
+    },
+  );
+  server.on('secureConnection', () => {
+    connections += 1;
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  return { base: `https://127.0.0.1:${address.port}`, seen, connections: () => connections };
+}
+
+const failXml = (msg: string, extra: Record<string, string> = {}): string => encodeXml({ return_code: 'FAIL', return_msg: msg, ...extra });
+const billKind = (outcome: BillOutcome): string => (outcome.kind === 'unknown' ? `unknown:${outcome.failure}` : outcome.kind);
+
+for (const signType of ['MD5', 'HMAC-SHA256'] as const) {
+  t.test(`downloadbill request fields and signature (${signType}); no certificate presented`, async (t) => {
+    const gw = await billGateway(t, () => ({ body: BILL_TEXT }));
+    const c = client(t, gw.base, { nonce: () => 'billNonce0123456789abcdefABCDEF0', certificate: pem }, signType);
+    t.equal(billKind(await c.downloadbill({ billDate: '20240101' })), 'bill');
+    t.equal(billKind(await c.downloadbill({ billDate: '20240102', billType: 'REFUND', gzip: true })), 'bill');
+    const [plain, zipped] = gw.seen as [Seen, Seen];
+    t.equal(plain.method, 'POST');
+    t.equal(plain.path, '/pay/downloadbill');
+    t.same(Object.keys(plain.fields).sort(), ['appid', 'bill_date', 'bill_type', 'mch_id', 'nonce_str', 'sign', 'sign_type']);
+    t.match(plain.fields, { appid: APPID, mch_id: MCH_ID, bill_date: '20240101', bill_type: 'ALL', sign_type: signType, nonce_str: 'billNonce0123456789abcdefABCDEF0' });
+    t.ok(verify(plain.fields, API_KEY, signType), 'signed like the other calls');
+    t.match(zipped.fields, { bill_date: '20240102', bill_type: 'REFUND', tar_type: 'GZIP' });
+    t.ok(verify(zipped.fields, API_KEY, signType));
+    t.equal(plain.clientCn, null, 'the merchant certificate is for /secapi only');
+    t.equal(zipped.clientCn, null);
+  });
+}
+
+t.test('downloadbill: the bill as sent, larger than any other answer may be', async (t) => {
+  const big = BILL_TEXT + '`x'.repeat(300_000);
+  let body = BILL_TEXT;
+  const gw = await billGateway(t, () => ({ body }));
+  const log = memoryLogger('debug');
+  const c = client(t, gw.base, { log });
+  const outcome = await c.downloadbill({ billDate: '20240101' });
+  if (outcome.kind !== 'bill') throw new Error(`expected a bill: ${JSON.stringify(outcome)}`);
+  t.equal(outcome.text, BILL_TEXT, 'the text exactly, the byte-order mark included');
+  t.equal(outcome.bytes, Buffer.byteLength(BILL_TEXT));
+  t.equal(outcome.gzip, false);
+  t.equal(outcome.origin, gw.base);
+  t.equal(outcome.call, 'downloadbill');
+  body = big;
+  const large = await c.downloadbill({ billDate: '20240101' });
+  t.equal(large.kind === 'bill' && large.text.length, big.length, `a ${Buffer.byteLength(big)}-byte bill is over the 256 KiB cap of the other calls`);
+  t.match(log.lines[0], /^<7>wechatpay request call=downloadbill bill_date=20240101 origin=https:\/\/127\.0\.0\.1:\d+ outcome=bill bytes=\d+ ms=\d+/);
+});
+
+t.test('downloadbill: gzip is unzipped, recognised by its magic bytes', async (t) => {
+  let reply: BillReply = { body: gzipSync(Buffer.from(BILL_TEXT)), headers: { 'content-type': 'application/octet-stream' } };
+  const gw = await billGateway(t, () => reply);
+  const c = client(t, gw.base);
+  const zipped = await c.downloadbill({ billDate: '20240101', gzip: true });
+  if (zipped.kind !== 'bill') throw new Error('expected a bill');
+  t.equal(zipped.text, BILL_TEXT);
+  t.equal(zipped.gzip, true);
+  t.equal(zipped.bytes, gzipSync(Buffer.from(BILL_TEXT)).length);
+  const unasked = await c.downloadbill({ billDate: '20240101' });
+  t.equal(unasked.kind === 'bill' && unasked.text, BILL_TEXT, 'gzip that was not asked for is read too');
+  reply = { body: BILL_TEXT };
+  const plain = await c.downloadbill({ billDate: '20240101', gzip: true });
+  t.match(plain, { kind: 'bill', gzip: false, text: BILL_TEXT }, 'a plain bill when gzip was asked is still the bill');
+  reply = { body: failXml('No Bill Exist', { error_code: '20002' }) };
+  t.equal(billKind(await c.downloadbill({ billDate: '20240101', gzip: true })), 'no_bill', 'a failure is plain XML even with tar_type=GZIP');
+  reply = { body: gzipSync(Buffer.from(failXml('Bill Creating'))) };
+  t.equal(billKind(await c.downloadbill({ billDate: '20240101', gzip: true })), 'not_ready', 'and read when zipped');
+});
+
+t.test('downloadbill failures: No Bill Exist, Bill Creating, the other return_msg', async (t) => {
+  let body = '';
+  const gw = await billGateway(t, () => ({ body }));
+  const c = client(t, gw.base);
+  const cases: Array<[string, string, Record<string, unknown>]> = [
+    [failXml('No Bill Exist', { error_code: '20002' }), 'no_bill', { message: 'No Bill Exist', origin: gw.base }],
+    ['<xml><return_code><![CDATA[FAIL]]></return_code>\n<return_msg><![CDATA[No Bill Exist]]></return_msg>\n</xml>\n', 'no_bill', {}],
+    ['\ufeff  ' + failXml('NO Bill Exist'), 'no_bill', {}],
+    [failXml('Bill Creating'), 'not_ready', { message: 'Bill Creating' }],
+    [failXml('SYSTEMERROR'), 'unknown:RETURN_FAIL', { message: 'return_code=FAIL return_msg=SYSTEMERROR' }],
+    [failXml('invalid bill_date', { error_code: '20001' }), 'unknown:RETURN_FAIL', { message: /invalid bill_date error_code=20001/ }],
+    [encodeXml({ return_code: 'SUCCESS', return_msg: 'OK' }), 'unknown:BAD_XML', { message: /never XML/ }],
+    ['<xml><return_code>FAIL</return_code>', 'unknown:BAD_XML', {}],
+    ['<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/hostname">]><xml><return_code>FAIL</return_code></xml>', 'unknown:BAD_XML', {}],
+    ['<xml>' + 'a'.repeat(70_000) + '</xml>', 'unknown:BAD_XML', { message: /not a downloadbill failure/ }],
+    ['', 'unknown:BAD_BILL', { message: /empty/ }],
+    [' \r\n', 'unknown:BAD_BILL', { message: /empty/ }],
+  ];
+  for (const [text, kind, fields] of cases) {
+    body = text;
+    const outcome = await c.downloadbill({ billDate: '20240101' });
+    t.equal(billKind(outcome), kind, JSON.stringify(text.slice(0, 60)));
+    t.match(outcome, fields);
+  }
+});
+
+t.test('downloadbill: bytes that are not a bill', async (t) => {
+  let reply: BillReply = { body: Buffer.from([0x1f, 0x8b, 0x08, 0x00, 1, 2, 3, 4, 5, 6, 7]) };
+  const gw = await billGateway(t, () => reply);
+  const c = client(t, gw.base);
+  t.match(await c.downloadbill({ billDate: '20240101', gzip: true }), { kind: 'unknown', failure: 'BAD_BILL', message: /does not unzip/, origin: gw.base });
+  reply = { body: Buffer.from([0xe4, 0xba, 0x41, 0x42, 0xff, 0xfe]) };
+  t.match(await c.downloadbill({ billDate: '20240101' }), { failure: 'BAD_BILL', message: /not UTF-8/ });
+  reply = { body: gzipSync(Buffer.from([0xff, 0xfe, 0xfd])) };
+  t.match(await c.downloadbill({ billDate: '20240101' }), { failure: 'BAD_BILL', message: /not UTF-8.*unzipped/ });
+  reply = { status: 500, body: '<html>500</html>' };
+  t.match(await c.downloadbill({ billDate: '20240101' }), { failure: 'HTTP_STATUS', message: /HTTP 500 .*\/pay\/downloadbill/, origin: gw.base });
+});
+
+t.test('downloadbill: the 64 MiB cap, as received and once unzipped', async (t) => {
+  let reply: BillReply = { body: '交易时间', headers: { 'content-length': MAX_BILL_BYTES + 1 } };
+  const gw = await billGateway(t, () => reply);
+  const c = client(t, gw.base, { timeouts: { downloadbill: 5000 } });
+  const started = Date.now();
+  t.match(await c.downloadbill({ billDate: '20240101' }), { kind: 'unknown', failure: 'BAD_BILL', message: `bill larger than ${MAX_BILL_BYTES} bytes (${MAX_BILL_BYTES + 1} declared)` });
+  t.ok(Date.now() - started < 4000, 'refused from the declared length, without waiting for the body');
+  reply = { mebibytes: 65 };
+  t.match(await c.downloadbill({ billDate: '20240101' }), { kind: 'unknown', failure: 'BAD_BILL', message: `bill larger than ${MAX_BILL_BYTES} bytes` }, 'and by counting');
+  // A gzip bomb: a few tens of KiB that unzip past the cap.
+  reply = { body: gzipSync(Buffer.alloc(MAX_BILL_BYTES + 1024, 0x41)) };
+  t.match(await c.downloadbill({ billDate: '20240101', gzip: true }), { failure: 'BAD_BILL', message: /once unzipped/ });
+});
+
+t.test('downloadbill: its own timeout (30 s by default), and it does not hold up a sale', async (t) => {
+  const wire: string[] = [];
+  const gw = await billGateway(t, (seen) => (seen.path === '/pay/downloadbill' ? 'hang' : { body: signedXml(successFields(seen), signTypeOf(seen)) }));
+  const c = client(t, gw.base, { timeouts: { downloadbill: 300 }, onWire: (call, phase) => wire.push(`${call}:${phase}`) });
+  const bill = c.downloadbill({ billDate: '20240101' });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const query = await c.orderquery({ outTradeNo: 'DURING-BILL' });
+  t.equal(query.kind, 'success', 'orderquery answered while the bill hangs: another connection');
+  const outcome = await bill;
+  t.match(outcome, { kind: 'unknown', failure: 'TIMEOUT', message: 'no complete answer within 300 ms', origin: null });
+  t.same(wire, ['downloadbill:send', 'orderquery:send', 'orderquery:receive']);
+  t.throws(() => client(t, gw.base, { timeouts: { downloadbill: 0 } }), TypeError);
+});
+
+t.test('downloadbill fails over to the backup domain like orderquery', async (t) => {
+  const backup = await billGateway(t, () => ({ body: BILL_TEXT }));
+  const c = client(t, `https://127.0.0.1:${await closedPort()}`, { backupBase: backup.base });
+  const outcome = await c.downloadbill({ billDate: '20240101' });
+  t.match(outcome, { kind: 'bill', origin: backup.base });
+  const primary = await billGateway(t, () => ({ body: failXml('SYSTEMERROR') }));
+  const answered = client(t, primary.base, { backupBase: backup.base });
+  t.match(await answered.downloadbill({ billDate: '20240101' }), { failure: 'RETURN_FAIL', origin: primary.base });
+  t.equal(backup.seen.length, 1, 'no failover once the primary answered');
+  const both = client(t, `https://127.0.0.1:${await closedPort()}`, { backupBase: `https://127.0.0.1:${await closedPort()}` });
+  t.match(await both.downloadbill({ billDate: '20240101' }), { kind: 'unknown', failure: 'NETWORK', origin: null });
+});
+
+t.test('downloadbill: bad arguments are TypeErrors; the API key never reaches a message or a log line', async (t) => {
+  const gw = await billGateway(t, () => ({ body: failXml(`echo key ${API_KEY}`) }));
+  const log = memoryLogger('debug');
+  const c = client(t, gw.base, { log });
+  for (const bad of [{ billDate: '2024-01-01' }, { billDate: '20240230' }, { billDate: '2024011' }, { billDate: 20240101 }, { billDate: '20240101', billType: 'REVOKED' }, { billDate: '20240101', gzip: 'yes' }]) {
+    t.throws(() => c.downloadbill(bad as never), TypeError, JSON.stringify(bad));
+  }
+  t.equal(gw.seen.length, 0, 'nothing sent');
+  const outcome = await c.downloadbill({ billDate: '20240229' });
+  t.match(outcome, { failure: 'RETURN_FAIL', message: /echo key \[api key\]/ });
+  for (const text of [...log.lines, JSON.stringify(outcome)]) t.notMatch(text, API_KEY);
+});
+
+t.test('downloadbill against the simulator: a real bill parses', async (t) => {
+  const clock = new VirtualClock(Date.UTC(2026, 10, 29, 2, 0, 0));
+  const sim = await GatewaySimulator.start({ mchId: MCH_ID, appId: APPID, apiKey: API_KEY, pki, clock });
+  t.teardown(() => sim.close());
+  const c = client(t, sim.origin);
+  t.equal((await c.micropay(sale('SIM-BILL-1'))).kind, 'success');
+  t.equal(billKind(await c.downloadbill({ billDate: '20261129' })), 'not_ready');
+  clock.advance(24 * 3600_000);
+  const outcome = await c.downloadbill({ billDate: '20261129', gzip: true });
+  if (outcome.kind !== 'bill') throw new Error('expected a bill');
+  t.match(parseBill(outcome.text).rows, [{ outTradeNo: 'SIM-BILL-1', settlementFen: 1234, deviceInfo: 'BOX1', attach: 'ref=<A&B>', time: '2026-11-29 10:00:00' }]);
+  t.equal(billKind(await c.downloadbill({ billDate: '20261128' })), 'no_bill');
 });
