@@ -19,6 +19,7 @@ import { SerialPort } from 'serialport';
 import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { MAX_LINE_BYTES } from './register-protocol.js';
+import { endingBinding } from './serial-binding.js';
 
 /** The part of serialport's SerialPort that the line port uses (SerialPortMock has it too). */
 export interface SerialLike {
@@ -71,7 +72,8 @@ const LF = 0x0a;
 function defaultOpenPort(path: string, baudRate: number): SerialLike {
   // lock: a second daemon (or a stray `screen`) on the same tty fails "Cannot lock port" instead of
   // stealing half of the bytes.
-  return new SerialPort({ path, baudRate, autoOpen: false, lock: true });
+  // The binding: serialport's, except that a read of 0 bytes (the tty hung up) counts as a lost port.
+  return new SerialPort({ path, baudRate, autoOpen: false, lock: true, binding: endingBinding } as ConstructorParameters<typeof SerialPort>[0]);
 }
 
 /**
