@@ -76,8 +76,8 @@ t.test('SIGKILL during a sale, then restart: reversed, and QUERY answers INTERRU
   t.equal(await reg.next(/^STATUS /, 5000, status), 'STATUS READY');
 });
 
-t.test('WeChat Pay unreachable: REVERSE_PENDING, then STATUS OFFLINE and PAY answered FAILED OFFLINE at once', async (t) => {
-  // A port nothing listens on: connections are refused.
+t.test('WeChat Pay refuses connections: each sale FAILED OFFLINE at once (the micropay never left), then STATUS OFFLINE and PAY answered before any scan', async (t) => {
+  // A port nothing listens on: connections are refused, so no request can have left the box.
   const port = await new Promise<number>((resolve) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {
@@ -85,6 +85,47 @@ t.test('WeChat Pay unreachable: REVERSE_PENDING, then STATUS OFFLINE and PAY ans
       server.close(() => resolve(port));
     });
   });
+  const rig = await Rig.start({ env: { SCANBOX_API_BASE: `https://127.0.0.1:${port}` } });
+  t.teardown(() => rig.close());
+  await rig.startDaemon();
+  const reg = rig.register;
+  let from = reg.mark;
+  reg.send('PAY 1800 E2E-OFF');
+  await reg.next('ACK E2E-OFF', 5000, from);
+  const scanned = performance.now();
+  rig.scanner.send(code());
+  t.match(await reg.next(/^(PAID|FAILED) E2E-OFF/, 10000, from), /^FAILED E2E-OFF OFFLINE .*\(NETWORK\)$/);
+  const ms = performance.now() - scanned;
+  t.ok(ms < 1000, `answered ${Math.round(ms)} ms after the scan (target: within 1 s)`);
+  t.comment(`refused connection: scan -> FAILED OFFLINE in ${Math.round(ms)} ms`);
+  // Nothing was sent, so nothing holds the payer's money: the same REF may be tried again at once.
+  from = reg.mark;
+  reg.send('PAY 1800 E2E-OFF');
+  await reg.next('ACK E2E-OFF', 5000, from);
+  rig.scanner.send(code());
+  t.match(await reg.next(/^(PAID|FAILED) E2E-OFF/, 10000, from), /^FAILED E2E-OFF OFFLINE /);
+  from = reg.mark;
+  reg.send('STATUS');
+  t.match(await reg.next(/^STATUS /, 5000, from), /^STATUS OFFLINE WeChat Pay unreachable \(NETWORK\)$/);
+  from = reg.mark;
+  reg.send('PAY 500 E2E-OFF2');
+  await reg.next('ACK E2E-OFF2', 5000, from);
+  t.match(await reg.next(/^(PAID|FAILED) E2E-OFF2/, 2000, from), /^FAILED E2E-OFF2 OFFLINE /, 'before any scan');
+  t.notOk(rig.daemon!.lines.some((l) => /reversing|reversal not confirmed/.test(l)), 'nothing reversed, nothing queued');
+});
+
+t.test('WeChat Pay resets every connection once it is made: the request may have left, so queried and reversed; REVERSE_PENDING and the REF held', async (t) => {
+  // Accepts, then resets: the connection existed, so the box cannot prove the request never left.
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('data', () => socket.resetAndDestroy());
+    socket.on('error', () => undefined);
+    setTimeout(() => socket.destroyed || socket.resetAndDestroy(), 50);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => (server.close(() => resolve()), sockets.forEach((s) => s.destroy()))));
+  const { port } = server.address() as { port: number };
   const rig = await Rig.start({
     env: { SCANBOX_API_BASE: `https://127.0.0.1:${port}`, SCANBOX_USERPAYING_POLL_S: '1', SCANBOX_USERPAYING_TIMEOUT_S: '5' },
   });
@@ -92,21 +133,17 @@ t.test('WeChat Pay unreachable: REVERSE_PENDING, then STATUS OFFLINE and PAY ans
   await rig.startDaemon();
   const reg = rig.register;
   let from = reg.mark;
-  reg.send('PAY 1800 E2E-OFF');
-  await reg.next('ACK E2E-OFF', 5000, from);
+  reg.send('PAY 1800 E2E-RST');
+  await reg.next('ACK E2E-RST', 5000, from);
   rig.scanner.send(code());
-  t.match(await reg.next(/^(PAID|FAILED) E2E-OFF/, 40000, from), /^FAILED E2E-OFF REVERSE_PENDING /);
+  t.match(await reg.next(/^(PAID|FAILED) E2E-RST/, 40000, from), /^FAILED E2E-RST REVERSE_PENDING /);
   from = reg.mark;
   reg.send('STATUS');
   t.match(await reg.next(/^STATUS /, 5000, from), /^STATUS OFFLINE /);
-  from = reg.mark;
-  reg.send('PAY 500 E2E-OFF2');
-  await reg.next('ACK E2E-OFF2', 5000, from);
-  t.match(await reg.next(/^(PAID|FAILED) E2E-OFF2/, 2000, from), /^FAILED E2E-OFF2 OFFLINE /);
   // The first REF again: its attempt may still hold the payer's money, so no new attempt (no ACK, no scan).
   from = reg.mark;
-  reg.send('PAY 1800 E2E-OFF');
-  t.match(await reg.next(/ E2E-OFF /, 2000, from), /^FAILED E2E-OFF REVERSE_PENDING An earlier payment of this sale is still being given back/);
-  t.notOk(reg.lines.slice(from).includes('ACK E2E-OFF'), 'no ACK: no new attempt was opened');
+  reg.send('PAY 1800 E2E-RST');
+  t.match(await reg.next(/ E2E-RST /, 2000, from), /^FAILED E2E-RST REVERSE_PENDING An earlier payment of this sale is still being given back/);
+  t.notOk(reg.lines.slice(from).includes('ACK E2E-RST'), 'no ACK: no new attempt was opened');
   t.ok(rig.daemon!.lines.some((l) => l.startsWith('<3>') && /revers/i.test(l)), 'the pending reversal is logged at error level');
 });
