@@ -12,6 +12,7 @@ usage:
   scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other
   scanbox refund REF AMOUNT [--id RID]   refund AMOUNT fen of the paid sale REF (journalled; RID: the refund's key)
   scanbox report [--date YYYYMMDD] [--json]      the business day's totals, failures, by hour, what is open
+  scanbox reconcile [--date YYYYMMDD] [--json]   WeChat Pay's bill of that day (default yesterday) against the journal
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox --version
@@ -37,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/refund.js')).refundCommand(rest, env);
     case 'report':
       return (await import('./commands/report.js')).reportCommand(rest, env);
+    case 'reconcile':
+      return (await import('./commands/reconcile.js')).reconcileCommand(rest, env);
     case 'selftest':
       return (await import('./commands/selftest.js')).selftestCommand(rest, env);
     case 'config':
