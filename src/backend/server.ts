@@ -1,0 +1,429 @@
+import { constants as cryptoConstants } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { TLSSocket } from 'node:tls';
+import { messageOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ApiCall, ApiOutcome, BillOutcome, WechatPayClient } from '../wechatpay/client.js';
+import { normalizeSerial } from './pki.js';
+import {
+  CALLS,
+  MAX_REQUEST_BYTES,
+  PROTOCOL_VERSION,
+  REFUSAL_STATUS,
+  idsOf,
+  parseRequest,
+  type CallRequest,
+  type RefusalCode,
+} from './protocol.js';
+import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
+
+/**
+ * `scanbox backend`'s HTTPS server (contract §8): the only place that holds the merchant's API key and
+ * certificate; boxes send it their WeChat Pay calls over mutual TLS and get the verified outcome back.
+ *
+ * For every request, in this order, and nothing goes to WeChat Pay unless all of it passes:
+ * 1. TLS: a client certificate issued by the backend's CA (Node refuses the handshake otherwise).
+ * 2. The certificate's serial is enrolled in the store for the device id in its CN, neither it nor the box
+ *    revoked, not expired. Asked of the store on every request, so a revoke written by another process
+ *    (`scanbox backend revoke`) holds from the next request on; open connections of a revoked certificate are
+ *    cut by `revoke()` at once, and by `recheck()`, which runs every `recheckMs` (default 1 s) so that a revoke
+ *    from another process also cuts them within a second. Polling was chosen over a control socket: the store
+ *    is already shared by both processes, and a networked store would need no second channel.
+ * 3. The box's rate limit; then the request itself, every field checked (protocol.ts).
+ * 4. The policy: the box's own orders only (out_trade_no / out_refund_no beginning with its device id, its own
+ *    device_info), the amount limit, refunds and bills allowed.
+ * 5. The call is recorded in the store before it goes upstream (a store that cannot record refuses it), and its
+ *    outcome after.
+ * The upstream call is the project's WechatPayClient, so signing, verification, failover and timeouts are its.
+ */
+
+export type UpstreamClient = Pick<WechatPayClient, 'micropay' | 'orderquery' | 'reverse' | 'refund' | 'refundquery' | 'downloadbill'>;
+
+export interface BackendPolicy {
+  /** Largest micropay total_fee and refund refund_fee in fen, unless the box has its own (SCANBOX_BACKEND_MAX_AMOUNT). */
+  maxAmountFen: number;
+  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS). */
+  refunds: BoxRefunds;
+  /** Whether boxes may download the merchant's bill, which lists every box's trades (SCANBOX_BACKEND_BILLS). */
+  bills: 'on' | 'off';
+  /** Calls per box per minute, all calls counted (SCANBOX_BACKEND_RATE). */
+  ratePerMinute: number;
+}
+
+export interface BackendServerOptions {
+  /** Port 0: any free port (tests). */
+  listen: { host: string; port: number };
+  store: BackendStore;
+  pki: { caPem: string; serverCertPem: string; serverKeyPem: string };
+  client: UpstreamClient;
+  policy: BackendPolicy;
+  log: Logger;
+  /** Wall clock for records, certificate expiry and the rate limit; default Date.now. */
+  now?: () => number;
+  /** How often open connections are checked against the store; 0 turns the timer off (tests call recheck()). */
+  recheckMs?: number;
+}
+
+/** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+/** Above the box's 20 s keep-alive, so the box, not the backend, closes idle connections (no write into a closing socket). */
+const KEEP_ALIVE_MS = 30_000;
+
+interface Peer {
+  deviceId: string;
+  serial: string;
+  notAfter: number;
+}
+
+class Refused extends Error {
+  constructor(
+    readonly code: RefusalCode,
+    readonly text: string,
+  ) {
+    super(`${code}: ${text}`);
+  }
+}
+
+/** A token bucket per box: `ratePerMinute` calls, refilled evenly over a minute. */
+class RateLimit {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  constructor(
+    private readonly perMinute: number,
+    private readonly now: () => number,
+  ) {}
+
+  take(deviceId: string): boolean {
+    const now = this.now();
+    const bucket = this.buckets.get(deviceId) ?? { tokens: this.perMinute, at: now };
+    bucket.tokens = Math.min(this.perMinute, bucket.tokens + (Math.max(0, now - bucket.at) * this.perMinute) / 60_000);
+    bucket.at = now;
+    this.buckets.set(deviceId, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}
+
+function outcomeCode(outcome: ApiOutcome | BillOutcome): string | null {
+  if (outcome.kind === 'business') return outcome.errCode;
+  if (outcome.kind === 'unknown') return outcome.failure;
+  return null;
+}
+
+export class BackendServer {
+  readonly origin: string;
+  readonly port: number;
+  private readonly server: https.Server;
+  private readonly o: BackendServerOptions;
+  private readonly now: () => number;
+  private readonly rate: RateLimit;
+  private readonly peers = new Map<TLSSocket, Peer>();
+  private readonly timer: NodeJS.Timeout | null;
+  private rechecking: Promise<number> | null = null;
+  private closing: Promise<void> | null = null;
+
+  static async start(options: BackendServerOptions): Promise<BackendServer> {
+    const p = options.policy;
+    if (!Number.isSafeInteger(p.maxAmountFen) || p.maxAmountFen <= 0) throw new TypeError('policy.maxAmountFen must be a positive whole number of fen');
+    if (!(p.ratePerMinute >= 1)) throw new TypeError('policy.ratePerMinute must be at least 1');
+    const server = https.createServer({
+      key: options.pki.serverKeyPem,
+      cert: options.pki.serverCertPem,
+      // The backend's CA only: a certificate from anywhere else is refused in the handshake.
+      ca: [options.pki.caPem],
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      // No session tickets: every connection shows its certificate in full, checked again in the handshake.
+      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+    });
+    server.headersTimeout = HEADERS_TIMEOUT_MS;
+    server.requestTimeout = REQUEST_TIMEOUT_MS;
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+    server.maxHeadersCount = 50;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.listen.port, options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return new BackendServer(server, options);
+  }
+
+  private constructor(server: https.Server, options: BackendServerOptions) {
+    this.server = server;
+    this.o = options;
+    this.now = options.now ?? Date.now;
+    this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
+    const address = server.address() as AddressInfo;
+    this.port = address.port;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.origin = `https://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
+    server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
+      // Refused in the handshake: no certificate, one from another CA, an expired one. Nothing was read.
+      options.log.warning('backend: TLS handshake refused', { from: socket.remoteAddress, error: messageOf(error) });
+    });
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
+    const every = options.recheckMs ?? 1000;
+    this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
+    this.timer?.unref();
+  }
+
+  /** Open TLS connections, of one box or of all. */
+  connections(deviceId?: string): number {
+    let count = 0;
+    for (const peer of this.peers.values()) if (deviceId === undefined || peer.deviceId === deviceId) count++;
+    return count;
+  }
+
+  /** Revokes the box in the store and cuts its open connections at once. False when there is no such box. */
+  async revoke(deviceId: string): Promise<boolean> {
+    const found = await this.o.store.revoke(deviceId, this.now());
+    for (const [socket, peer] of this.peers) if (peer.deviceId === deviceId) this.cut(socket, peer, 'revoked');
+    if (found) this.o.log.warning('backend: box revoked', { box: deviceId });
+    return found;
+  }
+
+  /** Cuts every open connection whose certificate is no longer good in the store; returns how many were cut. */
+  recheck(): Promise<number> {
+    this.rechecking ??= this.recheckOnce().finally(() => {
+      this.rechecking = null;
+    });
+    return this.rechecking;
+  }
+
+  private async recheckOnce(): Promise<number> {
+    let cut = 0;
+    const verdicts = new Map<string, string | null>();
+    for (const [socket, peer] of [...this.peers]) {
+      let problem = verdicts.get(peer.serial);
+      if (problem === undefined) {
+        try {
+          problem = (await this.standing(peer)).problem;
+        } catch (error) {
+          // A store that cannot be read says nothing about the box: the next request is refused anyway.
+          this.o.log.error('backend: cannot read the store to check open connections', { error: messageOf(error) });
+          return cut;
+        }
+        verdicts.set(peer.serial, problem);
+      }
+      if (problem !== null) {
+        this.cut(socket, peer, problem);
+        cut++;
+      }
+    }
+    return cut;
+  }
+
+  close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.closing ??= new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+      for (const socket of this.peers.keys()) socket.destroy();
+    });
+    return this.closing;
+  }
+
+  private accept(socket: TLSSocket): void {
+    const cert = socket.getPeerCertificate();
+    const deviceId = typeof cert?.subject?.CN === 'string' ? cert.subject.CN : '';
+    const serial = typeof cert?.serialNumber === 'string' ? normalizeSerial(cert.serialNumber) : '';
+    const peer: Peer = { deviceId, serial, notAfter: cert?.valid_to ? Date.parse(cert.valid_to) : 0 };
+    this.peers.set(socket, peer);
+    socket.once('close', () => this.peers.delete(socket));
+  }
+
+  private cut(socket: TLSSocket, peer: Peer, why: string): void {
+    this.o.log.warning('backend: connection cut', { box: peer.deviceId, serial: peer.serial, why });
+    this.peers.delete(socket);
+    socket.destroy();
+  }
+
+  /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
+  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode }> {
+    const refuse = (code: RefusalCode, problem: string) => ({ box: null, problem, code });
+    if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
+    const cert = await this.o.store.certificate(peer.serial);
+    if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
+    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`);
+    const box = await this.o.store.box(peer.deviceId);
+    if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
+    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`);
+    // TLS checked the dates at the handshake; a connection kept open past the end is cut here.
+    if (Math.min(cert.notAfter, peer.notAfter || Infinity) <= this.now()) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} of ${peer.deviceId} has expired`);
+    return { box, problem: null, code: 'BOX_UNKNOWN' };
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const socket = req.socket as TLSSocket;
+    const peer = this.peers.get(socket);
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    const match = new RegExp(`^/${PROTOCOL_VERSION}/([a-z]+)$`).exec(path);
+    const call = match && (CALLS as readonly string[]).includes(match[1]!) ? (match[1] as ApiCall) : null;
+    const log = this.o.log.child({ box: peer?.deviceId ?? '-', call: call ?? path.slice(0, 40) });
+    let recordable: NewCall | null = null;
+    try {
+      if (peer === undefined) throw new Refused('BOX_UNKNOWN', 'no client certificate on this connection');
+      let standing;
+      try {
+        standing = await this.standing(peer);
+      } catch (error) {
+        log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
+        throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
+      }
+      if (standing.problem !== null || standing.box === null) {
+        throw new Refused(standing.code, standing.problem ?? 'not enrolled');
+      }
+      const box = standing.box;
+      if (call === null) throw new Refused('BAD_REQUEST', `no such call: POST /${PROTOCOL_VERSION}/<${CALLS.join('|')}>`);
+      if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
+      recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
+      if (!this.rate.take(box.deviceId)) throw new Refused('RATE_LIMITED', `more than ${this.o.policy.ratePerMinute} calls in a minute`);
+      const type = req.headers['content-type'] ?? '';
+      if (!/^application\/json(\s*;\s*charset=utf-8)?$/i.test(type)) throw new Refused('BAD_REQUEST', 'content-type must be application/json');
+      const raw = await readBody(req);
+      if (raw === null) {
+        res.setHeader('connection', 'close');
+        throw new Refused('BAD_REQUEST', `body larger than ${MAX_REQUEST_BYTES} bytes`);
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(raw);
+      } catch {
+        throw new Refused('BAD_REQUEST', 'the body is not JSON');
+      }
+      const parsed = parseRequest(call, json);
+      if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
+      recordable = { ...recordable, ...idsOf(parsed.value) };
+      this.police(box, parsed.value);
+      await this.forward(parsed.value, recordable, res, log);
+    } catch (error) {
+      if (!(error instanceof Refused)) {
+        log.error('backend: request failed', { error: messageOf(error) });
+        if (!res.headersSent) this.answer(res, 500, { refused: { code: 'BACKEND_UNAVAILABLE', text: 'internal error' } });
+        return;
+      }
+      log.warning('backend: call refused', { out_trade_no: recordable?.outTradeNo ?? undefined, out_refund_no: recordable?.outRefundNo ?? undefined, refused: error.code, why: error.text });
+      // A flood of refusals (a stolen box hammering) must not fill the journal: the rate limit's are only logged.
+      if (recordable !== null && error.code !== 'BACKEND_UNAVAILABLE' && error.code !== 'RATE_LIMITED') {
+        await this.o.store.refusedCall(recordable, error.code).catch((e: unknown) => log.error('backend: cannot record a refusal', { error: messageOf(e) }));
+      }
+      // Drain what the box sent so the keep-alive connection stays usable; an oversized body closes it instead.
+      if (!req.complete) req.resume();
+      this.answer(res, REFUSAL_STATUS[error.code], { refused: { code: error.code, text: error.text } });
+    }
+  }
+
+  /** The policy of contract §8; throws Refused. */
+  private police(box: BoxRecord, value: CallRequest): void {
+    const id = box.deviceId;
+    const { outTradeNo, outRefundNo } = idsOf(value);
+    if (outTradeNo !== null && !outTradeNo.startsWith(id)) throw new Refused('NOT_YOUR_ORDER', `out_trade_no ${outTradeNo} does not begin with ${id}`);
+    if (outRefundNo !== null && !outRefundNo.startsWith(id)) throw new Refused('NOT_YOUR_ORDER', `out_refund_no ${outRefundNo} does not begin with ${id}`);
+    const max = box.maxAmountFen ?? this.o.policy.maxAmountFen;
+    if (value.call === 'micropay') {
+      if (value.request.deviceInfo !== undefined && value.request.deviceInfo !== id) {
+        throw new Refused('NOT_YOUR_ORDER', `device_info ${value.request.deviceInfo} is not ${id}`);
+      }
+      if (value.request.totalFee > max) throw new Refused('AMOUNT_LIMIT', `total_fee ${value.request.totalFee} is over this box's limit of ${max} fen`);
+    }
+    if (value.call === 'refund') {
+      if ((box.refunds ?? this.o.policy.refunds) !== 'on') throw new Refused('REFUNDS_OFF', `box ${id} may not refund`);
+      if (value.request.refundFee > max) throw new Refused('AMOUNT_LIMIT', `refund_fee ${value.request.refundFee} is over this box's limit of ${max} fen`);
+    }
+    if (value.call === 'downloadbill' && this.o.policy.bills !== 'on') throw new Refused('BILLS_OFF', 'boxes may not download the bill');
+  }
+
+  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
+    let id: number;
+    try {
+      id = await this.o.store.startCall({ ...record, at: this.now() });
+    } catch (error) {
+      log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
+      throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
+    }
+    const started = performance.now();
+    let outcome: ApiOutcome | BillOutcome;
+    try {
+      outcome = await this.upstream(value);
+    } catch (error) {
+      // The client checks its arguments before anything is sent, and throws only then.
+      await this.o.store.finishCall(id, { outcome: 'refused', code: 'BAD_REQUEST', ms: performance.now() - started }).catch(() => undefined);
+      throw new Refused('BAD_REQUEST', messageOf(error));
+    }
+    const ms = Math.round(performance.now() - started);
+    const code = outcomeCode(outcome);
+    // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
+    await this.o.store.finishCall(id, { outcome: outcome.kind, code, ms }).catch((error: unknown) => {
+      log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
+    });
+    log.info('backend: forwarded', {
+      out_trade_no: record.outTradeNo ?? undefined,
+      out_refund_no: record.outRefundNo ?? undefined,
+      outcome: outcome.kind,
+      err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
+      failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
+      ms,
+    });
+    this.answer(res, 200, { outcome });
+  }
+
+  private upstream(value: CallRequest): Promise<ApiOutcome | BillOutcome> {
+    const c = this.o.client;
+    switch (value.call) {
+      case 'micropay':
+        return c.micropay(value.request);
+      case 'orderquery':
+        return c.orderquery(value.request);
+      case 'reverse':
+        return c.reverse(value.request);
+      case 'refund':
+        return c.refund(value.request);
+      case 'refundquery':
+        return c.refundquery(value.request);
+      case 'downloadbill':
+        return c.downloadbill(value.request);
+    }
+  }
+
+  private answer(res: ServerResponse, status: number, body: unknown): void {
+    if (res.headersSent || res.destroyed) return;
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+    res.end(text);
+  }
+}
+
+/** The body as text, or null when it is over the cap (reading stops there). */
+function readBody(req: IncomingMessage): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > MAX_REQUEST_BYTES) {
+      resolve(null);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > MAX_REQUEST_BYTES) {
+        req.off('data', onData);
+        resolve(null);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      if (size <= MAX_REQUEST_BYTES) resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.once('error', reject);
+  });
+}

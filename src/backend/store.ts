@@ -1,0 +1,388 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
+import type { ApiCall } from '../wechatpay/client.js';
+
+/**
+ * The backend's journal (contract §8): the enrolled boxes, their certificates, and every call the backend
+ * forwarded (or refused) for each box with its verified outcome.
+ *
+ * `BackendStore` is what the server and the commands use, asynchronous so that a networked database can take
+ * the place of `SqliteBackendStore` (several backend processes behind a load balancer would share one): every
+ * method is one change or one read, atomic on its own.
+ */
+
+export type BoxRefunds = 'on' | 'off';
+
+export interface BoxPolicy {
+  /** Largest micropay total_fee and refund refund_fee, in fen; null: the backend's default. */
+  maxAmountFen: number | null;
+  /** Whether the box may refund; null: the backend's default. */
+  refunds: BoxRefunds | null;
+}
+
+export interface BoxRecord extends BoxPolicy {
+  deviceId: string;
+  /** The serial of its current certificate (lower-case hex); null once revoked. */
+  serial: string | null;
+  /** Its current certificate's end; null once revoked. */
+  notAfter: number | null;
+  enrolledAt: number;
+  revokedAt: number | null;
+  lastSeenAt: number | null;
+  calls: number;
+  errors: number;
+}
+
+export interface CertificateRecord {
+  serial: string;
+  deviceId: string;
+  issuedAt: number;
+  notAfter: number;
+  /** Revoked by `revoke`, or replaced by a later enrolment of the same box. */
+  revokedAt: number | null;
+}
+
+/**
+ * sent: recorded before the call went upstream, its outcome not in yet (a crash of the backend in between
+ * leaves it so: the call may have reached WeChat Pay). refused: stopped by the backend, nothing upstream.
+ */
+export type CallOutcomeKind = 'sent' | 'success' | 'business' | 'unknown' | 'bill' | 'no_bill' | 'not_ready' | 'refused';
+
+export interface CallRecord {
+  id: number;
+  deviceId: string;
+  call: ApiCall;
+  outTradeNo: string | null;
+  outRefundNo: string | null;
+  outcome: CallOutcomeKind;
+  /** err_code (business), failure (unknown) or the refusal code (refused). */
+  code: string | null;
+  ms: number | null;
+  at: number;
+}
+
+export interface NewCall {
+  deviceId: string;
+  call: ApiCall;
+  outTradeNo: string | null;
+  outRefundNo: string | null;
+  at: number;
+}
+
+export type EnrolResult = { ok: true; box: BoxRecord } | { ok: false; problem: string };
+
+export interface BackendStore {
+  /**
+   * Records a box's new certificate: a new box, a revoked box enrolled again, or a box given a new certificate
+   * (its earlier ones are revoked in the same change: one good certificate per box). Refused when the device id
+   * is a prefix of another box's, or another's is a prefix of it: a box owns the orders beginning with its id.
+   */
+  enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy?: Partial<BoxPolicy>): Promise<EnrolResult>;
+  /** Revokes every certificate of the box; false when there is no such box. */
+  revoke(deviceId: string, at: number): Promise<boolean>;
+  box(deviceId: string): Promise<BoxRecord | undefined>;
+  boxes(): Promise<BoxRecord[]>;
+  certificate(serial: string): Promise<CertificateRecord | undefined>;
+  /** Records a call before it goes upstream; returns its id for `finishCall`. Also the box's last seen and call count. */
+  startCall(call: NewCall): Promise<number>;
+  finishCall(id: number, result: { outcome: Exclude<CallOutcomeKind, 'sent'>; code: string | null; ms: number }): Promise<void>;
+  /** A call refused by the backend, nothing upstream. */
+  refusedCall(call: NewCall, code: string): Promise<void>;
+  calls(options?: { deviceId?: string; limit?: number }): Promise<CallRecord[]>;
+  close(): Promise<void>;
+}
+
+export class StoreError extends Error {
+  constructor(
+    readonly code: 'IO' | 'CORRUPT' | 'NEWER',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
+
+/** One step per PRAGMA user_version; a shipped step is never edited. */
+const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
+  (db) => {
+    db.exec(`
+      CREATE TABLE boxes (
+        device_id      TEXT PRIMARY KEY,
+        enrolled_at    INTEGER NOT NULL,
+        revoked_at     INTEGER,
+        last_seen_at   INTEGER,
+        calls          INTEGER NOT NULL DEFAULT 0,
+        errors         INTEGER NOT NULL DEFAULT 0,
+        max_amount_fen INTEGER CHECK (max_amount_fen IS NULL OR max_amount_fen > 0),
+        refunds        TEXT CHECK (refunds IS NULL OR refunds IN ('on', 'off'))
+      ) STRICT;
+
+      CREATE TABLE certificates (
+        serial     TEXT PRIMARY KEY,
+        device_id  TEXT NOT NULL REFERENCES boxes (device_id),
+        issued_at  INTEGER NOT NULL,
+        not_after  INTEGER NOT NULL,
+        revoked_at INTEGER
+      ) STRICT;
+      CREATE INDEX certificates_device ON certificates (device_id);
+      CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+
+      CREATE TABLE calls (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id     TEXT NOT NULL,
+        call          TEXT NOT NULL,
+        out_trade_no  TEXT,
+        out_refund_no TEXT,
+        outcome       TEXT NOT NULL CHECK (outcome IN ('sent', 'success', 'business', 'unknown', 'bill', 'no_bill', 'not_ready', 'refused')),
+        code          TEXT,
+        ms            INTEGER,
+        at            INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX calls_device ON calls (device_id, id);
+      CREATE INDEX calls_trade ON calls (out_trade_no) WHERE out_trade_no IS NOT NULL;
+    `);
+  },
+];
+
+interface BoxRow {
+  device_id: string;
+  enrolled_at: number;
+  revoked_at: number | null;
+  last_seen_at: number | null;
+  calls: number;
+  errors: number;
+  max_amount_fen: number | null;
+  refunds: BoxRefunds | null;
+  serial: string | null;
+  not_after: number | null;
+}
+
+interface CallRow {
+  id: number;
+  device_id: string;
+  call: ApiCall;
+  out_trade_no: string | null;
+  out_refund_no: string | null;
+  outcome: CallOutcomeKind;
+  code: string | null;
+  ms: number | null;
+  at: number;
+}
+
+const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b.calls, b.errors, b.max_amount_fen, b.refunds,
+  c.serial, c.not_after`;
+// The current certificate: the newest one that is not revoked.
+const BOX_FROM = `boxes b LEFT JOIN certificates c ON c.serial = (
+  SELECT serial FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, rowid DESC LIMIT 1)`;
+
+function toBox(row: BoxRow): BoxRecord {
+  return {
+    deviceId: row.device_id,
+    serial: row.serial,
+    notAfter: row.not_after,
+    enrolledAt: row.enrolled_at,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+    calls: row.calls,
+    errors: row.errors,
+    maxAmountFen: row.max_amount_fen,
+    refunds: row.refunds,
+  };
+}
+
+function toCall(row: CallRow): CallRecord {
+  return {
+    id: row.id,
+    deviceId: row.device_id,
+    call: row.call,
+    outTradeNo: row.out_trade_no,
+    outRefundNo: row.out_refund_no,
+    outcome: row.outcome,
+    code: row.code,
+    ms: row.ms,
+    at: row.at,
+  };
+}
+
+/** Outcomes counted as a box's errors: what left the box without a verified answer, and what was refused. */
+const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
+
+/**
+ * The store in one SQLite file, like the box's journal: WAL and synchronous=FULL (a forwarded call that was
+ * recorded survives a power cut), one transaction per change. Other processes (`scanbox backend revoke`) write
+ * the same file; SQLite's locking and the busy timeout keep them apart.
+ */
+export class SqliteBackendStore implements BackendStore {
+  readonly path: string;
+  private readonly db: SqliteDatabase;
+
+  static open(path: string): SqliteBackendStore {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    let db: SqliteDatabase;
+    try {
+      db = new Database(path);
+    } catch (error) {
+      throw new StoreError('IO', `cannot open the backend journal ${path}: ${(error as Error).message}`, { cause: error });
+    }
+    try {
+      db.pragma('busy_timeout = 5000');
+      const check = db.pragma('quick_check', { simple: true });
+      if (check !== 'ok') throw new StoreError('CORRUPT', `backend journal ${path} fails quick_check: ${String(check)}`);
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') throw new StoreError('IO', `backend journal ${path} cannot use WAL mode (got ${String(mode)})`);
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > MIGRATIONS.length) {
+        throw new StoreError('NEWER', `backend journal ${path} is schema ${version}, newer than this scanbox (${MIGRATIONS.length})`);
+      }
+      for (let step = version; step < MIGRATIONS.length; step++) {
+        db.transaction(() => {
+          MIGRATIONS[step]!(db);
+          db.pragma(`user_version = ${step + 1}`);
+        }).immediate();
+      }
+      return new SqliteBackendStore(path, db);
+    } catch (error) {
+      db.close();
+      if (error instanceof StoreError) throw error;
+      throw new StoreError('IO', `backend journal ${path}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private constructor(path: string, db: SqliteDatabase) {
+    this.path = path;
+    this.db = db;
+  }
+
+  enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy: Partial<BoxPolicy> = {}): Promise<EnrolResult> {
+    return this.run(() =>
+      this.db.transaction((): EnrolResult => {
+        const clash = this.db
+          .prepare(
+            `SELECT device_id FROM boxes WHERE device_id <> ? AND (substr(device_id, 1, length(?)) = ? OR substr(?, 1, length(device_id)) = device_id) LIMIT 1`,
+          )
+          .get(cert.deviceId, cert.deviceId, cert.deviceId, cert.deviceId) as { device_id: string } | undefined;
+        if (clash) {
+          return {
+            ok: false,
+            problem: `device id ${cert.deviceId} and the enrolled box ${clash.device_id} begin alike: each box owns the out_trade_no beginning with its id, so neither may be a prefix of the other`,
+          };
+        }
+        const existing = this.db.prepare('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
+        if (existing === undefined) {
+          this.db
+            .prepare('INSERT INTO boxes (device_id, enrolled_at, max_amount_fen, refunds) VALUES (?, ?, ?, ?)')
+            .run(cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null);
+        } else {
+          this.db.prepare('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
+          if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
+          if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
+          this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
+        }
+        this.db
+          .prepare('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES (?, ?, ?, ?)')
+          .run(cert.serial, cert.deviceId, cert.at, cert.notAfter);
+        return { ok: true, box: this.boxSync(cert.deviceId)! };
+      }).immediate(),
+    );
+  }
+
+  revoke(deviceId: string, at: number): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction((): boolean => {
+        const box = this.db.prepare('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
+        if (box === undefined) return false;
+        if (box.revoked_at === null) this.db.prepare('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
+        this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
+        return true;
+      }).immediate(),
+    );
+  }
+
+  box(deviceId: string): Promise<BoxRecord | undefined> {
+    return this.run(() => this.boxSync(deviceId));
+  }
+
+  private boxSync(deviceId: string): BoxRecord | undefined {
+    const row = this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
+    return row ? toBox(row) : undefined;
+  }
+
+  boxes(): Promise<BoxRecord[]> {
+    return this.run(() => (this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
+  }
+
+  certificate(serial: string): Promise<CertificateRecord | undefined> {
+    return this.run(() => {
+      const row = this.db.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+        | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
+        | undefined;
+      return row ? { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at } : undefined;
+    });
+  }
+
+  startCall(call: NewCall): Promise<number> {
+    return this.run(() =>
+      this.db.transaction((): number => {
+        const info = this.db
+          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, outcome, at) VALUES (?, ?, ?, ?, 'sent', ?)`)
+          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.at);
+        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        return Number(info.lastInsertRowid);
+      }).immediate(),
+    );
+  }
+
+  finishCall(id: number, result: { outcome: Exclude<CallOutcomeKind, 'sent'>; code: string | null; ms: number }): Promise<void> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const row = this.db.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
+        if (row === undefined) throw new Error(`call ${id} is not a call under way`);
+        this.db.prepare('UPDATE calls SET outcome = ?, code = ?, ms = ? WHERE id = ?').run(result.outcome, result.code, Math.round(result.ms), id);
+        if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+      }).immediate(),
+    );
+  }
+
+  refusedCall(call: NewCall, code: string): Promise<void> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        this.db
+          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, outcome, code, at) VALUES (?, ?, ?, ?, 'refused', ?, ?)`)
+          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, code, call.at);
+        this.db
+          .prepare('UPDATE boxes SET calls = calls + 1, errors = errors + 1, last_seen_at = ? WHERE device_id = ?')
+          .run(call.at, call.deviceId);
+      }).immediate(),
+    );
+  }
+
+  calls(options: { deviceId?: string; limit?: number } = {}): Promise<CallRecord[]> {
+    const limit = options.limit ?? 1000;
+    return this.run(() => {
+      const rows =
+        options.deviceId === undefined
+          ? this.db.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
+          : this.db.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
+      return (rows as CallRow[]).map(toCall).reverse();
+    });
+  }
+
+  close(): Promise<void> {
+    return this.run(() => {
+      if (this.db.open) this.db.close();
+    });
+  }
+
+  /** The synchronous SQLite call as the interface's promise; a thrown error becomes a rejection. */
+  private run<T>(work: () => T): Promise<T> {
+    try {
+      return Promise.resolve(work());
+    } catch (error) {
+      return Promise.reject(error instanceof StoreError ? error : new StoreError('IO', `backend journal ${this.path}: ${(error as Error).message}`, { cause: error }));
+    }
+  }
+}
