@@ -1,0 +1,230 @@
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { clientFor } from '../app/parts.js';
+import { formatTime, print, table } from '../app/table.js';
+import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
+import { EnrolError, enrolBox } from '../backend/enrol.js';
+import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
+import { BackendServer } from '../backend/server.js';
+import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
+import { messageOf } from '../errors.js';
+import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
+import { createLogger } from '../log.js';
+import { formatYuan } from '../money.js';
+import { createNotifier } from '../systemd.js';
+import { CertificateError } from '../wechatpay/certificate.js';
+
+/**
+ * `scanbox backend` (contract §1, §8):
+ *   scanbox backend                          the server, until SIGTERM
+ *   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
+ *   scanbox backend revoke DEVICE_ID         cut a box off: refused from its next request, its open connections
+ *                                            cut by the running server within a second (it rechecks them)
+ *   scanbox backend status [--json]          boxes, last seen, calls and errors per box
+ * Exit codes: 0 ok, 1 runtime failure (or no such box), 2 usage or configuration.
+ */
+
+const USAGE = `usage:
+  scanbox backend                                   the merchant backend's HTTPS server (systemd starts it)
+  scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
+                                                    issue a box its certificate: DIR/backend_cert.pem, backend_key.pem, backend_ca.pem
+  scanbox backend revoke DEVICE_ID                  cut a box off at once
+  scanbox backend status [--json]                   boxes, last seen, calls and errors`;
+
+function usage(problem: string): number {
+  process.stderr.write(`${problem}\n\n${USAGE}\n`);
+  return 2;
+}
+
+export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    switch (sub) {
+      case undefined:
+        return await serve(env);
+      case 'enroll':
+        return await enroll(rest, env);
+      case 'revoke':
+        return await revoke(rest, env);
+      case 'status':
+        return await status(rest, env);
+      case 'help':
+      case '--help':
+        print(USAGE);
+        return 0;
+      default:
+        return usage(`unknown backend command: ${sub}`);
+    }
+  } catch (error) {
+    if (error instanceof StoreError || error instanceof PkiError || error instanceof EnrolError) {
+      process.stderr.write(`scanbox backend: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+function openStore(env: NodeJS.ProcessEnv): SqliteBackendStore | number {
+  const db = backendDbPath(env);
+  if (!db.ok) {
+    process.stderr.write(`${db.problem}\n`);
+    return 2;
+  }
+  return SqliteBackendStore.open(db.path);
+}
+
+async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let deviceId: string | undefined;
+  let out: string | undefined;
+  const policy: Partial<BoxPolicy> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (arg === '--out' && next !== undefined) {
+      out = next;
+      i++;
+    } else if (arg === '--max-amount' && next !== undefined) {
+      if (!/^[0-9]{1,11}$/.test(next) || Number(next) < 1 || Number(next) > 10_000_000_000) return usage('--max-amount must be a whole number of fen, 1..10000000000');
+      policy.maxAmountFen = Number(next);
+      i++;
+    } else if (arg === '--refunds' && next !== undefined) {
+      if (next !== 'on' && next !== 'off') return usage('--refunds must be on or off');
+      policy.refunds = next;
+      i++;
+    } else if (!arg.startsWith('-') && deviceId === undefined) {
+      deviceId = arg;
+    } else {
+      return usage(`unexpected argument: ${arg}`);
+    }
+  }
+  if (deviceId === undefined || out === undefined) return usage('enroll needs DEVICE_ID and --out DIR');
+  if (!DEVICE_ID.test(deviceId)) return usage(`DEVICE_ID must be ${DEVICE_ID_RULE} (the box's SCANBOX_DEVICE_ID)`);
+  const hostnames = backendHostnames(env);
+  if (hostnames.errors.length > 0) {
+    process.stderr.write(`${hostnames.errors.join('\n')}\n`);
+    return 2;
+  }
+  const store = openStore(env);
+  if (typeof store === 'number') return store;
+  try {
+    const pki = BackendPki.openOrCreate(dirname(store.path), { hostnames: hostnames.names });
+    const { certificate, box } = await enrolBox(pki, store, deviceId, { policy });
+    const dir = isAbsolute(out) ? out : resolve(out);
+    const files = writeBoxFiles(dir, certificate);
+    print([
+      `enrolled ${deviceId}: certificate serial ${certificate.serial}, valid until ${formatTime(certificate.notAfter)}`,
+      `  ${files.cert}`,
+      `  ${files.key} (secret: install it on the box as the credential backend_key.pem, then delete this copy)`,
+      `  ${files.ca}`,
+      `  policy: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'}`,
+    ]);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (args.length !== 1 || !DEVICE_ID.test(args[0]!)) return usage('revoke needs one DEVICE_ID');
+  const deviceId = args[0]!;
+  const store = openStore(env);
+  if (typeof store === 'number') return store;
+  try {
+    if (!(await store.revoke(deviceId, Date.now()))) {
+      process.stderr.write(`no box ${deviceId} is enrolled\n`);
+      return 1;
+    }
+    print(`revoked ${deviceId}: refused from its next request; a running backend cuts its open connections within a second`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const json = args.includes('--json');
+  if (args.some((a) => a !== '--json')) return usage(`unexpected argument: ${args.find((a) => a !== '--json')}`);
+  const store = openStore(env);
+  if (typeof store === 'number') return store;
+  try {
+    const boxes = await store.boxes();
+    if (json) {
+      print(JSON.stringify({ boxes }));
+      return 0;
+    }
+    if (boxes.length === 0) {
+      print('no box enrolled');
+      return 0;
+    }
+    print(
+      table(
+        ['box', 'state', 'serial', 'cert until', 'enrolled', 'last seen', 'calls', 'errors', 'max amount', 'refunds'],
+        boxes.map((b) => [
+          b.deviceId,
+          b.revokedAt === null ? 'enrolled' : `revoked ${formatTime(b.revokedAt)}`,
+          b.serial === null ? '-' : b.serial.slice(0, 12),
+          formatTime(b.notAfter),
+          formatTime(b.enrolledAt),
+          formatTime(b.lastSeenAt),
+          b.calls,
+          b.errors,
+          b.maxAmountFen === null ? 'default' : formatYuan(b.maxAmountFen),
+          b.refunds ?? 'default',
+        ]),
+        ['left', 'left', 'left', 'left', 'left', 'left', 'right', 'right', 'right', 'left'],
+      ),
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function serve(env: NodeJS.ProcessEnv): Promise<number> {
+  const loaded = loadBackendConfig({ env });
+  if (!loaded.ok) {
+    for (const line of loaded.errors) process.stdout.write(`<3>configuration: ${line}\n`);
+    return 2;
+  }
+  const config = loaded.config;
+  const log = createLogger({ level: config.logLevel });
+  const notifier = createNotifier(env, log);
+  let client;
+  try {
+    client = clientFor(config.merchant, log);
+  } catch (error) {
+    if (error instanceof CertificateError) {
+      process.stdout.write(`<3>configuration: merchant certificate: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const store = SqliteBackendStore.open(config.dbPath);
+  const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
+  let server: BackendServer;
+  try {
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log });
+  } catch (error) {
+    log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
+    await store.close();
+    await client.close();
+    return 1;
+  }
+  log.info('backend listening', {
+    listen: `${config.listen.host}:${config.listen.port}`,
+    names: pki.serverNames.join(','),
+    mch_id: config.merchant.mchId,
+    settings: describeBackendConfig(config).slice(3).join(' '),
+  });
+  notifier.ready('listening');
+  await new Promise<void>((resolveStop) => {
+    const stop = (): void => resolveStop();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  notifier.stopping('stopping');
+  log.info('backend stopping');
+  await server.close();
+  await client.close();
+  await store.close();
+  return 0;
+}
