@@ -233,3 +233,18 @@ t.test('the backend journal records every call that reached WeChat Pay, with its
     ],
   );
 });
+
+t.test('downloadbill through the backend, and bills switched off', async (t) => {
+  const box = await world.box();
+  // The virtual clock's day is 2026-11-29; the 28th's bill is out from 09:00 on the 29th, China time.
+  const outcome = await box.gateway.downloadbill({ billDate: '20261128' });
+  t.ok(outcome.kind === 'no_bill' || outcome.kind === 'bill', `a bill outcome: ${outcome.kind}`);
+  t.same((await world.store.calls()).map((c) => [c.call, c.outcome]), [['downloadbill', outcome.kind]]);
+  const off = await createBackendWorld({ policy: { bills: 'off' } });
+  t.teardown(() => off.close());
+  const other = await off.box();
+  const refused = await other.gateway.downloadbill({ billDate: '20261128' });
+  t.equal(refused.kind, 'unknown');
+  t.match(refused.kind === 'unknown' && refused.message, /BILLS_OFF/);
+  t.equal(off.sim.requests().length, 0);
+});
