@@ -229,6 +229,7 @@ export class Box {
    */
   private journalFailed(error: unknown, checksum: boolean): boolean {
     if (!(error instanceof JournalError)) return false;
+    this.o.engine.coolDown();
     this.setFault(`journal: ${error.message}`);
     void this.reply(`ERR FAULT journal cannot be written, call the technician`, checksum);
     return true;
@@ -303,6 +304,8 @@ export class Box {
       done: null,
     };
     this.open = open;
+    // While the customer opens the payment code: a live connection to WeChat Pay, for the scan to use.
+    this.o.engine.warmUp();
     this.o.indicator.show('waiting_scan');
     this.o.log.info('waiting for the payment code', { ref, out_trade_no: open.sale.outTradeNo, amount: formatYuan(amountFen) });
     void this.o.clock.sleep(this.o.scanTimeoutMs, open.scanWait.signal).then(
@@ -478,6 +481,7 @@ export class Box {
   }
 
   private finish(sale: Sale, checksum: boolean): void {
+    this.o.engine.coolDown();
     const verdict = verdictOf(sale);
     void this.reply(finalLine(verdict), checksum);
     if (verdict.kind === 'paid') {

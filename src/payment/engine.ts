@@ -18,7 +18,7 @@ import { micropayAction, tradeStateClass } from '../wechatpay/codes.js';
  */
 
 /** The three calls the engine makes: the real client, or a stand-in that wraps it (tests, the crash harness). */
-export type PaymentGateway = Pick<WechatPayClient, 'micropay' | 'orderquery' | 'reverse'>;
+export type PaymentGateway = Pick<WechatPayClient, 'micropay' | 'orderquery' | 'reverse'> & Partial<Pick<WechatPayClient, 'warm' | 'cool'>>;
 
 export interface EngineOptions {
   journal: Journal;
@@ -165,6 +165,18 @@ export class PaymentEngine {
       return { kind: 'held', sale: held, verdict: { kind: 'failed', ref, code: 'REVERSE_PENDING', text } };
     }
     return { kind: 'open', sale: this.open(ref, amountFen) };
+  }
+
+  /**
+   * A sale is open and its code is coming: have a connection to WeChat Pay ready, so that neither its micropay
+   * nor the queries of a password wait pay a handshake while the customer waits. `coolDown` when it is over.
+   */
+  warmUp(): void {
+    this.gateway.warm?.();
+  }
+
+  coolDown(): void {
+    this.gateway.cool?.();
   }
 
   /** Commits a new sale (state open) before anything else happens to it. */

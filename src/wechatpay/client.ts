@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { rootCertificates, type ConnectionOptions } from 'node:tls';
@@ -316,8 +317,81 @@ function classifyError(error: unknown, timedOut: boolean, timeoutMs: number): Fa
 
 type Judged = { outcome: ApiOutcome; failover: boolean };
 
+/**
+ * One live TLS connection to the API origin kept ready while a sale is open, so that neither its micropay nor
+ * the queries of the password wait pay a TCP + TLS handshake while the customer waits (WeChat Pay closes idle
+ * connections after about 8 s, and sales at a counter are minutes apart). It is opened through the pool's own
+ * connector (so it resumes the pool's TLS session) only when the pool has no connection, handed to the pool
+ * when it next needs one, and opened again when the server closes it before it is used. No API request is
+ * ever sent just to keep a connection open.
+ */
+class SpareConnection {
+  readonly stats = { opened: 0, used: 0 };
+  private socket: buildConnector.CallbackArgs[1] | null = null;
+  private opening = false;
+  private wanted = false;
+
+  constructor(
+    private readonly connect: buildConnector.connector,
+    private readonly target: Parameters<buildConnector.connector>[0],
+    private readonly poolConnected: () => boolean,
+    private readonly log: Logger | undefined,
+  ) {}
+
+  want(on: boolean): void {
+    this.wanted = on;
+    if (on) this.ensure();
+    else {
+      const idle = this.socket;
+      this.socket = null;
+      idle?.destroy();
+    }
+  }
+
+  /** Opens a spare when one is wanted and neither the pool nor a spare has a live connection. */
+  ensure(): void {
+    if (!this.wanted || this.socket !== null || this.opening || this.poolConnected()) return;
+    this.opening = true;
+    this.connect(this.target, (error, socket) => {
+      this.opening = false;
+      if (error !== null || !socket) {
+        // The request itself will try; a refused or unresolvable origin is then proven by its own attempt.
+        this.log?.debug('could not open a spare connection to WeChat Pay', { error: errorText(error) });
+        return;
+      }
+      if (!this.wanted) {
+        socket.destroy();
+        return;
+      }
+      this.stats.opened += 1;
+      this.socket = socket;
+      socket.on('error', () => undefined);
+      socket.once('close', () => {
+        if (this.socket !== socket) return;
+        this.socket = null;
+        this.ensure();
+      });
+    });
+  }
+
+  /** The spare for a request of the pool's origin, when it is still open. */
+  take(): buildConnector.CallbackArgs[1] | null {
+    const socket = this.socket;
+    this.socket = null;
+    if (!socket || socket.destroyed || !socket.writable) return null;
+    socket.removeAllListeners('close');
+    socket.removeAllListeners('error');
+    this.stats.used += 1;
+    return socket;
+  }
+}
+
 export class WechatPayClient {
-  readonly stats = { handshakes: 0, requests: 0 };
+  /**
+   * handshakes: TLS connections a request had to wait for; warmed: spare connections opened ahead of a sale's
+   * requests (off the customer's time); resumed: connections (of either kind) that resumed a TLS session.
+   */
+  readonly stats = { handshakes: 0, requests: 0, warmed: 0, resumed: 0 };
 
   private readonly merchant: Readonly<MerchantCredentials>;
   private readonly apiBase: string;
@@ -334,6 +408,8 @@ export class WechatPayClient {
   /** downloadbill only: no certificate, a larger answer cap. */
   private readonly billAgent: Agent;
   private closing: Promise<void> | undefined;
+  /** The spare connection of payAgent (micropay and orderquery go to the primary origin). */
+  private readonly spare: SpareConnection;
 
   constructor(options: WechatPayClientOptions) {
     const m = options.merchant;
@@ -371,18 +447,58 @@ export class WechatPayClient {
     // One connection per origin for micropay and orderquery: a sale's requests are sequential, and undici
     // checks an idle socket for a FIN in the next event-loop turn before reusing it; with more connections
     // allowed, a request sent right after the previous answer would open a second TLS connection instead.
-    this.payAgent = this.agent(trust, 1);
+    const primary = new URL(this.apiBase);
+    const payConnect = buildConnector({ ...trust, timeout: this.timeouts.connect });
+    this.spare = new SpareConnection(
+      (target, callback) =>
+        payConnect(target, (...args: buildConnector.CallbackArgs) => {
+          if (args[0] === null) {
+            this.stats.warmed += 1;
+            if ((args[1] as { isSessionReused?: () => boolean }).isSessionReused?.()) this.stats.resumed += 1;
+          }
+          callback(...args);
+        }),
+      {
+        hostname: primary.hostname,
+        host: primary.host,
+        protocol: primary.protocol,
+        port: primary.port === '' ? '443' : primary.port,
+        servername: isIP(primary.hostname.replace(/^\[(.*)\]$/, '$1')) === 0 ? primary.hostname : '',
+      } as Parameters<buildConnector.connector>[0],
+      () => {
+        // A Client (one connection) says connected as a boolean, a Pool as a count.
+        const connected: unknown = this.payAgent.stats[primary.origin]?.connected;
+        return connected === true || (typeof connected === 'number' && connected > 0);
+      },
+      this.log,
+    );
+    this.payAgent = this.agent(trust, 1, MAX_RESPONSE_BYTES, { connect: payConnect, spareFor: primary.origin });
+    // A sale open while the pool lost its connection (the server closed it when idle): another spare.
+    this.payAgent.on('disconnect', () => this.spare.ensure());
     this.secAgent = this.agent({ ...trust, ...certificate }, null);
     // downloadbill: a pool of its own, so that a bill of megabytes neither meets the answer cap of the other
     // calls nor holds the sales' one connection for seconds.
     this.billAgent = this.agent(trust, 1, MAX_BILL_BYTES);
   }
 
-  private agent(tlsOptions: ConnectionOptions, connections: number | null, maxResponseSize = MAX_RESPONSE_BYTES): Agent {
-    const connect = buildConnector({ ...tlsOptions, timeout: this.timeouts.connect });
+  private agent(
+    tlsOptions: ConnectionOptions,
+    connections: number | null,
+    maxResponseSize = MAX_RESPONSE_BYTES,
+    own?: { connect: buildConnector.connector; spareFor: string },
+  ): Agent {
+    const connect = own?.connect ?? buildConnector({ ...tlsOptions, timeout: this.timeouts.connect });
     const counted: buildConnector.connector = (opts, callback) => {
+      if (own && `${opts.protocol}//${opts.host}` === own.spareFor) {
+        const ready = this.spare.take();
+        // Never synchronously: undici's client ignores a connection handed to it while it is still asking.
+        if (ready) return void queueMicrotask(() => callback(null, ready));
+      }
       connect(opts, (...args: buildConnector.CallbackArgs) => {
-        if (args[0] === null) this.stats.handshakes += 1;
+        if (args[0] === null) {
+          this.stats.handshakes += 1;
+          if ((args[1] as { isSessionReused?: () => boolean }).isSessionReused?.()) this.stats.resumed += 1;
+        }
         callback(...args);
       });
     };
@@ -497,8 +613,23 @@ export class WechatPayClient {
     return outcome.kind === 'bill' ? outcome : { ...outcome, message: scrub(outcome.message) };
   }
 
+  /**
+   * A sale is open: keep a live connection to the API origin ready for its micropay and for the queries of the
+   * password wait, opening one now if the pool has none, and again whenever the server closes it.
+   */
+  warm(): void {
+    if (this.closing) return;
+    this.spare.want(true);
+  }
+
+  /** The sale is over: no more spare connections (the pool keeps what it has as long as the server allows). */
+  cool(): void {
+    this.spare.want(false);
+  }
+
   /** Closes the connections once the requests under way have finished. Safe to call more than once. */
   close(): Promise<void> {
+    this.spare.want(false);
     this.closing ??= Promise.all([this.payAgent.close(), this.secAgent.close(), this.billAgent.close()]).then(() => undefined);
     return this.closing;
   }
