@@ -53,6 +53,8 @@ export interface BoxOptions {
   refundPolicy?: { register: boolean; dayMaxFen: number; timeZone: string };
   /** How long the register waits for a refund's answer before it hears REFUND_PENDING (contract §3: about 10 s). */
   refundAnswerMs?: number;
+  /** Told every finished sale, after the register has its answer (WeChat Pay's trade report). */
+  onSaleFinished?: (sale: Sale) => void;
 }
 
 interface OpenRefund {
@@ -497,6 +499,7 @@ export class Box {
       this.o.indicator.show('failed');
     }
     // The paid/failed pattern returns by itself to the last steady one (ready or offline).
+    this.o.onSaleFinished?.(sale);
   }
 
   /** Notices what changes without an event (the clock getting synchronised) and shows it on the light. */

@@ -7,6 +7,7 @@ import { describeHealth, type Health } from '../health.js';
 import { Journal, JournalError } from '../journal/journal.js';
 import { createLogger, type Logger } from '../log.js';
 import { Reachability } from '../payment/reachability.js';
+import { TradeReporter } from '../payment/trade-report.js';
 import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError } from '../wechatpay/certificate.js';
@@ -85,6 +86,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   const onGatewayOutcome = (outcome: ApiOutcome): void => reachability.note(outcome);
   const engine = engineFor(config, { journal, gateway: client, log, clock, onGatewayOutcome });
   const refunds = refundEngineFor({ journal, gateway: client, log, clock, onGatewayOutcome });
+  const reporter = new TradeReporter(client, config.tradeReport, config.deviceId, log);
   const box = new Box({
     engine,
     journal,
@@ -98,6 +100,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
     clockSane: () => clockTrusted(clock.now()),
     refunds,
+    onSaleFinished: (sale) => reporter.sale(sale),
     refundPolicy: { register: config.refunds === 'register', dayMaxFen: config.refundDayMaxFen, timeZone: config.timeZone },
   });
 

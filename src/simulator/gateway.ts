@@ -153,6 +153,19 @@ export interface GatewaySimulatorOptions {
  * One trade row of a simulated bill before it is written: amounts in integer fen, `at` the simulator-clock
  * ms of 交易时间 (its China-time day is the bill it is in). What plantBillRow adds and amendBillRow changes.
  */
+export interface TradeReportRecord {
+  interfaceUrl: string;
+  executeMs: number;
+  returnCode: string;
+  resultCode: string;
+  errCode: string | null;
+  outTradeNo: string | null;
+  deviceInfo: string | null;
+  time: string;
+  /** Simulator clock ms when it came. */
+  at: number;
+}
+
 export interface SimBillRow {
   at: number;
   outTradeNo: string;
@@ -186,6 +199,7 @@ const PATHS: Record<string, GatewayCall> = {
   '/secapi/pay/refund': 'refund',
   '/pay/refundquery': 'refundquery',
   '/pay/downloadbill': 'downloadbill',
+  '/payitil/report': 'report',
 };
 
 /** Behind nginx's client-certificate check. */
@@ -480,6 +494,7 @@ export class GatewaySimulator {
   }
 
   private readonly tlsCounts = { resumed: 0 };
+  private readonly reportList: TradeReportRecord[] = [];
 
   private constructor(server: https.Server, pki: TestPki, options: GatewaySimulatorOptions) {
     this.server = server;
@@ -727,6 +742,35 @@ export class GatewaySimulator {
     this.api(call, fields, res, record);
   }
 
+  /** Trade reports taken, in order. */
+  tradeReports(): TradeReportRecord[] {
+    return this.reportList.map((r) => ({ ...r }));
+  }
+
+  /** /payitil/report: the fields the official SDKs send, checked; answered SUCCESS, unsigned, as WeChat Pay does. */
+  private reportApi(fields: Fields, res: ServerResponse, record: RequestRecord): void {
+    const required = ['interface_url', 'execute_time_', 'return_code', 'result_code', 'user_ip', 'time'] as const;
+    const missing = required.filter((name) => !fields[name]);
+    if (missing.length > 0) return this.returnFail(res, record, `缺少参数 ${missing.join(',')}`);
+    if (!/^[0-9]{1,9}$/.test(fields.execute_time_!)) return this.returnFail(res, record, 'execute_time_参数格式错误');
+    if (!/^[0-9]{14}$/.test(fields.time!)) return this.returnFail(res, record, 'time参数格式错误');
+    if (!/^(SUCCESS|FAIL)$/.test(fields.return_code!) || !/^(SUCCESS|FAIL)$/.test(fields.result_code!)) {
+      return this.returnFail(res, record, 'return_code或result_code参数格式错误');
+    }
+    this.reportList.push({
+      interfaceUrl: fields.interface_url!,
+      executeMs: Number(fields.execute_time_),
+      returnCode: fields.return_code!,
+      resultCode: fields.result_code!,
+      errCode: fields.err_code ?? null,
+      outTradeNo: fields.out_trade_no ?? null,
+      deviceInfo: fields.device_info ?? null,
+      time: fields.time!,
+      at: this.clock.now(),
+    });
+    this.sendRaw(res, record, 200, encodeXml({ return_code: 'SUCCESS', result_code: 'SUCCESS' }), 'xml');
+  }
+
   private sendRaw(res: ServerResponse, record: RequestRecord, status: number, body: string, type: string): void {
     record.status = status;
     if (res.destroyed || res.headersSent) return;
@@ -758,6 +802,7 @@ export class GatewaySimulator {
       signType = declared as SignType;
     }
     if (!verify(fields, this.options.apiKey, signType)) return this.returnFail(res, record, '签名错误');
+    if (call === 'report') return this.reportApi(fields, res, record);
     const refuse = (code: string, des?: string): void => this.deliver(res, record, signType, failure(code, des), undefined);
 
     const refusal = this.checkFields(call, fields);

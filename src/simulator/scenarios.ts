@@ -15,7 +15,9 @@ export const REFUND_CALLS: readonly RefundCall[] = ['refund', 'refundquery'];
 export type BillCall = 'downloadbill';
 
 /** Every API path the simulator answers. */
-export type GatewayCall = SimCall | RefundCall | BillCall;
+/** The trade report (交易保障): taken, checked and recorded, never acted on. */
+export type ReportCall = 'report';
+export type GatewayCall = SimCall | RefundCall | BillCall | ReportCall;
 
 export type Fault =
   /** Answers normally after `ms` of real time: network latency, not payer time. */
