@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { maskCode, maskCodesIn } from '../log.js';
 import { Rig } from '../simulator/rig.js';
 import type { Scenario } from '../simulator/gateway.js';
@@ -78,6 +80,19 @@ const STEPS: Step[] = [
   },
 ];
 
+/** `scanbox ARGS` as a technician would run it beside the daemon, with the rig's environment. */
+function runCli(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string }> {
+  const base: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('SCANBOX_')) base[key] = value;
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...base, ...env }, encoding: 'utf8', timeout: 60_000 }, (error, stdout) => {
+      resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout });
+    });
+  });
+}
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+
 const pad = (text: string, width: number): string => (text.length >= width ? text : text + ' '.repeat(width - text.length));
 
 export async function demoCommand(args: string[] = []): Promise<number> {
@@ -102,6 +117,8 @@ export async function demoCommand(args: string[] = []): Promise<number> {
   process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n\n');
   const rig = await Rig.start({
     env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30', SCANBOX_REFUNDS: 'register' },
+    // The simulator serves today's bill as it stands, so the demo can reconcile its own day.
+    simulator: { billReadyAfterMs: -86_400_000 },
     onLog,
   });
   const results: { step: Step; line: string; ok: boolean; seconds: number }[] = [];
@@ -153,6 +170,13 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     rig.register.send('TOTALS');
     const totals = await rig.register.next(/^TOTALS /, 5000, totalsMark);
 
+    // The morning after, as the daily timer does it: the day's bill against the journal.
+    process.stdout.write(`\n--- the day reconciled against the simulator's bill (scanbox reconcile)\n`);
+    const today = totals.split(' ')[1]!;
+    const reconciled = await runCli(['reconcile', '--date', today], rig.env);
+    for (const line of reconciled.stdout.trimEnd().split('\n')) say('reconcile', line);
+    const reconcileOk = reconciled.status === 0 && /discrepancies: 0/.test(reconciled.stdout);
+
     const charged = rig.sim.ledger().filter((e) => e.charged);
     const r1001 = charged.filter((e) => e.attach === 'R1001').length;
     const refunded = rig.sim.refunds().reduce((sum, r) => sum + r.refundFee, 0);
@@ -172,8 +196,9 @@ export async function demoCommand(args: string[] = []): Promise<number> {
         `${rig.sim.refunds().length} refund(s), ${(refunded / 100).toFixed(2)} yuan\n`,
     );
     process.stdout.write(`  register's totals: ${totals}\n`);
+    process.stdout.write(`  reconciliation: ${reconcileOk ? 'every row of the bill matched the journal' : `NOT CLEAN (exit ${reconciled.status})`}\n`);
     const totalsOk = totals.endsWith(`PAID ${charged.length} ${chargedFen} REFUNDED 1 3000 NET ${chargedFen - 3000}`);
-    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && exitCode === 0;
+    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && exitCode === 0;
     process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
     return allOk ? 0 : 1;
