@@ -3,9 +3,10 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../../src/clock.js';
 import { Journal, type Sale } from '../../src/journal/journal.js';
+import type { Refund } from '../../src/journal/refunds.js';
 import { isFinal } from '../../src/journal/states.js';
 import { Rig } from '../../src/simulator/rig.js';
-import { paymentCode, type Scenario, type SimCall } from '../../src/simulator/scenarios.js';
+import { paymentCode, type GatewayCall, type RefundScenario, type Scenario } from '../../src/simulator/scenarios.js';
 import { checkMoneyRules, type LaneCounts } from './money-rules.js';
 
 /**
@@ -19,12 +20,22 @@ import { checkMoneyRules, type LaneCounts } from './money-rules.js';
  *   (or the money was given back);
  * - one REF never holds two charges;
  * - every sale is final once recovery ran and the reversals drained; PRAGMA quick_check is ok;
- * - every PAID line the register got is backed by a charge that was not reversed.
+ * - every PAID line the register got is backed by a charge that was not reversed;
+ * - refunds (§6.6): one RID refunds at most once under one out_refund_no, WeChat Pay holds no refund the
+ *   journal does not know, never more than the sale, REFUNDED and FAILED lines are the truth, and nothing is
+ *   left requested or submitted at the end.
+ *
+ * Refunds: after some PAID sales the register sends `REFUND REF AMOUNT RID` (part of the sale, all of it, the
+ * same RID twice, a second RID for the rest, more than is left), each new RID with a refund scenario of its
+ * own (accepted, SYSTEMERROR although accepted, the connection dropped after accepting, PROCESSING then
+ * SUCCESS, the merchant's balance short, FREQUENCY_LIMITED once). After a kill the register sends the same
+ * REFUND line again, as a register that lost the answer would.
  *
  * Boundaries are found from the daemon's own log lines ('sale opened', 'payment code scanned', 'micropay
  * answered', 'payer must confirm', 'orderquery answered', '...; reversing', 'reversed at WeChat Pay',
- * 'paid', 'recovering a sale ...') and from requests reaching the simulator (a request "in flight": the
- * simulator acts on it after the daemon is dead).
+ * 'paid', 'recovering a sale ...', 'refund recorded', 'refund accepted by WeChat Pay', 'recovering a refund
+ * ...') and from requests reaching the simulator (a request "in flight": the simulator acts on it after the
+ * daemon is dead).
  *
  * Time: WeChat Pay's 15 s no-reverse rule is fixed in the engine, so every sale that ends in a reversal
  * holds its daemon for 15 s after the order (in the foreground, or in recovery before READY). The matrix
@@ -65,6 +76,10 @@ export interface CrashMatrixResult {
   killsAt: Record<string, number>;
   /** Charged at some point and given back by a reversal (the box restarted, or the sale was not confirmed). */
   refunded: number;
+  /** Refunds in the journals (one per RID), of them accepted by WeChat Pay, and refused by it. */
+  refunds: number;
+  refundsAccepted: number;
+  refundsFailed: number;
   lanes: number;
   seconds: number;
 }
@@ -76,6 +91,9 @@ const ENV = {
   SCANBOX_SCAN_TIMEOUT_S: '5',
   SCANBOX_LOG_LEVEL: 'info',
   SCANBOX_DEVICE_ID: DEVICE_ID,
+  // The register may refund, and the day's cap never stops a lane (its highest value).
+  SCANBOX_REFUNDS: 'register',
+  SCANBOX_REFUND_DAY_MAX: '100000000',
 };
 
 // ---- the seeded PRNG ----
@@ -154,19 +172,39 @@ type RecoveryPoint = (typeof RECOVERY_POINTS)[number];
 const EARLY_RECOVERY_POINTS: readonly RecoveryPoint[] = ['after start', 'recovering', 'recovering', 'recovery orderquery'];
 const LATE_RECOVERY_POINTS: readonly RecoveryPoint[] = ['recovery reverse', 'recovery recall=Y', 'recovery reversed'];
 
-type KillPoint = SalePoint | RecoveryPoint | 'idle';
+/** Kill points during a REFUND (the first kill of a refund). */
+const REFUND_POINTS = ['refund recorded', 'refund request', 'refund accepted', 'refundquery request'] as const;
+type RefundPoint = (typeof REFUND_POINTS)[number];
+/** While the restarted daemon recovers a refund before READY; 'refund request' and 'refundquery request' count under their names. */
+type RefundRecoveryPoint = 'recovering a refund' | 'refund request' | 'refundquery request';
+/** Recovery sends a `requested` refund at once; it asks about a `submitted` one first, then sends it again. */
+const REFUND_RECOVERY_CHOICES: Record<'requested' | 'submitted', readonly RefundRecoveryPoint[]> = {
+  requested: ['recovering a refund', 'recovering a refund', 'refund request'],
+  submitted: ['recovering a refund', 'refundquery request', 'refund request'],
+};
+const ALL_REFUND_POINTS: readonly string[] = [...REFUND_POINTS, 'recovering a refund'];
+
+type KillPoint = SalePoint | RecoveryPoint | 'idle' | RefundPoint | RefundRecoveryPoint;
 
 interface KillSpec {
   at: KillPoint;
   delayMs: number;
 }
 
+/** What a kill point is about: a sale (its REF and out_trade_no), or a refund of it (its RID too). */
+interface Target {
+  ref: string;
+  rid?: string;
+  otn: () => string | null;
+}
+
 interface LogLine {
   message: string;
   ref: string | null;
+  rid: string | null;
 }
 
-/** What a log line must say for a log-based kill point (the line must also carry the sale's ref). */
+/** What a log line must say for a log-based kill point (the line must also carry the sale's ref, or the refund's rid). */
 const LOG_POINTS: Partial<Record<KillPoint, (message: string) => boolean>> = {
   'sale opened': (m) => m === 'sale opened',
   'payment code scanned': (m) => m.startsWith('payment code scanned'),
@@ -181,14 +219,25 @@ const LOG_POINTS: Partial<Record<KillPoint, (message: string) => boolean>> = {
   recovering: (m) => m.startsWith('recovering a sale'),
   'recovery recall=Y': (m) => m.startsWith('WeChat Pay asks to call reverse again'),
   'recovery reversed': (m) => m.startsWith('reversed at WeChat Pay'),
+  'refund recorded': (m) => m === 'refund recorded',
+  // Also '... (found by refundquery)', after an answer that was lost or said SYSTEMERROR.
+  'refund accepted': (m) => m.startsWith('refund accepted by WeChat Pay'),
+  'recovering a refund': (m) => m.startsWith('recovering a refund'),
 };
 
-const REQUEST_POINTS: Partial<Record<KillPoint, SimCall>> = {
+/**
+ * Requests "in flight". refund carries the sale's out_trade_no; refundquery only the out_refund_no, so any
+ * refundquery of the lane counts (one thing at a time: before READY it is recovery's, else the REFUND's or
+ * the queue's following an accepted one).
+ */
+const REQUEST_POINTS: Partial<Record<KillPoint, GatewayCall>> = {
   'micropay request': 'micropay',
   'orderquery request': 'orderquery',
   'reverse request': 'reverse',
   'recovery orderquery': 'orderquery',
   'recovery reverse': 'reverse',
+  'refund request': 'refund',
+  'refundquery request': 'refundquery',
 };
 
 /** Time-based points start their delay when the lane reaches the mark. */
@@ -333,6 +382,99 @@ const KIND_NAMES = Object.keys(KINDS) as Kind[];
 const CHEAP_KINDS = KIND_NAMES.filter((k) => KINDS[k].cheap);
 const COSTLY_KINDS = KIND_NAMES.filter((k) => !KINDS[k].cheap);
 
+// ---- refunds ----
+
+type RefundKind = 'accepted' | 'systemError' | 'lostAnswer' | 'processing' | 'notEnough' | 'frequencyLimited';
+
+interface RefundKindSpec {
+  /** What WeChat Pay does with the RID's refund; `settleMs` is a drawn PROCESSING time. */
+  scenario: (settleMs: number) => RefundScenario;
+  /** The register's final line for a new RID within the sale's amount when nothing is killed. */
+  expect: 'REFUNDED' | 'FAILED NOTENOUGH' | 'FAILED REFUND_PENDING';
+  /** Kill points the REFUND passes through before its final line. */
+  passes: readonly RefundPoint[];
+}
+
+const REFUND_KINDS: Record<RefundKind, RefundKindSpec> = {
+  accepted: { scenario: () => ({ outcome: 'SUCCESS' }), expect: 'REFUNDED', passes: ['refund recorded', 'refund request', 'refund accepted'] },
+  // Accepted, but answered SYSTEMERROR / the connection dropped: refundquery finds it.
+  systemError: {
+    scenario: () => ({ outcome: 'SUCCESS', faults: { refund: [{ kind: 'system_error' }] } }),
+    expect: 'REFUNDED',
+    passes: ['refund recorded', 'refund request', 'refundquery request', 'refund accepted'],
+  },
+  lostAnswer: {
+    scenario: () => ({ outcome: 'SUCCESS', faults: { refund: [{ kind: 'drop_after' }] } }),
+    expect: 'REFUNDED',
+    passes: ['refund recorded', 'refund request', 'refundquery request', 'refund accepted'],
+  },
+  // Accepted; refundquery says PROCESSING until `settleMs` has passed, then SUCCESS (the queue follows it).
+  processing: {
+    scenario: (settleMs) => ({ outcome: 'PROCESSING', settleAfterMs: settleMs }),
+    expect: 'REFUNDED',
+    passes: ['refund recorded', 'refund request', 'refund accepted'],
+  },
+  // The merchant's available balance is short: refused for good, nothing refunded.
+  notEnough: { scenario: () => ({ outcome: 'NOTENOUGH' }), expect: 'FAILED NOTENOUGH', passes: ['refund recorded', 'refund request'] },
+  // Refused FREQUENCY_LIMITED once: the register hears REFUND_PENDING, the retry (a minute later, or at the next start) goes through.
+  frequencyLimited: {
+    scenario: () => ({ outcome: 'SUCCESS', refuseFirst: { code: 'FREQUENCY_LIMITED', times: 1 } }),
+    expect: 'FAILED REFUND_PENDING',
+    passes: ['refund recorded', 'refund request'],
+  },
+};
+const REFUND_KIND_NAMES = Object.keys(REFUND_KINDS) as RefundKind[];
+/** A refund not killed: mostly plainly accepted. */
+const REFUND_KIND_MIX: readonly RefundKind[] = ['accepted', 'accepted', 'accepted', 'systemError', 'lostAnswer', 'processing', 'notEnough', 'frequencyLimited'];
+
+/**
+ * What the register refunds of a PAID sale: part of it; all of it; the same REFUND twice (same RID); part
+ * and then the rest under a second RID; part and then more than is left; more than the sale at once.
+ */
+type RefundShape = 'partial' | 'full' | 'twice' | 'rest' | 'over' | 'overSale';
+const REFUND_SHAPES: readonly RefundShape[] = ['partial', 'full', 'twice', 'twice', 'rest', 'rest', 'over', 'overSale'];
+
+/** The amount of a REFUND line, from the sale's amount A: a share of it, all, the rest after step 0, A - step 0 + extra, A + extra, or step `of` again. */
+type RefundMode = 'share' | 'all' | 'rest' | 'over' | 'overSale' | 'again';
+
+interface RefundStepPlan {
+  mode: RefundMode;
+  /** A new RID's number within the sale (`${ref}R${n}`); 'again' reuses the RID of step 0. */
+  ridNo: number;
+  /** [0, 1): which kind (among those passing the kill point, when this step takes the kill). */
+  kindDraw: number;
+  settleMs: number;
+}
+
+interface RefundPlan {
+  shape: RefundShape;
+  steps: RefundStepPlan[];
+  /** Permille of the sale for 'share' (at least 1 fen, less than the sale when it is more than 1 fen). */
+  share: number;
+  /** Fen over what is left, for 'over' and 'overSale'. */
+  extra: number;
+  /** The session takes a kill (at the lane's next refund point) on one step that records a refund. */
+  killed: boolean;
+  /** [0, 1): which of those steps. */
+  killStepDraw: number;
+  killDelayMs: number;
+  /** Kills while the restarted daemon recovers the refund, one per restart while it is requested or submitted. */
+  recoveryKills: { pick: number; delayMs: number }[];
+}
+
+/** The journal row's line for the register (contract §3), written out here apart from the box's own. */
+function refundLineOf(refund: Refund): string {
+  if (refund.state === 'accepted' || refund.state === 'succeeded' || refund.state === 'closed' || refund.state === 'change') {
+    return `REFUNDED ${refund.rid} ${refund.ref} ${refund.amountFen} ${refund.outRefundNo}`;
+  }
+  if (refund.state === 'failed' || refund.finalCode !== null) return `FAILED ${refund.rid} ${refund.finalCode ?? 'FAILED'} `;
+  return `PENDING ${refund.rid}`;
+}
+
+const refundHolds = (refund: Refund): boolean => refund.state !== 'failed' && refund.state !== 'closed';
+const unfinishedRefund = (refund: Refund): boolean => refund.state === 'requested' || refund.state === 'submitted';
+const killLabel = (spec: KillSpec): string => `${spec.at}${spec.delayMs ? `+${spec.delayMs}ms` : ''}`;
+
 interface SalePlan {
   ref: string;
   /** The REF was tried before and its last attempt FAILED. */
@@ -348,7 +490,21 @@ interface SalePlan {
   /** After the sale: PAY the same REF again (a register that lost the answer, or a customer paying again). */
   repay: boolean;
   idleKill: KillSpec | null;
+  /** After the sale, if it ended PAID: the refunds the register asks for. */
+  refund: RefundPlan | null;
 }
+
+const EMPTY_COUNTS: LaneCounts = Object.freeze({
+  sales: 0,
+  paid: 0,
+  reversed: 0,
+  failed: 0,
+  chargedAndReported: 0,
+  refunded: 0,
+  refunds: 0,
+  refundsAccepted: 0,
+  refundsFailed: 0,
+});
 
 class Killed extends Error {
   constructor(readonly at: string) {
@@ -378,18 +534,24 @@ function parseLog(line: string): LogLine {
   const fieldsAt = text.search(/ [a-z_]+=/);
   const message = fieldsAt < 0 ? text : text.slice(0, fieldsAt);
   const ref = / ref=([A-Za-z0-9_-]+)(?: |$)/.exec(text)?.[1] ?? null;
-  return { message, ref };
+  const rid = / rid=([A-Za-z0-9_-]+)(?: |$)/.exec(text)?.[1] ?? null;
+  return { message, ref, rid };
 }
 
 /** Lines in the daemon's log that only a bug prints. */
-const BUG_LINES = /box fault|sale stopped by a journal error|reversal queue failed|Unhandled|TypeError|ReferenceError|RangeError|SyntaxError|BAD_TRANSITION|cannot go from/;
+const BUG_LINES =
+  /box fault|sale stopped by a journal error|reversal queue failed|refund queue failed|refund stopped by an error|answered a refund with another number|Unhandled|TypeError|ReferenceError|RangeError|SyntaxError|BAD_TRANSITION|cannot go from/;
 
 class Lane {
   readonly rng: Rng;
+  /** Refund plans come from a stream of their own, one draw set per sale, so the sales' draws are the same as without refunds. */
+  readonly refundRng: Rng;
   readonly violations: string[] = [];
   readonly killsAt: Record<string, number> = {};
   readonly logs: string[] = [];
   readonly refs = new Set<string>();
+  /** Every RID the register sent a REFUND for. */
+  readonly rids = new Set<string>();
   kills = 0;
   salesDriven = 0;
   private rig!: Rig;
@@ -402,16 +564,19 @@ class Lane {
   private saleNo = 0;
   private codeNo = 0;
   private pendingRef: string | null = null;
+  private refundPointIndex = 0;
 
   constructor(
     readonly index: number,
     seed: number,
     private readonly quota: number,
     private readonly points: readonly SalePoint[],
+    private readonly refundPoints: readonly RefundPoint[],
     private readonly say: (line: string) => void,
     private readonly onKill: () => void,
   ) {
     this.rng = new Rng(mix(seed, index));
+    this.refundRng = new Rng(mix(seed, 500 + index));
   }
 
   private violation(text: string): void {
@@ -440,7 +605,7 @@ class Lane {
 
   /** The checks, on the stopped lane; then the rig goes. */
   async finish(keepDir: string | undefined): Promise<LaneCounts> {
-    if (!this.hasRig) return { sales: 0, paid: 0, reversed: 0, failed: 0, chargedAndReported: 0, refunded: 0 };
+    if (!this.hasRig) return EMPTY_COUNTS;
     const counts = this.check();
     if (this.violations.length > 0 && keepDir) this.keep(keepDir);
     await this.rig.close();
@@ -498,7 +663,32 @@ class Lane {
       cancelDelayMs,
       repay,
       idleKill: idle ? { at: 'idle', delayMs: idleDelay } : null,
+      refund: this.drawRefund(),
     };
+  }
+
+  /** The same number of draws for every sale, whether it is refunded or not (and whether it ends PAID or not). */
+  private drawRefund(): RefundPlan | null {
+    const r = this.refundRng;
+    const wanted = r.chance(0.5);
+    const shape = r.pick(REFUND_SHAPES);
+    const share = r.int(50, 950);
+    const extra = r.int(1, 500);
+    const kindDraws = [r.next(), r.next()];
+    const settleMs = [r.int(1000, 15000), r.int(1000, 15000)];
+    const killed = r.chance(0.6);
+    const killStepDraw = r.next();
+    const killDelayMs = r.chance(0.3) ? r.int(1, 150) : 0;
+    const recoveryCount = r.pick([0, 0, 1, 1, 2]);
+    const recoveryKills = [0, 1].map(() => ({ pick: r.int(0, 5), delayMs: r.chance(0.3) ? r.int(1, 60) : 0 }));
+    if (!wanted) return null;
+    const step = (mode: RefundMode, i: number, ridNo: number): RefundStepPlan => ({ mode, ridNo, kindDraw: kindDraws[i]!, settleMs: settleMs[i]! });
+    const first = step(shape === 'full' ? 'all' : shape === 'overSale' ? 'overSale' : shape === 'twice' && share > 700 ? 'all' : 'share', 0, 1);
+    const steps: RefundStepPlan[] = [first];
+    if (shape === 'twice') steps.push({ ...first, mode: 'again' });
+    if (shape === 'rest') steps.push(step('rest', 1, 2));
+    if (shape === 'over') steps.push(step('over', 1, 2));
+    return { shape, steps, share, extra, killed, killStepDraw, killDelayMs, recoveryKills: recoveryKills.slice(0, recoveryCount) };
   }
 
   private onLog(line: string): void {
@@ -524,7 +714,7 @@ class Lane {
       }
     };
     this.logListeners.add(onOpened);
-    const armed = plan.kill ? this.arm(plan.kill, plan.ref, () => otn) : null;
+    const armed = plan.kill ? this.arm(plan.kill, { ref: plan.ref, otn: () => otn }) : null;
     const steps: string[] = [];
     let final: string | null = null;
     let held = false;
@@ -544,8 +734,12 @@ class Lane {
     let killed = false;
     if (armed) killed = await armed.settle(final ? 100 : 0);
     if (killed) {
-      steps.push(`killed at ${plan.kill!.at}${plan.kill!.delayMs ? `+${plan.kill!.delayMs}ms` : ''}`);
-      const recovered = await this.restart(plan.ref, plan.recoveryKills);
+      steps.push(`killed at ${killLabel(plan.kill!)}`);
+      const recovered = await this.restart((n) => {
+        const sale = this.journalSales().filter((s) => s.ref === plan.ref).pop();
+        const spec = sale && !isFinal(sale.state) ? plan.recoveryKills[n] : undefined;
+        return spec ? { spec, target: { ref: plan.ref, otn: () => sale!.outTradeNo } } : null;
+      });
       if (recovered.length) steps.push(`recovery killed at ${recovered.join(', ')}`);
       final = await this.query(plan.ref, true);
       steps.push(`QUERY -> ${final ?? '?'}`);
@@ -567,14 +761,194 @@ class Lane {
       if (final.startsWith('PAID ')) await this.repayPaid(plan, final);
       else if (final.startsWith('FAILED ')) this.pendingRef = plan.ref;
     }
+    if (plan.refund && final?.startsWith('PAID ') && this.kills < this.quota) await this.refundSession(plan.ref, plan.refund);
     if (plan.idleKill) {
-      const idle = this.arm(plan.idleKill, plan.ref, () => null);
+      const idle = this.arm(plan.idleKill, { ref: plan.ref, otn: () => null });
       this.emitMark('idle');
       if (await idle.settle(0)) {
         this.say(`lane ${this.index} killed while idle (+${plan.idleKill.delayMs}ms)`);
-        await this.restart(plan.ref, []);
+        await this.restart(() => null);
       }
     }
+  }
+
+  // ---- refunds of a PAID sale ----
+
+  /** The REFUND lines of the plan, one after the other; the kill (if any) on one step that records a refund. */
+  private async refundSession(ref: string, plan: RefundPlan): Promise<void> {
+    const sale = this.journalSales().filter((s) => s.ref === ref && s.state === 'paid').pop();
+    // The register heard PAID: the checker reports a journal that does not say so. A REF refunded before keeps its RIDs.
+    if (!sale || [...this.rids].some((rid) => rid.startsWith(`${ref}R`))) return;
+    const saleAmount = sale.amountFen;
+    const killable = plan.steps.map((step, i) => ({ step, i })).filter(({ step }) => step.mode === 'share' || step.mode === 'all' || step.mode === 'rest');
+    let killStep = -1;
+    let killAt: RefundPoint | null = null;
+    if (plan.killed && killable.length > 0 && this.refundPoints.length > 0) {
+      killStep = killable[Math.floor(plan.killStepDraw * killable.length)]!.i;
+      killAt = this.refundPoints[this.refundPointIndex++ % this.refundPoints.length]!;
+    }
+    const amounts: number[] = [];
+    const kinds: RefundKind[] = [];
+    for (const [i, step] of plan.steps.entries()) {
+      const first = amounts[0] ?? 0;
+      const amount = (() => {
+        switch (step.mode) {
+          case 'share':
+            return saleAmount === 1 ? 1 : Math.min(saleAmount - 1, Math.max(1, Math.floor((saleAmount * plan.share) / 1000)));
+          case 'all':
+            return saleAmount;
+          case 'rest':
+            return saleAmount - first;
+          case 'over':
+            return saleAmount - first + plan.extra;
+          case 'overSale':
+            return saleAmount + plan.extra;
+          case 'again':
+            return first;
+        }
+      })();
+      amounts.push(amount);
+      // A sale of 1 fen has no rest.
+      if (amount <= 0) break;
+      let kind: RefundKind;
+      if (step.mode === 'again') kind = kinds[0]!;
+      else if (i === killStep && killAt) {
+        const passing = REFUND_KIND_NAMES.filter((k) => REFUND_KINDS[k].passes.includes(killAt!));
+        kind = passing[Math.floor(step.kindDraw * passing.length)]!;
+      } else kind = REFUND_KIND_MIX[Math.floor(step.kindDraw * REFUND_KIND_MIX.length)]!;
+      kinds.push(kind);
+      // Each new RID meets its own scenario at WeChat Pay (a REFUND line sent again keeps the one it met).
+      if (step.mode !== 'again') this.rig.sim.setRefundScenario(sale.outTradeNo, REFUND_KINDS[kind].scenario(step.settleMs));
+      const kill = i === killStep && killAt ? { at: killAt, delayMs: plan.killDelayMs } : null;
+      await this.refundStep({ ref, otn: sale.outTradeNo, saleAmount }, { rid: `${ref}R${step.ridNo}`, amount, kind, again: step.mode === 'again', kill, recoveryKills: kill ? plan.recoveryKills : [] });
+    }
+  }
+
+  private journalRefunds(): Refund[] {
+    if (!existsSync(this.rig.dbPath)) return [];
+    const journal = Journal.open(this.rig.dbPath, { readonly: true, deviceId: DEVICE_ID, clock: systemClock });
+    try {
+      return journal.refunds.recent(1_000_000).reverse();
+    } finally {
+      journal.close();
+    }
+  }
+
+  /**
+   * One REFUND line. Not killed: its final line is what the plan says (the RID's line again for a RID used
+   * before, OVER_AMOUNT beyond what the journal holds of the sale, else the kind's). Killed: the daemon is
+   * started again (and killed again while it recovers the refund), then the register sends the same line
+   * again and must hear the journal's final line for the RID at once.
+   */
+  private async refundStep(
+    sale: { ref: string; otn: string; saleAmount: number },
+    step: { rid: string; amount: number; kind: RefundKind; again: boolean; kill: KillSpec | null; recoveryKills: { pick: number; delayMs: number }[] },
+  ): Promise<void> {
+    const { ref, otn } = sale;
+    const { rid, amount, kind } = step;
+    this.rids.add(rid);
+    const before = this.journalRefunds();
+    const expected = ((): string => {
+      const used = before.find((r) => r.rid === rid);
+      if (used) return refundLineOf(used);
+      const held = before.filter((r) => r.outTradeNo === otn && refundHolds(r)).reduce((sum, r) => sum + r.amountFen, 0);
+      if (amount > sale.saleAmount - held) return `FAILED ${rid} OVER_AMOUNT `;
+      const want = REFUND_KINDS[kind].expect;
+      return want === 'REFUNDED' ? `REFUNDED ${rid} ${ref} ${amount} ` : `${want.replace('FAILED ', `FAILED ${rid} `)} `;
+    })();
+    const target: Target = { ref, rid, otn: () => otn };
+    const armed = step.kill ? this.arm(step.kill, target) : null;
+    const notes: string[] = [];
+    let line: string | null = null;
+    try {
+      line = await this.refundFlow(ref, amount, rid);
+    } catch (error) {
+      if (!(error instanceof Killed)) {
+        this.violation(`REFUND ${ref} ${amount} ${rid} (${kind}): ${(error as Error).message}`);
+        await this.restartUncounted();
+      }
+    }
+    const killed = armed ? await armed.settle(line !== null ? 100 : 0) : false;
+    if (killed) {
+      notes.push(`killed at ${killLabel(step.kill!)}`);
+      const recovered = await this.restart((n) => {
+        const row = this.journalRefunds().find((r) => r.rid === rid);
+        const pick = step.recoveryKills[n];
+        if (!row || !pick || !unfinishedRefund(row)) return null;
+        const choices = REFUND_RECOVERY_CHOICES[row.state as 'requested' | 'submitted'];
+        return { spec: { at: choices[pick.pick % choices.length]!, delayMs: pick.delayMs }, target };
+      });
+      if (recovered.length) notes.push(`recovery killed at ${recovered.join(', ')}`);
+      // The register never heard the answer (or did not trust it): it sends the same REFUND line again.
+      const had = this.journalRefunds().find((r) => r.rid === rid);
+      line = null;
+      try {
+        line = await this.refundFlow(ref, amount, rid);
+      } catch (error) {
+        this.violation(`REFUND ${ref} ${amount} ${rid} sent again after a restart: ${(error as Error).message}`);
+        if (!(error instanceof Killed)) await this.restartUncounted();
+      }
+      if (line !== null) {
+        const now = this.journalRefunds().find((r) => r.rid === rid);
+        if (had && line.startsWith('PENDING ')) {
+          this.violation(`${rid}: REFUND sent again after a restart answered "${line}" (state ${had.state}): recovery did not finish it before READY`);
+        } else if (had && !line.startsWith(refundLineOf(had)) && !(now && line.startsWith(refundLineOf(now)))) {
+          this.violation(`${rid}: REFUND sent again after a restart answered "${line}", the journal says ${had.state} ${had.finalCode ?? ''}`);
+        } else if (!had && now && !line.startsWith(refundLineOf(now))) {
+          this.violation(`${rid}: REFUND after a restart (nothing recorded before the kill) answered "${line}", the journal says ${now.state} ${now.finalCode ?? ''}`);
+        }
+        notes.push(`sent again -> ${line}`);
+      }
+    } else if (line !== null) {
+      if (!line.startsWith(expected)) {
+        // Only the refund queue, working on another refund of the lane meanwhile, may change what is left or what WeChat Pay does.
+        const after = this.journalRefunds();
+        const others = (list: Refund[]): string =>
+          JSON.stringify(list.filter((r) => r.rid !== rid).map((r) => [r.rid, r.state, r.attempts, r.finalCode]));
+        if (others(before) === others(after)) {
+          this.violation(`REFUND ${ref} ${amount} ${rid} (${kind}${step.again ? ', sent again' : ''}, not killed): expected "${expected.trimEnd()} ...", register got "${line}"`);
+        } else notes.push('(the refund queue worked on another refund meanwhile)');
+      }
+      notes.push(line);
+    }
+    this.say(`lane ${this.index} REFUND ${ref} ${amount} ${rid} ${kind}${step.again ? ' (again)' : ''}: ${notes.join('; ')}`);
+  }
+
+  /** REFUND REF AMOUNT RID and its final line (a RID used before is answered at once, without an ACK). Rejects with Killed when the daemon dies. */
+  private async refundFlow(ref: string, amount: number, rid: string): Promise<string> {
+    const reg = this.rig.register;
+    const from = reg.mark;
+    reg.send(`REFUND ${ref} ${amount} ${rid}`);
+    const first = await this.registerLine(
+      (l) => l === `ACK ${rid}` || l === `PENDING ${rid}` || l.startsWith(`REFUNDED ${rid} `) || l.startsWith(`FAILED ${rid} `) || l.startsWith('ERR '),
+      5000,
+      from,
+    );
+    if (first.startsWith('ERR ')) throw new Error(`REFUND answered "${first}"`);
+    if (first !== `ACK ${rid}`) return first;
+    // Within about 10 s (contract §3): REFUND_PENDING after that.
+    return this.registerLine((l) => l.startsWith(`REFUNDED ${rid} `) || l.startsWith(`FAILED ${rid} `), 20000, from);
+  }
+
+  /** QUERY REFUND RID at the end: the journal row's final line, or ERR UNKNOWN_REF for a RID refused before it was recorded. */
+  private async queryRefund(rid: string): Promise<void> {
+    const reg = this.rig.register;
+    const from = reg.mark;
+    reg.send(`QUERY REFUND ${rid}`);
+    let answer: string;
+    try {
+      answer = await this.registerLine(
+        (l) => l === `PENDING ${rid}` || l.startsWith(`REFUNDED ${rid} `) || l.startsWith(`FAILED ${rid} `) || l.startsWith('ERR '),
+        5000,
+        from,
+      );
+    } catch (error) {
+      this.violation(`QUERY REFUND ${rid}: ${(error as Error).message}`);
+      return;
+    }
+    const row = this.journalRefunds().find((r) => r.rid === rid);
+    const expected = row ? refundLineOf(row) : `ERR UNKNOWN_REF ${rid}`;
+    if (!answer.startsWith(expected)) this.violation(`QUERY REFUND ${rid} answered "${answer}", the journal says ${row ? `${row.state} ${row.finalCode ?? ''}` : 'nothing'}`);
   }
 
   private daemonAlive(): boolean {
@@ -701,23 +1075,23 @@ class Lane {
   }
 
   /**
-   * Starts the daemon again; while the sale is unfinished in the journal, kills it at the next recovery
-   * point of `kills` and starts it again. Returns the recovery points hit.
+   * Starts the daemon again; as long as `nextKill(n)` names one (the sale or refund still unfinished in the
+   * journal, and a recovery kill left in the plan), kills it at that point before READY and starts it again.
+   * Returns the recovery points hit.
    */
-  private async restart(ref: string, kills: KillSpec[]): Promise<string[]> {
+  private async restart(nextKill: (n: number) => { spec: KillSpec; target: Target } | null): Promise<string[]> {
     const hit: string[] = [];
     let next = 0;
     for (;;) {
-      const sale = this.journalSales().filter((s) => s.ref === ref).pop();
-      const spec = sale && !isFinal(sale.state) ? kills[next] : undefined;
-      const armed = spec ? this.arm(spec, ref, () => sale!.outTradeNo) : null;
+      const kill = nextKill(next);
+      const armed = kill ? this.arm(kill.spec, kill.target) : null;
       try {
         await this.start();
       } catch (error) {
         if (!armed?.matched) throw new LaneFailure(`the daemon did not start again: ${(error as Error).message}`);
       }
       if (!armed || !(await armed.settle(0))) return hit;
-      hit.push(`${spec!.at}${spec!.delayMs ? `+${spec!.delayMs}ms` : ''}`);
+      hit.push(killLabel(kill!.spec));
       next++;
     }
   }
@@ -746,8 +1120,9 @@ class Lane {
     return true;
   }
 
-  /** Kills the daemon when the sale (ref, out_trade_no) reaches the point, after its delay. */
-  private arm(spec: KillSpec, ref: string, otn: () => string | null): Armed {
+  /** Kills the daemon when the sale (ref, out_trade_no) or its refund (rid) reaches the point, after its delay. */
+  private arm(spec: KillSpec, target: Target): Armed {
+    const { ref, rid, otn } = target;
     let matched = false;
     let closed = false;
     let settleKilled!: (killed: boolean) => void;
@@ -767,16 +1142,17 @@ class Lane {
     const logTest = LOG_POINTS[spec.at];
     const call = REQUEST_POINTS[spec.at];
     const mark = TIME_POINTS[spec.at];
+    const ofRefund = rid !== undefined && ALL_REFUND_POINTS.includes(spec.at);
     if (logTest) {
       const listener = (line: LogLine): void => {
-        if (line.ref === ref && logTest(line.message)) fire();
+        if ((ofRefund ? line.rid === rid : line.ref === ref) && logTest(line.message)) fire();
       };
       this.logListeners.add(listener);
       cleanups.push(() => this.logListeners.delete(listener));
     } else if (call) {
       cleanups.push(
         this.rig.sim.onRequest((seen, no) => {
-          if (seen === call && no !== null && no === otn()) fire();
+          if (seen === call && (call === 'refundquery' || (no !== null && no === otn()))) fire();
         }),
       );
     } else if (mark) {
@@ -878,7 +1254,12 @@ class Lane {
     }
   }
 
-  /** Waits until the reversal queue has finished every sale, then asks the register's QUERY for every REF. */
+  /**
+   * Waits until the reversal queue has finished every sale; starts the daemon again (SIGTERM, not counted)
+   * while a refund is still requested or submitted, since recovery works on every unfinished refund at once
+   * and the queue's next attempt may be a minute or more away (WeChat Pay is reachable all along, so each
+   * start settles what it can); then asks the register's QUERY for every REF and QUERY REFUND for every RID.
+   */
   private async drain(): Promise<void> {
     const deadline = Date.now() + 180_000;
     let unfinished: Sale[] = [];
@@ -890,7 +1271,19 @@ class Lane {
     if (unfinished.length > 0) {
       this.violation(`still unfinished 180 s after the last sale: ${unfinished.map((s) => `${s.ref} ${s.outTradeNo} ${s.state}`).join(', ')}`);
     }
+    for (let round = 0; round < 4; round++) {
+      const open = this.journalRefunds().filter(unfinishedRefund);
+      if (open.length === 0) break;
+      this.say(`lane ${this.index}: restarting so that recovery finishes ${open.map((r) => `${r.rid} (${r.state} ${r.finalCode ?? ''})`).join(', ')}`);
+      await this.stop();
+      await this.start();
+    }
     for (const ref of this.refs) await this.query(ref, false);
+    for (const rid of this.rids) await this.queryRefund(rid);
+    await this.stop();
+  }
+
+  private async stop(): Promise<void> {
     if (this.rig.daemon) this.expectedExits.add(this.rig.daemon);
     const code = await this.rig.stopDaemon();
     if (code !== 0) this.violation(`SIGTERM: the daemon exited with code ${code}`);
@@ -902,7 +1295,7 @@ class Lane {
       journal = Journal.open(this.rig.dbPath, { readonly: true, deviceId: DEVICE_ID, clock: systemClock });
     } catch (error) {
       this.violation(`the journal cannot be opened: ${(error as Error).message}`);
-      return { sales: 0, paid: 0, reversed: 0, failed: 0, chargedAndReported: 0, refunded: 0 };
+      return EMPTY_COUNTS;
     }
     try {
       const { violations, counts } = checkMoneyRules({
@@ -911,6 +1304,9 @@ class Lane {
         sales: journal.recent(1_000_000).reverse(),
         ledger: this.rig.sim.ledger(),
         registerLines: this.rig.register.lines,
+        refunds: journal.refunds.recent(1_000_000).reverse(),
+        refundLedger: this.rig.sim.refunds(),
+        rids: [...this.rids],
       });
       for (const text of violations) this.violation(text);
       return counts;
@@ -928,6 +1324,7 @@ class Lane {
     writeFileSync(join(target, 'daemon.log'), this.logs.join('\n') + '\n');
     writeFileSync(join(target, 'register.txt'), this.rig.register.lines.join('\n') + '\n');
     writeFileSync(join(target, 'ledger.json'), JSON.stringify(this.rig.sim.ledger(), null, 1));
+    writeFileSync(join(target, 'refund-ledger.json'), JSON.stringify(this.rig.sim.refunds(), null, 1));
     writeFileSync(join(target, 'violations.txt'), this.violations.join('\n') + '\n');
   }
 }
@@ -942,11 +1339,16 @@ export async function runCrashMatrix(options: CrashMatrixOptions = {}): Promise<
   const order = new Rng(mix(seed, 1000));
   const sequence: SalePoint[] = [];
   while (sequence.length < kills * 2 + laneCount) sequence.push(...order.shuffle(SALE_POINTS));
+  // The same for the refund points, from a stream of their own.
+  const refundOrder = new Rng(mix(seed, 1001));
+  const refundSequence: RefundPoint[] = [];
+  while (refundSequence.length < kills + laneCount * REFUND_POINTS.length) refundSequence.push(...refundOrder.shuffle(REFUND_POINTS));
   let total = 0;
   const lanes = Array.from({ length: laneCount }, (_, i) => {
     const quota = Math.floor(kills / laneCount) + (i < kills % laneCount ? 1 : 0);
     const points = sequence.filter((_, k) => k % laneCount === i);
-    return new Lane(i, seed, quota, points, say, () => {
+    const refundPoints = refundSequence.filter((_, k) => k % laneCount === i);
+    return new Lane(i, seed, quota, points, refundPoints, say, () => {
       total++;
       if (total % 10 === 0) say(`progress: ${total}/${kills} kills, ${Math.round((Date.now() - started) / 1000)} s`);
     });
@@ -966,6 +1368,9 @@ export async function runCrashMatrix(options: CrashMatrixOptions = {}): Promise<
     violations: [],
     killsAt: {},
     refunded: 0,
+    refunds: 0,
+    refundsAccepted: 0,
+    refundsFailed: 0,
     lanes: laneCount,
     seconds: 0,
   };
@@ -977,6 +1382,9 @@ export async function runCrashMatrix(options: CrashMatrixOptions = {}): Promise<
     result.failed += counts.failed;
     result.chargedAndReported += counts.chargedAndReported;
     result.refunded += counts.refunded;
+    result.refunds += counts.refunds;
+    result.refundsAccepted += counts.refundsAccepted;
+    result.refundsFailed += counts.refundsFailed;
     result.kills += lane.kills;
     result.violations.push(...lane.violations);
     for (const [at, n] of Object.entries(lane.killsAt)) result.killsAt[at] = (result.killsAt[at] ?? 0) + n;
@@ -1028,6 +1436,9 @@ async function main(args: string[]): Promise<number> {
     ['  failed (nothing charged)', String(result.failed)],
     ['charged and reported PAID', String(result.chargedAndReported)],
     ['charged, then given back', String(result.refunded)],
+    ['refunds (journal rows)', String(result.refunds)],
+    ['  accepted by WeChat Pay', String(result.refundsAccepted)],
+    ['  refused by WeChat Pay', String(result.refundsFailed)],
     ['violations', String(result.violations.length)],
     ['seconds', String(result.seconds)],
   ];
@@ -1035,7 +1446,7 @@ async function main(args: string[]): Promise<number> {
   process.stdout.write('\ncounts\n');
   for (const [k, v] of rows) process.stdout.write(`  ${k.padEnd(width)}  ${v}\n`);
   process.stdout.write('\nkills by point\n');
-  const points = [...SALE_POINTS, ...RECOVERY_POINTS, 'idle'];
+  const points = [...SALE_POINTS, ...RECOVERY_POINTS, 'idle', ...ALL_REFUND_POINTS];
   for (const point of points) process.stdout.write(`  ${point.padEnd(24)}  ${result.killsAt[point] ?? 0}\n`);
   if (result.violations.length > 0) {
     process.stdout.write('\nviolations\n');
