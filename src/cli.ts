@@ -15,6 +15,8 @@ usage:
   scanbox reconcile [--date YYYYMMDD] [--json]   WeChat Pay's bill of that day (default yesterday) against the journal
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
+  scanbox backend          merchant-backend mode: the server holding the merchant's credentials for many boxes
+  scanbox backend enroll DEVICE_ID --out DIR | revoke DEVICE_ID | status   a box's certificate, cut off, list
   scanbox --version
 
 exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage`;
@@ -42,6 +44,9 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/reconcile.js')).reconcileCommand(rest, env);
     case 'selftest':
       return (await import('./commands/selftest.js')).selftestCommand(rest, env);
+    case 'backend':
+      // The backend runs on the merchant's server, not on a box: the environment it is given is its configuration.
+      return (await import('./commands/backend.js')).backendCommand(rest, process.env);
     case 'config':
       if (rest[0] === 'check' && rest.length === 1) return (await import('./commands/config-check.js')).configCheckCommand(env);
       break;

@@ -33,7 +33,8 @@ export interface Config {
   apiKey: string;
   /** Where the API key came from, for display: `credential apikey` or the file path. */
   apiKeySource: string;
-  certificate: ClientCertificate;
+  /** The merchant certificate; null only in backend mode. */
+  certificate: ClientCertificate | null;
   /** Where the certificate came from, for display (no secrets). */
   certificateSource: string;
   apiBase: string;
@@ -61,6 +62,21 @@ export interface Config {
   timeZone: string;
   /** SCANBOX_TRADE_REPORT: which payments are reported to WeChat Pay's trade report (交易保障). */
   tradeReport: TradeReportLevel;
+  /**
+   * SCANBOX_BACKEND (contract §8): the merchant's backend and the box's credentials for it, or null when the
+   * box talks to WeChat Pay itself. In backend mode the box holds no API key and no merchant certificate
+   * (`apiKey` is '', `certificate` null) and the merchant ids are optional (the backend has them).
+   */
+  backend: BackendAccess | null;
+}
+
+export interface BackendAccess {
+  origin: string;
+  certPem: string;
+  keyPem: string;
+  caPem: string;
+  /** Where the three came from, for display. */
+  source: string;
 }
 
 export const TRADE_REPORT_LEVELS = ['errors', 'all', 'off'] as const;
@@ -128,6 +144,10 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_LOG_LEVEL',
   'SCANBOX_REFUNDS',
   'SCANBOX_TRADE_REPORT',
+  'SCANBOX_BACKEND',
+  'SCANBOX_BACKEND_CERT_FILE',
+  'SCANBOX_BACKEND_KEY_FILE',
+  'SCANBOX_BACKEND_CA_FILE',
   'SCANBOX_REFUND_DAY_MAX',
   'SCANBOX_TIMEZONE',
 ];
@@ -657,8 +677,9 @@ function readUnknown(r: Reader, env: Record<string, string | undefined>): void {
 function masked(config: Config): Record<string, unknown> {
   return {
     ...config,
-    apiKey: `[secret, ${config.apiKey.length} chars]`,
-    certificate: `[${config.certificate.kind} certificate: ${config.certificateSource}]`,
+    apiKey: config.backend ? '[none: backend mode]' : `[secret, ${config.apiKey.length} chars]`,
+    certificate: config.certificate ? `[${config.certificate.kind} certificate: ${config.certificateSource}]` : '[none: backend mode]',
+    backend: config.backend ? `[backend ${config.backend.origin}: ${config.backend.source}]` : null,
   };
 }
 
@@ -669,22 +690,111 @@ function hideSecrets<T extends object>(target: T, view: () => unknown): T {
   return target;
 }
 
+/**
+ * SCANBOX_BACKEND and the box's credentials for it: SCANBOX_BACKEND_CERT_FILE / _KEY_FILE / _CA_FILE, else the
+ * credentials backend_cert.pem, backend_key.pem and backend_ca.pem (what `scanbox backend enroll` writes).
+ */
+function readBackendAccess(r: Reader, credentialsDir: string | undefined, raw: string): BackendAccess | null {
+  const parsed = parseApiBase(raw);
+  if (!parsed.ok) {
+    r.error('SCANBOX_BACKEND', `${shown(raw)} ${parsed.problem}`);
+    return null;
+  }
+  const files: Array<[string, string]> = [
+    ['SCANBOX_BACKEND_CERT_FILE', 'backend_cert.pem'],
+    ['SCANBOX_BACKEND_KEY_FILE', 'backend_key.pem'],
+    ['SCANBOX_BACKEND_CA_FILE', 'backend_ca.pem'],
+  ];
+  const texts: string[] = [];
+  const sources: string[] = [];
+  for (const [name, credential] of files) {
+    let path: string | undefined;
+    let source: string;
+    if (r.get(name) !== undefined) {
+      path = r.filePath(name);
+      source = path ?? '';
+    } else if (credentialsDir !== undefined) {
+      path = posix.join(credentialsDir, credential);
+      source = `credential ${credential}`;
+    } else {
+      r.error(name, `not set, and no credential ${credential} ($CREDENTIALS_DIRECTORY is not set): scanbox backend enroll DEVICE_ID --out DIR writes it`);
+      continue;
+    }
+    if (path === undefined) continue;
+    const read = tryRead(r.readFile, path);
+    if (!read.ok) {
+      r.error(name, `${source === path ? path : `${source} (${path})`} ${read.reason}`);
+      continue;
+    }
+    texts.push(read.data.toString('utf8'));
+    sources.push(source);
+  }
+  if (texts.length !== 3) return null;
+  const [certPem, keyPem, caPem] = texts as [string, string, string];
+  let ok = true;
+  if (!PEM_CERT.test(certPem)) {
+    r.error('SCANBOX_BACKEND_CERT_FILE', `${sources[0]} is not a PEM certificate`);
+    ok = false;
+  }
+  if (!PEM_KEY.test(keyPem)) {
+    r.error('SCANBOX_BACKEND_KEY_FILE', `${sources[1]} is not a PEM private key`);
+    ok = false;
+  }
+  if (!PEM_CERT.test(caPem)) {
+    r.error('SCANBOX_BACKEND_CA_FILE', `${sources[2]} is not a PEM certificate`);
+    ok = false;
+  }
+  if (!ok) return null;
+  try {
+    const x509 = new X509Certificate(certPem);
+    if (!x509.checkPrivateKey(createPrivateKey(keyPem))) {
+      r.error('SCANBOX_BACKEND_KEY_FILE', `${sources[1]} does not belong to the certificate in ${sources[0]}`);
+      return null;
+    }
+    const expiry = expiryOf(x509, Date.now());
+    if (expiry.expired) {
+      r.error('SCANBOX_BACKEND_CERT_FILE', `the box's certificate for the backend in ${sources[0]} expired on ${expiry.date}: enroll the box again`);
+      return null;
+    }
+    new X509Certificate(caPem);
+  } catch (error) {
+    r.error('SCANBOX_BACKEND_CERT_FILE', `the backend credentials cannot be read (${opensslCode(error)})`);
+    return null;
+  }
+  return { origin: parsed.base, certPem, keyPem, caPem, source: sources.join(' + ') };
+}
+
 export function loadConfig(sources: ConfigSources): ConfigResult {
   const env = sources.env;
   const readFile: ReadFile = sources.readFile ?? ((path) => readFileSync(path));
   const r = new Reader(env, readFile);
   const credentialsDir = r.get('CREDENTIALS_DIRECTORY');
 
-  const mchId = r.required('SCANBOX_MCH_ID', DIGITS_ID, 'the merchant id: 1-32 digits');
-  const appId = r.required('SCANBOX_APPID', APP_ID, 'an app id: 1-32 of [A-Za-z0-9_]');
+  const backendRaw = r.get('SCANBOX_BACKEND');
+  const backend = backendRaw === undefined ? null : readBackendAccess(r, credentialsDir, backendRaw);
+  const merchantId = backendRaw === undefined ? r.required.bind(r) : (name: string, pattern: RegExp, what: string) => r.optional(name, pattern, what) ?? '';
+  const mchId = merchantId('SCANBOX_MCH_ID', DIGITS_ID, 'the merchant id: 1-32 digits');
+  const appId = merchantId('SCANBOX_APPID', APP_ID, 'an app id: 1-32 of [A-Za-z0-9_]');
   const subMchId = r.optional('SCANBOX_SUB_MCH_ID', DIGITS_ID, 'a sub-merchant id: 1-32 digits');
   const subAppId = r.optional('SCANBOX_SUB_APPID', APP_ID, 'an app id: 1-32 of [A-Za-z0-9_]');
   if (r.get('SCANBOX_SUB_APPID') !== undefined && r.get('SCANBOX_SUB_MCH_ID') === undefined) {
     r.error('SCANBOX_SUB_APPID', 'set without SCANBOX_SUB_MCH_ID (a sub app id belongs to a sub-merchant)');
   }
 
-  const { apiKey, source: apiKeySource } = readApiKey(r, credentialsDir);
-  const { certificate, source: certificateSource } = readCertificate(r, credentialsDir, mchId);
+  let apiKey = '';
+  let apiKeySource = '';
+  let certificate: ClientCertificate | null = null;
+  let certificateSource = '';
+  if (backendRaw === undefined) {
+    ({ apiKey, source: apiKeySource } = readApiKey(r, credentialsDir));
+    ({ certificate, source: certificateSource } = readCertificate(r, credentialsDir, mchId));
+  } else {
+    // A box at a counter can be stolen: in backend mode it must not hold the merchant's secrets at all.
+    for (const name of ['SCANBOX_API_KEY_FILE', 'SCANBOX_CERT_FILE', 'SCANBOX_CERT_KEY_FILE', 'SCANBOX_CERT_P12_FILE', 'SCANBOX_CERT_P12_PASSWORD_FILE']) {
+      if (r.get(name) !== undefined) r.error(name, 'set together with SCANBOX_BACKEND: a box in backend mode holds no merchant secret; remove it (and the file) from the box');
+    }
+    if (r.get(REFUSED_SECRET) !== undefined) r.error(REFUSED_SECRET, 'secrets are not taken from the environment, and a box in backend mode holds none');
+  }
 
   const apiBaseRaw = r.get('SCANBOX_API_BASE');
   const apiBase = apiBaseRaw === undefined ? DEFAULT_API_BASE : (r.baseUrl('SCANBOX_API_BASE', apiBaseRaw) ?? DEFAULT_API_BASE);
@@ -752,10 +862,11 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
 
   readUnknown(r, env);
 
-  if (r.errors.length > 0 || certificate === null) {
-    // certificate === null always comes with an error line; the check only narrows the type.
+  if (r.errors.length > 0 || (certificate === null && backend === null)) {
+    // A missing certificate in direct mode always comes with an error line.
     return { ok: false, errors: r.errors.length > 0 ? r.errors : ['SCANBOX_CERT_FILE: no merchant certificate'] };
   }
+  const held = certificate;
 
   const config: Config = {
     mchId,
@@ -764,7 +875,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     subAppId,
     apiKey,
     apiKeySource,
-    certificate: hideSecrets({ ...certificate }, () => `[${certificate.kind} certificate: ${certificateSource}]`),
+    certificate: held === null ? null : hideSecrets({ ...held }, () => `[${held.kind} certificate: ${certificateSource}]`),
     certificateSource,
     apiBase,
     backupBase,
@@ -787,10 +898,11 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     refundDayMaxFen,
     timeZone,
     tradeReport,
+    backend: backend === null ? null : Object.freeze(hideSecrets({ ...backend }, () => `[backend ${backend.origin}: ${backend.source}]`)),
   };
   hideSecrets(config, () => masked(config));
   // The p12 Buffer cannot be frozen (typed arrays refuse); the object holding it can.
-  Object.freeze(config.certificate);
+  if (config.certificate) Object.freeze(config.certificate);
   return { ok: true, config: Object.freeze(config) };
 }
 
@@ -803,6 +915,7 @@ export function loadConfigOrThrow(sources: ConfigSources): Readonly<Config> {
 
 function certificateLine(config: Config): string {
   const certificate = config.certificate;
+  if (certificate === null) return 'SCANBOX_CERT_FILE=none (backend mode: the backend holds the merchant certificate)';
   if (certificate.kind === 'p12') return `SCANBOX_CERT_P12_FILE=${config.certificateSource}`;
   let detail = '';
   try {
@@ -825,8 +938,11 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_APPID=${config.appId}`,
     `SCANBOX_SUB_MCH_ID=${orUnset(config.subMchId)}`,
     `SCANBOX_SUB_APPID=${orUnset(config.subAppId)}`,
-    `SCANBOX_API_KEY_FILE=set (${config.apiKey.length} chars, from ${config.apiKeySource})`,
+    config.backend
+      ? 'SCANBOX_API_KEY_FILE=none (backend mode: the backend holds the API key)'
+      : `SCANBOX_API_KEY_FILE=set (${config.apiKey.length} chars, from ${config.apiKeySource})`,
     certificateLine(config),
+    `SCANBOX_BACKEND=${config.backend ? `${config.backend.origin} (box certificate: ${config.backend.source})` : 'unset (the box talks to WeChat Pay itself)'}`,
     `SCANBOX_API_BASE=${config.apiBase}`,
     `SCANBOX_API_BACKUP_BASE=${config.backupBase ?? 'none'}`,
     `SCANBOX_SIGN_TYPE=${config.signType}`,

@@ -176,6 +176,7 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       refundDayMaxFen: 100_000,
       timeZone: 'Asia/Shanghai',
       tradeReport: 'errors',
+      backend: null,
     },
   );
   t.equal(config.apiKey, API_KEY, 'one trailing newline trimmed');
@@ -972,4 +973,49 @@ t.test('ConfigError', async (t) => {
     name: 'ConfigError',
     errors: [/^SCANBOX_MCH_ID: /],
   });
+});
+
+t.test('backend mode: no merchant secret on the box; the backend and the box credentials instead', async (t) => {
+  const dir = t.testdir({});
+  const pki = createTestPki({ mchId: '1900000109' });
+  const files = { cert: join(dir, 'backend_cert.pem'), key: join(dir, 'backend_key.pem'), ca: join(dir, 'backend_ca.pem') };
+  writeFileSync(files.cert, pki.client.certPem);
+  writeFileSync(files.key, pki.client.keyPem);
+  writeFileSync(files.ca, pki.ca.certPem);
+  const base = {
+    SCANBOX_SCANNER_PORT: '/dev/ttyUSB0',
+    SCANBOX_REGISTER_PORT: '/dev/ttyUSB1',
+    SCANBOX_DEVICE_ID: 'BOX1',
+    SCANBOX_DB: join(dir, 'scanbox.db'),
+    SCANBOX_BACKEND: 'https://backend.example:8443',
+  };
+  const ok = loadConfig({ env: { ...base, SCANBOX_BACKEND_CERT_FILE: files.cert, SCANBOX_BACKEND_KEY_FILE: files.key, SCANBOX_BACKEND_CA_FILE: files.ca } });
+  if (!ok.ok) throw new Error(ok.errors.join('\n'));
+  t.match(ok.config, { mchId: '', appId: '', apiKey: '', certificate: null, backend: { origin: 'https://backend.example:8443' } });
+  const text = describeConfig(ok.config).join('\n');
+  t.match(text, /^SCANBOX_API_KEY_FILE=none \(backend mode/m);
+  t.match(text, /^SCANBOX_BACKEND=https:\/\/backend\.example:8443 \(box certificate: /m);
+  t.notMatch(JSON.stringify(ok.config), /PRIVATE KEY/, 'the box key is not printed');
+
+  // From systemd credentials, as the unit gives them.
+  const creds = loadConfig({ env: { ...base, CREDENTIALS_DIRECTORY: dir } });
+  t.ok(creds.ok, 'backend_cert.pem, backend_key.pem, backend_ca.pem from $CREDENTIALS_DIRECTORY');
+
+  // The merchant's secrets on a box in backend mode are refused: a stolen box must carry none.
+  const secret = join(dir, 'apikey');
+  writeFileSync(secret, 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6');
+  const refused = loadConfig({ env: { ...base, CREDENTIALS_DIRECTORY: dir, SCANBOX_API_KEY_FILE: secret, SCANBOX_CERT_FILE: files.cert } });
+  t.notOk(refused.ok);
+  if (!refused.ok) {
+    t.match(refused.errors.join('\n'), /SCANBOX_API_KEY_FILE: set together with SCANBOX_BACKEND: a box in backend mode holds no merchant secret/);
+    t.match(refused.errors.join('\n'), /SCANBOX_CERT_FILE: set together with SCANBOX_BACKEND/);
+  }
+  const missing = loadConfig({ env: { ...base } });
+  t.notOk(missing.ok);
+  if (!missing.ok) t.match(missing.errors.join('\n'), /SCANBOX_BACKEND_CERT_FILE: not set, and no credential backend_cert\.pem/);
+  const plain = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'http://backend.example', CREDENTIALS_DIRECTORY: dir } });
+  t.notOk(plain.ok);
+  if (!plain.ok) t.match(plain.errors.join('\n'), /SCANBOX_BACKEND: "http:\/\/backend\.example" must be an https:\/\/ URL/);
+  const swapped = loadConfig({ env: { ...base, SCANBOX_BACKEND_CERT_FILE: files.key, SCANBOX_BACKEND_KEY_FILE: files.key, SCANBOX_BACKEND_CA_FILE: files.ca } });
+  t.notOk(swapped.ok);
 });

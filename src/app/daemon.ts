@@ -11,8 +11,8 @@ import { TradeReporter } from '../payment/trade-report.js';
 import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError } from '../wechatpay/certificate.js';
-import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
-import { TECHNICIAN_REFUND_WAIT_MS, clientFor, devicesFor, engineFor, refundEngineFor, startupLogger, type Devices } from './parts.js';
+import type { ApiOutcome } from '../wechatpay/client.js';
+import { TECHNICIAN_REFUND_WAIT_MS, devicesFor, engineFor, refundEngineFor, startupLogger, upstreamFor, type Devices, type Upstream } from './parts.js';
 
 /**
  * The daemon (`scanbox run`), built once here: config -> client -> journal (quick_check) -> reachability ->
@@ -36,14 +36,14 @@ export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<n
     device_id: config.deviceId,
     scanner: config.scannerPort,
     register: config.registerPort,
-    api: config.apiBase,
-    backup: config.backupBase ?? '-',
+    api: config.backend ? `backend ${config.backend.origin}` : config.apiBase,
+    backup: config.backend ? '-' : (config.backupBase ?? '-'),
     db: config.dbPath,
   });
 
-  let client: WechatPayClient;
+  let client: Upstream;
   try {
-    client = clientFor(config, log);
+    client = upstreamFor(config, log);
   } catch (error) {
     if (error instanceof CertificateError) {
       log.error(`configuration: merchant certificate: ${error.message}`);
@@ -58,7 +58,7 @@ export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<n
   }
 }
 
-async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger, client: WechatPayClient): Promise<number> {
+async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger, client: Upstream): Promise<number> {
   const clock = systemClock;
   const devices = devicesFor(config, log, clock);
   let journal: Journal;
@@ -82,11 +82,13 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   log.info('journal open', { db: config.dbPath, tag: journal.tag });
 
   // Built before recovery, so that what recovery's own calls learn about WeChat Pay is not lost.
-  const reachability = new Reachability(log, config.apiBase);
+  // In backend mode the backend fails over for the box: any answer through it counts as reachable.
+  const reachability = new Reachability(log, config.backend ? undefined : config.apiBase);
   const onGatewayOutcome = (outcome: ApiOutcome): void => reachability.note(outcome);
   const engine = engineFor(config, { journal, gateway: client, log, clock, onGatewayOutcome });
   const refunds = refundEngineFor({ journal, gateway: client, log, clock, onGatewayOutcome });
-  const reporter = new TradeReporter(client, config.tradeReport, config.deviceId, log);
+  // In backend mode the box has no key to sign a report with: the backend's own calls are what it could report.
+  const reporter = client.tradeReport ? new TradeReporter({ tradeReport: client.tradeReport.bind(client) }, config.tradeReport, config.deviceId, log) : null;
   const box = new Box({
     engine,
     journal,
@@ -100,7 +102,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
     clockSane: () => clockTrusted(clock.now()),
     refunds,
-    onSaleFinished: (sale) => reporter.sale(sale),
+    onSaleFinished: (sale) => reporter?.sale(sale),
     refundPolicy: { register: config.refunds === 'register', dayMaxFen: config.refundDayMaxFen, timeZone: config.timeZone },
   });
 

@@ -8,6 +8,7 @@ import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
 import { RefundEngine, type RefundGateway } from '../payment/refund.js';
 import type { ApiOutcome } from '../wechatpay/client.js';
+import { BackendGateway } from '../backend/gateway.js';
 import { WechatPayClient } from '../wechatpay/client.js';
 
 /**
@@ -23,8 +24,32 @@ export function startupLogger(env: NodeJS.ProcessEnv): Logger {
   return createLogger({ level });
 }
 
+/**
+ * Every WeChat Pay call the box makes, whoever makes them: the box itself (WechatPayClient) or, in backend
+ * mode, the merchant's backend (BackendGateway). The engines, recovery, the probe and reconciliation use it.
+ */
+export type Upstream = Pick<
+  WechatPayClient,
+  'micropay' | 'orderquery' | 'reverse' | 'refund' | 'refundquery' | 'downloadbill' | 'warm' | 'cool' | 'close'
+> &
+  Partial<Pick<WechatPayClient, 'tradeReport'>>;
+
+/** The box's way to WeChat Pay (contract §8): the backend when SCANBOX_BACKEND is set, else WeChat Pay itself. */
+export function upstreamFor(config: Config, log: Logger): Upstream {
+  if (config.backend) {
+    return new BackendGateway({
+      origin: config.backend.origin,
+      certificate: { certPem: config.backend.certPem, keyPem: config.backend.keyPem },
+      caPem: config.backend.caPem,
+      log,
+    });
+  }
+  return clientFor(config, log);
+}
+
 /** The WeChat Pay client; throws CertificateError for a merchant certificate that cannot be used. */
 export function clientFor(config: Config, log: Logger): WechatPayClient {
+  if (config.certificate === null) throw new TypeError('no merchant certificate: the box is in backend mode (upstreamFor)');
   return new WechatPayClient({
     merchant: {
       mchId: config.mchId,

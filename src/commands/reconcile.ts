@@ -1,5 +1,5 @@
 import { parseDayArgs } from '../app/args.js';
-import { clientFor } from '../app/parts.js';
+import { upstreamFor } from '../app/parts.js';
 import { print } from '../app/table.js';
 import { BILL_TIME_ZONE, formatReconciliation, reconcile, type BillEntry, type ReconcileResult } from '../books/reconcile.js';
 import { yesterday } from '../business-day.js';
@@ -46,7 +46,7 @@ export async function reconcileCommand(args: string[], env: NodeJS.ProcessEnv = 
   }
   let client;
   try {
-    client = clientFor(config, log);
+    client = upstreamFor(config, log);
   } catch (error) {
     if (error instanceof CertificateError) {
       print(`configuration: merchant certificate: ${error.message}`);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { journalHolders } from '../app/journal-access.js';
-import { TECHNICIAN_REFUND_WAIT_MS, clientFor, refundEngineFor } from '../app/parts.js';
+import { TECHNICIAN_REFUND_WAIT_MS, refundEngineFor, upstreamFor } from '../app/parts.js';
 import { print } from '../app/table.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig } from '../config.js';
@@ -70,7 +70,7 @@ async function refundLocally(req: { ref: string; amountFen: number; rid: string 
   const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
   let client;
   try {
-    client = clientFor(config, log);
+    client = upstreamFor(config, log);
   } catch (error) {
     if (error instanceof CertificateError) {
       print(`configuration: merchant certificate: ${error.message}`);

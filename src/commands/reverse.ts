@@ -1,5 +1,5 @@
 import { journalHolders, locateJournal, openJournalReadonly } from '../app/journal-access.js';
-import { clientFor, engineFor } from '../app/parts.js';
+import { engineFor, upstreamFor } from '../app/parts.js';
 import { SALE_ALIGN, SALE_HEADERS, print, saleRows, table } from '../app/table.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig } from '../config.js';
@@ -83,7 +83,7 @@ async function reverseLocally(outTradeNo: string, env: NodeJS.ProcessEnv): Promi
   const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
   let client;
   try {
-    client = clientFor(config, log);
+    client = upstreamFor(config, log);
   } catch (error) {
     if (error instanceof CertificateError) {
       print(`configuration: merchant certificate: ${error.message}`);

@@ -10,6 +10,8 @@ import { askDaemon, controlSocketPath } from '../control.js';
 import { onoffBackend, type GpioBackend, type OutputPin } from '../devices/gpio.js';
 import { createLogger } from '../log.js';
 import { locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { upstreamFor } from '../app/parts.js';
+import type { ApiOutcome } from '../wechatpay/client.js';
 import { CLOCK_FLOOR_MS, TIMESYNC_FLAG } from '../clock.js';
 import { errnoOf, messageOf } from '../errors.js';
 import { certificateError, certificateX509, expiryOf } from '../wechatpay/certificate.js';
@@ -52,6 +54,8 @@ export interface SelftestDeps {
    */
   tlsHandshake(options: { host: string; address: string; port: number; timeoutMs: number; session?: Buffer }): Promise<Handshake>;
   askDaemon(path: string, request: object, timeoutMs: number): Promise<Record<string, unknown> | null>;
+  /** Backend mode: one harmless call through the backend (an orderquery of this box's probe order). */
+  probeBackend(config: Readonly<Config>): Promise<ApiOutcome>;
   /** Where each line goes as soon as its check is done. */
   write(line: string): void;
 }
@@ -145,6 +149,14 @@ export const defaultSelftestDeps = (env: NodeJS.ProcessEnv = process.env): Selft
       });
     }),
   askDaemon,
+  async probeBackend(config) {
+    const gateway = upstreamFor(config, createLogger({ level: 'error', write: () => undefined }));
+    try {
+      return await gateway.orderquery({ outTradeNo: `${config.deviceId}PROBE` });
+    } finally {
+      await gateway.close();
+    }
+  },
   write: (line) => void process.stdout.write(line + '\n'),
 });
 
@@ -337,10 +349,32 @@ async function checkReach(deps: SelftestDeps, name: string, base: string): Promi
   }
 }
 
+/** Backend mode: the backend answers this box over mutual TLS, and has not revoked it. */
+async function checkBackend(deps: SelftestDeps, config: Readonly<Config>): Promise<CheckResult> {
+  const name = 'backend';
+  const origin = config.backend!.origin;
+  const outcome = await deps.probeBackend(config);
+  if (outcome.kind !== 'unknown') {
+    return { status: 'PASS', name, detail: `${origin} answers this box (${config.deviceId}) over mutual TLS in ${outcome.ms} ms; WeChat Pay answered through it` };
+  }
+  if (outcome.failure === 'CERT_REJECTED') {
+    return { status: 'FAIL', name, detail: `${origin} refuses this box: ${outcome.message} (enroll it again: scanbox backend enroll ${config.deviceId} --out DIR)` };
+  }
+  return { status: 'FAIL', name, detail: `${origin} cannot be asked (${outcome.failure}): ${outcome.message}` };
+}
+
 function checkCertificate(deps: SelftestDeps, config: Readonly<Config> | null): CheckResult {
   const name = 'certificate';
   if (!config) return { status: 'WARN', name, detail: 'not checked: the configuration is invalid' };
-  const certificate = config.certificate;
+  if (config.backend) {
+    // The box holds no merchant certificate: its own certificate for the backend is what can expire.
+    const expiry = expiryOf(new X509Certificate(config.backend.certPem), deps.now());
+    const who = expiry.commonName ? `, CN=${expiry.commonName}` : '';
+    if (expiry.expired) return { status: 'FAIL', name, detail: `the box's certificate for the backend expired on ${expiry.date}${who}: enroll the box again` };
+    if (expiry.renewSoon) return { status: 'WARN', name, detail: `the box's certificate for the backend expires on ${expiry.date} (in ${expiry.days} days)${who}: enroll the box again` };
+    return { status: 'PASS', name, detail: `the box's certificate for the backend is valid until ${expiry.date} (${expiry.days} days)${who}; no merchant certificate on the box (backend mode)` };
+  }
+  const certificate = config.certificate!;
   let x509: X509Certificate | null;
   try {
     // The way the client will load it: OpenSSL refuses legacy (RC2-40) PKCS#12 files here too.
@@ -381,10 +415,13 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
   report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
   report(await checkGpio(deps, config, daemon));
   report(await checkClock(deps));
-  let apiBase = config?.apiBase ?? DEFAULT_API_BASE;
-  if (!config && deps.env.SCANBOX_API_BASE) apiBase = deps.env.SCANBOX_API_BASE;
-  report(await checkReach(deps, 'api', apiBase));
-  if (config?.backupBase) report(await checkReach(deps, 'api-backup', config.backupBase));
+  if (config?.backend) report(await checkBackend(deps, config));
+  else {
+    let apiBase = config?.apiBase ?? DEFAULT_API_BASE;
+    if (!config && deps.env.SCANBOX_API_BASE) apiBase = deps.env.SCANBOX_API_BASE;
+    report(await checkReach(deps, 'api', apiBase));
+    if (config?.backupBase) report(await checkReach(deps, 'api-backup', config.backupBase));
+  }
   report(checkCertificate(deps, config));
 
   const count = (status: CheckStatus): number => results.filter((r) => r.status === status).length;

@@ -1,0 +1,114 @@
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { enrolBox } from '../../src/backend/enrol.js';
+import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
+import { BackendServer } from '../../src/backend/server.js';
+import { SqliteBackendStore } from '../../src/backend/store.js';
+import { memoryLogger } from '../../src/log.js';
+import { Rig } from '../../src/simulator/rig.js';
+import { WechatPayClient } from '../../src/wechatpay/client.js';
+import { tempDir } from '../helpers/world.js';
+
+/**
+ * The real daemon (`scanbox run` on ptys) in merchant-backend mode: no API key, no merchant certificate, no
+ * merchant ids on the box; every call goes box -> backend (mutual TLS with the enrolled certificate) -> the
+ * simulator and back. The register hears the same lines as in direct mode; the API key reaches no box file or
+ * log; a revoked box is refused and nothing reaches WeChat Pay.
+ */
+
+let n = 0;
+const code = (): string => `13${String(process.pid % 100000).padStart(5, '0')}5${String(++n).padStart(10, '0')}`;
+
+t.test('a box in backend mode at the counter', async (t) => {
+  const rig = await Rig.start();
+  t.teardown(() => rig.close());
+  const dir = tempDir('scanbox-backend-e2e-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const backendLog = memoryLogger('debug');
+  const upstream = new WechatPayClient({
+    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
+    apiBase: rig.sim.origin,
+    backupBase: null,
+    ca: rig.sim.pki.ca.certPem,
+    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
+    log: backendLog,
+  });
+  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
+  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
+  const server = await BackendServer.start({
+    listen: { host: '127.0.0.1', port: 0 },
+    store,
+    pki,
+    client: upstream,
+    policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 },
+    log: backendLog,
+  });
+  t.teardown(async () => {
+    await server.close();
+    await upstream.close();
+    await store.close();
+  });
+  const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
+  const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
+  // The box's configuration: the backend instead of the merchant's ids and secrets (empty = unset).
+  const boxEnv = {
+    SCANBOX_MCH_ID: '',
+    SCANBOX_APPID: '',
+    SCANBOX_API_KEY_FILE: '',
+    SCANBOX_CERT_FILE: '',
+    SCANBOX_CERT_KEY_FILE: '',
+    SCANBOX_API_BASE: '',
+    SCANBOX_API_BACKUP_BASE: '',
+    SCANBOX_BACKEND: server.origin,
+    SCANBOX_BACKEND_CERT_FILE: files.cert,
+    SCANBOX_BACKEND_KEY_FILE: files.key,
+    SCANBOX_BACKEND_CA_FILE: files.ca,
+    SCANBOX_REFUNDS: 'register',
+    SCANBOX_USERPAYING_POLL_S: '1',
+    SCANBOX_USERPAYING_TIMEOUT_S: '5',
+  };
+  const daemon = await rig.startDaemon(boxEnv);
+  const reg = rig.register;
+  const sell = async (ref: string, amount: number, scenario?: Parameters<Rig['sim']['setScenario']>[1]) => {
+    const from = reg.mark;
+    reg.send(`PAY ${amount} ${ref}`);
+    await reg.next(`ACK ${ref}`, 5000, from);
+    const payment = code();
+    if (scenario) rig.sim.setScenario(payment, scenario);
+    rig.scanner.send(payment);
+    return reg.next(new RegExp(`^(PAID|FAILED) ${ref} `), 40000, from);
+  };
+
+  await t.test('paid, password, timeout -> reverse, a refund: the same lines as in direct mode', async (t) => {
+    const paid = await sell('BK-1', 1234);
+    t.match(paid, /^PAID BK-1 BENCH01[A-Z0-9]{4}\d{8} \d{28}$/);
+    t.ok(rig.sim.entry(paid.split(' ')[2]!)?.charged, 'charged at WeChat Pay, through the backend');
+    t.match(await sell('BK-2', 500, { outcome: 'userpaying', confirmAfterMs: 1500 }), /^PAID BK-2 /);
+    t.match(await sell('BK-3', 800, { outcome: 'userpaying' }), /^FAILED BK-3 TIMEOUT_REVERSED /);
+    t.notOk(rig.sim.ledger().find((e) => e.attach === 'BK-3')?.charged, 'reversed through the backend');
+    const from = reg.mark;
+    reg.send('REFUND BK-1 234 BKR-1');
+    t.match(await reg.next(/^(REFUNDED|FAILED) BKR-1/, 20000, from), /^REFUNDED BKR-1 BK-1 234 /);
+    const calls = (await store.calls({ deviceId: 'BENCH01' })).map((c) => c.call);
+    for (const call of ['micropay', 'orderquery', 'reverse', 'refund']) t.ok(calls.includes(call), `the backend journalled ${call}`);
+  });
+
+  await t.test('the API key is in no box log and no box file', async (t) => {
+    t.notOk(daemon.lines.some((l) => l.includes(rig.merchant.apiKey)), 'not in the daemon log');
+    for (const name of readdirSync(join(rig.dir, 'backend-credentials'))) {
+      t.notOk(readFileSync(join(rig.dir, 'backend-credentials', name), 'utf8').includes(rig.merchant.apiKey), name);
+    }
+    t.notOk(readFileSync(rig.dbPath).includes(Buffer.from(rig.merchant.apiKey)), 'not in the box journal');
+    t.ok(daemon.lines.some((l) => /scanbox starting .*api="?backend https:\/\/127\.0\.0\.1/.test(l)), 'the daemon says it runs through the backend');
+  });
+
+  await t.test('a revoked box: the register hears a clear code, nothing reaches WeChat Pay', async (t) => {
+    await server.revoke('BENCH01');
+    const before = rig.sim.requests().length;
+    const line = await sell('BK-4', 600);
+    t.match(line, /^FAILED BK-4 (NOAUTH|OFFLINE) /);
+    t.equal(rig.sim.requests().length, before, 'nothing reached WeChat Pay');
+    t.comment(`a revoked box's sale: ${line}`);
+  });
+});
