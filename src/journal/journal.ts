@@ -491,6 +491,14 @@ export class Journal {
       read: (action, fn) => this.read(action, fn),
     });
 
+    // A journal read (read-only, by a technician's command) before the daemon brought it to schema 3 has no
+    // paid_at column yet: it reads as NULL, and a sale's paid time is then when its row last changed.
+    const hasPaidAt =
+      (db.prepare("SELECT count(*) AS n FROM pragma_table_info('sales') WHERE name = 'paid_at'").get() as { n: number }).n === 1;
+    const cols = hasPaidAt ? SALE_COLUMNS : SALE_COLUMNS.replace('paid_at', 'NULL AS paid_at');
+    const paidTime = hasPaidAt ? 'coalesce(paid_at, updated_at)' : 'updated_at';
+    const setPaidAt = hasPaidAt ? ', paid_at = @paid_at' : '';
+
     this.stmt = {
       insertSale: db.prepare(
         "INSERT INTO sales (ref, amount_fen, state, created_at, updated_at) VALUES (?, ?, 'open', ?, ?)",
@@ -499,32 +507,32 @@ export class Journal {
       writeSale: db.prepare(`UPDATE sales SET
           state = @state, code_masked = @code_masked, transaction_id = @transaction_id, final_code = @final_code,
           final_text = @final_text, reverse_reason = @reverse_reason, reverse_attempts = @reverse_attempts,
-          next_reverse_at = @next_reverse_at, submitted_at = @submitted_at, paid_at = @paid_at, updated_at = @updated_at
+          next_reverse_at = @next_reverse_at, submitted_at = @submitted_at${setPaidAt}, updated_at = @updated_at
         WHERE id = @id AND state = @from`),
       insertEvent: db.prepare('INSERT INTO events (sale_id, at, kind, detail) VALUES (?, ?, ?, ?)'),
-      getSale: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE id = ?`),
-      byOutTradeNo: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE out_trade_no = ?`),
-      latestByRef: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE ref = ? ORDER BY id DESC LIMIT 1`),
-      byRef: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales WHERE ref = ? ORDER BY id`),
+      getSale: db.prepare(`SELECT ${cols} FROM sales WHERE id = ?`),
+      byOutTradeNo: db.prepare(`SELECT ${cols} FROM sales WHERE out_trade_no = ?`),
+      latestByRef: db.prepare(`SELECT ${cols} FROM sales WHERE ref = ? ORDER BY id DESC LIMIT 1`),
+      byRef: db.prepare(`SELECT ${cols} FROM sales WHERE ref = ? ORDER BY id`),
       unfinished: db.prepare(
-        `SELECT ${SALE_COLUMNS} FROM sales WHERE state IN ('open', 'paying', 'polling', 'reversing') ORDER BY id`,
+        `SELECT ${cols} FROM sales WHERE state IN ('open', 'paying', 'polling', 'reversing') ORDER BY id`,
       ),
       pendingReversals: db.prepare(
-        `SELECT ${SALE_COLUMNS} FROM sales WHERE state = 'reversing' ORDER BY next_reverse_at ASC NULLS FIRST, id`,
+        `SELECT ${cols} FROM sales WHERE state = 'reversing' ORDER BY next_reverse_at ASC NULLS FIRST, id`,
       ),
-      recent: db.prepare(`SELECT ${SALE_COLUMNS} FROM sales ORDER BY id DESC LIMIT ?`),
+      recent: db.prepare(`SELECT ${cols} FROM sales ORDER BY id DESC LIMIT ?`),
       events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
       counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
       // paid_at is WeChat Pay's time of payment (as its bill files it); a sale paid before it was kept was last
       // changed by its transition to paid.
       paidBetween: db.prepare(
-        "SELECT count(*) AS n, coalesce(sum(amount_fen), 0) AS fen FROM sales WHERE state = 'paid' AND coalesce(paid_at, updated_at) >= ? AND coalesce(paid_at, updated_at) < ?",
+        `SELECT count(*) AS n, coalesce(sum(amount_fen), 0) AS fen FROM sales WHERE state = 'paid' AND ${paidTime} >= ? AND ${paidTime} < ?`,
       ),
       paidSalesBetween: db.prepare(
-        `SELECT ${SALE_COLUMNS} FROM sales WHERE state = 'paid' AND coalesce(paid_at, updated_at) >= ? AND coalesce(paid_at, updated_at) < ? ORDER BY id`,
+        `SELECT ${cols} FROM sales WHERE state = 'paid' AND ${paidTime} >= ? AND ${paidTime} < ? ORDER BY id`,
       ),
       touchedBetween: db.prepare(
-        `SELECT ${SALE_COLUMNS} FROM sales WHERE (created_at >= ? AND created_at < ?) OR (updated_at >= ? AND updated_at < ?) ORDER BY id`,
+        `SELECT ${cols} FROM sales WHERE (created_at >= ? AND created_at < ?) OR (updated_at >= ? AND updated_at < ?) ORDER BY id`,
       ),
       // reverse_failed is left out on purpose: a technician still needs its whole history.
       prune: db.prepare(`DELETE FROM events WHERE id IN (

@@ -252,6 +252,8 @@ t.test('a journal written before refunds existed opens, keeps every sale and tak
   db.close();
   const readonly = Journal.open(path, { deviceId: DEVICE_ID, clock: new VirtualClock(), readonly: true });
   t.same(readonly.refunds.recent(5), [], 'read-only at schema 1: no refunds, no error');
+  t.match(readonly.byOutTradeNo('TESTBOX1ABCD00000001'), { ref: 'OLD1', state: 'paid', paidAt: null }, 'its sales read, without the newer columns');
+  t.equal(readonly.latestReconciliation(), null);
   readonly.close();
   const journal = Journal.open(path, { deviceId: DEVICE_ID, clock: new VirtualClock() });
   t.teardown(() => journal.close());
