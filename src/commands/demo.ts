@@ -1,14 +1,24 @@
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { maskCode, maskCodesIn } from '../log.js';
+import { enrolBox } from '../backend/enrol.js';
+import { BackendPki, writeBoxFiles } from '../backend/pki.js';
+import { BackendServer } from '../backend/server.js';
+import { SqliteBackendStore, type CallRecord } from '../backend/store.js';
+import { createLogger, maskCode, maskCodesIn } from '../log.js';
 import { Rig } from '../simulator/rig.js';
 import type { Scenario } from '../simulator/gateway.js';
+import { WechatPayClient } from '../wechatpay/client.js';
 
 /**
  * `scanbox demo`: the whole box on any Linux machine. The built-in gateway simulator, two virtual serial
  * ports, the real daemon, and a scripted counter playing the cash register, the customer and the cashier.
  * Prints what the cashier, the customer's light and the technician's log would show, then a summary.
  * Exits 0 only if every sale ended as scripted.
+ *
+ * `scanbox demo --backend` plays the same counter in merchant-backend mode (contract §8): a `scanbox backend`
+ * server on 127.0.0.1 holds the merchant's credentials and talks to the simulator, the box is enrolled and holds
+ * only its certificate, and every WeChat Pay call goes box -> backend (mutual TLS) -> simulator.
  */
 
 interface Step {
@@ -93,11 +103,84 @@ function runCli(args: string[], env: Record<string, string>): Promise<{ status: 
 
 const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
 
+interface DemoBackend {
+  /** What the box's configuration becomes: the backend and its certificate instead of the merchant's secrets. */
+  boxEnv: Record<string, string>;
+  /** What `scanbox backend` itself would be given: the merchant's variables and its journal. */
+  backendEnv: Record<string, string>;
+  calls(): Promise<CallRecord[]>;
+  close(): Promise<void>;
+}
+
+/** The backend in this process on 127.0.0.1 with the simulator upstream, and the box BENCH01 enrolled with it. */
+async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<DemoBackend> {
+  const dir = join(rig.dir, 'backend');
+  const log = createLogger({ level: 'info', write: onLog });
+  const upstream = new WechatPayClient({
+    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
+    apiBase: rig.sim.origin,
+    backupBase: null,
+    ca: rig.sim.pki.ca.certPem,
+    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
+    log,
+  });
+  const dbPath = join(dir, 'backend.db');
+  const store = SqliteBackendStore.open(dbPath);
+  const pki = BackendPki.openOrCreate(dir);
+  let server: BackendServer;
+  try {
+    server = await BackendServer.start({
+      listen: { host: '127.0.0.1', port: 0 },
+      store,
+      pki,
+      client: upstream,
+      policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 120 },
+      log,
+    });
+  } catch (error) {
+    await upstream.close();
+    await store.close();
+    throw error;
+  }
+  const deviceId = rig.env.SCANBOX_DEVICE_ID!;
+  const { certificate } = await enrolBox(pki, store, deviceId);
+  const files = writeBoxFiles(join(rig.dir, 'box-backend-credentials'), certificate);
+  log.info('backend listening', { origin: server.origin, enrolled: deviceId, serial: certificate.serial });
+  const unset = { SCANBOX_MCH_ID: '', SCANBOX_APPID: '', SCANBOX_API_KEY_FILE: '', SCANBOX_CERT_FILE: '', SCANBOX_CERT_KEY_FILE: '', SCANBOX_API_BASE: '', SCANBOX_API_BACKUP_BASE: '' };
+  return {
+    boxEnv: {
+      ...unset,
+      SCANBOX_BACKEND: server.origin,
+      SCANBOX_BACKEND_CERT_FILE: files.cert,
+      SCANBOX_BACKEND_KEY_FILE: files.key,
+      SCANBOX_BACKEND_CA_FILE: files.ca,
+    },
+    backendEnv: {
+      SCANBOX_MCH_ID: rig.merchant.mchId,
+      SCANBOX_APPID: rig.merchant.appId,
+      SCANBOX_API_KEY_FILE: rig.env.SCANBOX_API_KEY_FILE!,
+      SCANBOX_CERT_FILE: rig.env.SCANBOX_CERT_FILE!,
+      SCANBOX_CERT_KEY_FILE: rig.env.SCANBOX_CERT_KEY_FILE!,
+      SCANBOX_API_BASE: rig.sim.origin,
+      SCANBOX_API_BACKUP_BASE: 'none',
+      NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
+      SCANBOX_BACKEND_DB: dbPath,
+    },
+    calls: () => store.calls({ limit: 100_000 }),
+    async close() {
+      await server.close();
+      await upstream.close();
+      await store.close();
+    },
+  };
+}
+
 const pad = (text: string, width: number): string => (text.length >= width ? text : text + ' '.repeat(width - text.length));
 
 export async function demoCommand(args: string[] = []): Promise<number> {
-  if (args.length > 0) {
-    process.stderr.write('usage: scanbox demo\n');
+  const backendMode = args.length === 1 && args[0] === '--backend';
+  if (args.length > 0 && !backendMode) {
+    process.stderr.write('usage: scanbox demo [--backend]\n');
     return 2;
   }
   const started = Date.now();
@@ -114,6 +197,10 @@ export async function demoCommand(args: string[] = []): Promise<number> {
   };
 
   process.stdout.write('scanbox demo: the built-in WeChat Pay simulator, two virtual serial ports and the real daemon\n');
+  if (backendMode) {
+    process.stdout.write('  in merchant-backend mode: the box holds no API key and no merchant certificate; every WeChat Pay call goes\n');
+    process.stdout.write('  box -> scanbox backend (mutual TLS, the box\'s enrolled certificate) -> the simulator; backend = its log\n');
+  }
   process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n\n');
   const rig = await Rig.start({
     env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30', SCANBOX_REFUNDS: 'register' },
@@ -123,8 +210,11 @@ export async function demoCommand(args: string[] = []): Promise<number> {
   });
   const results: { step: Step; line: string; ok: boolean; seconds: number }[] = [];
   rig.register.onLine = (line) => say('register', `< ${line}`);
+  let backend: DemoBackend | null = null;
   try {
-    await rig.startDaemon();
+    if (backendMode) backend = await startBackend(rig, (line) => say('backend', maskCodesIn(line)));
+    const boxEnv = backend?.boxEnv ?? {};
+    await rig.startDaemon(boxEnv);
     const mark = rig.register.mark;
     say('register', '> STATUS');
     rig.register.send('STATUS');
@@ -173,7 +263,7 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     // The morning after, as the daily timer does it: the day's bill against the journal.
     process.stdout.write(`\n--- the day reconciled against the simulator's bill (scanbox reconcile)\n`);
     const today = totals.split(' ')[1]!;
-    const reconciled = await runCli(['reconcile', '--date', today], rig.env);
+    const reconciled = await runCli(['reconcile', '--date', today], { ...rig.env, ...boxEnv });
     for (const line of reconciled.stdout.trimEnd().split('\n')) say('reconcile', line);
     const reconcileOk = reconciled.status === 0 && /discrepancies: 0/.test(reconciled.stdout);
 
@@ -197,8 +287,21 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     );
     process.stdout.write(`  register's totals: ${totals}\n`);
     process.stdout.write(`  reconciliation: ${reconcileOk ? 'every row of the bill matched the journal' : `NOT CLEAN (exit ${reconciled.status})`}\n`);
+    let backendOk = true;
+    if (backend) {
+      // Every request WeChat Pay saw is one the backend forwarded: the box never spoke to it directly.
+      const forwarded = (await backend.calls()).filter((c) => c.outcome !== 'refused');
+      const upstream = rig.sim.requests().length;
+      const byCall = new Map<string, number>();
+      for (const c of forwarded) byCall.set(c.call, (byCall.get(c.call) ?? 0) + 1);
+      backendOk = forwarded.length > 0 && forwarded.length === upstream && forwarded.every((c) => c.deviceId === rig.env.SCANBOX_DEVICE_ID);
+      process.stdout.write(
+        `  backend: ${forwarded.length} call(s) forwarded for ${rig.env.SCANBOX_DEVICE_ID} (${[...byCall].map(([call, count]) => `${call} ${count}`).join(', ')}); ` +
+          `WeChat Pay saw ${upstream} request(s): ${backendOk ? 'every one through the backend' : 'NOT ALL THROUGH THE BACKEND'}\n`,
+      );
+    }
     const totalsOk = totals.endsWith(`PAID ${charged.length} ${chargedFen} REFUNDED 1 3000 NET ${chargedFen - 3000}`);
-    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && exitCode === 0;
+    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && backendOk && exitCode === 0;
     process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
     return allOk ? 0 : 1;
@@ -207,6 +310,8 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     return 1;
   } finally {
     rig.register.onLine = null;
+    await rig.killDaemon();
+    await backend?.close();
     await rig.close();
   }
 }

@@ -71,3 +71,15 @@ t.test('scanbox demo runs the scripted counter and exits 0', async (t) => {
   t.match(demo.stdout, /demo: every sale ended as scripted/);
   t.notMatch(demo.stdout, /(?<!\d)1[0-5]\d{16}(?!\d)/, 'no full payment code in the transcript');
 });
+
+t.test('scanbox demo --backend plays the same counter through a merchant backend and exits 0', async (t) => {
+  const demo = spawnSync(process.execPath, [CLI, 'demo', '--backend'], { env: cleanEnv(), encoding: 'utf8', timeout: 120000 });
+  t.equal(demo.status, 0, demo.stdout.slice(-3000));
+  t.match(demo.stdout, /in merchant-backend mode: the box holds no API key/);
+  t.match(demo.stdout, /api="backend https:\/\/127\.0\.0\.1:\d+"/, 'the daemon runs through the backend');
+  t.match(demo.stdout, /backend +<6>backend: forwarded box=BENCH01 call=micropay /, 'the backend forwards the calls');
+  t.match(demo.stdout, /backend: \d+ call\(s\) forwarded for BENCH01 .*: every one through the backend/);
+  t.match(demo.stdout, /demo: every sale ended as scripted/);
+  t.notMatch(demo.stdout, /(?<!\d)1[0-5]\d{16}(?!\d)/, 'no full payment code in the transcript');
+  t.equal(spawnSync(process.execPath, [CLI, 'demo', '--frobnicate'], { env: cleanEnv(), encoding: 'utf8' }).status, 2);
+});
