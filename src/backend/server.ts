@@ -114,6 +114,38 @@ function outcomeCode(outcome: ApiOutcome | BillOutcome): string | null {
   return null;
 }
 
+/** The amount a request names, kept in the journal for reconciliation: a micropay's total_fee, a refund's refund_fee. */
+function amountOf(value: CallRequest): number | null {
+  if (value.call === 'micropay') return value.request.totalFee;
+  if (value.call === 'refund') return value.request.refundFee;
+  return null;
+}
+
+/** What a verified success answer established (CallRecord.state), for reconciliation; null for any other outcome. */
+export function stateOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): string | null {
+  if (outcome.kind !== 'success') return null;
+  const f = outcome.fields;
+  switch (value.call) {
+    case 'micropay':
+      return 'SUCCESS';
+    case 'orderquery':
+      return f.trade_state || null;
+    case 'reverse':
+      return f.recall === 'Y' ? 'RECALL' : 'REVERSED';
+    case 'refund':
+      return 'ACCEPTED';
+    case 'refundquery': {
+      for (const [name, no] of Object.entries(f)) {
+        const n = /^out_refund_no_(\d{1,3})$/.exec(name)?.[1];
+        if (n !== undefined && no === value.request.outRefundNo) return f[`refund_status_${n}`] || null;
+      }
+      return null;
+    }
+    default:
+      return null;
+  }
+}
+
 export class BackendServer {
   readonly origin: string;
   readonly port: number;
@@ -301,7 +333,7 @@ export class BackendServer {
       }
       const parsed = parseRequest(call, json);
       if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
-      recordable = { ...recordable, ...idsOf(parsed.value) };
+      recordable = { ...recordable, ...idsOf(parsed.value), amountFen: amountOf(parsed.value) };
       this.police(box, parsed.value);
       await this.forward(parsed.value, recordable, res, log);
     } catch (error) {
@@ -361,7 +393,7 @@ export class BackendServer {
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
     // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
-    await this.o.store.finishCall(id, { outcome: outcome.kind, code, ms }).catch((error: unknown) => {
+    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), ms }).catch((error: unknown) => {
       log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
     });
     log.info('backend: forwarded', {

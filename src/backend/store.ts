@@ -58,6 +58,14 @@ export interface CallRecord {
   outcome: CallOutcomeKind;
   /** err_code (business), failure (unknown) or the refusal code (refused). */
   code: string | null;
+  /**
+   * What a verified success answer established, for reconciliation (`CALL_STATES`): micropay SUCCESS; orderquery
+   * its trade_state; reverse REVERSED, or RECALL when WeChat Pay asks to call again; refund ACCEPTED; refundquery
+   * the refund_status of the refund asked about. Null for every other outcome.
+   */
+  state: string | null;
+  /** The request's amount in fen: a micropay's total_fee, a refund's refund_fee; null for the other calls. */
+  amountFen: number | null;
   ms: number | null;
   at: number;
 }
@@ -67,7 +75,17 @@ export interface NewCall {
   call: ApiCall;
   outTradeNo: string | null;
   outRefundNo: string | null;
+  /** A micropay's total_fee or a refund's refund_fee. */
+  amountFen?: number | null;
   at: number;
+}
+
+export interface FinishedCall {
+  outcome: Exclude<CallOutcomeKind, 'sent'>;
+  code: string | null;
+  /** See CallRecord.state. */
+  state?: string | null;
+  ms: number;
 }
 
 export type EnrolResult = { ok: true; box: BoxRecord } | { ok: false; problem: string };
@@ -86,10 +104,15 @@ export interface BackendStore {
   certificate(serial: string): Promise<CertificateRecord | undefined>;
   /** Records a call before it goes upstream; returns its id for `finishCall`. Also the box's last seen and call count. */
   startCall(call: NewCall): Promise<number>;
-  finishCall(id: number, result: { outcome: Exclude<CallOutcomeKind, 'sent'>; code: string | null; ms: number }): Promise<void>;
+  finishCall(id: number, result: FinishedCall): Promise<void>;
   /** A call refused by the backend, nothing upstream. */
   refusedCall(call: NewCall, code: string): Promise<void>;
   calls(options?: { deviceId?: string; limit?: number }): Promise<CallRecord[]>;
+  /**
+   * Everything the journal holds about the orders a day's reconciliation looks at, oldest first: every call about
+   * an order that has a call in [from, to) or is among `outTradeNos`, and the refundqueries of their refunds.
+   */
+  tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]>;
   close(): Promise<void>;
 }
 
@@ -137,11 +160,15 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
         out_refund_no TEXT,
         outcome       TEXT NOT NULL CHECK (outcome IN ('sent', 'success', 'business', 'unknown', 'bill', 'no_bill', 'not_ready', 'refused')),
         code          TEXT,
+        state         TEXT,
+        amount_fen    INTEGER CHECK (amount_fen IS NULL OR amount_fen > 0),
         ms            INTEGER,
         at            INTEGER NOT NULL
       ) STRICT;
       CREATE INDEX calls_device ON calls (device_id, id);
       CREATE INDEX calls_trade ON calls (out_trade_no) WHERE out_trade_no IS NOT NULL;
+      CREATE INDEX calls_refund ON calls (out_refund_no) WHERE out_refund_no IS NOT NULL;
+      CREATE INDEX calls_at ON calls (at);
     `);
   },
 ];
@@ -167,6 +194,8 @@ interface CallRow {
   out_refund_no: string | null;
   outcome: CallOutcomeKind;
   code: string | null;
+  state: string | null;
+  amount_fen: number | null;
   ms: number | null;
   at: number;
 }
@@ -201,6 +230,8 @@ function toCall(row: CallRow): CallRecord {
     outRefundNo: row.out_refund_no,
     outcome: row.outcome,
     code: row.code,
+    state: row.state,
+    amountFen: row.amount_fen,
     ms: row.ms,
     at: row.at,
   };
@@ -328,20 +359,22 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() =>
       this.db.transaction((): number => {
         const info = this.db
-          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, outcome, at) VALUES (?, ?, ?, ?, 'sent', ?)`)
-          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.at);
+          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, ?, ?, ?, ?, 'sent', ?)`)
+          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at);
         this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return Number(info.lastInsertRowid);
       }).immediate(),
     );
   }
 
-  finishCall(id: number, result: { outcome: Exclude<CallOutcomeKind, 'sent'>; code: string | null; ms: number }): Promise<void> {
+  finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
         const row = this.db.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
-        this.db.prepare('UPDATE calls SET outcome = ?, code = ?, ms = ? WHERE id = ?').run(result.outcome, result.code, Math.round(result.ms), id);
+        this.db
+          .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, ms = ? WHERE id = ?')
+          .run(result.outcome, result.code, result.state ?? null, Math.round(result.ms), id);
         if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
       }).immediate(),
     );
@@ -351,8 +384,8 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() =>
       this.db.transaction(() => {
         this.db
-          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, outcome, code, at) VALUES (?, ?, ?, ?, 'refused', ?, ?)`)
-          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, code, call.at);
+          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, code, at) VALUES (?, ?, ?, ?, ?, 'refused', ?, ?)`)
+          .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, code, call.at);
         this.db
           .prepare('UPDATE boxes SET calls = calls + 1, errors = errors + 1, last_seen_at = ? WHERE device_id = ?')
           .run(call.at, call.deviceId);
@@ -368,6 +401,22 @@ export class SqliteBackendStore implements BackendStore {
           ? this.db.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
           : this.db.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
       return (rows as CallRow[]).map(toCall).reverse();
+    });
+  }
+
+  tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]> {
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `WITH trades AS (
+             SELECT out_trade_no FROM calls WHERE at >= ? AND at < ? AND out_trade_no IS NOT NULL
+             UNION SELECT value FROM json_each(?)
+           ),
+           refunds AS (SELECT out_refund_no FROM calls WHERE out_trade_no IN trades AND out_refund_no IS NOT NULL)
+           SELECT * FROM calls WHERE out_trade_no IN trades OR (out_trade_no IS NULL AND out_refund_no IN refunds) ORDER BY id`,
+        )
+        .all(options.from, options.to, JSON.stringify(options.outTradeNos ?? []));
+      return (rows as CallRow[]).map(toCall);
     });
   }
 

@@ -1,16 +1,22 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseDayArgs } from '../app/args.js';
 import { clientFor } from '../app/parts.js';
 import { formatTime, print, table } from '../app/table.js';
 import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
 import { EnrolError, enrolBox } from '../backend/enrol.js';
 import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
+import { billEntries, formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
+import { BILL_TIME_ZONE, type BillEntry } from '../books/reconcile.js';
+import { dayBounds, yesterday } from '../business-day.js';
+import { clockTrusted } from '../clock.js';
 import { messageOf } from '../errors.js';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
 import { createLogger } from '../log.js';
 import { formatYuan } from '../money.js';
 import { createNotifier } from '../systemd.js';
+import { BillError, parseBill } from '../wechatpay/bill.js';
 import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
@@ -20,6 +26,10 @@ import { CertificateError } from '../wechatpay/certificate.js';
  *   scanbox backend revoke DEVICE_ID         cut a box off: refused from its next request, its open connections
  *                                            cut by the running server within a second (it rechecks them)
  *   scanbox backend status [--json]          boxes, last seen, calls and errors per box
+ *   scanbox backend reconcile [--date YYYYMMDD] [--json]
+ *                                            the merchant's whole bill of the day against the backend's journal,
+ *                                            box by box (backend/reconcile.ts); exit 0 matched, 1 discrepancies,
+ *                                            3 the bill not available yet, as scanbox reconcile
  * Exit codes: 0 ok, 1 runtime failure (or no such box), 2 usage or configuration.
  */
 
@@ -28,7 +38,11 @@ const USAGE = `usage:
   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
                                                     issue a box its certificate: DIR/backend_cert.pem, backend_key.pem, backend_ca.pem
   scanbox backend revoke DEVICE_ID                  cut a box off at once
-  scanbox backend status [--json]                   boxes, last seen, calls and errors`;
+  scanbox backend status [--json]                   boxes, last seen, calls and errors
+  scanbox backend reconcile [--date YYYYMMDD] [--json]
+                                                    the merchant's bill of the day (default yesterday, China time) against
+                                                    the calls the backend forwarded, box by box; exit 0 matched,
+                                                    1 discrepancies, 3 the bill not available yet`;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n\n${USAGE}\n`);
@@ -47,6 +61,8 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
         return await revoke(rest, env);
       case 'status':
         return await status(rest, env);
+      case 'reconcile':
+        return await reconcileDay(rest, env);
       case 'help':
       case '--help':
         print(USAGE);
@@ -177,6 +193,92 @@ async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The merchant's bill of `--date` (default yesterday, China time) through the backend's own WeChat Pay client,
+ * matched against its journal for every box it enrolled. Nothing is kept: it is run again as often as wanted.
+ * Each discrepancy is logged at error level on stderr, as `scanbox reconcile` does on a box.
+ */
+async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const parsed = parseDayArgs(args);
+  if (typeof parsed === 'string') return usage(parsed);
+  const loaded = loadBackendConfig({ env });
+  if (!loaded.ok) {
+    for (const line of loaded.errors) print(`FAIL ${line}`);
+    print(`configuration has ${loaded.errors.length} problem(s): cannot ask WeChat Pay for the bill without it`);
+    return 2;
+  }
+  const config = loaded.config;
+  const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
+  const now = Date.now();
+  const date = parsed.date ?? yesterday(now, BILL_TIME_ZONE);
+  if (!clockTrusted(now)) {
+    print('the clock is not synchronised: no WeChat Pay call until it is');
+    return 3;
+  }
+  let client;
+  try {
+    client = clientFor(config.merchant, log);
+  } catch (error) {
+    if (error instanceof CertificateError) {
+      print(`configuration: merchant certificate: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  let entries: BillEntry[];
+  try {
+    const outcome = await client.downloadbill({ billDate: date, billType: 'ALL', gzip: true });
+    if (outcome.kind === 'not_ready') {
+      print(`the bill of ${date} is not ready yet (${outcome.message}): WeChat Pay makes it from 09:00 China time the next day; try after 10:00`);
+      log.warning('bill not ready yet; reconcile again later', { date });
+      return 3;
+    }
+    if (outcome.kind === 'unknown') {
+      print(`the bill of ${date} could not be fetched (${outcome.failure}: ${outcome.message}); try again later`);
+      log.warning('bill could not be fetched; reconcile again later', { date, failure: outcome.failure });
+      return 3;
+    }
+    if (outcome.kind === 'no_bill') entries = [];
+    else {
+      const bill = parseBill(outcome.text);
+      entries = billEntries(bill);
+      log.info('bill fetched', { date, rows: bill.rows.length, bytes: outcome.bytes, gzip: outcome.gzip ? 'yes' : 'no', ms: outcome.ms });
+    }
+  } catch (error) {
+    print(error instanceof BillError ? `the bill of ${date} cannot be read: ${error.message}` : `fetching the bill of ${date} failed: ${messageOf(error)}`);
+    log.error('reconciliation failed', { date, error: messageOf(error) });
+    return 1;
+  } finally {
+    await client.close();
+  }
+  const store = SqliteBackendStore.open(config.dbPath);
+  let result: BackendReconcileResult;
+  try {
+    const { startMs, endMs } = dayBounds(date, BILL_TIME_ZONE);
+    // A day either side, so that an order begun before midnight and finished after it is seen whole.
+    const calls = await store.tradeCalls({ from: startMs - 86_400_000, to: endMs + 86_400_000, outTradeNos: [...new Set(entries.map((e) => e.outTradeNo))] });
+    result = reconcileBackend({ date, entries, boxes: await store.boxes(), calls });
+  } finally {
+    await store.close();
+  }
+  for (const d of result.discrepancies) {
+    log.error(`reconciliation: ${d.kind}: ${d.what}; ${d.to_do}`, {
+      date,
+      box: d.box ?? '-',
+      out_trade_no: d.out_trade_no,
+      ref: d.ref ?? '-',
+      ...(d.out_refund_no ? { out_refund_no: d.out_refund_no } : {}),
+    });
+  }
+  log.info('reconciliation done', { date, boxes: result.boxes.length, matched: result.matched, discrepancies: result.discrepancies.length });
+  print(
+    parsed.json
+      ? JSON.stringify({ date: result.date, matched: result.matched, discrepancies: result.discrepancies, boxes: result.boxes, rows: result.rows })
+      : formatBackendReconciliation(result),
+  );
+  return result.discrepancies.length === 0 ? 0 : 1;
 }
 
 async function serve(env: NodeJS.ProcessEnv): Promise<number> {
