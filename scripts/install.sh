@@ -3,11 +3,18 @@
 #
 #   sudo scripts/install.sh [--root DIR] [--no-enable] [--scanner-usb VID:PID[:SERIAL]] [--register-usb VID:PID[:SERIAL]]
 #   sudo scripts/install.sh --uninstall [--root DIR]
+#   sudo scripts/install.sh --backend [--root DIR] [--no-enable]      the merchant backend instead of a box
+#   sudo scripts/install.sh --backend --uninstall [--root DIR]
 #
 # Run it from a checkout or an unpacked release in which `npm ci` (or `npm install`) has built dist/.
 # Running it again updates the box: the application is replaced, the configuration in /etc/scanbox and the
 # journal in /var/lib/scanbox are never touched. Besides the daemon's unit it installs the daily reconciliation
 # (scanbox-reconcile.service, started by scanbox-reconcile.timer). See hardware.md for the whole installation.
+#
+# --backend installs `scanbox backend` (contract §8) on the merchant's server instead: the same application in
+# /opt/scanbox, its own user scanbox-backend, /etc/scanbox-backend/backend.env, /var/lib/scanbox-backend (its
+# journal and CA) and scanbox-backend.service; no udev rules, no serial groups, no reconciliation timer (each
+# box's own timer reconciles its day through the backend).
 set -euo pipefail
 
 readonly APP_USER=scanbox
@@ -17,6 +24,9 @@ readonly RECONCILE_UNIT=scanbox-reconcile.service
 readonly RECONCILE_TIMER=scanbox-reconcile.timer
 readonly DEFAULT_NODE=/usr/bin/node
 readonly SECRETS=(apikey apiclient_cert.pem apiclient_key.pem)
+# --backend: the merchant backend (the same secrets, in its own /etc/scanbox-backend).
+readonly BACKEND_USER=scanbox-backend
+readonly BACKEND_UNIT=scanbox-backend.service
 
 SRC=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly SRC
@@ -24,6 +34,7 @@ readonly SRC
 ROOT=""
 UNINSTALL=0
 ENABLE=1
+BACKEND=0
 SCANNER_USB=""
 REGISTER_USB=""
 
@@ -42,6 +53,10 @@ usage: sudo scripts/install.sh [options]
                                    application; keeps the journal
                                    (/var/lib/scanbox), the configuration and credentials (/etc/scanbox)
                                    and the user scanbox
+  --backend                        install the merchant backend (scanbox backend, on the merchant's
+                                   server) instead of a box: the user scanbox-backend, /etc/scanbox-backend,
+                                   /var/lib/scanbox-backend and scanbox-backend.service; with --uninstall,
+                                   remove it (keeps its journal, CA, configuration and credentials)
   -h, --help                       this text
 EOF
 }
@@ -73,6 +88,7 @@ while [ $# -gt 0 ]; do
       ;;
     --uninstall) UNINSTALL=1; shift ;;
     --no-enable) ENABLE=0; shift ;;
+    --backend) BACKEND=1; shift ;;
     --scanner-usb)
       [ $# -ge 2 ] || usage_error "--scanner-usb needs VID:PID[:SERIAL]"
       SCANNER_USB=$2
@@ -99,6 +115,9 @@ parse_usb() {
 }
 [ -z "$SCANNER_USB" ] || parse_usb --scanner-usb "$SCANNER_USB"
 [ -z "$REGISTER_USB" ] || parse_usb --register-usb "$REGISTER_USB"
+if [ "$BACKEND" = 1 ] && { [ -n "$SCANNER_USB" ] || [ -n "$REGISTER_USB" ]; }; then
+  usage_error "--scanner-usb and --register-usb are for a box, not for --backend (the backend has no serial devices)"
+fi
 
 if [ -n "$ROOT" ]; then
   mkdir -p -- "$ROOT"
@@ -106,7 +125,7 @@ if [ -n "$ROOT" ]; then
   # --root / is the real machine: treat it as such.
   if [ "$ROOT" = / ]; then ROOT=""; fi
 fi
-readonly ROOT UNINSTALL ENABLE
+readonly ROOT UNINSTALL ENABLE BACKEND
 
 LIVE=0 # 1: this machine, with users, systemd and udev to talk to
 if [ -z "$ROOT" ]; then LIVE=1; fi
@@ -137,6 +156,10 @@ RECONCILE_TIMER_FILE=$ROOT/etc/systemd/system/$RECONCILE_TIMER
 RULES_FILE=$ROOT/etc/udev/rules.d/99-scanbox.rules
 BIN_LINK=$ROOT/usr/local/bin/scanbox
 readonly OPT ETC STATE UNIT_FILE RECONCILE_UNIT_FILE RECONCILE_TIMER_FILE RULES_FILE BIN_LINK
+BACKEND_ETC=$ROOT/etc/scanbox-backend
+BACKEND_STATE=$ROOT/var/lib/scanbox-backend
+BACKEND_UNIT_FILE=$ROOT/etc/systemd/system/$BACKEND_UNIT
+readonly BACKEND_ETC BACKEND_STATE BACKEND_UNIT_FILE
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 user_exists() { getent passwd "$1" >/dev/null 2>&1; }
@@ -151,6 +174,20 @@ own() {
   user_exists "$owner" || return 0
   group_exists "$group" || return 0
   chown "$owner:$group" "$@"
+}
+
+# The box and the backend run the same /opt/scanbox: it goes only with the last of them. 0: removed, 1: kept.
+remove_app() {
+  local other_unit=$1 other_name=$2
+  if [ -e "$other_unit" ]; then
+    say "kept /opt/scanbox and /usr/local/bin/scanbox: $other_name ($(basename -- "$other_unit")) on this machine runs them"
+    return 1
+  fi
+  if [ -L "$BIN_LINK" ] && [ "$(readlink -- "$BIN_LINK")" = /opt/scanbox/dist/cli.js ]; then
+    rm -f -- "$BIN_LINK"
+  fi
+  rm -rf -- "$OPT" "$OPT.new" "$OPT.old"
+  return 0
 }
 
 # --------------------------------------------------------------------------------------------- uninstall
@@ -185,10 +222,8 @@ uninstall() {
   if [ -d "$UNIT_FILE.d" ]; then
     say "kept the drop-ins in ${UNIT_FILE}.d (your local changes); remove them by hand if unwanted"
   fi
-  if [ -L "$BIN_LINK" ] && [ "$(readlink -- "$BIN_LINK")" = /opt/scanbox/dist/cli.js ]; then
-    rm -f -- "$BIN_LINK"
-  fi
-  rm -rf -- "$OPT" "$OPT.new" "$OPT.old"
+  local app_removed=1
+  remove_app "$BACKEND_UNIT_FILE" "the merchant backend" || app_removed=0
   if [ -f "$RULES_FILE" ]; then
     if [ -d "$ETC" ]; then
       # The rules hold the USB ids the technician found: keep a copy with the configuration.
@@ -199,15 +234,183 @@ uninstall() {
   fi
   if [ "$HAVE_SYSTEMD" = 1 ]; then systemctl daemon-reload; else would "systemctl daemon-reload"; fi
   if [ "$HAVE_UDEV" = 1 ]; then udevadm control --reload || true; elif [ "$LIVE" = 0 ]; then would "udevadm control --reload"; fi
-  say "removed: /opt/scanbox, /usr/local/bin/scanbox, /etc/systemd/system/$UNIT, /etc/udev/rules.d/99-scanbox.rules"
+  if [ "$app_removed" = 1 ]; then
+    say "removed: /opt/scanbox, /usr/local/bin/scanbox, /etc/systemd/system/$UNIT, /etc/udev/rules.d/99-scanbox.rules"
+  else
+    say "removed: /etc/systemd/system/$UNIT, /etc/udev/rules.d/99-scanbox.rules"
+  fi
   say "removed: /etc/systemd/system/$RECONCILE_UNIT and /etc/systemd/system/$RECONCILE_TIMER (the daily reconciliation)"
   say "KEPT: /var/lib/scanbox (the journal: the record of every sale, money records; keep it as long as the"
   say "      merchant's accounting needs it), /etc/scanbox (configuration, API key and merchant certificate:"
   say "      delete it by hand when the box leaves service), and the user $APP_USER (userdel $APP_USER)"
 }
 
+uninstall_backend() {
+  say "removing the scanbox merchant backend${ROOT:+ from $ROOT}"
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
+    systemctl disable --now --quiet "$BACKEND_UNIT" || true
+    say "stopped and disabled $BACKEND_UNIT"
+  else
+    would "systemctl disable --now $BACKEND_UNIT"
+  fi
+  rm -f -- "$ROOT/etc/systemd/system/multi-user.target.wants/$BACKEND_UNIT"
+  rm -f -- "$BACKEND_UNIT_FILE"
+  if [ -d "$BACKEND_UNIT_FILE.d" ]; then
+    say "kept the drop-ins in ${BACKEND_UNIT_FILE}.d (your local changes); remove them by hand if unwanted"
+  fi
+  local app_removed=1
+  remove_app "$UNIT_FILE" "the box" || app_removed=0
+  if [ "$HAVE_SYSTEMD" = 1 ]; then systemctl daemon-reload; else would "systemctl daemon-reload"; fi
+  if [ "$app_removed" = 1 ]; then
+    say "removed: /opt/scanbox, /usr/local/bin/scanbox, /etc/systemd/system/$BACKEND_UNIT"
+  else
+    say "removed: /etc/systemd/system/$BACKEND_UNIT"
+  fi
+  say "KEPT: /var/lib/scanbox-backend (the backend's journal of every box's calls, and its CA: without the CA every"
+  say "      box must be enrolled again), /etc/scanbox-backend (configuration, API key and merchant certificate:"
+  say "      delete it by hand when the backend leaves service), and the user $BACKEND_USER (userdel $BACKEND_USER)"
+}
+
+# ------------------------------------------------------------------------------------------- --backend
+
+# The merchant backend, after the application is in /opt/scanbox: configuration, state, unit, summary.
+install_backend() {
+  mkdir -p -- "$BACKEND_ETC"
+  chmod 0750 "$BACKEND_ETC"
+  own root "$BACKEND_USER" "$BACKEND_ETC"
+  local env_file=$BACKEND_ETC/backend.env
+  if [ -e "$env_file" ]; then
+    say "kept /etc/scanbox-backend/backend.env (never overwritten; this version's template: /opt/scanbox/systemd/backend.env)"
+  else
+    install -m 0640 -- "$SRC/systemd/backend.env" "$env_file"
+    say "created /etc/scanbox-backend/backend.env from the template: fill in SCANBOX_MCH_ID, SCANBOX_APPID and SCANBOX_BACKEND_HOSTNAMES"
+  fi
+  chmod 0640 "$env_file"
+  own root "$BACKEND_USER" "$env_file"
+
+  local missing=() s
+  for s in "${SECRETS[@]}"; do
+    if [ -f "$BACKEND_ETC/$s" ]; then
+      # systemd (root) reads them for LoadCredential=; nobody else needs to.
+      if [ -n "$(find "$BACKEND_ETC/$s" -perm /077 -print -quit)" ]; then
+        chmod 0600 "$BACKEND_ETC/$s"
+        warn "/etc/scanbox-backend/$s was readable by others: set to mode 0600"
+      fi
+    else
+      missing+=("$s")
+    fi
+  done
+  local filled=0
+  if grep -qE '^SCANBOX_MCH_ID=[0-9]' "$env_file" && grep -qE '^SCANBOX_APPID=[A-Za-z0-9_]' "$env_file"; then filled=1; fi
+
+  # The journal's and the CA's directory, the backend user's alone (the CA key signs box certificates). systemd
+  # (StateDirectory=) would create it too, but `scanbox backend enroll` may run before the first start.
+  mkdir -p -- "$BACKEND_STATE"
+  chmod 0700 "$BACKEND_STATE"
+  own "$BACKEND_USER" "$BACKEND_USER" "$BACKEND_STATE"
+
+  mkdir -p -- "$(dirname -- "$BACKEND_UNIT_FILE")"
+  local tmp
+  tmp=$(mktemp "$BACKEND_UNIT_FILE.XXXXXX")
+  if [ "$NODE" = "$DEFAULT_NODE" ]; then
+    cp -- "$SRC/systemd/$BACKEND_UNIT" "$tmp"
+  else
+    sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$BACKEND_UNIT" >"$tmp"
+    say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"
+  fi
+  grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js backend\$" "$tmp" || {
+    rm -f -- "$tmp"
+    die "could not set ExecStart= to $NODE in $BACKEND_UNIT"
+  }
+  chmod 0644 "$tmp"
+  mv -- "$tmp" "$BACKEND_UNIT_FILE"
+  say "installed /etc/systemd/system/$BACKEND_UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox-backend')"
+  if [ -e "$UNIT_FILE" ]; then
+    say "the box on this machine runs /opt/scanbox too: sudo systemctl restart $UNIT to run this version"
+  fi
+
+  # Started only once it can run: the merchant ids filled in and the credentials present (a start without them
+  # fails, and Restart=always would try again every 5 s until they come).
+  local was_active=0 running=0
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    systemctl daemon-reload
+    if [ "$ENABLE" = 1 ]; then
+      systemctl enable --quiet "$BACKEND_UNIT"
+      say "enabled $BACKEND_UNIT (starts at boot)"
+    else
+      say "not enabled (--no-enable): sudo systemctl enable --now scanbox-backend"
+    fi
+    if systemctl is-active --quiet "$BACKEND_UNIT"; then
+      was_active=1
+      # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
+      if systemctl restart "$BACKEND_UNIT"; then
+        running=1
+        say "restarted $BACKEND_UNIT: the new version runs now"
+      else
+        warn "$BACKEND_UNIT did not come back: journalctl -u scanbox-backend -b says why (systemd tries again every 5 s)"
+      fi
+    elif [ "$ENABLE" = 1 ] && [ ${#missing[@]} -eq 0 ] && [ "$filled" = 1 ]; then
+      if systemctl start "$BACKEND_UNIT"; then
+        running=1
+        say "started $BACKEND_UNIT"
+      else
+        warn "$BACKEND_UNIT did not start: journalctl -u scanbox-backend -b says why (systemd tries again every 5 s)"
+      fi
+    elif [ "$ENABLE" = 1 ]; then
+      say "not started yet: the merchant ids and credentials are not all in /etc/scanbox-backend (next steps below)"
+    fi
+  elif [ "$ENABLE" = 1 ]; then
+    would "systemctl daemon-reload; systemctl enable $BACKEND_UNIT; systemctl restart $BACKEND_UNIT (only if it was running)"
+    would "systemctl start $BACKEND_UNIT (once the merchant ids and credentials are in /etc/scanbox-backend)"
+  else
+    would "systemctl daemon-reload; systemctl restart $BACKEND_UNIT (only if it was running)"
+  fi
+
+  printf '\nscanbox merchant backend %s is installed%s:\n' "$VERSION" "${ROOT:+ in $ROOT}"
+  row() { printf '  %-44s %s\n' "$1" "$2"; }
+  row /opt/scanbox "the application (dist/, production node_modules/, docs)"
+  row /usr/local/bin/scanbox "the command (-> /opt/scanbox/dist/cli.js)"
+  row "/etc/systemd/system/$BACKEND_UNIT" "the backend (hardened; runs as the user $BACKEND_USER, HTTPS on 8443)"
+  row /etc/scanbox-backend/backend.env "the configuration (mode 0640, root:$BACKEND_USER)"
+  row /var/lib/scanbox-backend "its journal and its CA (mode 0700; kept across updates and --uninstall)"
+  printf '\nNext steps (README.md, "Merchant-backend mode", has the details):\n'
+  local n=1
+  step() {
+    printf '  %d. %s\n' "$n" "$1"
+    shift
+    local more
+    for more in "$@"; do printf '     %s\n' "$more"; done
+    n=$((n + 1))
+  }
+  step "Fill in /etc/scanbox-backend/backend.env: SCANBOX_MCH_ID, SCANBOX_APPID, and SCANBOX_BACKEND_HOSTNAMES" \
+    "(the names or addresses the boxes reach this server by; they go into its server certificate)."
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "Put the merchant's secret files in /etc/scanbox-backend, owned by root, mode 0600 (missing now: ${missing[*]}):" \
+      "sudo install -m 0600 -o root -g root apikey apiclient_cert.pem apiclient_key.pem /etc/scanbox-backend/" \
+      "(apikey: the 32-character API key; the certificate pair from the merchant platform's API security page)"
+  fi
+  if [ "$running" = 1 ] && [ "$was_active" = 1 ]; then
+    step "sudo systemctl restart scanbox-backend   after changing the configuration"
+  elif [ "$running" = 1 ]; then
+    step "sudo systemctl restart scanbox-backend   after changing the configuration (it made its CA at this first start)"
+  else
+    step "sudo systemctl start scanbox-backend     it makes its CA and server certificate at the first start"
+  fi
+  step "journalctl -u scanbox-backend -f         the backend's log: 'backend listening' with its names, then every call"
+  step "For each box, as the backend's user (the journal and the CA are that user's):" \
+    "sudo -u $BACKEND_USER scanbox backend enroll DEVICE_ID --out /var/lib/scanbox-backend/enrolled/DEVICE_ID" \
+    "(DEVICE_ID: the box's SCANBOX_DEVICE_ID; --max-amount FEN and --refunds on|off give it its own policy)"
+  step "Copy backend_cert.pem, backend_key.pem and backend_ca.pem from that directory to the box's /etc/scanbox/" \
+    "(root, mode 0600), then delete them here. On the box set SCANBOX_BACKEND=https://NAME:8443 in" \
+    "/etc/scanbox/scanbox.env, remove apikey and apiclient_*.pem from /etc/scanbox, and load the three files with" \
+    "'sudo systemctl edit scanbox' and 'sudo systemctl edit scanbox-reconcile' (the lines: a comment in scanbox.service)."
+  step "sudo -u $BACKEND_USER scanbox backend status          the boxes: last seen, calls, errors" \
+    "sudo -u $BACKEND_USER scanbox backend revoke DEVICE_ID  cuts a box off at once (a lost or stolen box)"
+}
+
 if [ "$UNINSTALL" = 1 ]; then
-  uninstall
+  if [ "$BACKEND" = 1 ]; then uninstall_backend; else uninstall; fi
   exit 0
 fi
 
@@ -215,9 +418,15 @@ fi
 
 [ -f "$SRC/dist/cli.js" ] || die "$SRC/dist/cli.js is missing: run 'npm ci' (or 'npm install') in $SRC first, it builds dist/"
 [ -f "$SRC/package.json" ] || die "$SRC/package.json is missing: run this from a scanbox checkout or release"
-for f in systemd/scanbox.service "systemd/$RECONCILE_UNIT" "systemd/$RECONCILE_TIMER" systemd/scanbox.env systemd/99-scanbox.rules; do
-  [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
-done
+if [ "$BACKEND" = 1 ]; then
+  for f in "systemd/$BACKEND_UNIT" systemd/backend.env; do
+    [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
+  done
+else
+  for f in systemd/scanbox.service "systemd/$RECONCILE_UNIT" "systemd/$RECONCILE_TIMER" systemd/scanbox.env systemd/99-scanbox.rules; do
+    [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
+  done
+fi
 if [ -d "$SRC/src" ] && [ -n "$(find "$SRC/src" -name '*.ts' -newer "$SRC/dist/cli.js" -print -quit 2>/dev/null)" ]; then
   warn "some files in src/ are newer than dist/: if you changed the code, run 'npm run build' first"
 fi
@@ -252,11 +461,27 @@ else
 fi
 
 VERSION=$("$NODE" -e 'process.stdout.write(String(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).version))' "$SRC/package.json")
-say "installing scanbox $VERSION from $SRC${ROOT:+ into $ROOT} (node: $NODE, $("$NODE" --version))"
+if [ "$BACKEND" = 1 ]; then
+  say "installing the scanbox merchant backend $VERSION from $SRC${ROOT:+ into $ROOT} (node: $NODE, $("$NODE" --version))"
+else
+  say "installing scanbox $VERSION from $SRC${ROOT:+ into $ROOT} (node: $NODE, $("$NODE" --version))"
+fi
 
 # ------------------------------------------------------------------------------------------------- user
 
-if [ "$LIVE" = 1 ]; then
+if [ "$BACKEND" = 1 ]; then
+  # No serial or GPIO group: the backend opens no device.
+  if [ "$LIVE" = 1 ]; then
+    if ! user_exists "$BACKEND_USER"; then
+      # No home of its own: /var/lib/scanbox-backend is made below (and by systemd, StateDirectory=). No login.
+      useradd --system --user-group --home-dir /var/lib/scanbox-backend --no-create-home \
+        --shell /usr/sbin/nologin --comment "scanbox merchant backend" "$BACKEND_USER"
+      say "created the system user $BACKEND_USER"
+    fi
+  else
+    would "useradd --system --user-group --home-dir /var/lib/scanbox-backend --no-create-home --shell /usr/sbin/nologin $BACKEND_USER"
+  fi
+elif [ "$LIVE" = 1 ]; then
   # On a Raspberry Pi the gpio group exists (Raspberry Pi OS's udev rules give it /sys/class/gpio); elsewhere
   # it is created so that the unit's SupplementaryGroups= resolves.
   for g in dialout gpio; do
@@ -332,6 +557,14 @@ say "installed the application in /opt/scanbox"
 mkdir -p -- "$(dirname -- "$BIN_LINK")"
 ln -sfn /opt/scanbox/dist/cli.js "$BIN_LINK"
 
+if [ "$BACKEND" = 1 ]; then
+  install_backend
+  exit 0
+fi
+if [ -e "$BACKEND_UNIT_FILE" ]; then
+  say "the merchant backend on this machine runs /opt/scanbox too: sudo systemctl restart $BACKEND_UNIT to run this version"
+fi
+
 # ------------------------------------------------------------------------------------ configuration
 
 mkdir -p -- "$ETC"
@@ -347,8 +580,19 @@ fi
 chmod 0640 "$ENV_FILE"
 own root "$APP_USER" "$ENV_FILE"
 
+# A box in merchant-backend mode (SCANBOX_BACKEND set) holds the three files `scanbox backend enroll` made for it
+# instead of the merchant's secrets, which must not be on it.
+BOX_SECRETS=("${SECRETS[@]}")
+if grep -qE '^SCANBOX_BACKEND=.' "$ENV_FILE"; then
+  BOX_SECRETS=(backend_cert.pem backend_key.pem backend_ca.pem)
+  for s in "${SECRETS[@]}"; do
+    if [ -e "$ETC/$s" ]; then
+      warn "/etc/scanbox/$s is on a box in backend mode (SCANBOX_BACKEND is set): the merchant's secrets belong on the backend only; delete it"
+    fi
+  done
+fi
 MISSING_SECRETS=()
-for s in "${SECRETS[@]}"; do
+for s in "${BOX_SECRETS[@]}"; do
   if [ -f "$ETC/$s" ]; then
     # systemd (root) reads them for LoadCredential=; nobody else needs to.
     if [ -n "$(find "$ETC/$s" -perm /077 -print -quit)" ]; then
@@ -521,7 +765,10 @@ step() {
   n=$((n + 1))
 }
 step "Fill in /etc/scanbox/scanbox.env: SCANBOX_MCH_ID, SCANBOX_APPID (and SCANBOX_DEVICE_ID if several boxes share one image)."
-if [ ${#MISSING_SECRETS[@]} -gt 0 ]; then
+if [ ${#MISSING_SECRETS[@]} -gt 0 ] && [ "${BOX_SECRETS[0]}" = backend_cert.pem ]; then
+  step "Put the box's files from 'scanbox backend enroll' in /etc/scanbox, owned by root, mode 0600 (missing now: ${MISSING_SECRETS[*]})," \
+    "and load them with 'sudo systemctl edit scanbox' and 'sudo systemctl edit scanbox-reconcile' (the lines: a comment in the unit)"
+elif [ ${#MISSING_SECRETS[@]} -gt 0 ]; then
   step "Put the secret files in /etc/scanbox, owned by root, mode 0600 (missing now: ${MISSING_SECRETS[*]}):" \
     "sudo install -m 0600 -o root -g root apikey apiclient_cert.pem apiclient_key.pem /etc/scanbox/" \
     "(apikey: the 32-character API key; the certificate pair from the merchant platform's API security page)"

@@ -384,3 +384,191 @@ esac
   t.equal(unbuilt.status, 1, 'refuses a tree without dist/');
   t.match(unbuilt.stderr, /dist\/cli\.js is missing: run 'npm ci'/);
 });
+
+/**
+ * --backend: the merchant backend on the merchant's server instead of a box. Its own user, configuration, state
+ * and unit; no udev rules, no serial groups, no reconciliation timer, nothing of a box's under /etc/scanbox or
+ * /var/lib/scanbox. The same idempotence and the same kept records as a box.
+ */
+t.test(
+  'install --backend --root twice, then --backend --uninstall: tree, idempotence, kept journal, CA and credentials',
+  { skip: HIDDEN.test(process.execPath) ? `node is ${process.execPath}: the installer refuses a Node the service cannot see` : false },
+  async (t) => {
+    const root = tempRoot(t, 'backend');
+    const accountsBefore = digest(ACCOUNT_FILES);
+
+    const first = run(INSTALL, ['--backend', '--root', root]);
+    t.equal(first.status, 0, 'first install succeeds', { output: show(first) });
+    t.match(first.stdout, /installing the scanbox merchant backend /, 'says it installs the backend');
+    t.match(first.stdout, /skipped, would run\) useradd --system --user-group --home-dir \/var\/lib\/scanbox-backend .*scanbox-backend$/m, 'says it would create the user scanbox-backend, does not');
+    t.notMatch(first.stdout, /groupadd|usermod|dialout|gpio/, 'no serial or GPIO group');
+    t.notMatch(first.stdout, /udevadm/, 'no udev');
+    t.notMatch(first.stdout, /would run\).*(scanbox-reconcile|scanbox\.service)/, 'no reconciliation timer, no box unit');
+    t.notMatch(first.stdout, /installed \/etc\/systemd\/system\/scanbox(-reconcile)?\.service/, 'neither is installed');
+    t.match(first.stdout, /skipped, would run\) systemctl daemon-reload; systemctl enable scanbox-backend\.service/, 'says it would enable the unit');
+    t.match(first.stdout, /skipped, would run\) systemctl start scanbox-backend\.service \(once the merchant ids and credentials are in/, 'and start it once it can run');
+    t.match(first.stdout, /missing now: apikey apiclient_cert\.pem apiclient_key\.pem/, "names the merchant's secret files to put in /etc/scanbox-backend");
+    t.match(first.stdout, /install -m 0600 -o root -g root apikey apiclient_cert\.pem apiclient_key\.pem \/etc\/scanbox-backend\//, 'with the command that puts them there');
+    t.match(first.stdout, /sudo -u scanbox-backend scanbox backend enroll DEVICE_ID --out \S+/, 'says how to enroll a box, as the backend user');
+    t.match(first.stdout, /box's \/etc\/scanbox\//, "and where the box's files go");
+    t.match(first.stdout, /SCANBOX_BACKEND=https:\/\//, 'and what to set on the box');
+    t.match(first.stdout, /scanbox backend revoke DEVICE_ID/, 'and how to cut a box off');
+    t.match(first.stdout, /journalctl -u scanbox-backend -f/);
+
+    const opt = join(root, 'opt', 'scanbox');
+    for (const item of ['dist/cli.js', 'package.json', 'systemd/scanbox-backend.service', 'systemd/backend.env', 'README.md']) {
+      t.ok(existsSync(join(opt, item)), `opt/scanbox/${item}`);
+    }
+    const version = spawnSync(process.execPath, [join(opt, 'dist', 'cli.js'), '--version'], { encoding: 'utf8', cwd: tmpdir() });
+    t.equal(version.stdout.trim(), PKG.version, 'the installed tree runs');
+    const link = join(root, 'usr', 'local', 'bin', 'scanbox');
+    t.equal(readlinkSync(link), '/opt/scanbox/dist/cli.js', 'usr/local/bin/scanbox -> /opt/scanbox/dist/cli.js');
+
+    const unitPath = join(root, 'etc', 'systemd', 'system', 'scanbox-backend.service');
+    const unit = readFileSync(unitPath, 'utf8');
+    const template = readFileSync(join(REPO, 'systemd', 'scanbox-backend.service'), 'utf8');
+    t.match(unit, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} (--[a-z0-9=-]+ )*/opt/scanbox/dist/cli\\.js backend$`, 'm'), 'ExecStart= names the Node the installer found');
+    t.equal(unit.replace(/^ExecStart=.*$/m, ''), template.replace(/^ExecStart=.*$/m, ''), 'otherwise the unit is the template');
+    t.equal(mode(unitPath), 0o644, 'unit mode 0644');
+
+    const etc = join(root, 'etc', 'scanbox-backend');
+    const envPath = join(etc, 'backend.env');
+    t.equal(mode(etc), 0o750, 'etc/scanbox-backend mode 0750');
+    t.equal(mode(envPath), 0o640, 'etc/scanbox-backend/backend.env mode 0640');
+    t.equal(readFileSync(envPath, 'utf8'), readFileSync(join(REPO, 'systemd', 'backend.env'), 'utf8'), 'the env file is the template');
+    const state = join(root, 'var', 'lib', 'scanbox-backend');
+    t.equal(mode(state), 0o700, 'var/lib/scanbox-backend mode 0700: the CA key is the backend user\'s alone');
+
+    const firstTree = tree(root);
+    for (const boxOnly of ['etc/scanbox', 'var/lib/scanbox', 'etc/udev', 'etc/systemd/system/scanbox.service', 'etc/systemd/system/scanbox-reconcile.service', 'etc/systemd/system/scanbox-reconcile.timer']) {
+      t.notOk(firstTree.includes(boxOnly), `no ${boxOnly}`);
+    }
+    t.same(
+      firstTree.filter((p) => !p.startsWith('opt/scanbox/')),
+      [
+        'etc', 'etc/scanbox-backend', 'etc/scanbox-backend/backend.env', 'etc/systemd', 'etc/systemd/system', 'etc/systemd/system/scanbox-backend.service',
+        'opt', 'opt/scanbox', 'usr', 'usr/local', 'usr/local/bin', 'usr/local/bin/scanbox', 'var', 'var/lib', 'var/lib/scanbox-backend',
+      ],
+      'exactly the backend: its configuration, unit, state directory, the application and the command',
+    );
+
+    // The operator's changes between runs: configuration, the secrets (one too open), the journal and the CA.
+    const envEdited = readFileSync(envPath, 'utf8').replace(/^SCANBOX_MCH_ID=$/m, 'SCANBOX_MCH_ID=1900000109').replace(/^SCANBOX_APPID=$/m, 'SCANBOX_APPID=wx8888888888888888');
+    writeFileSync(envPath, envEdited);
+    const apikey = join(etc, 'apikey');
+    writeFileSync(apikey, 'Zk3q8Lw2Rt6Yp1Xs9Vb4Nm7Hc5Dg0Jf2\n');
+    chmodSync(apikey, 0o644);
+    for (const name of ['apiclient_cert.pem', 'apiclient_key.pem']) writeFileSync(join(etc, name), `pretend ${name}\n`, { mode: 0o600 });
+    const journal = join(state, 'backend.db');
+    const caKey = join(state, 'backend_ca_key.pem');
+    writeFileSync(journal, 'SQLite format 3\0 pretend calls of every box');
+    writeFileSync(caKey, 'pretend CA key', { mode: 0o600 });
+
+    const second = run(INSTALL, ['--root', root, '--backend']);
+    t.equal(second.status, 0, 'second install succeeds', { output: show(second) });
+    t.match(second.stdout, /kept \/etc\/scanbox-backend\/backend\.env/, 'says the env file is kept');
+    t.equal(readFileSync(envPath, 'utf8'), envEdited, 'the edited env file survives');
+    t.equal(mode(apikey), 0o600, 'a secret readable by others is tightened to 0600');
+    t.match(second.stderr, /\/etc\/scanbox-backend\/apikey was readable by others/, 'and the operator is told');
+    t.notMatch(second.stdout, /missing now/, 'no secret is reported missing any more');
+    t.equal(readFileSync(journal, 'utf8'), 'SQLite format 3\0 pretend calls of every box', 'the journal is untouched');
+    t.equal(readFileSync(caKey, 'utf8'), 'pretend CA key', 'the CA is untouched');
+    t.same(
+      tree(root).filter((p) => !p.startsWith('etc/scanbox-backend/api') && !p.startsWith('var/lib/scanbox-backend/')),
+      firstTree,
+      'the same files as after the first run',
+    );
+    t.equal(readFileSync(unitPath, 'utf8'), unit, 'the same unit');
+
+    const noEnable = run(INSTALL, ['--root', root, '--backend', '--no-enable']);
+    t.equal(noEnable.status, 0, 'installs with --no-enable', { output: show(noEnable) });
+    t.notMatch(noEnable.stdout, /would run\).*systemctl (enable|start)/, 'nothing is enabled or started');
+    t.match(noEnable.stdout, /skipped, would run\) systemctl daemon-reload; systemctl restart scanbox-backend\.service \(only if it was running\)/, 'a running backend is restarted');
+
+    // What `systemctl enable` leaves, and an operator's drop-in.
+    const systemDir = join(root, 'etc', 'systemd', 'system');
+    const wants = join(systemDir, 'multi-user.target.wants', 'scanbox-backend.service');
+    mkdirSync(dirname(wants), { recursive: true });
+    symlinkSync('/etc/systemd/system/scanbox-backend.service', wants);
+    const dropIn = join(systemDir, 'scanbox-backend.service.d', 'override.conf');
+    mkdirSync(dirname(dropIn));
+    writeFileSync(dropIn, '[Service]\nRestartSec=10\n');
+
+    const removed = run(INSTALL, ['--backend', '--uninstall', '--root', root]);
+    t.equal(removed.status, 0, 'uninstall succeeds', { output: show(removed) });
+    t.match(removed.stdout, /skipped, would run\) systemctl disable --now scanbox-backend\.service/, 'says it would stop and disable the unit');
+    t.notOk(existsSync(unitPath), 'the unit removed');
+    t.notOk(present(wants), 'no longer wanted by multi-user.target');
+    t.notOk(existsSync(opt), 'opt/scanbox removed');
+    t.notOk(present(link), 'the command symlink removed');
+    t.equal(readFileSync(dropIn, 'utf8'), '[Service]\nRestartSec=10\n', 'the drop-in kept');
+    t.match(removed.stdout, /kept the drop-ins in \S*scanbox-backend\.service\.d/, 'and the operator is told');
+    t.equal(readFileSync(journal, 'utf8'), 'SQLite format 3\0 pretend calls of every box', 'the journal kept');
+    t.equal(readFileSync(caKey, 'utf8'), 'pretend CA key', 'the CA kept');
+    t.equal(readFileSync(envPath, 'utf8'), envEdited, 'the configuration kept');
+    t.ok(existsSync(apikey), 'the credentials kept');
+    t.match(removed.stdout, /KEPT: \/var\/lib\/scanbox-backend .*CA/, 'says the journal and the CA are kept');
+    t.match(removed.stdout, /\/etc\/scanbox-backend \(configuration, API key/, 'and the configuration and credentials');
+    t.notMatch(removed.stdout, /scanbox-reconcile|udev/, 'touches nothing of a box');
+    const again = run(INSTALL, ['--backend', '--uninstall', '--root', root]);
+    t.equal(again.status, 0, 'uninstall twice is fine', { output: show(again) });
+
+    const usage = run(INSTALL, ['--backend', '--root', join(root, 'never'), '--scanner-usb', '0403:6001']);
+    t.equal(usage.status, 2, '--backend with a serial device option is a usage error', { output: show(usage) });
+    t.match(usage.stderr, /not for --backend/);
+    t.notOk(existsSync(join(root, 'never')), 'nothing written');
+    t.equal(digest(ACCOUNT_FILES), accountsBefore, '--root mode wrote nothing to the host accounts');
+  },
+);
+
+/**
+ * A box and a backend on one machine (a test bench): they share /opt/scanbox, which goes only with the last of them.
+ * A box whose configuration sets SCANBOX_BACKEND is told to put its backend files in /etc/scanbox, not the merchant's.
+ */
+t.test(
+  'a box and a backend in one tree share /opt/scanbox; a box in backend mode is told about its backend files',
+  { skip: HIDDEN.test(process.execPath) ? `node is ${process.execPath}: the installer refuses a Node the service cannot see` : false },
+  async (t) => {
+    const root = tempRoot(t, 'both');
+    const box = run(INSTALL, ['--root', root]);
+    t.equal(box.status, 0, 'the box installs', { output: show(box) });
+    const backend = run(INSTALL, ['--root', root, '--backend']);
+    t.equal(backend.status, 0, 'the backend installs beside it', { output: show(backend) });
+    t.match(backend.stdout, /the box on this machine runs \/opt\/scanbox too: sudo systemctl restart scanbox\.service/, 'says the box must be restarted for the new version');
+    const boxAgain = run(INSTALL, ['--root', root]);
+    t.equal(boxAgain.status, 0, 'the box installs again', { output: show(boxAgain) });
+    t.match(boxAgain.stdout, /the merchant backend on this machine runs \/opt\/scanbox too: sudo systemctl restart scanbox-backend\.service/, 'and the other way round');
+
+    // Backend mode on the box: the merchant's secrets must go, the box's own three files are asked for.
+    const envPath = join(root, 'etc', 'scanbox', 'scanbox.env');
+    writeFileSync(envPath, `${readFileSync(envPath, 'utf8')}\nSCANBOX_BACKEND=https://pay.example.com:8443\n`);
+    writeFileSync(join(root, 'etc', 'scanbox', 'apikey'), 'Zk3q8Lw2Rt6Yp1Xs9Vb4Nm7Hc5Dg0Jf2\n', { mode: 0o600 });
+    writeFileSync(join(root, 'etc', 'scanbox', 'backend_cert.pem'), 'pretend\n', { mode: 0o644 });
+    const backendMode = run(INSTALL, ['--root', root]);
+    t.equal(backendMode.status, 0, 'a box in backend mode installs', { output: show(backendMode) });
+    t.match(backendMode.stderr, /\/etc\/scanbox\/apikey is on a box in backend mode/, 'the merchant\'s API key on the box is flagged');
+    t.match(backendMode.stdout, /from 'scanbox backend enroll' in \/etc\/scanbox, .*\(missing now: backend_key\.pem backend_ca\.pem\)/, 'the missing backend files are named');
+    t.notMatch(backendMode.stdout, /missing now: apikey/, 'the merchant\'s secrets are not asked for');
+    t.match(backendMode.stdout, /systemctl edit scanbox/, 'and how to load them');
+    t.equal(mode(join(root, 'etc', 'scanbox', 'backend_cert.pem')), 0o600, 'a backend file readable by others is tightened to 0600');
+
+    const opt = join(root, 'opt', 'scanbox');
+    const backendGone = run(INSTALL, ['--root', root, '--backend', '--uninstall']);
+    t.equal(backendGone.status, 0, 'the backend uninstalls', { output: show(backendGone) });
+    t.ok(existsSync(join(opt, 'dist', 'cli.js')), 'the box keeps /opt/scanbox');
+    t.ok(present(join(root, 'usr', 'local', 'bin', 'scanbox')), 'and the command');
+    t.match(backendGone.stdout, /kept \/opt\/scanbox and \/usr\/local\/bin\/scanbox: the box \(scanbox\.service\)/, 'and says so');
+    t.ok(existsSync(join(root, 'etc', 'systemd', 'system', 'scanbox.service')), "the box's unit is untouched");
+    const backendAgain = run(INSTALL, ['--root', root, '--backend']);
+    t.equal(backendAgain.status, 0, 'the backend installs again', { output: show(backendAgain) });
+    const boxGone = run(INSTALL, ['--root', root, '--uninstall']);
+    t.equal(boxGone.status, 0, 'the box uninstalls', { output: show(boxGone) });
+    t.ok(existsSync(join(opt, 'dist', 'cli.js')), 'the backend keeps /opt/scanbox');
+    t.match(boxGone.stdout, /kept \/opt\/scanbox and \/usr\/local\/bin\/scanbox: the merchant backend \(scanbox-backend\.service\)/, 'and says so');
+    t.match(boxGone.stdout, /^scanbox install: removed: \/etc\/systemd\/system\/scanbox\.service, \/etc\/udev/m, 'without claiming to have removed it');
+    t.ok(existsSync(join(root, 'etc', 'systemd', 'system', 'scanbox-backend.service')), "the backend's unit is untouched");
+    const last = run(INSTALL, ['--root', root, '--backend', '--uninstall']);
+    t.equal(last.status, 0);
+    t.notOk(existsSync(opt), 'the last one out removes /opt/scanbox');
+  },
+);

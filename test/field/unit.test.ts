@@ -1,17 +1,22 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { BACKEND_VARIABLES, DEFAULT_BACKEND_DB, DEFAULT_LISTEN, describeBackendConfig, loadBackendConfig } from '../../src/backend/config.js';
+import { BOX_CA_FILE, BOX_CERT_FILE, BOX_KEY_FILE } from '../../src/backend/pki.js';
 import { CONFIG_VARIABLES, loadConfig } from '../../src/config.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/runtime.js';
+import { createTestPki } from '../../src/simulator/ca.js';
+import { MERCHANT } from '../helpers/world.js';
 
 /**
  * The files a technician installs around the daemon: the systemd unit, and the daily reconciliation's service
  * and timer (static checks everywhere, plus `systemd-analyze security`, `verify` and `calendar` where
  * systemd-analyze exists), the env template against the
- * configuration code, the udev template, and hardware.md's log lines against the log calls in src/.
+ * configuration code, the udev template, and hardware.md's log lines against the log calls in src/. At the end
+ * the merchant backend's unit and env template, and the box unit's drop-in for backend mode.
  */
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -21,6 +26,8 @@ const TIMER_PATH = join(REPO, 'systemd', 'scanbox-reconcile.timer');
 const ENV_PATH = join(REPO, 'systemd', 'scanbox.env');
 const RULES_PATH = join(REPO, 'systemd', '99-scanbox.rules');
 const HARDWARE_PATH = join(REPO, 'hardware.md');
+const BACKEND_PATH = join(REPO, 'systemd', 'scanbox-backend.service');
+const BACKEND_ENV_PATH = join(REPO, 'systemd', 'backend.env');
 const MAX_EXPOSURE = 2.0;
 
 type Unit = Map<string, [string, string][]>;
@@ -660,4 +667,254 @@ t.test('hardware.md: every daemon log line it quotes exists in src/, at the leve
   }
   // The check is real: a line the daemon never logs is caught.
   t.notOk(calls.some((c) => c.pattern.test('scanner exploded: call the fire brigade')), 'an invented line matches nothing');
+});
+
+// ------------------------------------------------------------------------------------ the merchant backend
+//
+// scanbox-backend.service runs `scanbox backend` (contract §8) on the merchant's server: its own user, the merchant's
+// credentials from /etc/scanbox-backend, listening on the network, no device. As for the reconciliation, each rule is
+// a function of the unit's text, so that broken copies can be fed to it.
+
+const backendText = readFileSync(BACKEND_PATH, 'utf8');
+const backendSource = readFileSync(join(REPO, 'src', 'commands', 'backend.ts'), 'utf8');
+
+// The daemon's sandbox, which the backend keeps as it is (the devices go, and the daemon's user and directories).
+const BACKEND_SHARED_WITH_DAEMON = [
+  'DevicePolicy', 'ProtectSystem', 'ProtectHome', 'PrivateTmp', 'NoNewPrivileges', 'CapabilityBoundingSet', 'AmbientCapabilities',
+  'SystemCallErrorNumber', 'SystemCallArchitectures', 'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups',
+  'ProtectClock', 'ProtectHostname', 'RestrictNamespaces', 'RestrictRealtime', 'RestrictSUIDSGID', 'LockPersonality', 'RemoveIPC',
+  'PrivateMounts', 'KeyringMode', 'ProtectProc', 'ProcSubset',
+];
+
+/** What is wrong with the backend's unit, one line per broken rule; [] when it is right. */
+function backendProblems(text: string): string[] {
+  const b = parseUnit(text);
+  const out: string[] = [];
+  const need = (ok: boolean, what: string): void => {
+    if (!ok) out.push(what);
+  };
+  // Type=notify only because the backend says READY=1 (src/commands/backend.ts), through systemd-notify, a child.
+  need(/\bnotifier\.ready\(/.test(backendSource), 'src/commands/backend.ts sends READY=1 (what Type=notify waits for)');
+  need(last(b, 'Service', 'Type') === 'notify', 'Type=notify: systemd waits for READY=1, sent once the backend listens');
+  need(last(b, 'Service', 'NotifyAccess') === 'all', 'NotifyAccess=all: READY=1 comes from a systemd-notify child process');
+  // A watchdog the backend never feeds would kill it every WatchdogSec.
+  need(last(b, 'Service', 'WatchdogSec') === undefined || /\bnotifier\.watchdog\(/.test(backendSource), 'no WatchdogSec=: the backend sends no WATCHDOG=1');
+  const exec = values(b, 'Service', 'ExecStart');
+  // The form install.sh rewrites (another Node than /usr/bin/node) and then checks.
+  need(
+    exec.length === 1 && /^\/usr\/bin\/node( --[a-z0-9=-]+)* \/opt\/scanbox\/dist\/cli\.js backend$/.test(exec[0]!),
+    `ExecStart= runs /usr/bin/node [--flags] /opt/scanbox/dist/cli.js backend (is: ${exec.join(' | ') || 'absent'})`,
+  );
+  need(last(b, 'Service', 'User') === 'scanbox-backend' && last(b, 'Service', 'Group') === 'scanbox-backend', 'User=scanbox-backend and Group=scanbox-backend: its own user, neither root nor the boxes\' scanbox');
+  need(values(b, 'Service', 'SupplementaryGroups').length === 0, 'no SupplementaryGroups=: no serial port, no GPIO');
+  need(sameList(values(b, 'Service', 'EnvironmentFile'), ['/etc/scanbox-backend/backend.env']), 'EnvironmentFile=/etc/scanbox-backend/backend.env, required (no "-")');
+  need(
+    sameList(values(b, 'Service', 'LoadCredential'), [
+      'apikey:/etc/scanbox-backend/apikey',
+      'apiclient_cert.pem:/etc/scanbox-backend/apiclient_cert.pem',
+      'apiclient_key.pem:/etc/scanbox-backend/apiclient_key.pem',
+    ]),
+    'LoadCredential= for the merchant\'s apikey, apiclient_cert.pem and apiclient_key.pem from /etc/scanbox-backend',
+  );
+  need(last(b, 'Service', 'StateDirectory') === 'scanbox-backend', 'StateDirectory=scanbox-backend: the journal and the CA');
+  need(last(b, 'Service', 'StateDirectoryMode') === '0700', 'StateDirectoryMode=0700: the CA key is for the service alone');
+  need(last(b, 'Service', 'UMask') === '0077', 'UMask=0077: what the backend writes is its own only');
+  need(!words(b, 'Service', 'RuntimeDirectory').includes('scanbox'), "no RuntimeDirectory=scanbox: that is the box daemon's /run/scanbox");
+  need(values(b, 'Service', 'DeviceAllow').length === 0, 'no DeviceAllow=: the backend opens no device');
+  need(isTrue(last(b, 'Service', 'PrivateDevices')), 'PrivateDevices=yes: no device at all');
+  need(isTrue(last(b, 'Service', 'ProtectKernelTunables')), 'ProtectKernelTunables=yes: no sysfs GPIO to keep writable');
+  need(last(b, 'Service', 'CapabilityBoundingSet') === '' && last(b, 'Service', 'AmbientCapabilities') === '', 'no capability: it listens on 8443, not below 1024');
+  const families = words(b, 'Service', 'RestrictAddressFamilies');
+  need(sameList(families, ['AF_UNIX', 'AF_INET', 'AF_INET6']), `RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6: the boxes over IPv4 and IPv6, WeChat Pay, journald (is: ${families.join(' ')})`);
+  need(!isTrue(last(b, 'Service', 'PrivateNetwork')), 'PrivateNetwork not enabled: the boxes must reach it');
+  need(!words(b, 'Service', 'IPAddressDeny').includes('any'), 'IPAddressDeny is not any: the boxes and WeChat Pay');
+  for (const key of ['MemoryDenyWriteExecute', 'DynamicUser']) need(!isTrue(last(b, 'Service', key)), `${key} not enabled`);
+  need(last(b, 'Service', 'Restart') === 'always' && last(b, 'Unit', 'StartLimitIntervalSec') === '0', 'Restart=always and StartLimitIntervalSec=0: every box depends on it, it never stays failed');
+  for (const key of BACKEND_SHARED_WITH_DAEMON) {
+    const daemon = last(unit, 'Service', key);
+    need(daemon !== undefined && last(b, 'Service', key) === daemon, `${key}=${daemon ?? '(unset in the daemon)'} as in the daemon's unit (is: ${last(b, 'Service', key) ?? 'absent'})`);
+  }
+  need(sameList(values(b, 'Service', 'SystemCallFilter'), values(unit, 'Service', 'SystemCallFilter')), "SystemCallFilter= as the daemon's");
+  need(words(b, 'Unit', 'After').includes('network-online.target') && words(b, 'Unit', 'Wants').includes('network-online.target'), 'Wants= and After=network-online.target');
+  need(words(b, 'Install', 'WantedBy').includes('multi-user.target'), 'WantedBy=multi-user.target: enabled, it starts at boot');
+  out.push(...given(b));
+  return out;
+}
+
+t.test('backend unit: `scanbox backend` as scanbox-backend, notify, its configuration and credentials, no device', async (t) => {
+  t.same(backendProblems(backendText), [], 'systemd/scanbox-backend.service keeps every rule');
+});
+
+t.test('backend unit: every rule catches a broken copy', async (t) => {
+  mustFail(t, backendProblems, backendText, [
+    ['Type=simple', /^Type=notify$/m, 'Type=simple', /^Type=notify/],
+    ['NotifyAccess=main', /^NotifyAccess=all$/m, 'NotifyAccess=main', /^NotifyAccess=all/],
+    ['a watchdog never fed', /^Type=notify$/m, 'Type=notify\nWatchdogSec=30', /^no WatchdogSec=/],
+    ['the box daemon instead of the backend', /^(ExecStart=.*) backend$/m, '$1 run', /^ExecStart=/],
+    ['bare node', /^ExecStart=\/usr\/bin\/node /m, 'ExecStart=node ', /^ExecStart=/],
+    ['a second ExecStart', /^(ExecStart=.*)$/m, '$1\n$1', /^ExecStart=/],
+    ['User=root', /^User=scanbox-backend$/m, 'User=root', /^User=scanbox-backend/],
+    ["the boxes' user", /^User=scanbox-backend\nGroup=scanbox-backend$/m, 'User=scanbox\nGroup=scanbox', /^User=scanbox-backend/],
+    ['serial groups', /^Group=scanbox-backend$/m, 'Group=scanbox-backend\nSupplementaryGroups=dialout', /^no SupplementaryGroups=/],
+    ['an optional EnvironmentFile', /^EnvironmentFile=\/etc/m, 'EnvironmentFile=-/etc', /^EnvironmentFile=/],
+    ["the box's env file", /^EnvironmentFile=.*$/m, 'EnvironmentFile=/etc/scanbox/scanbox.env', /^EnvironmentFile=/],
+    ['a credential missing', /^LoadCredential=apikey:.*\n/m, '', /^LoadCredential=/],
+    ["a credential from the box's directory", /^LoadCredential=apikey:.*$/m, 'LoadCredential=apikey:/etc/scanbox/apikey', /^LoadCredential=/],
+    ["the box's state directory", /^StateDirectory=scanbox-backend$/m, 'StateDirectory=scanbox', /^StateDirectory=scanbox-backend/],
+    ['a state directory others can read', /^StateDirectoryMode=0700$/m, 'StateDirectoryMode=0755', /^StateDirectoryMode=0700/],
+    ['files others can read', /^UMask=0077$/m, 'UMask=0022', /^UMask=0077/],
+    ["the box's runtime directory", /^UMask=0077$/m, 'UMask=0077\nRuntimeDirectory=scanbox', /^no RuntimeDirectory=scanbox/],
+    ['a device', /^DevicePolicy=closed$/m, 'DevicePolicy=closed\nDeviceAllow=char-ttyUSB rw', /^no DeviceAllow=/],
+    ['PrivateDevices off', /^PrivateDevices=yes$/m, 'PrivateDevices=no', /^PrivateDevices=yes/],
+    ['the capability for port 443', /^AmbientCapabilities=$/m, 'AmbientCapabilities=CAP_NET_BIND_SERVICE', /^no capability/],
+    ['no IPv6', /^RestrictAddressFamilies=.*$/m, 'RestrictAddressFamilies=AF_UNIX AF_INET', /^RestrictAddressFamilies=/],
+    ['no network', /^LockPersonality=yes$/m, 'LockPersonality=yes\nPrivateNetwork=yes', /^PrivateNetwork not enabled/],
+    ['IPAddressDeny=any', /^LockPersonality=yes$/m, 'LockPersonality=yes\nIPAddressDeny=any', /^IPAddressDeny is not any/],
+    ['MemoryDenyWriteExecute', /^LockPersonality=yes$/m, 'LockPersonality=yes\nMemoryDenyWriteExecute=yes', /^MemoryDenyWriteExecute not enabled/],
+    ['Restart=on-failure', /^Restart=always$/m, 'Restart=on-failure', /^Restart=always/],
+    ['a start limit', /^StartLimitIntervalSec=0$/m, 'StartLimitIntervalSec=10s', /StartLimitIntervalSec=0/],
+    ['a weaker sandbox', /^ProtectSystem=strict$/m, 'ProtectSystem=full', /^ProtectSystem=strict as in the daemon/],
+    ['a sandbox line missing', /^ProtectProc=invisible\n/m, '', /^ProtectProc=invisible as in the daemon/],
+    ['a looser system call filter', /^SystemCallFilter=~.*\n/m, '', /^SystemCallFilter= as the daemon's/],
+    ['not after the network', /^After=network-online\.target/m, 'After=', /network-online\.target/],
+    ['not enabled at boot', /^WantedBy=multi-user\.target$/m, 'WantedBy=', /^WantedBy=multi-user\.target/],
+    ['a key given twice', /^UMask=0077$/m, 'UMask=0077\nUMask=0022', /UMask given 2 times/],
+  ]);
+});
+
+t.test('systemd-analyze security --offline: the backend at most 2.0', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed (the static checks above still ran)' }, async (t) => {
+  const result = security(BACKEND_PATH);
+  t.not(result.exposure, null, 'the overall exposure line is printed', { output: result.output.slice(-600) });
+  t.comment(`exposure of systemd/scanbox-backend.service: ${result.exposure} (limit ${MAX_EXPOSURE})`);
+  t.ok(result.exposure !== null && result.exposure <= MAX_EXPOSURE, `exposure ${result.exposure} <= ${MAX_EXPOSURE}`);
+  t.equal(result.status, 0, '--threshold=20 passes');
+
+  // The same unit without its sandbox (everything from the "Sandbox" heading on, but [Install]) fails it.
+  const from = backendText.indexOf('\n# --- Sandbox');
+  const to = backendText.indexOf('\n[Install]');
+  t.ok(from > 0 && to > from, 'the sandbox is the block between its heading and [Install]');
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-backend-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const loose = join(dir, 'scanbox-backend.service');
+  writeFileSync(loose, backendText.slice(0, from) + backendText.slice(to));
+  const looseResult = security(loose);
+  t.ok(looseResult.exposure !== null && looseResult.exposure > MAX_EXPOSURE, `without its sandbox it scores badly (${looseResult.exposure})`);
+  t.not(looseResult.status, 0, 'and fails the threshold');
+});
+
+t.test('systemd-analyze verify: no complaint about the backend unit', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed' }, async (t) => {
+  const result = verify(BACKEND_PATH);
+  for (const line of result.environmental) t.comment(`about this machine, not the unit: ${line}`);
+  t.same(result.problems, [], 'no warnings or errors');
+  if (result.environmental.length === 0) t.equal(result.status, 0, 'exit 0');
+
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-verify-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const broken = join(dir, 'scanbox-backend.service');
+  writeFileSync(broken, backendText.replace(/^KillMode=mixed$/m, 'KilMode=mixed').replace(/^Type=notify$/m, 'Type=notifi'));
+  const brokenResult = verify(broken);
+  t.ok(brokenResult.problems.some((l) => /KilMode/.test(l)), 'an unknown key is reported');
+  t.ok(brokenResult.problems.some((l) => /notifi/.test(l)), 'a bad value is reported');
+});
+
+/** The drop-in the box unit's comment gives for backend mode: the `#   ` lines after its "Merchant-backend mode" note. */
+function backendDropIn(text: string): string {
+  const lines = text.split('\n');
+  const at = lines.findIndex((l) => /^# Merchant-backend mode/.test(l));
+  const block: string[] = [];
+  for (let i = at + 1; at >= 0 && i < lines.length && lines[i]!.startsWith('#'); i++) {
+    if (lines[i]!.startsWith('#   ')) block.push(lines[i]!.slice(4));
+  }
+  return block.length > 0 ? `${block.join('\n')}\n` : '';
+}
+
+t.test("box unit: the drop-in for backend mode clears the merchant's credentials and loads the box's three", async (t) => {
+  const dropIn = backendDropIn(unitText);
+  t.not(dropIn, '', 'the unit shows the drop-in in a comment');
+  const parsed = parseUnit(dropIn);
+  const wanted = [BOX_CERT_FILE, BOX_KEY_FILE, BOX_CA_FILE].map((name) => `${name}:/etc/scanbox/${name}`);
+  t.same(values(parsed, 'Service', 'LoadCredential'), ['', ...wanted], "an empty LoadCredential= first (it clears the unit's list), then the names config.ts reads");
+  t.match(unitText, /systemctl edit scanbox\b/, 'made with systemctl edit scanbox');
+  t.match(unitText, /systemctl edit scanbox-reconcile/, 'and for the reconciliation too');
+  // The rule is real: a drop-in that does not clear the list leaves the merchant's credentials in.
+  const kept = values(parseUnit(dropIn.replace(/^LoadCredential=\n/m, '')), 'Service', 'LoadCredential');
+  t.not(kept[0], '', 'without the empty line the list is not cleared (caught)');
+
+  if (!HAVE_ANALYZE) return;
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-dropin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'scanbox.service');
+  writeFileSync(path, unitText);
+  mkdirSync(`${path}.d`);
+  writeFileSync(join(`${path}.d`, 'override.conf'), dropIn);
+  t.same(verify(path).problems, [], 'systemd-analyze verify takes the unit with the drop-in');
+  writeFileSync(join(`${path}.d`, 'override.conf'), dropIn.replace('LoadCredential=backend_key', 'LoadCredentials=backend_key'));
+  t.ok(verify(path).problems.some((l) => /LoadCredentials/.test(l)), 'and reports a typo in a drop-in (the drop-in is read)');
+});
+
+const backendEnvText = readFileSync(BACKEND_ENV_PATH, 'utf8');
+/** The §2 variables the backend reads besides its own (src/backend/config.ts), and nothing of a box's. */
+const BACKEND_MERCHANT_VARIABLES = [
+  'SCANBOX_MCH_ID', 'SCANBOX_APPID', 'SCANBOX_SUB_MCH_ID', 'SCANBOX_SUB_APPID', 'SCANBOX_API_KEY_FILE', 'SCANBOX_CERT_FILE',
+  'SCANBOX_CERT_KEY_FILE', 'SCANBOX_CERT_P12_FILE', 'SCANBOX_CERT_P12_PASSWORD_FILE', 'SCANBOX_API_BASE', 'SCANBOX_API_BACKUP_BASE',
+  'SCANBOX_SIGN_TYPE', 'SCANBOX_LOG_LEVEL',
+];
+
+t.test("backend env template: every backend variable, each documented, none of a box's", async (t) => {
+  const lines = backendEnvText.split('\n');
+  const named = new Map<string, number>();
+  lines.forEach((line, index) => {
+    const m = /^#?(SCANBOX_[A-Z0-9_]+)=/.exec(line);
+    if (m) named.set(m[1]!, index);
+  });
+  for (const name of [...BACKEND_VARIABLES, ...BACKEND_MERCHANT_VARIABLES]) {
+    t.ok(named.has(name), `${name} is in the template`);
+    const at = named.get(name);
+    if (at !== undefined) {
+      let i = at - 1;
+      while (i >= 0 && /^#?SCANBOX_[A-Z0-9_]+=/.test(lines[i]!)) i--;
+      t.ok(i >= 0 && lines[i]!.startsWith('# '), `${name} has a comment`);
+    }
+  }
+  const extra = [...named.keys()].filter((n) => !BACKEND_VARIABLES.includes(n) && !BACKEND_MERCHANT_VARIABLES.includes(n));
+  t.same(extra, [], "no box variable (serial ports, SCANBOX_BACKEND, ...) and nothing unknown");
+  t.notMatch(backendEnvText, /^#?SCANBOX_API_KEY=/m, 'no place for the API key itself');
+  const firstVariable = lines.findIndex((l) => /^#?SCANBOX_/.test(l));
+  t.match(lines[firstVariable]!, /^SCANBOX_MCH_ID=/, 'the required merchant settings come first');
+  const defaults = parseEnv(backendEnvText, true);
+  t.equal(defaults.SCANBOX_BACKEND_LISTEN, DEFAULT_LISTEN, `the listener's default shown is the code's (${DEFAULT_LISTEN})`);
+  t.equal(defaults.SCANBOX_BACKEND_DB, DEFAULT_BACKEND_DB, 'the journal default shown is the code\'s');
+});
+
+t.test('backend env template: as shipped and with its defaults uncommented, it loads with the credentials systemd hands over', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-backend-env-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // What LoadCredential= gives the backend: $CREDENTIALS_DIRECTORY with the three files under their names.
+  const credentials = join(dir, 'credentials');
+  mkdirSync(credentials);
+  const pki = createTestPki({ mchId: MERCHANT.mchId });
+  writeFileSync(join(credentials, 'apikey'), `${MERCHANT.apiKey}\n`);
+  writeFileSync(join(credentials, 'apiclient_cert.pem'), pki.client.certPem);
+  writeFileSync(join(credentials, 'apiclient_key.pem'), pki.client.keyPem);
+  const filled = { SCANBOX_MCH_ID: MERCHANT.mchId, SCANBOX_APPID: MERCHANT.appId };
+  const described: string[][] = [];
+  for (const [label, env] of [
+    ['as shipped', parseEnv(backendEnvText)],
+    ['with every default uncommented', parseEnv(backendEnvText, true)],
+  ] as const) {
+    const unfilled = loadBackendConfig({ env: { ...env, CREDENTIALS_DIRECTORY: credentials } });
+    const unfilledNames = unfilled.ok ? [] : unfilled.errors.map((e) => e.split(':')[0]);
+    t.ok(unfilledNames.includes('SCANBOX_MCH_ID') && unfilledNames.includes('SCANBOX_APPID'), `${label}: asks for the merchant ids`);
+    const bare = loadBackendConfig({ env: { ...env, ...filled } });
+    t.ok(!bare.ok && bare.errors.some((e) => e.startsWith('SCANBOX_API_KEY_FILE:')), `${label}: without the credentials the API key is missing (the check is real)`);
+    const result = loadBackendConfig({ env: { ...env, ...filled, CREDENTIALS_DIRECTORY: credentials } });
+    t.same(result.ok ? [] : result.errors, [], `${label}: loads once the ids are filled in`);
+    if (result.ok) described.push(describeBackendConfig(result.config));
+  }
+  t.equal(described.length, 2);
+  t.same(described[1], described[0], 'the commented values are the defaults: uncommenting them changes nothing');
+  t.comment(described[0]?.join(' ') ?? '');
+  // A typo in a variable name is refused, so the template's names are all real.
+  const typo = loadBackendConfig({ env: { ...parseEnv(backendEnvText), ...filled, CREDENTIALS_DIRECTORY: credentials, SCANBOX_BACKEND_LISTN: '0.0.0.0:8443' } });
+  t.ok(!typo.ok && typo.errors.some((e) => e.startsWith('SCANBOX_BACKEND_LISTN:')), 'an unknown variable is an error');
 });
