@@ -43,6 +43,8 @@ export function installedEnv(
     }
   }
   Object.assign(merged, env);
-  if (!merged.CREDENTIALS_DIRECTORY && existsSync(`${credentials}/apikey`)) merged.CREDENTIALS_DIRECTORY = credentials;
+  // The secrets systemd hands the daemon: the merchant's (apikey ...), or in backend mode the box's own.
+  const held = ['apikey', 'backend_cert.pem'].some((name) => existsSync(`${credentials}/${name}`));
+  if (!merged.CREDENTIALS_DIRECTORY && held) merged.CREDENTIALS_DIRECTORY = credentials;
   return merged;
 }

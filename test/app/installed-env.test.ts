@@ -25,3 +25,10 @@ t.test('a command run by hand sees what systemd gives the daemon; the environmen
   const none = installedEnv({ PATH: '/bin' }, { envFile: join(dir, 'absent.env'), credentials: join(dir, 'absent') });
   t.same(none, { PATH: '/bin' }, 'nothing installed: nothing added');
 });
+
+t.test('a box in backend mode holds only its own certificate: the credentials are found by it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'scanbox-env-'));
+  writeFileSync(join(dir, 'backend_cert.pem'), 'c');
+  const env = installedEnv({ PATH: '/bin' }, { envFile: join(dir, 'absent.env'), credentials: dir });
+  t.equal(env.CREDENTIALS_DIRECTORY, dir);
+});
