@@ -57,7 +57,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
   const dir = t.testdir({});
   const file = path.join(dir, 'scanbox.db');
   const journal = openIn(t, file);
-  t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -2000, userVersion: SCHEMA_VERSION });
+  t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -512, userVersion: SCHEMA_VERSION });
   t.equal(SCHEMA_VERSION, 3, 'schema 3: sales, refunds, reconciliations');
   journal.createSale('R-1', 1);
   t.ok(fs.existsSync(`${file}-wal`), 'writes go to the -wal file');
