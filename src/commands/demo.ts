@@ -266,6 +266,16 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     const reconciled = await runCli(['reconcile', '--date', today], { ...rig.env, ...boxEnv });
     for (const line of reconciled.stdout.trimEnd().split('\n')) say('reconcile', line);
     const reconcileOk = reconciled.status === 0 && /discrepancies: 0/.test(reconciled.stdout);
+    let backendReconciled: { status: number | null; stdout: string } | null = null;
+    // What WeChat Pay saw of the box's day, before the backend asks for the bill on its own account.
+    const boxRequests = rig.sim.requests().length;
+    if (backend) {
+      // The merchant's side: the whole bill against the backend's journal of the calls it forwarded.
+      process.stdout.write(`\n--- the same day reconciled by the backend, for all its boxes (scanbox backend reconcile)\n`);
+      backendReconciled = await runCli(['backend', 'reconcile', '--date', today], backend.backendEnv);
+      for (const line of backendReconciled.stdout.trimEnd().split('\n')) say('backend', line);
+    }
+    const backendReconcileOk = backendReconciled === null || (backendReconciled.status === 0 && /discrepancies: 0/.test(backendReconciled.stdout));
 
     const charged = rig.sim.ledger().filter((e) => e.charged);
     const r1001 = charged.filter((e) => e.attach === 'R1001').length;
@@ -287,21 +297,26 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     );
     process.stdout.write(`  register's totals: ${totals}\n`);
     process.stdout.write(`  reconciliation: ${reconcileOk ? 'every row of the bill matched the journal' : `NOT CLEAN (exit ${reconciled.status})`}\n`);
+    if (backendReconciled) {
+      process.stdout.write(
+        `  backend reconciliation: ${backendReconcileOk ? "every row of the merchant's bill matched the backend's journal" : `NOT CLEAN (exit ${backendReconciled.status})`}\n`,
+      );
+    }
     let backendOk = true;
     if (backend) {
       // Every request WeChat Pay saw is one the backend forwarded: the box never spoke to it directly.
       const forwarded = (await backend.calls()).filter((c) => c.outcome !== 'refused');
-      const upstream = rig.sim.requests().length;
+      const upstream = boxRequests;
       const byCall = new Map<string, number>();
       for (const c of forwarded) byCall.set(c.call, (byCall.get(c.call) ?? 0) + 1);
       backendOk = forwarded.length > 0 && forwarded.length === upstream && forwarded.every((c) => c.deviceId === rig.env.SCANBOX_DEVICE_ID);
       process.stdout.write(
         `  backend: ${forwarded.length} call(s) forwarded for ${rig.env.SCANBOX_DEVICE_ID} (${[...byCall].map(([call, count]) => `${call} ${count}`).join(', ')}); ` +
-          `WeChat Pay saw ${upstream} request(s): ${backendOk ? 'every one through the backend' : 'NOT ALL THROUGH THE BACKEND'}\n`,
+          `WeChat Pay saw ${upstream} request(s) for the box: ${backendOk ? 'every one through the backend' : 'NOT ALL THROUGH THE BACKEND'}\n`,
       );
     }
     const totalsOk = totals.endsWith(`PAID ${charged.length} ${chargedFen} REFUNDED 1 3000 NET ${chargedFen - 3000}`);
-    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && backendOk && exitCode === 0;
+    const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && backendOk && backendReconcileOk && exitCode === 0;
     process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
     return allOk ? 0 : 1;

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { BackendGateway } from '../../src/backend/gateway.js';
 import { SqliteBackendStore, type CallRecord } from '../../src/backend/store.js';
+import { businessDay } from '../../src/business-day.js';
 import { createTestPki } from '../../src/simulator/ca.js';
 import { Daemon, Rig } from '../../src/simulator/rig.js';
 import { tempDir } from '../helpers/world.js';
@@ -57,7 +58,8 @@ function freePort(): Promise<number> {
 }
 
 t.test('backend mode with real processes: crashes of the box and of the backend, access', async (t) => {
-  const rig = await Rig.start();
+  // Today's bill as it stands, for the backend's reconciliation of the day at the end.
+  const rig = await Rig.start({ simulator: { billReadyAfterMs: -86_400_000 } });
   t.teardown(() => rig.close());
   const dir = tempDir('scanbox-backend-crash-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -195,7 +197,8 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     t.equal(rig.sim.entry(otn)!.charged, true, 'the charge landed; the box could not know');
     t.equal(rig.sim.requests().length, upstreamBefore + 1, 'only the micropay reached WeChat Pay');
     const calls = await backendCalls(otn);
-    t.match(calls, [{ call: 'micropay', outcome: 'sent', deviceId: 'BENCH01' }], 'the backend journal holds the micropay it was killed in');
+    t.equal(calls.length, 1, 'nothing else reached the backend');
+    t.match(calls[0], { call: 'micropay', outcome: 'sent', deviceId: 'BENCH01', amountFen: 900 }, 'the backend journal holds the micropay it was killed in');
 
     const daemon = rig.daemon!;
     const mark = daemon.mark;
@@ -255,5 +258,16 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     const status = await cli(['backend', 'status', '--json'], { SCANBOX_BACKEND_DB: dbPath });
     const boxes = (JSON.parse(status.stdout) as { boxes: { deviceId: string; revokedAt: number | null }[] }).boxes;
     t.match(boxes, [{ deviceId: 'BENCH01', revokedAt: Number }, { deviceId: 'BENCH02', revokedAt: null }]);
+  });
+
+  await t.test('the day after both crashes, reconciled by the backend: every row matched', async (t) => {
+    const today = businessDay(Date.now(), 'Asia/Shanghai');
+    const run = await cli(['backend', 'reconcile', '--date', today, '--json'], backendEnv);
+    t.equal(run.status, 0, run.stdout + run.stderr);
+    const result = JSON.parse(run.stdout) as { matched: number; discrepancies: unknown[]; boxes: { box: string; rows: number }[] };
+    t.same(result.discrepancies, []);
+    // BC-1 and BC-2 charged and given back (REVOKED rows: the backend saw the reverses), BC-3 paid; BC-4 never left.
+    t.equal(result.matched, 3);
+    t.same(result.boxes.map((b) => [b.box, b.rows]), [['BENCH01', 3], ['BENCH02', 0]], 'the revoked box\'s trades are still reconciled');
   });
 });

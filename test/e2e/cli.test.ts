@@ -79,6 +79,7 @@ t.test('scanbox demo --backend plays the same counter through a merchant backend
   t.match(demo.stdout, /api="backend https:\/\/127\.0\.0\.1:\d+"/, 'the daemon runs through the backend');
   t.match(demo.stdout, /backend +<6>backend: forwarded box=BENCH01 call=micropay /, 'the backend forwards the calls');
   t.match(demo.stdout, /backend: \d+ call\(s\) forwarded for BENCH01 .*: every one through the backend/);
+  t.match(demo.stdout, /backend reconciliation: every row of the merchant's bill matched the backend's journal/);
   t.match(demo.stdout, /demo: every sale ended as scripted/);
   t.notMatch(demo.stdout, /(?<!\d)1[0-5]\d{16}(?!\d)/, 'no full payment code in the transcript');
   t.equal(spawnSync(process.execPath, [CLI, 'demo', '--frobnicate'], { env: cleanEnv(), encoding: 'utf8' }).status, 2);
