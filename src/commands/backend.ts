@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDayArgs } from '../app/args.js';
 import { clientFor } from '../app/parts.js';
@@ -210,6 +211,11 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
     return 2;
   }
   const config = loaded.config;
+  // A journal that is not there (a mistyped SCANBOX_BACKEND_DB) would make every row of the bill an unknown order.
+  if (!existsSync(config.dbPath)) {
+    print(`no backend journal at ${config.dbPath} (SCANBOX_BACKEND_DB): nothing to reconcile the bill against`);
+    return 2;
+  }
   const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
   const now = Date.now();
   const date = parsed.date ?? yesterday(now, BILL_TIME_ZONE);

@@ -231,6 +231,9 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
     t.equal((await cli(['backend', 'reconcile', '--date', '20261331'], env)).status, 2);
     const unset = { ...env, SCANBOX_MCH_ID: '' };
     t.equal((await cli(['backend', 'reconcile', '--date', today], unset)).status, 2, 'no merchant configuration');
+    const nowhere = await cli(['backend', 'reconcile', '--date', today], { ...env, SCANBOX_BACKEND_DB: join(dir, 'typo', 'backend.db') });
+    t.equal(nowhere.status, 2, 'no backend journal: nothing to reconcile against, and none made');
+    t.match(nowhere.stdout, /no backend journal at /);
     // WeChat Pay's own rule: today's bill is made from 09:00 tomorrow.
     const strict = await GatewaySimulator.start({ ...MERCHANT });
     t.teardown(() => strict.close());
