@@ -6,7 +6,7 @@ const USAGE = `scanbox ${VERSION}: the counter payment box daemon (WeChat Pay pa
 
 usage:
   scanbox run              the daemon (systemd starts it)
-  scanbox demo             the whole box against the built-in simulator, no hardware needed
+  scanbox demo [--backend] the whole box against the built-in simulator, no hardware needed (--backend: through a backend)
   scanbox status           health, last sales, pending reversals (works while the daemon runs)
   scanbox tx               recent transactions; scanbox tx show ID: one sale's events (out_trade_no or REF)
   scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other
@@ -17,6 +17,7 @@ usage:
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox backend          merchant-backend mode: the server holding the merchant's credentials for many boxes
   scanbox backend enroll DEVICE_ID --out DIR | revoke DEVICE_ID | status   a box's certificate, cut off, list
+  scanbox backend reconcile [--date YYYYMMDD] [--json]   the merchant's bill against the backend's journal, all boxes
   scanbox --version
 
 exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage`;
