@@ -80,12 +80,15 @@ t.test('a box in backend mode at the counter', async (t) => {
     return reg.next(new RegExp(`^(PAID|FAILED) ${ref} `), 40000, from);
   };
 
-  await t.test('paid, password, timeout -> reverse, a refund: the same lines as in direct mode', async (t) => {
+  await t.test('paid, password, timeout -> reverse, payer cancel, a refund: the same lines as in direct mode', async (t) => {
     const paid = await sell('BK-1', 1234);
     t.match(paid, /^PAID BK-1 BENCH01[A-Z0-9]{4}\d{8} \d{28}$/);
     t.ok(rig.sim.entry(paid.split(' ')[2]!)?.charged, 'charged at WeChat Pay, through the backend');
     t.match(await sell('BK-2', 500, { outcome: 'userpaying', confirmAfterMs: 1500 }), /^PAID BK-2 /);
     t.match(await sell('BK-3', 800, { outcome: 'userpaying' }), /^FAILED BK-3 TIMEOUT_REVERSED /);
+    // The payer cancels in WeChat: reversed through the backend.
+    t.match(await sell('BK-5', 900, { outcome: 'userpaying', cancelAfterMs: 1000 }), /^FAILED BK-5 REVERSED /);
+    t.notOk(rig.sim.ledger().find((e) => e.attach === 'BK-5')?.charged, 'nothing kept after the payer cancelled');
     t.notOk(rig.sim.ledger().find((e) => e.attach === 'BK-3')?.charged, 'reversed through the backend');
     const from = reg.mark;
     reg.send('REFUND BK-1 234 BKR-1');
