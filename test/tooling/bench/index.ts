@@ -9,6 +9,7 @@ import { sign } from '../../../src/wechatpay/sign.js';
 import { encodeXml } from '../../../src/wechatpay/xml.js';
 import { mean, median, quantile, type Row } from './common.js';
 import { connectionPhase } from './connection.js';
+import { billDay, reconcilePhase } from './reconcile-scale.js';
 import { WalCommitCounter } from './wal.js';
 import { makeYearJournal } from './year-journal.js';
 
@@ -56,10 +57,12 @@ import { makeYearJournal } from './year-journal.js';
  *   empty journal, per 1,000 sales.
  * - The connection (spaced sales across a 60 ms round trip, beside a reuse-only client; a refused connection):
  *   connection.ts beside this file, which says how each of its figures is taken.
+ * - Reconciliation at scale (a bill of 20,000 rows against the year's journal, in a child process):
+ *   reconcile-scale.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection: the parts to run), BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile: the parts to run), BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
- * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts.
+ * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
 
 const SALES = Number(process.env.BENCH_SALES ?? 10_000);
@@ -421,8 +424,8 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection); default all of them. */
-const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection').split(',').map((p) => p.trim()));
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile); default all of them. */
+const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile').split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
   const cpu = os.cpus();
@@ -443,13 +446,19 @@ async function main(): Promise<void> {
       );
     }
 
-    // ---- a year's journal: start-up on it ----
+    // ---- a year's journal: start-up on it, and the reconciliation of its busy day ----
+    const { date: billDate, busy } = billDay(Date.now());
     const yearPath = join(rig.dir, 'year.db');
-    if (PARTS.has('year')) {
-      const made = makeYearJournal(yearPath, 'BENCH01', YEAR_SALES);
-      progress(`made a journal of ${YEAR_SALES} settled sales: ${(made.bytes / 1e6).toFixed(1)} MB in ${(made.ms / 1000).toFixed(1)} s`);
-      rows.push(...(await yearPart(rig, yearPath)));
+    let tag = '';
+    if (PARTS.has('year') || PARTS.has('reconcile')) {
+      const made = makeYearJournal(yearPath, 'BENCH01', YEAR_SALES, PARTS.has('reconcile') ? busy : undefined);
+      tag = made.tag;
+      progress(
+        `made a journal of ${YEAR_SALES} settled sales${PARTS.has('reconcile') ? ` (${busy.sales} of them on ${billDate}, China time)` : ''}: ` +
+          `${(made.bytes / 1e6).toFixed(1)} MB in ${(made.ms / 1000).toFixed(1)} s`,
+      );
     }
+    if (PARTS.has('year')) rows.push(...(await yearPart(rig, yearPath)));
     if (bytesRow) rows.push(bytesRow);
 
     // ---- the connection: spaced sales across a 60 ms round trip, and a refused connection ----
@@ -458,6 +467,9 @@ async function main(): Promise<void> {
       rows.push(...connection.rows);
       notes.push(connection.conditions);
     }
+
+    // ---- reconciliation at scale ----
+    if (PARTS.has('reconcile')) rows.push(...(await reconcilePhase(rig.dir, yearPath, tag, billDate, progress)));
 
     // ---- the table ----
     const w0 = Math.max(...rows.map((r) => r.metric.length), 6);
@@ -469,7 +481,7 @@ async function main(): Promise<void> {
     for (const r of rows) process.stdout.write(line(r.metric, r.value, r.target, r.ok === null ? '-' : r.ok ? 'ok' : 'MISSED') + '\n');
     process.stdout.write(`\nmachine: ${machine}${EXTRA_ENV.NODE_OPTIONS ? `; daemon NODE_OPTIONS=${EXTRA_ENV.NODE_OPTIONS}` : ''}\n`);
     for (const note of notes) process.stdout.write(note + '\n');
-    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 3 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
+    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 4 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
     process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
   } finally {
     await rig.close();

@@ -3,14 +3,24 @@ import { systemClock } from '../../../src/clock.js';
 import { Journal } from '../../../src/journal/journal.js';
 import { formatYuan } from '../../../src/money.js';
 
+/** A day of the year that holds more sales than the others: [startMs, endMs) and how many of the sales. */
+export interface BusyDay {
+  startMs: number;
+  endMs: number;
+  sales: number;
+}
+
 /**
  * A journal as a busy box leaves it after a year: `sales` settled sales (92 % paid, 5 % declined, 3 %
  * reversed after a password wait) spread over the last 365 days, each with the events the engine writes for
- * it. The schema and the tag come from Journal.open itself (the real migrations); the rows go in with
+ * it; with `busy`, that many of them fall inside that day (a day whose bill the bench reconciles) and the
+ * others are spread over the rest of the year. A paid sale's `paid_at`, WeChat Pay's time of payment as the
+ * engine records it from time_end (whole seconds), is 380 ms after it was created, rounded down to the second.
+ * The schema and the tag come from Journal.open itself (the real migrations); the rows go in with
  * better-sqlite3 directly in one transaction, which takes seconds instead of the hours 200,000 synced
  * commits would.
  */
-export function makeYearJournal(path: string, deviceId: string, sales: number): { bytes: number; ms: number } {
+export function makeYearJournal(path: string, deviceId: string, sales: number, busy?: BusyDay): { bytes: number; ms: number; tag: string } {
   const started = performance.now();
   const journal = Journal.open(path, { deviceId, clock: systemClock });
   const tag = journal.tag;
@@ -21,8 +31,8 @@ export function makeYearJournal(path: string, deviceId: string, sales: number): 
   db.pragma('synchronous = OFF');
   const insertSale = db.prepare(
     `INSERT INTO sales (id, ref, amount_fen, out_trade_no, state, code_masked, transaction_id, final_code, final_text,
-       reverse_reason, reverse_attempts, next_reverse_at, submitted_at, created_at, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)`,
+       reverse_reason, reverse_attempts, next_reverse_at, submitted_at, paid_at, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)`,
   );
   const insertEvent = db.prepare('INSERT INTO events (sale_id, at, kind, detail) VALUES (?, ?, ?, ?)');
   const now = Date.now();
@@ -38,9 +48,28 @@ export function makeYearJournal(path: string, deviceId: string, sales: number): 
     return out.slice(0, n);
   };
 
+  // Creation times, oldest first: the busy day's sales inside it (ending 2 s before its end, so that their
+  // payment times stay in it), the others over the rest of the year.
+  const from = now - yearMs;
+  const busyCount = busy ? Math.max(0, Math.min(busy.sales, sales)) : 0;
+  const busyLength = busy ? busy.endMs - busy.startMs : 0;
+  if (busy && (busy.startMs < from || busy.endMs > now || busyLength <= 2000)) throw new RangeError('the busy day must lie within the last 365 days');
+  const normal = sales - busyCount;
+  const normalAt = (k: number): number => {
+    const t = from + ((k + 1) / normal) * (yearMs - busyLength);
+    return busy && t >= busy.startMs ? t + busyLength : t;
+  };
+  const busyAt = (j: number): number => busy!.startMs + ((j + 0.5) / busyCount) * (busyLength - 2000);
+  let nextNormal = 0;
+  let nextBusy = 0;
+  const nextCreated = (): number => {
+    const takeBusy = nextBusy < busyCount && (nextNormal >= normal || busyAt(nextBusy) <= normalAt(nextNormal));
+    return Math.floor(takeBusy ? busyAt(nextBusy++) : normalAt(nextNormal++));
+  };
+
   db.transaction(() => {
     for (let id = 1; id <= sales; id++) {
-      const created = Math.floor(now - yearMs + (id / sales) * yearMs);
+      const created = nextCreated();
       const ref = `R${String(id).padStart(7, '0')}`;
       const amount = 100 + Math.floor(random() * 20000);
       const outTradeNo = `${deviceId}${tag}${String(id).padStart(8, '0')}`;
@@ -56,8 +85,9 @@ export function makeYearJournal(path: string, deviceId: string, sales: number): 
             ? 'Password not entered in time: order reversed, nothing charged'
             : null;
       const updated = created + (state === 'reversed' ? 15_500 : 400);
+      const paidAt = state === 'paid' ? Math.floor((created + 380) / 1000) * 1000 : null;
       insertSale.run(id, ref, amount, outTradeNo, state, code, transactionId, finalCode, finalText,
-        state === 'reversed' ? 'TIMEOUT_REVERSED' : null, state === 'reversed' ? 1 : 0, created + 5, created, updated);
+        state === 'reversed' ? 'TIMEOUT_REVERSED' : null, state === 'reversed' ? 1 : 0, created + 5, paidAt, created, updated);
       insertEvent.run(id, created, 'created', `ref=${ref} amount=${formatYuan(amount)} out_trade_no=${outTradeNo}`);
       insertEvent.run(id, created + 5, 'micropay_sent', JSON.stringify({ code }));
       if (state === 'paid') {
@@ -90,5 +120,5 @@ export function makeYearJournal(path: string, deviceId: string, sales: number): 
   db.pragma('wal_checkpoint(TRUNCATE)');
   const bytes = (db.pragma('page_count', { simple: true }) as number) * (db.pragma('page_size', { simple: true }) as number);
   db.close();
-  return { bytes, ms: performance.now() - started };
+  return { bytes, ms: performance.now() - started, tag };
 }
