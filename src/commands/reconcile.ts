@@ -1,14 +1,14 @@
 import { parseDayArgs } from '../app/args.js';
 import { upstreamFor } from '../app/parts.js';
 import { print } from '../app/table.js';
-import { BILL_TIME_ZONE, formatReconciliation, reconcile, type BillEntry, type ReconcileResult } from '../books/reconcile.js';
+import { BILL_TIME_ZONE, entriesOfBill, formatReconciliation, reconcile, type BillEntry, type ReconcileResult } from '../books/reconcile.js';
 import { yesterday } from '../business-day.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig } from '../config.js';
 import { messageOf } from '../errors.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
-import { BillError, parseBill } from '../wechatpay/bill.js';
+import { BillError } from '../wechatpay/bill.js';
 import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
@@ -69,18 +69,9 @@ export async function reconcileCommand(args: string[], env: NodeJS.ProcessEnv = 
     }
     if (outcome.kind === 'no_bill') entries = [];
     else {
-      const bill = parseBill(outcome.text);
-      entries = bill.rows.map((row) => ({
-        deviceInfo: row.deviceInfo,
-        outTradeNo: row.outTradeNo,
-        transactionId: row.transactionId,
-        tradeState: row.tradeState,
-        attach: row.attach,
-        orderFen: row.orderFen,
-        outRefundNo: row.outRefundNo,
-        refundFen: row.requestedRefundFen ?? row.refundFen ?? 0,
-      }));
-      log.info('bill fetched', { date, rows: bill.rows.length, bytes: outcome.bytes, gzip: outcome.gzip ? 'yes' : 'no', ms: outcome.ms });
+      const read = entriesOfBill(outcome.text);
+      entries = read.entries;
+      log.info('bill fetched', { date, rows: read.rows, bytes: outcome.bytes, gzip: outcome.gzip ? 'yes' : 'no', ms: outcome.ms });
     }
   } catch (error) {
     const what = error instanceof BillError ? `the bill of ${date} cannot be read: ${error.message}` : `fetching the bill of ${date} failed: ${messageOf(error)}`;

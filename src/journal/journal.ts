@@ -691,6 +691,13 @@ export class Journal {
     return this.read('list paid sales', () => this.stmt.paidSalesBetween.all(startMs, endMs).map(toSale));
   }
 
+  /** The same, one at a time, for a busy day's thousands of sales: none is kept after `fn` has seen it. */
+  eachPaidSaleBetween(startMs: number, endMs: number, fn: (sale: Sale) => void): void {
+    this.read('list paid sales', () => {
+      for (const row of this.stmt.paidSalesBetween.iterate(startMs, endMs)) fn(toSale(row));
+    });
+  }
+
   /** Every sale opened or changed in [startMs, endMs), oldest first: a business day's activity. */
   touchedBetween(startMs: number, endMs: number): Sale[] {
     return this.read('list sales', () => this.stmt.touchedBetween.all(startMs, endMs, startMs, endMs).map(toSale));

@@ -391,15 +391,25 @@ function readSummary(names: string[], values: string[], line: number, headerLine
  * Reads a bill's text (as downloadbill answers it, already gunzipped) into its rows and summary. Throws
  * BillError for anything that is not such a bill; never anything else.
  */
-export function parseBill(text: string): Bill {
+/**
+ * `each`: called with every trade row as it is read, and the rows are then not kept in the result (`rows` is
+ * empty): a bill of a busy merchant is tens of thousands of rows of 27 fields, and a caller that needs a few
+ * fields of each keeps only those.
+ */
+export function parseBill(text: string, each?: (row: BillRow) => void): Bill {
   if (typeof text !== 'string') throw new BillError('the bill is not text');
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   if (/^\s*<(\?xml|xml)/.test(body)) throw new BillError('not a bill: an XML answer (a downloadbill failure?)');
-  const lines = body.split('\n');
+  // Lines are cut from the text one at a time rather than split into an array of all of them at once.
   let n = 0;
+  let cursor = 0;
   const next = (): string | null => {
-    while (n < lines.length) {
-      let line = lines[n++]!;
+    while (cursor < body.length) {
+      let end = body.indexOf('\n', cursor);
+      if (end === -1) end = body.length;
+      let line = body.slice(cursor, end);
+      cursor = end + 1;
+      n++;
       if (line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
       if (line.trim() !== '') return line;
     }
@@ -435,7 +445,8 @@ export function parseBill(text: string): Bill {
     }
     const values = splitRow(line);
     if (values.length !== width) throw new BillError(`the row has ${values.length} values, the header ${width} columns`, at);
-    rows.push(read(values, at));
+    if (each) each(read(values, at));
+    else rows.push(read(values, at));
   }
   return { header, rows, summary };
 }

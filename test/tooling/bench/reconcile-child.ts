@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { reconcile, type BillEntry } from '../../../src/books/reconcile.js';
+import { entriesOfBill, reconcile } from '../../../src/books/reconcile.js';
 import { systemClock } from '../../../src/clock.js';
 import { Journal } from '../../../src/journal/journal.js';
-import { parseBill } from '../../../src/wechatpay/bill.js';
 
 /**
  * One reconciliation, in a process of its own so that its peak memory is its own:
@@ -31,18 +30,8 @@ const rssAtStart = kb('VmRSS');
 const text = readFileSync(billPath, 'utf8');
 step('text read');
 const t0 = performance.now();
-const bill = parseBill(text);
-// As src/commands/reconcile.ts maps them.
-const entries: BillEntry[] = bill.rows.map((row) => ({
-  deviceInfo: row.deviceInfo,
-  outTradeNo: row.outTradeNo,
-  transactionId: row.transactionId,
-  tradeState: row.tradeState,
-  attach: row.attach,
-  orderFen: row.orderFen,
-  outRefundNo: row.outRefundNo,
-  refundFen: row.requestedRefundFen ?? row.refundFen ?? 0,
-}));
+// As src/commands/reconcile.ts reads them.
+const { entries } = entriesOfBill(text);
 const t1 = performance.now();
 step('parsed');
 const journal = Journal.open(dbPath, { deviceId, clock: systemClock });
@@ -55,7 +44,7 @@ journal.close();
 process.stdout.write(
   JSON.stringify({
     chars: text.length,
-    rows: bill.rows.length,
+    rows: entries.length,
     parseMs: t1 - t0,
     openMs: t2 - t1,
     reconcileMs: t3 - t2,
