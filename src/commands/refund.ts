@@ -1,15 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { journalHolders } from '../app/journal-access.js';
-import { TECHNICIAN_REFUND_WAIT_MS, refundEngineFor, upstreamFor } from '../app/parts.js';
+import { actAlone } from '../app/alone.js';
+import { TECHNICIAN_REFUND_WAIT_MS, refundEngineFor } from '../app/parts.js';
 import { print } from '../app/table.js';
-import { clockTrusted, systemClock } from '../clock.js';
-import { loadConfig } from '../config.js';
+import { systemClock } from '../clock.js';
 import { ControlError, askDaemon, controlSocketPath, refundAnswer, type RefundAnswer } from '../control.js';
 import { REF } from '../ids.js';
-import { Journal } from '../journal/journal.js';
-import { createLogger } from '../log.js';
 import { parseFen } from '../money.js';
-import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
  * `scanbox refund REF AMOUNT [--id RID]`: a technician's refund of AMOUNT fen of the PAID sale REF, journalled
@@ -47,57 +43,16 @@ function report(result: RefundAnswer, how: string): number {
   return result.ok ? 0 : 1;
 }
 
-async function refundLocally(req: { ref: string; amountFen: number; rid: string }, env: NodeJS.ProcessEnv): Promise<number> {
-  const loaded = loadConfig({ env });
-  if (!loaded.ok) {
-    for (const error of loaded.errors) print(`FAIL ${error}`);
-    print(`configuration has ${loaded.errors.length} problem(s): cannot reach WeChat Pay without it`);
-    return 2;
-  }
-  const config = loaded.config;
-  const holders = journalHolders(config.dbPath);
-  if (holders.length > 0) {
-    print(
-      `the journal ${config.dbPath} is open in process ${holders.join(', ')} (the daemon?) but nothing answers on ` +
-        `${controlSocketPath(env)}: stop it (systemctl stop scanbox) and try again, so that two processes never refund at once`,
-    );
-    return 1;
-  }
-  if (!clockTrusted(systemClock.now())) {
-    print('the clock is not synchronised: the daemon would make no WeChat Pay call either; fix the time first (scanbox selftest)');
-    return 1;
-  }
-  const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
-  let client;
-  try {
-    client = upstreamFor(config, log);
-  } catch (error) {
-    if (error instanceof CertificateError) {
-      print(`configuration: merchant certificate: ${error.message}`);
-      return 2;
-    }
-    throw error;
-  }
-  let journal: Journal;
-  try {
-    journal = Journal.open(config.dbPath, { deviceId: config.deviceId, clock: systemClock });
-  } catch (error) {
-    print(`journal cannot be opened: ${(error as Error).message}`);
-    await client.close();
-    return 1;
-  }
-  try {
-    const refunds = refundEngineFor({ journal, gateway: client, log });
+function refundLocally(req: { ref: string; amountFen: number; rid: string }, env: NodeJS.ProcessEnv): Promise<number> {
+  return actAlone(env, 'refund', async ({ log, upstream, journal }) => {
+    const refunds = refundEngineFor({ journal, gateway: upstream, log });
     const result = refundAnswer(await refunds.technicianRefund(req, TECHNICIAN_REFUND_WAIT_MS));
     const exit = report(result, 'by this command (daemon not running)');
     if (!result.ok && result.state !== 'none' && result.state !== 'failed') {
       print('the daemon finishes it when it starts (it asks WeChat Pay and retries with the same refund number)');
     }
     return exit;
-  } finally {
-    journal.close();
-    await client.close();
-  }
+  });
 }
 
 export async function refundCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {

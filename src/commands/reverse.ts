@@ -1,13 +1,9 @@
-import { journalHolders, locateJournal, openJournalReadonly } from '../app/journal-access.js';
-import { engineFor, upstreamFor } from '../app/parts.js';
+import { actAlone } from '../app/alone.js';
+import { locateJournal, openJournalReadonly } from '../app/journal-access.js';
+import { engineFor } from '../app/parts.js';
 import { SALE_ALIGN, SALE_HEADERS, print, saleRows, table } from '../app/table.js';
-import { clockTrusted, systemClock } from '../clock.js';
-import { loadConfig } from '../config.js';
 import { ControlError, askDaemon, controlSocketPath, reverseAnswer, type ReverseAnswer } from '../control.js';
 import { OUT_TRADE_NO } from '../ids.js';
-import { Journal } from '../journal/journal.js';
-import { createLogger } from '../log.js';
-import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
  * `scanbox reverse OUT_TRADE_NO`: a technician's manual reversal (a paid sale is given back to the payer;
@@ -59,54 +55,12 @@ function showSale(env: NodeJS.ProcessEnv, outTradeNo: string): void {
   }
 }
 
-async function reverseLocally(outTradeNo: string, env: NodeJS.ProcessEnv): Promise<number> {
-  const loaded = loadConfig({ env });
-  if (!loaded.ok) {
-    for (const error of loaded.errors) print(`FAIL ${error}`);
-    print(`configuration has ${loaded.errors.length} problem(s): cannot reach WeChat Pay without it`);
-    return 2;
-  }
-  const config = loaded.config;
-  const holders = journalHolders(config.dbPath);
-  if (holders.length > 0) {
-    print(
-      `the journal ${config.dbPath} is open in process ${holders.join(', ')} (the daemon?) but nothing answers on ` +
-        `${controlSocketPath(env)}: stop it (systemctl stop scanbox) and try again, so that two processes never reverse at once`,
-    );
-    return 1;
-  }
-  if (!clockTrusted(systemClock.now())) {
-    print('the clock is not synchronised: the daemon would make no WeChat Pay call either; fix the time first (scanbox selftest)');
-    return 1;
-  }
-  // The engine's lines go to stderr, so stdout keeps the outcome alone.
-  const log = createLogger({ level: config.logLevel, write: (line) => void process.stderr.write(line + '\n') });
-  let client;
-  try {
-    client = upstreamFor(config, log);
-  } catch (error) {
-    if (error instanceof CertificateError) {
-      print(`configuration: merchant certificate: ${error.message}`);
-      return 2;
-    }
-    throw error;
-  }
-  let journal: Journal;
-  try {
-    journal = Journal.open(config.dbPath, { deviceId: config.deviceId, clock: systemClock });
-  } catch (error) {
-    print(`journal cannot be opened: ${(error as Error).message}`);
-    await client.close();
-    return 1;
-  }
-  try {
-    const engine = engineFor(config, { journal, gateway: client, log });
+function reverseLocally(outTradeNo: string, env: NodeJS.ProcessEnv): Promise<number> {
+  return actAlone(env, 'reverse', async ({ config, log, upstream, journal }) => {
+    const engine = engineFor(config, { journal, gateway: upstream, log });
     const result = await engine.manualReverse(outTradeNo);
     return report(outTradeNo, reverseAnswer(result), 'by this command (daemon not running)');
-  } finally {
-    journal.close();
-    await client.close();
-  }
+  });
 }
 
 export async function reverseCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
