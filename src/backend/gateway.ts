@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Agent, buildConnector } from 'undici';
 import type { Logger } from '../log.js';
-import type { ApiCall, ApiOutcome, BillOutcome, BillType, FailureCode } from '../wechatpay/client.js';
+import { NEVER_CONNECTED, errorCodes, errorText, neverConnected, type ApiCall, type ApiOutcome, type BillOutcome, type BillType, type FailureCode } from '../wechatpay/client.js';
 import { micropayAction } from '../wechatpay/codes.js';
 import {
   MAX_BILL_TEXT,
@@ -79,18 +79,12 @@ export const MICROPAY_REFUSAL_CODE: Readonly<Record<RefusalCode, string>> = {
   BACKEND_UNAVAILABLE: 'TRADE_ERROR',
 };
 
-/** Errors that only making a new connection raises: the request was never written (as in the direct client). */
-const NEVER_CONNECTED = new Set([
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ECONNREFUSED',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EHOSTDOWN',
-  'ENETDOWN',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ERR_SOCKET_CONNECTION_TIMEOUT',
+/**
+ * What proves a request never left the box: what the direct client counts (only making a connection raises
+ * those), and the backend's server certificate failing to verify, where the box stops in the handshake.
+ */
+const NEVER_SENT: ReadonlySet<string> = new Set([
+  ...NEVER_CONNECTED,
   // The backend's server certificate did not verify: the box stops in the handshake, before any request.
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
@@ -100,21 +94,6 @@ const NEVER_CONNECTED = new Set([
   'CERT_NOT_YET_VALID',
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
-
-function errorCodes(error: unknown, depth = 0): string[] {
-  if (typeof error !== 'object' || error === null || depth > 3) return [];
-  const { code, cause, errors } = error as { code?: unknown; cause?: unknown; errors?: unknown };
-  const codes: string[] = typeof code === 'string' ? [code] : [];
-  if (cause !== undefined) codes.push(...errorCodes(cause, depth + 1));
-  if (Array.isArray(errors)) for (const inner of errors) codes.push(...errorCodes(inner, depth + 1));
-  return codes;
-}
-
-function errorText(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error && error.cause.message !== error.message ? ` (${error.cause.message})` : '';
-  return (error instanceof AggregateError && error.message === '' ? error.errors.map(errorText).join('; ') : error.message) + cause;
-}
 
 function clip(text: string, max = 200): string {
   const line = text.replace(/[\r\n\t]+/g, ' ');
@@ -288,7 +267,7 @@ export class BackendGateway {
       const codes = errorCodes(error);
       const timedOut = controller.signal.aborted || codes.some((c) => c === 'UND_ERR_HEADERS_TIMEOUT' || c === 'UND_ERR_BODY_TIMEOUT' || c === 'UND_ERR_CONNECT_TIMEOUT');
       // Our own deadline may have cut a request already written: never provably unsent.
-      const unsent = !controller.signal.aborted && codes.length > 0 && codes.every((c) => NEVER_CONNECTED.has(c));
+      const unsent = !controller.signal.aborted && neverConnected(codes, NEVER_SENT);
       if (codes.includes('UND_ERR_RES_EXCEEDED_MAX_SIZE')) {
         return { kind: 'failed', outcome: this.unknown(call, 'BAD_XML', "the backend's answer is too large", started, this.origin) };
       }

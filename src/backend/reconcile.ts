@@ -1,7 +1,6 @@
 import { BILL_TIME_ZONE, type BillEntry } from '../books/reconcile.js';
 import { dayBounds } from '../business-day.js';
 import { formatYuan } from '../money.js';
-import type { Bill } from '../wechatpay/bill.js';
 import { micropayAction, tradeStateClass } from '../wechatpay/codes.js';
 import type { BoxRecord, CallRecord } from './store.js';
 
@@ -196,20 +195,6 @@ export function refundsOf(calls: readonly CallRecord[]): Map<string, Refund> {
     } else if (refund.view === 'none') refund.view = 'unknown';
   }
   return refunds;
-}
-
-/** The bill's rows as reconciliation reads them (the same reading as the box's `scanbox reconcile`). */
-export function billEntries(bill: Bill): BillEntry[] {
-  return bill.rows.map((row) => ({
-    deviceInfo: row.deviceInfo,
-    outTradeNo: row.outTradeNo,
-    transactionId: row.transactionId,
-    tradeState: row.tradeState,
-    attach: row.attach,
-    orderFen: row.orderFen,
-    outRefundNo: row.outRefundNo,
-    refundFen: row.requestedRefundFen ?? row.refundFen ?? 0,
-  }));
 }
 
 export interface BackendReconcileInput {

@@ -1,15 +1,16 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDayArgs } from '../app/args.js';
+import { fetchBillEntries } from '../app/fetch-bill.js';
 import { clientFor } from '../app/parts.js';
 import { formatTime, print, table } from '../app/table.js';
 import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
 import { EnrolError, enrolBox } from '../backend/enrol.js';
 import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
-import { billEntries, formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
+import { formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
-import { BILL_TIME_ZONE, type BillEntry } from '../books/reconcile.js';
+import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { dayBounds, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
 import { messageOf } from '../errors.js';
@@ -17,7 +18,6 @@ import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
 import { createLogger } from '../log.js';
 import { formatYuan } from '../money.js';
 import { createNotifier } from '../systemd.js';
-import { BillError, parseBill } from '../wechatpay/bill.js';
 import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
@@ -233,32 +233,14 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
     }
     throw error;
   }
-  let entries: BillEntry[];
+  let fetched;
   try {
-    const outcome = await client.downloadbill({ billDate: date, billType: 'ALL', gzip: true });
-    if (outcome.kind === 'not_ready') {
-      print(`the bill of ${date} is not ready yet (${outcome.message}): WeChat Pay makes it from 09:00 China time the next day; try after 10:00`);
-      log.warning('bill not ready yet; reconcile again later', { date });
-      return 3;
-    }
-    if (outcome.kind === 'unknown') {
-      print(`the bill of ${date} could not be fetched (${outcome.failure}: ${outcome.message}); try again later`);
-      log.warning('bill could not be fetched; reconcile again later', { date, failure: outcome.failure });
-      return 3;
-    }
-    if (outcome.kind === 'no_bill') entries = [];
-    else {
-      const bill = parseBill(outcome.text);
-      entries = billEntries(bill);
-      log.info('bill fetched', { date, rows: bill.rows.length, bytes: outcome.bytes, gzip: outcome.gzip ? 'yes' : 'no', ms: outcome.ms });
-    }
-  } catch (error) {
-    print(error instanceof BillError ? `the bill of ${date} cannot be read: ${error.message}` : `fetching the bill of ${date} failed: ${messageOf(error)}`);
-    log.error('reconciliation failed', { date, error: messageOf(error) });
-    return 1;
+    fetched = await fetchBillEntries(client, date, log);
   } finally {
     await client.close();
   }
+  if ('exit' in fetched) return fetched.exit;
+  const entries = fetched.entries;
   const store = SqliteBackendStore.open(config.dbPath);
   let result: BackendReconcileResult;
   try {

@@ -1,14 +1,14 @@
 import { parseDayArgs } from '../app/args.js';
+import { fetchBillEntries } from '../app/fetch-bill.js';
 import { upstreamFor } from '../app/parts.js';
 import { print } from '../app/table.js';
-import { BILL_TIME_ZONE, entriesOfBill, formatReconciliation, reconcile, type BillEntry, type ReconcileResult } from '../books/reconcile.js';
+import { BILL_TIME_ZONE, formatReconciliation, reconcile, type ReconcileResult } from '../books/reconcile.js';
 import { yesterday } from '../business-day.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig } from '../config.js';
 import { messageOf } from '../errors.js';
 import { Journal } from '../journal/journal.js';
 import { createLogger } from '../log.js';
-import { BillError } from '../wechatpay/bill.js';
 import { CertificateError } from '../wechatpay/certificate.js';
 
 /**
@@ -54,33 +54,14 @@ export async function reconcileCommand(args: string[], env: NodeJS.ProcessEnv = 
     }
     throw error;
   }
-  let entries: BillEntry[];
+  let fetched;
   try {
-    const outcome = await client.downloadbill({ billDate: date, billType: 'ALL', gzip: true });
-    if (outcome.kind === 'not_ready') {
-      print(`the bill of ${date} is not ready yet (${outcome.message}): WeChat Pay makes it from 09:00 China time the next day; try after 10:00`);
-      log.warning('bill not ready yet; reconcile again later', { date });
-      return 3;
-    }
-    if (outcome.kind === 'unknown') {
-      print(`the bill of ${date} could not be fetched (${outcome.failure}: ${outcome.message}); try again later`);
-      log.warning('bill could not be fetched; reconcile again later', { date, failure: outcome.failure });
-      return 3;
-    }
-    if (outcome.kind === 'no_bill') entries = [];
-    else {
-      const read = entriesOfBill(outcome.text);
-      entries = read.entries;
-      log.info('bill fetched', { date, rows: read.rows, bytes: outcome.bytes, gzip: outcome.gzip ? 'yes' : 'no', ms: outcome.ms });
-    }
-  } catch (error) {
-    const what = error instanceof BillError ? `the bill of ${date} cannot be read: ${error.message}` : `fetching the bill of ${date} failed: ${messageOf(error)}`;
-    print(what);
-    log.error('reconciliation failed', { date, error: messageOf(error) });
-    return 1;
+    fetched = await fetchBillEntries(client, date, log);
   } finally {
     await client.close();
   }
+  if ('exit' in fetched) return fetched.exit;
+  const entries = fetched.entries;
 
   let journal: Journal;
   try {

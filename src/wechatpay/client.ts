@@ -247,7 +247,7 @@ function requireText(name: string, value: unknown): string {
 }
 
 /** Every error code an undici/Node failure carries, including inside AggregateError (happy eyeballs) and causes. */
-function errorCodes(error: unknown, depth = 0): string[] {
+export function errorCodes(error: unknown, depth = 0): string[] {
   if (typeof error !== 'object' || error === null || depth > 3) return [];
   const codes: string[] = [];
   const { code, cause, errors } = error as { code?: unknown; cause?: unknown; errors?: unknown };
@@ -257,7 +257,7 @@ function errorCodes(error: unknown, depth = 0): string[] {
   return codes;
 }
 
-function errorText(error: unknown): string {
+export function errorText(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause instanceof Error && error.cause.message !== error.message ? ` (${error.cause.message})` : '';
   const inner =
@@ -294,7 +294,7 @@ interface Failure {
  * these nothing of it left the box. ETIMEDOUT is not here: the kernel also reports it on an established
  * connection whose writes went unanswered, which may have carried the request.
  */
-const NEVER_CONNECTED = new Set([
+export const NEVER_CONNECTED: ReadonlySet<string> = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
   'ECONNREFUSED',
@@ -309,8 +309,8 @@ const NEVER_CONNECTED = new Set([
 ]);
 
 /** Every code of the failure is one that only connecting raises (and there is at least one). */
-function neverConnected(codes: readonly string[]): boolean {
-  return codes.length > 0 && codes.every((code) => NEVER_CONNECTED.has(code));
+export function neverConnected(codes: readonly string[], known: ReadonlySet<string> = NEVER_CONNECTED): boolean {
+  return codes.length > 0 && codes.every((code) => known.has(code));
 }
 
 function classifyError(error: unknown, timedOut: boolean, timeoutMs: number): Failure {
