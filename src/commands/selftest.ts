@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { existsSync, lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { isIP } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, createSecureContext } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
 import { DEFAULT_API_BASE, loadConfig, type Config, type ConfigResult } from '../config.js';
 import { askDaemon, controlSocketPath } from '../control.js';
 import { onoffBackend, type GpioBackend, type OutputPin } from '../devices/gpio.js';
