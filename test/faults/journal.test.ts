@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
@@ -183,25 +183,14 @@ t.test('read-only state directory at start -> FAULT mode: STATUS FAULT, every PA
   const state = join(rig.dir, 'state');
   mkdirSync(state, { mode: 0o755 });
   const env: Record<string, string> = { SCANBOX_DB: join(state, 'scanbox.db') };
-  let wrap: string[] = [];
-  if (process.getuid?.() === 0) {
-    // Root may write anywhere: the daemon runs as nobody, as it runs as its own user on a box, with its
-    // files, ports and runtime directory handed to it and a state directory that stays root's.
-    const nobody = 65534;
-    chmodSync(rig.dir, 0o755);
-    for (const file of ['apikey', 'apiclient_key.pem']) chownSync(join(rig.dir, file), nobody, nobody);
-    for (const name of ['scanner', 'register']) chownSync(realpathSync(rig.ports.path(name)), nobody, nobody);
-    const runtime = join(rig.dir, 'run');
-    mkdirSync(runtime);
-    chownSync(runtime, nobody, nobody);
-    env.RUNTIME_DIRECTORY = runtime;
-    wrap = ['setpriv', `--reuid=${nobody}`, `--regid=${nobody}`, '--clear-groups'];
-  } else {
-    chmodSync(state, 0o555);
-    t.teardown(() => {
-      if (existsSync(state)) chmodSync(state, 0o755);
-    });
-  }
+  // Root may write anywhere: as root the daemon runs without any capability (setpriv), so the state
+  // directory's permission bits bind it as they bind the daemon's own user on a box. (Not a switch to another
+  // user, who could not reach a checkout inside a 0700 directory, where `mktemp -d` puts one.)
+  const wrap = process.getuid?.() === 0 ? ['setpriv', '--inh-caps=-all', '--bounding-set=-all', '--'] : [];
+  chmodSync(state, 0o555);
+  t.teardown(() => {
+    if (existsSync(state)) chmodSync(state, 0o755);
+  });
 
   const daemon = await startFaulted(rig, env, wrap);
   const errors = daemon.lines.filter((l) => l.startsWith('<3>'));

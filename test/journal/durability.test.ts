@@ -331,7 +331,9 @@ t.test('where the journal cannot be: clear errors, nothing created', async (t) =
 });
 
 t.test('a directory or file this user may not write is READONLY', async (t) => {
-  // Root may write anywhere, so as root the opens run in a child dropped to nobody with setpriv.
+  // Root may write anywhere, so as root the opens run in a child without any capability (setpriv): the
+  // permission bits then bind it as they bind any owner. Not a switch to another user, who could not even
+  // reach a checkout inside a 0700 directory (where `mktemp -d` puts one).
   const root = process.getuid?.() === 0;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scanbox-ro-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -343,13 +345,18 @@ t.test('a directory or file this user may not write is READONLY', async (t) => {
   const writer = Journal.open(file, options());
   t.teardown(() => writer.close());
   writer.createSale('R1', 100);
-  if (!root) fs.chmodSync(locked, 0o555);
+  fs.chmodSync(locked, 0o555);
   t.teardown(() => fs.chmodSync(locked, 0o755));
+  // The running daemon's files, as another user sees them: readable, not writable (the daemon, root with its
+  // capabilities here, still writes them).
+  const daemonFiles = [file, `${file}-wal`, `${file}-shm`];
+  for (const f of daemonFiles) fs.chmodSync(f, 0o444);
+  t.teardown(() => daemonFiles.forEach((f) => fs.existsSync(f) && fs.chmodSync(f, 0o644)));
 
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'readonly-child.ts');
   const loader = process.execArgv.filter((arg) => arg.includes('@tapjs/typescript'));
   const node = [process.execPath, ...loader, script, locked, file];
-  const argv = root ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node] : node;
+  const argv = root ? ['setpriv', '--inh-caps=-all', '--bounding-set=-all', '--', ...node] : node;
   const out = execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   const result = JSON.parse(out.trim().split('\n').pop()!) as Record<string, { code: string; message: string } | number>;
   const newInLocked = result.newInLockedDir as { code: string; message: string };
