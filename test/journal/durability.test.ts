@@ -73,6 +73,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
       'events',
       'events_sale',
       'meta',
+      'reconcile_pending',
       'reconciliations',
       'refund_events',
       'refund_events_refund',
