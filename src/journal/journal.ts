@@ -420,6 +420,7 @@ export class Journal {
     byRef: Statement<[string], SaleRow>;
     unfinished: Statement<[], SaleRow>;
     pendingReversals: Statement<[], SaleRow>;
+    refusedReversals: Statement<[], SaleRow>;
     recent: Statement<[number], SaleRow>;
     events: Statement<[number], EventRow>;
     counts: Statement<[], { state: SaleState; n: number }>;
@@ -538,6 +539,7 @@ export class Journal {
       pendingReversals: db.prepare(
         `SELECT ${cols} FROM sales WHERE state = 'reversing' ORDER BY next_reverse_at ASC NULLS FIRST, id`,
       ),
+      refusedReversals: db.prepare(`SELECT ${cols} FROM sales WHERE state = 'reverse_failed' ORDER BY id`),
       recent: db.prepare(`SELECT ${cols} FROM sales ORDER BY id DESC LIMIT ?`),
       events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
       counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
@@ -667,6 +669,11 @@ export class Journal {
   /** The reversal queue: never-tried first, then by back-off deadline. */
   pendingReversals(): Sale[] {
     return this.read('list pending reversals', () => this.stmt.pendingReversals.all().map(toSale));
+  }
+
+  /** Sales whose reversal WeChat Pay refused for good (REVERSE_EXPIRE ...): money it may keep, oldest first. */
+  refusedReversals(): Sale[] {
+    return this.read('list refused reversals', () => this.stmt.refusedReversals.all().map(toSale));
   }
 
   /** Newest first. */
