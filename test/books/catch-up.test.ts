@@ -1,4 +1,9 @@
+import { execFile } from 'node:child_process';
+import Database from 'better-sqlite3';
 import t from 'tap';
+import { Journal } from '../../src/journal/journal.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/journal/migrations.js';
+import { tempDir } from '../helpers/world.js';
 import { fetchDayBill } from '../../src/app/fetch-bill.js';
 import { catchUpPlan, oldestNotReconciled, reconcileDays, CATCH_UP_DAYS } from '../../src/books/catch-up.js';
 import { VirtualClock } from '../../src/clock.js';
@@ -13,6 +18,17 @@ import { DEVICE_ID, createWorld } from '../helpers/world.js';
  * a day with neither sales nor a bill, a bill cut short, a bill not made yet and a date WeChat Pay refuses each
  * stop the run at that day (exit 3) and are noted with why; the next run goes on from there, oldest first.
  */
+
+const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
+
+/** `scanbox status` on a journal, as a technician runs it (no daemon: read from the journal). */
+function statusOf(dbPath: string): Promise<string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('SCANBOX_')) env[key] = value;
+  env.SCANBOX_DB = dbPath;
+  env.RUNTIME_DIRECTORY = tempDir('scanbox-status-');
+  return new Promise((resolve) => execFile(process.execPath, [CLI, 'status'], { env, encoding: 'utf8', timeout: 30_000 }, (_e, stdout) => resolve(stdout)));
+}
 
 /** 10:30 China time on a day of 2026-11/12. */
 const at = (month: number, day: number, hour = 10, minute = 30): number => Date.UTC(2026, month - 1, day, hour - 8, minute);
@@ -71,6 +87,9 @@ t.test('a box off for days catches up, oldest first, and stops at the first bill
   t.match(w.journal.pendingReconciliation('20261201'), { tries: 1, reason: /not whole/ });
   t.match(oldestNotReconciled(w.journal, clock.now()), { day: '20261201', why: /not whole.*\(tried 1 time\) \(and 2 later days\)/ });
   t.ok(logLines.some((l) => l.startsWith('<3>the bill cannot be read')), 'logged at error level');
+  // `scanbox status` on this journal (its clock is the system's, days after these): the oldest day and why.
+  const status = await statusOf(w.dbPath);
+  t.match(status, /^oldest day not reconciled: 20261201: the bill of 20261201 cannot be read: .*not whole.* \(tried 1 time\) \(and \d+ later days\)$/m);
 
   // Run 2, half an hour later: the bill is whole now; 2 Dec is not made yet (Bill Creating).
   w.sim.clearBillChanges();
@@ -120,4 +139,23 @@ t.test('the window: at most 89 days back, the older days counted as beyond reach
   t.equal(plan.days[0], plan.oldest);
   t.equal(plan.beyond, 11, 'the first 11 days of the journal are past reach');
   t.equal(plan.last, '20270308');
+});
+
+t.test('migration 4 on a journal of version 3: its reconciliations kept, days not reconciled noted from then on', async (t) => {
+  const path = `${tempDir()}/v3.db`;
+  const db = new Database(path);
+  for (const step of MIGRATIONS.slice(0, 3)) step(db);
+  db.pragma('user_version = 3');
+  db.prepare('INSERT INTO reconciliations (day, at, matched, discrepancies, result) VALUES (?, ?, ?, ?, ?)').run('20261128', 1, 2, 0, '{}');
+  db.close();
+  const journal = Journal.open(path, { deviceId: DEVICE_ID, clock: new VirtualClock() });
+  t.teardown(() => journal.close());
+  t.equal(journal.pragmas().userVersion, SCHEMA_VERSION);
+  t.equal(SCHEMA_VERSION, 4);
+  t.same([...journal.reconciledDays('20261101', '20261130')], ['20261128']);
+  journal.notReconciled('20261129', 5, 'the bill of 20261129 is not ready yet');
+  journal.notReconciled('20261129', 9, 'the bill of 20261129 could not be fetched');
+  t.same(journal.pendingReconciliation('20261129'), { day: '20261129', since: 5, at: 9, tries: 2, reason: 'the bill of 20261129 could not be fetched' });
+  journal.saveReconciliation({ day: '20261129', at: 10, matched: 0, discrepancies: 0, result: '{}' });
+  t.equal(journal.pendingReconciliation('20261129'), null, 'kept: no longer pending, in the same transaction');
 });
