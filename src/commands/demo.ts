@@ -306,7 +306,10 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     if (backend) {
       // Every request WeChat Pay saw is one the backend forwarded: the box never spoke to it directly.
       const forwarded = (await backend.calls()).filter((c) => c.outcome !== 'refused');
-      const upstream = boxRequests;
+      // What WeChat Pay saw, counted at the same moment as what the backend forwarded (the box's daemon may
+      // still be following its refund up with refundquery meanwhile), less the backend's own bill download
+      // after the box's day.
+      const upstream = rig.sim.requests().filter((r, i) => i < boxRequests || r.call !== 'downloadbill').length;
       const byCall = new Map<string, number>();
       for (const c of forwarded) byCall.set(c.call, (byCall.get(c.call) ?? 0) + 1);
       backendOk = forwarded.length > 0 && forwarded.length === upstream && forwarded.every((c) => c.deviceId === rig.env.SCANBOX_DEVICE_ID);
