@@ -5,7 +5,7 @@ import { Journal } from '../../src/journal/journal.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../src/journal/migrations.js';
 import { tempDir } from '../helpers/world.js';
 import { fetchDayBill } from '../../src/app/fetch-bill.js';
-import { catchUpPlan, oldestNotReconciled, reconcileDays, CATCH_UP_DAYS } from '../../src/books/catch-up.js';
+import { catchUpJson, catchUpPlan, oldestNotReconciled, reconcileDays, CATCH_UP_DAYS } from '../../src/books/catch-up.js';
 import { VirtualClock } from '../../src/clock.js';
 import { createLogger } from '../../src/log.js';
 import { sell } from '../helpers/faults.js';
@@ -101,6 +101,11 @@ t.test('a box off for days catches up, oldest first, and stops at the first bill
   t.same(second.result.results.map((r) => [r.date, r.matched, r.discrepancies.length]), [['20261201', 1, 0]]);
   t.match(second.out, /the bill of 20261202 is not ready yet \(Bill Creating\)/);
   t.equal(w.journal.pendingReconciliation('20261201'), null, 'reconciled: no longer pending');
+  t.same(JSON.parse(catchUpJson(second.result, second.plan)), {
+    days: [{ date: '20261201', matched: 1, discrepancies: [] }],
+    not_reconciled: { date: '20261202', reason: second.result.stopped!.reason },
+    beyond_reach: 0,
+  }, 'the --json of a catch-up');
 
   // Run 3: WeChat Pay refuses the date of 3 Dec (invalid bill_date, error_code 20001): not available either.
   w.sim.clearBillChanges();
