@@ -953,6 +953,7 @@ t.test('downloadbill failures: No Bill Exist, Bill Creating, the other return_ms
     [failXml('No Bill Exist', { error_code: '20002' }), 'no_bill', { message: 'No Bill Exist', origin: gw.base }],
     ['<xml><return_code><![CDATA[FAIL]]></return_code>\n<return_msg><![CDATA[No Bill Exist]]></return_msg>\n</xml>\n', 'no_bill', {}],
     ['\ufeff  ' + failXml('NO Bill Exist'), 'no_bill', {}],
+    ['<xml><return_code><![CDATA[FAIL]]></return_code><error_code><![CDATA[20002]]></error_code></xml>', 'no_bill', {}],
     [failXml('Bill Creating'), 'not_ready', { message: 'Bill Creating' }],
     [failXml('SYSTEMERROR'), 'unknown:RETURN_FAIL', { message: 'return_code=FAIL return_msg=SYSTEMERROR' }],
     [failXml('invalid bill_date', { error_code: '20001' }), 'unknown:RETURN_FAIL', { message: /invalid bill_date error_code=20001/ }],
