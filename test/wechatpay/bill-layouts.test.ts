@@ -204,3 +204,14 @@ t.test('cutBill: one box kept, the layout whole, the summary recomputed', async 
   const odd = billText('ALL', ROWS).replace('申请退款总金额', '神秘总金额');
   t.match(thrown(() => cutBill(odd, () => true)), { column: '神秘总金额' });
 });
+
+t.test('a SUCCESS summary of four with the older names (总交易额, 总代金券或立减优惠金额): read, checked and cut', async (t) => {
+  const text = billText('SUCCESS', ROWS, { successSummary: 4 })
+    .replace('总交易单数,应结订单总金额,手续费总金额,订单总金额', '总交易单数,总交易额,总代金券或立减优惠金额,手续费总金额')
+    .replace(/\n`2,`54\.90,`[0-9.]+,`54\.90\r\n$/, '\n`2,`54.90,`0.00,`0.33000\r\n');
+  const bill = parseBill(text);
+  t.match(bill.summary, { count: 2, settlementFen: 5490, orderFen: 5490, extra: { 总代金券或立减优惠金额: '0.00' } });
+  t.throws(() => parseBill(text.replace('`2,`54.90', '`2,`54.91')), BillError, 'its total is checked');
+  const cut = cutBill(text, (row) => row.deviceInfo === 'BOX2');
+  t.match(cut, /\r\n总交易单数,总交易额,总代金券或立减优惠金额,手续费总金额\r\n`1,`45\.00,`0\.00,`0\.27000\r\n$/);
+});
