@@ -42,7 +42,8 @@ const KILL_AFTER_MS = 5000;
 
 export interface AnnouncerOptions {
   settings: VoiceSettings;
-  pack: VoicePack;
+  /** Null only for a silent box (no SCANBOX_AUDIO_DEVICE): the words are still known and logged. */
+  pack: VoicePack | null;
   log: Logger;
   player?: Player;
   /** Told when an announcement's PCM is handed to the player (the bench times it). */
@@ -67,13 +68,15 @@ export class Announcer implements Voice {
 
   /** The joined PCM of an announcement at the configured volume. */
   pcmOf(announcement: Announcement): Buffer {
+    const pack = this.o.pack;
+    if (pack === null) throw new Error('no voice pack loaded');
     const clips = tokensOf(announcement, this.o.settings.two).map((token) => {
-      const clip = this.o.pack.clips.get(token);
+      const clip = pack.clips.get(token);
       // A loaded pack has every token (pack.ts checks it).
-      if (!clip) throw new Error(`voice pack ${this.o.pack.dir} has no clip for ${token}`);
+      if (!clip) throw new Error(`voice pack ${pack.dir} has no clip for ${token}`);
       return clip;
     });
-    return joinClips(clips, { ...JOIN_DEFAULTS, rate: this.o.pack.rate, gain: gainOf(this.o.settings.volume) });
+    return joinClips(clips, { ...JOIN_DEFAULTS, rate: pack.rate, gain: gainOf(this.o.settings.volume) });
   }
 
   announce(announcement: Announcement, options: AnnounceOptions = {}): void {
@@ -102,11 +105,12 @@ export class Announcer implements Voice {
   async playNow(announcement: Announcement): Promise<{ ok: true; words: string; seconds: number } | { ok: false; words: string; reason: string }> {
     const words = this.words(announcement);
     const device = this.o.settings.device;
-    if (device === null) return { ok: false, words, reason: 'no speaker: SCANBOX_AUDIO_DEVICE is not set' };
+    if (device === null || this.o.pack === null) return { ok: false, words, reason: 'no speaker: SCANBOX_AUDIO_DEVICE is not set' };
     const pcm = this.pcmOf(announcement);
-    const seconds = pcm.length / 2 / this.o.pack.rate;
+    const rate = this.o.pack.rate;
+    const seconds = pcm.length / 2 / rate;
     this.o.onPlay?.(words);
-    const played = await this.player({ device, rate: this.o.pack.rate, pcm, timeoutMs: Math.ceil(seconds * 1000) + KILL_AFTER_MS });
+    const played = await this.player({ device, rate, pcm, timeoutMs: Math.ceil(seconds * 1000) + KILL_AFTER_MS });
     return played.ok ? { ok: true, words, seconds } : { ok: false, words, reason: played.reason };
   }
 

@@ -28,7 +28,7 @@ export function aplayArgs(device: string, rate: number): string[] {
 /** What aplay's error line means at the counter. */
 function explain(stderr: string, code: number | null, signal: NodeJS.Signals | null): string {
   const line = stderr.trim().split('\n').filter((l) => l.trim() !== '').pop()?.trim() ?? '';
-  const said = line === '' ? `aplay exited with ${code === null ? `signal ${signal}` : `code ${code}`}` : `aplay: ${line.slice(0, 200)}`;
+  const said = line === '' ? `aplay exited with ${code === null ? `signal ${signal}` : `code ${code}`}` : line.startsWith('aplay:') ? line.slice(0, 200) : `aplay: ${line.slice(0, 200)}`;
   if (/busy/i.test(line)) return `${said} (the speaker is in use by another program)`;
   if (/No such (file|device)|cannot find card|Unknown PCM|Invalid (CTL|card)/i.test(line)) {
     return `${said} (no such sound device: check SCANBOX_AUDIO_DEVICE against aplay -L)`;
