@@ -16,7 +16,7 @@ import { Rig } from '../../src/simulator/rig.js';
  */
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
-const CHECKS = ['config', 'journal', 'scanner', 'register', 'gpio', 'clock', 'api', 'certificate'];
+const CHECKS = ['config', 'journal', 'scanner', 'register', 'gpio', 'voice', 'clock', 'api', 'certificate'];
 const FULL_CODE = /(?<!\d)1[0-5]\d{16}(?!\d)/;
 
 const cleanEnv = (): NodeJS.ProcessEnv => {
@@ -275,6 +275,7 @@ t.test('selftest checks with their outside world injected', async (t) => {
       tlsHandshake: async ({ session }) => ({ protocol: 'TLSv1.3', connectMs: 30, handshakeMs: session ? 31 : 62, session: Buffer.from('ticket'), reused: session !== undefined }),
       askDaemon: async () => null,
       write: (line) => lines.push(line),
+      play: async () => ({ ok: true }),
       ...over,
     };
     return Object.assign(deps, { lines });
