@@ -21,7 +21,7 @@ import { certificateError, certificateX509, expiryOf } from '../wechatpay/certif
 
 /**
  * `scanbox selftest`: what a technician checks after installing or replacing a box, one line each,
- * `PASS|WARN|FAIL name: detail`, in a fixed order: config, journal, scanner, register, gpio, clock, api,
+ * `PASS|WARN|FAIL name: detail`, in a fixed order: config, journal, scanner, register, gpio, voice, clock, api,
  * api-backup (only when a backup origin is set), certificate. Exit 1 if any FAIL, 0 otherwise, 2 for usage.
  *
  * Safe while the daemon runs: the journal is opened read-only, a serial port the daemon holds is reported
