@@ -3,6 +3,8 @@ import { businessDay, dayBounds } from './business-day.js';
 import { cashierText, refundText, type BoxCode, type RefundCode } from './codes.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
+import { silentVoice, type Voice } from './devices/voice/announcer.js';
+import { saleAnnouncement } from './devices/voice/phrases.js';
 import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
 import { classifyCode, describeForeign } from './devices/scanner.js';
 import { statusLine, type Health } from './health.js';
@@ -13,6 +15,7 @@ import { formatYuan } from './money.js';
 import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
 import { Reachability } from './payment/reachability.js';
 import { refundLine, type RefundEngine } from './payment/refund.js';
+import { refundAccepted } from './journal/states.js';
 import { dayTotals } from './books/totals.js';
 import type { ApiOutcome } from './wechatpay/client.js';
 
@@ -53,6 +56,11 @@ export interface BoxOptions {
   refundPolicy?: { register: boolean; dayMaxFen: number; timeZone: string };
   /** How long the register waits for a refund's answer before it hears REFUND_PENDING (contract §3: about 10 s). */
   refundAnswerMs?: number;
+  /**
+   * The speaker (contract §9): told what to say after the register line that says the same, never before it and
+   * never holding it up. Without it the box is silent.
+   */
+  voice?: Voice;
   /** Told every finished sale, after the register has its answer (WeChat Pay's trade report). */
   onSaleFinished?: (sale: Sale) => void;
 }
@@ -136,10 +144,17 @@ export class Box {
   private reply: Reply = notListening;
   private readonly background = new AbortController();
   private readonly tasks: Promise<void>[] = [];
+  /**
+   * Sales this box opened and has not finished yet: only these are announced when they end, once. A sale
+   * finished by recovery at a restart, or a PAID line given again for a repeated PAY, is never announced.
+   */
+  private readonly toAnnounce = new Set<number>();
+  readonly voice: Voice;
 
   constructor(options: BoxOptions) {
     this.o = options;
     this.reachability = options.reachability ?? new Reachability(options.log);
+    this.voice = options.voice ?? silentVoice;
   }
 
   start(): void {
@@ -291,10 +306,11 @@ export class Box {
     if (started.kind === 'held') return void this.reply(finalLine(started.verdict), checksum);
 
     void this.reply(`ACK ${ref}`, checksum);
+    this.toAnnounce.add(started.sale.id);
     const offline = this.offlineReason();
     if (offline) {
       const sale = this.o.engine.failOpen(started.sale.id, 'OFFLINE', `${cashierText('OFFLINE')} (${offline})`);
-      this.finish(sale, checksum);
+      this.finish(sale, checksum, false);
       return;
     }
     const open: OpenSale = {
@@ -325,7 +341,7 @@ export class Box {
     try {
       const sale = this.o.engine.failOpen(open.sale.id, code, text);
       this.open = null;
-      this.finish(sale, open.checksum);
+      this.finish(sale, open.checksum, false);
     } catch (error) {
       this.open = null;
       if (this.journalFailed(error, open.checksum)) return;
@@ -373,7 +389,8 @@ export class Box {
             this.o.indicator.show('paying');
             void this.reply(`WAIT ${open.sale.ref} SCANNED`, open.checksum);
           } else {
-            void this.reply(`WAIT ${open.sale.ref} PASSWORD`, open.checksum);
+            const sent = this.reply(`WAIT ${open.sale.ref} PASSWORD`, open.checksum);
+            this.voice.announce({ kind: 'password' }, { after: sent, event: `sale:${open.sale.id}:password` });
           }
         },
       });
@@ -455,7 +472,8 @@ export class Box {
       try {
         const refund = await refunds.answerWithin(refundId, this.o.refundAnswerMs ?? 10_000);
         // The line comes from the committed row only.
-        void this.reply(refundLine(refund), checksum);
+        const sent = this.reply(refundLine(refund), checksum);
+        if (refundAccepted(refund.state)) this.voice.announce({ kind: 'refunded', fen: refund.amountFen }, { after: sent, event: `refund:${refund.id}` });
         this.o.indicator.show(refund.state === 'failed' ? 'failed' : 'refunded');
       } catch (error) {
         if (!this.journalFailed(error, checksum)) {
@@ -482,10 +500,15 @@ export class Box {
     return `TOTALS ${day} PAID ${totals.paidCount} ${totals.paidFen} REFUNDED ${totals.refundedCount} ${totals.refundedFen} NET ${totals.netFen}`;
   }
 
-  private finish(sale: Sale, checksum: boolean): void {
+  /** `scanned`: a payment code had been read (a CANCEL before it is the cashier's own act, not announced). */
+  private finish(sale: Sale, checksum: boolean, scanned = true): void {
     this.o.engine.coolDown();
     const verdict = verdictOf(sale);
-    void this.reply(finalLine(verdict), checksum);
+    const sent = this.reply(finalLine(verdict), checksum);
+    if (verdict.kind !== 'pending' && this.toAnnounce.delete(sale.id)) {
+      const said = saleAnnouncement(verdict.kind === 'paid' ? { kind: 'paid', fen: sale.amountFen } : { kind: 'failed', code: verdict.code, scanned });
+      if (said) this.voice.announce(said, { after: sent, event: `sale:${sale.id}:end` });
+    }
     if (verdict.kind === 'paid') {
       this.o.log.info('sale paid', { ref: sale.ref, out_trade_no: sale.outTradeNo, amount: formatYuan(sale.amountFen) });
       this.o.indicator.show('paid');

@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import { onoffBackend } from '../devices/gpio.js';
 import { Indicator } from '../devices/indicator.js';
 import { LinePort } from '../devices/line-port.js';
+import { Announcer } from '../devices/voice/announcer.js';
 import type { Journal } from '../journal/journal.js';
 import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
@@ -122,4 +123,13 @@ export function devicesFor(config: Config, log: Logger, clock: Clock = systemClo
   const scanner = new LinePort({ name: 'scanner', path: config.scannerPort, baudRate: config.scannerBaud, log, clock });
   const register = new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
   return { indicator, scanner, register };
+}
+
+/** The speaker (contract §9): silent without SCANBOX_AUDIO_DEVICE, when it still logs the words at debug. */
+export function voiceFor(config: Config, log: Logger): Announcer {
+  const voice = config.voice;
+  if (voice.device !== null && voice.pack !== null) {
+    log.info('voice ready', { device: voice.device, volume: voice.volume, pack: voice.pack.name, rate: voice.pack.rate });
+  }
+  return new Announcer({ settings: { device: voice.device, volume: voice.volume, two: voice.two }, pack: voice.pack, log });
 }
