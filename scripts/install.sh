@@ -531,9 +531,11 @@ rm -rf -- "$STAGE"
 mkdir -p -- "$STAGE"
 # A failed or interrupted install leaves the running version as it was, and no half-built copy.
 trap 'rm -rf -- "$STAGE"' EXIT
-for item in dist voice package.json package-lock.json systemd scripts README.md hardware.md; do
+# The voice's clips live beside their code (src/devices/voice/clips) and are the only part of src/ a box keeps.
+for item in dist src/devices/voice/clips package.json package-lock.json systemd scripts README.md hardware.md; do
   if [ -e "$SRC/$item" ]; then
-    cp -R -- "$SRC/$item" "$STAGE/"
+    mkdir -p -- "$STAGE/$(dirname -- "$item")"
+    cp -R -- "$SRC/$item" "$STAGE/$item"
   elif [ "$item" = package-lock.json ]; then
     warn "$SRC/package-lock.json is missing: dependency versions are not pinned"
   fi

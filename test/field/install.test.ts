@@ -116,7 +116,7 @@ t.test(
     const opt = join(root, 'opt', 'scanbox');
     t.match(first.stdout, /skipped, would run\) .*usermod --append --groups dialout,gpio,audio scanbox/, 'the service user joins audio (the speaker)');
     t.match(first.stdout, /skipped, would run\) apt-get install --no-install-recommends alsa-utils/, 'says it would install aplay');
-    for (const item of ['voice/manifest.json', 'voice/weixin-shoukuan.wav', 'dist/cli.js', 'package.json', 'package-lock.json', 'systemd/scanbox.service', 'systemd/scanbox.env', 'scripts/install.sh', 'README.md', 'hardware.md']) {
+    for (const item of ['src/devices/voice/clips/manifest.json', 'src/devices/voice/clips/weixin-shoukuan.wav', 'dist/cli.js', 'package.json', 'package-lock.json', 'systemd/scanbox.service', 'systemd/scanbox.env', 'scripts/install.sh', 'README.md', 'hardware.md']) {
       t.ok(existsSync(join(opt, item)), `opt/scanbox/${item}`);
     }
     t.ok(mode(join(opt, 'dist', 'cli.js')) & 0o111, 'dist/cli.js is executable');

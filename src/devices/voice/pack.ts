@@ -29,7 +29,7 @@ export const MANIFEST = 'manifest.json';
 
 /** The voice that ships with the package: <package root>/voice. */
 export function builtInVoiceDir(): string {
-  return join(packageRoot(), 'voice');
+  return join(packageRoot(), 'src', 'devices', 'voice', 'clips');
 }
 
 function readProblem(error: unknown): string {

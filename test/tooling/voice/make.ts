@@ -95,7 +95,7 @@ function normalise(samples: Int16Array): Int16Array {
 }
 
 async function main(): Promise<void> {
-  const out = resolve(process.argv[2] ?? join(packageRoot(), 'voice'));
+  const out = resolve(process.argv[2] ?? join(packageRoot(), 'src', 'devices', 'voice', 'clips'));
   mkdirSync(out, { recursive: true });
   for (const name of readdirSync(out)) if (name.endsWith('.wav') || name === MANIFEST) rmSync(join(out, name));
   const clips: Record<string, string> = {};
