@@ -18,6 +18,8 @@ import {
   type CallRequest,
   type RefusalCode,
 } from './protocol.js';
+import { BILL_TIME_ZONE } from '../books/reconcile.js';
+import { businessDay, dayBounds } from '../business-day.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -45,8 +47,10 @@ export type UpstreamClient = Pick<WechatPayClient, 'micropay' | 'orderquery' | '
 export interface BackendPolicy {
   /** Largest micropay total_fee and refund refund_fee in fen, unless the box has its own (SCANBOX_BACKEND_MAX_AMOUNT). */
   maxAmountFen: number;
-  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS). */
+  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS, default off). */
   refunds: BoxRefunds;
+  /** Most fen one box may refund in a business day, China time (SCANBOX_BACKEND_REFUND_DAY_MAX); default 100000. */
+  refundDayMaxFen?: number;
   /** Whether boxes may download the merchant's bill, which lists every box's trades (SCANBOX_BACKEND_BILLS). */
   bills: 'on' | 'off';
   /** Calls per box per minute, all calls counted (SCANBOX_BACKEND_RATE). */
@@ -66,6 +70,9 @@ export interface BackendServerOptions {
   /** How often open connections are checked against the store; 0 turns the timer off (tests call recheck()). */
   recheckMs?: number;
 }
+
+/** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
+export const DEFAULT_REFUND_DAY_MAX_FEN = 100_000;
 
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -376,8 +383,22 @@ export class BackendServer {
   private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
     let id: number;
     try {
-      id = await this.o.store.startCall({ ...record, at: this.now() });
+      if (value.call === 'refund') {
+        // The merchant's refund policy, checked against the journal and recorded in one step (contract §8).
+        const day = dayBounds(businessDay(this.now(), BILL_TIME_ZONE), BILL_TIME_ZONE);
+        const started = await this.o.store.startRefund(
+          { ...record, call: 'refund', outTradeNo: value.request.outTradeNo, outRefundNo: value.request.outRefundNo, amountFen: value.request.refundFee, claimedTotalFeeFen: value.request.totalFee, at: this.now() },
+          { dayFrom: day.startMs, dayTo: day.endMs, dayMaxFen: this.o.policy.refundDayMaxFen ?? DEFAULT_REFUND_DAY_MAX_FEN },
+        );
+        if (!started.ok) throw new Refused(started.code, started.text);
+        id = started.id;
+        // WeChat Pay is told the order's amount as the backend charged it, never what the box claims.
+        value = { call: 'refund', request: { ...value.request, totalFee: started.totalFeeFen } };
+      } else {
+        id = await this.o.store.startCall({ ...record, at: this.now() });
+      }
     } catch (error) {
+      if (error instanceof Refused) throw error;
       log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
     }
