@@ -20,6 +20,7 @@ import {
 } from './protocol.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { businessDay, dayBounds } from '../business-day.js';
+import { BillCache, boxTrades } from './bills.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -51,7 +52,7 @@ export interface BackendPolicy {
   refunds: BoxRefunds;
   /** Most fen one box may refund in a business day, China time (SCANBOX_BACKEND_REFUND_DAY_MAX); default 100000. */
   refundDayMaxFen?: number;
-  /** Whether boxes may download the merchant's bill, which lists every box's trades (SCANBOX_BACKEND_BILLS). */
+  /** Whether boxes may download their bill, cut to their own trades (SCANBOX_BACKEND_BILLS). */
   bills: 'on' | 'off';
   /** Calls per box per minute, all calls counted (SCANBOX_BACKEND_RATE). */
   ratePerMinute: number;
@@ -69,6 +70,8 @@ export interface BackendServerOptions {
   now?: () => number;
   /** How often open connections are checked against the store; 0 turns the timer off (tests call recheck()). */
   recheckMs?: number;
+  /** The bill cache's times (backend/bills.ts); tests shorten them. */
+  bills?: { keepMs?: number; retryMs?: number };
 }
 
 /** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
@@ -163,6 +166,8 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** One download of a day's bill for every box, each handed its own trades (contract §8). */
+  readonly bills: BillCache;
   private closing: Promise<void> | null = null;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
@@ -199,6 +204,7 @@ export class BackendServer {
     this.o = options;
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
+    this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -404,12 +410,19 @@ export class BackendServer {
     }
     const started = performance.now();
     let outcome: ApiOutcome | BillOutcome;
+    const gone = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) gone.abort();
+    };
+    res.once('close', onClose);
     try {
-      outcome = await this.upstream(value);
+      outcome = await this.upstream(value, record.deviceId, gone.signal);
     } catch (error) {
       // The client checks its arguments before anything is sent, and throws only then.
       await this.o.store.finishCall(id, { outcome: 'refused', code: 'BAD_REQUEST', ms: performance.now() - started }).catch(() => undefined);
       throw new Refused('BAD_REQUEST', messageOf(error));
+    } finally {
+      res.off('close', onClose);
     }
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
@@ -428,7 +441,7 @@ export class BackendServer {
     this.answer(res, 200, { outcome });
   }
 
-  private upstream(value: CallRequest): Promise<ApiOutcome | BillOutcome> {
+  private upstream(value: CallRequest, deviceId: string, signal: AbortSignal): Promise<ApiOutcome | BillOutcome> {
     const c = this.o.client;
     switch (value.call) {
       case 'micropay':
@@ -442,7 +455,8 @@ export class BackendServer {
       case 'refundquery':
         return c.refundquery(value.request);
       case 'downloadbill':
-        return c.downloadbill(value.request);
+        // The box's own trades only, from the one download of the day all boxes share.
+        return this.bills.bill(value.request, boxTrades(deviceId), signal);
     }
   }
 
