@@ -292,15 +292,15 @@ export class BackendServer {
   }
 
   /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode }> {
-    const refuse = (code: RefusalCode, problem: string) => ({ box: null, problem, code });
+  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number }> {
+    const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
     const cert = await this.o.store.certificate(peer.serial);
     if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
-    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`);
+    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`, cert.revokedAt);
     const box = await this.o.store.box(peer.deviceId);
     if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
-    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`);
+    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`, box.revokedAt);
     // TLS checked the dates at the handshake; a connection kept open past the end is cut here.
     if (Math.min(cert.notAfter, peer.notAfter || Infinity) <= this.now()) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} of ${peer.deviceId} has expired`);
     return { box, problem: null, code: 'BOX_UNKNOWN' };
@@ -323,10 +323,24 @@ export class BackendServer {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
       }
-      if (standing.problem !== null || standing.box === null) {
+      // A revoked box can do nothing new, but may still orderquery and reverse its own orders made before the
+      // revocation (contract §8): a sale cut off in the middle then gives the payer's money back.
+      const afterRevoke = standing.code === 'BOX_REVOKED' && standing.revokedAt !== undefined && (call === 'orderquery' || call === 'reverse') ? standing.revokedAt : null;
+      if ((standing.problem !== null || standing.box === null) && afterRevoke === null) {
         throw new Refused(standing.code, standing.problem ?? 'not enrolled');
       }
-      const box = standing.box;
+      const box: BoxRecord = standing.box ?? {
+        deviceId: peer.deviceId,
+        serial: null,
+        notAfter: null,
+        enrolledAt: 0,
+        revokedAt: afterRevoke,
+        lastSeenAt: null,
+        calls: 0,
+        errors: 0,
+        maxAmountFen: null,
+        refunds: 'off',
+      };
       if (call === null) throw new Refused('BAD_REQUEST', `no such call: POST /${PROTOCOL_VERSION}/<${CALLS.join('|')}>`);
       if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
       recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
@@ -348,6 +362,13 @@ export class BackendServer {
       if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
       recordable = { ...recordable, ...idsOf(parsed.value), amountFen: amountOf(parsed.value) };
       this.police(box, parsed.value);
+      if (afterRevoke !== null) {
+        const outTradeNo = recordable.outTradeNo ?? '';
+        if (!(await this.o.store.orderStartedBefore(box.deviceId, outTradeNo, afterRevoke))) {
+          throw new Refused('BOX_REVOKED', `box ${box.deviceId} was revoked; it may only ask about and reverse its orders made before`);
+        }
+        log.warning('backend: revoked box settles an order made before its revocation', { out_trade_no: outTradeNo });
+      }
       await this.forward(parsed.value, recordable, res, log);
     } catch (error) {
       if (!(error instanceof Refused)) {
