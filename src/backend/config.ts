@@ -19,6 +19,7 @@ import type { BackendPolicy } from './server.js';
  * | SCANBOX_BACKEND_REFUND_DAY_MAX | 100000 | most fen one box may refund in a business day (China time), refunds of any source |
  * | SCANBOX_BACKEND_BILLS | on | on/off: whether boxes may download the merchant's daily bill (it lists every box's trades) |
  * | SCANBOX_BACKEND_RATE | 120 | calls per box per minute (a sale is a micropay and up to a dozen queries and reversals) |
+ * | SCANBOX_BACKEND_UPSTREAM_CONNECTIONS | 32 | connections to WeChat Pay for micropay and orderquery: as many such calls under way at once |
  */
 
 export interface BackendConfig {
@@ -28,6 +29,8 @@ export interface BackendConfig {
   dbPath: string;
   hostnames: readonly string[];
   policy: Readonly<BackendPolicy>;
+  /** Connections to WeChat Pay for micropay and orderquery (SCANBOX_BACKEND_UPSTREAM_CONNECTIONS). */
+  upstreamConnections: number;
   logLevel: Level;
 }
 
@@ -40,6 +43,7 @@ export const BACKEND_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_REFUND_DAY_MAX',
   'SCANBOX_BACKEND_BILLS',
   'SCANBOX_BACKEND_RATE',
+  'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS',
 ];
 
 /** The box's side of backend mode (contract §2): known, so not called typos, and of no use to the backend. */
@@ -174,6 +178,7 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
     bills: onOff(env, errors, 'SCANBOX_BACKEND_BILLS', 'on'),
     ratePerMinute: integer(env, errors, 'SCANBOX_BACKEND_RATE', 120, 1, 100_000),
   };
+  const upstreamConnections = integer(env, errors, 'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS', 32, 1, 1024);
   const levelRaw = value(env, 'SCANBOX_LOG_LEVEL');
   const logLevel: Level = levelRaw !== undefined && (LEVELS as readonly string[]).includes(levelRaw) ? (levelRaw as Level) : 'info';
 
@@ -186,6 +191,7 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
       dbPath: db.path,
       hostnames: Object.freeze(hostnames.names),
       policy: Object.freeze(policy),
+      upstreamConnections,
       logLevel,
     }),
   };
@@ -202,5 +208,6 @@ export function describeBackendConfig(config: BackendConfig): string[] {
     `SCANBOX_BACKEND_REFUND_DAY_MAX=${config.policy.refundDayMaxFen}`,
     `SCANBOX_BACKEND_BILLS=${config.policy.bills}`,
     `SCANBOX_BACKEND_RATE=${config.policy.ratePerMinute}`,
+    `SCANBOX_BACKEND_UPSTREAM_CONNECTIONS=${config.upstreamConnections}`,
   ];
 }

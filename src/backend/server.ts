@@ -21,6 +21,7 @@ import {
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { businessDay, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
+import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -72,6 +73,12 @@ export interface BackendServerOptions {
   recheckMs?: number;
   /** The bill cache's times (backend/bills.ts); tests shorten them. */
   bills?: { keepMs?: number; retryMs?: number };
+  /**
+   * The upstream gate (backend/upstream.ts): `connections` micropays and orderqueries under way at once, the
+   * client's payConnections (default 1); a call not sent within `sendWithinMs` (default 5000) of its arrival
+   * is answered as never sent.
+   */
+  upstream?: { connections?: number; sendWithinMs?: number };
 }
 
 /** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
@@ -168,6 +175,8 @@ export class BackendServer {
   private rechecking: Promise<number> | null = null;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
+  /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
+  readonly gate: UpstreamGate;
   private closing: Promise<void> | null = null;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
@@ -205,6 +214,7 @@ export class BackendServer {
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
+    this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -307,6 +317,7 @@ export class BackendServer {
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const arrivedAt = performance.now();
     const socket = req.socket as TLSSocket;
     const peer = this.peers.get(socket);
     const path = (req.url ?? '').split('?')[0] ?? '';
@@ -369,7 +380,7 @@ export class BackendServer {
         }
         log.warning('backend: revoked box settles an order made before its revocation', { out_trade_no: outTradeNo });
       }
-      await this.forward(parsed.value, recordable, res, log);
+      await this.forward(parsed.value, recordable, res, log, arrivedAt);
     } catch (error) {
       if (!(error instanceof Refused)) {
         log.error('backend: request failed', { error: messageOf(error) });
@@ -407,7 +418,30 @@ export class BackendServer {
     if (value.call === 'downloadbill' && this.o.policy.bills !== 'on') throw new Refused('BILLS_OFF', 'boxes may not download the bill');
   }
 
-  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
+  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
+    // micropay and orderquery share the client's pool: at most one call per connection, or none after 5 s.
+    const gated = value.call === 'micropay' || value.call === 'orderquery';
+    const release = gated ? await this.gate.acquire(arrivedAt) : () => undefined;
+    if (release === null) {
+      await this.o.store.refusedCall({ ...record, at: this.now() }, 'NOT_SENT').catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'no connection to WeChat Pay came free in time');
+    }
+    try {
+      await this.forwardHeld(value, record, res, log, arrivedAt);
+    } finally {
+      release();
+    }
+  }
+
+  /** Answers a call the backend did not send to WeChat Pay: unknown and unsent, so a micropay ends OFFLINE at once. */
+  private unsent(value: CallRequest, res: ServerResponse, log: Logger, arrivedAt: number, why: string): void {
+    const ms = Math.round(performance.now() - arrivedAt);
+    log.warning('backend: call not sent to WeChat Pay, the box is told so', { why, ms, ...this.gate.load });
+    const outcome = { kind: 'unknown', call: value.call, failure: 'NETWORK', message: `the backend did not send it to WeChat Pay: ${why} (${ms} ms)`, ms, origin: null, unsent: true };
+    this.answer(res, 200, { outcome });
+  }
+
+  private async forwardHeld(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
     let id: number;
     try {
       if (value.call === 'refund') {
@@ -429,7 +463,13 @@ export class BackendServer {
       log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
     }
+    if (!this.gate.inTime(arrivedAt)) {
+      // Recording it took too long (a busy journal): too late to send; the box ends the sale at once.
+      await this.o.store.finishCall(id, { outcome: 'refused', code: 'NOT_SENT', ms: 0 }).catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'the journal was too slow to record it');
+    }
     const started = performance.now();
+    const queuedMs = Math.round(started - arrivedAt);
     let outcome: ApiOutcome | BillOutcome;
     const gone = new AbortController();
     const onClose = (): void => {
@@ -458,6 +498,8 @@ export class BackendServer {
       err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
       failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
       ms,
+      // From the request's arrival to its sending upstream: the pool's wait and the journal's write.
+      queued_ms: queuedMs,
     });
     this.answer(res, 200, { outcome });
   }

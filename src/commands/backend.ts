@@ -327,7 +327,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const notifier = createNotifier(env, log);
   let client;
   try {
-    client = clientFor(config.merchant, log);
+    client = clientFor(config.merchant, log, { payConnections: config.upstreamConnections });
   } catch (error) {
     if (error instanceof CertificateError) {
       process.stdout.write(`<3>configuration: merchant certificate: ${error.message}\n`);
@@ -339,7 +339,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
   let server: BackendServer;
   try {
-    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log });
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections } });
   } catch (error) {
     log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
     await store.close();
@@ -352,6 +352,8 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     mch_id: config.merchant.mchId,
     settings: describeBackendConfig(config).slice(3).join(' '),
   });
+  // A spare connection to WeChat Pay stands ready whenever the pool may grow: no handshake on a sale's path.
+  client.warm();
   notifier.ready('listening');
   await new Promise<void>((resolveStop) => {
     const stop = (): void => resolveStop();
