@@ -1,7 +1,7 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import { messageOf } from '../errors.js';
@@ -79,6 +79,63 @@ export interface BackendServerOptions {
    * is answered as never sent.
    */
   upstream?: { connections?: number; sendWithinMs?: number };
+  /**
+   * Connections (contract §8, M3 of the review): a TLS handshake must finish within `handshakeMs` (default
+   * 10 s); at most `total` open connections (default 4096) and `perAddress` from one address (default 64);
+   * refused handshakes and connections over a cap are logged as one line a minute with their count.
+   */
+  connections?: { handshakeMs?: number; total?: number; perAddress?: number };
+}
+
+export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
+
+/**
+ * Refused handshakes and connections over a cap, told in the log without a line each: the first of a quiet
+ * spell at once, the rest counted and told in one line at the end of each minute they go on.
+ */
+class RefusalSummary {
+  private counts = { handshakes: 0, overCap: 0 };
+  private last: { from: string; error: string } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly everyMs = 60_000,
+  ) {}
+
+  add(kind: 'handshakes' | 'overCap', from: string, error: string): void {
+    if (this.timer === null) {
+      this.log.warning(kind === 'handshakes' ? 'backend: TLS handshake refused' : 'backend: connection refused, over the cap', { from, error });
+      this.timer = setTimeout(() => this.flush(), this.everyMs);
+      this.timer.unref();
+      return;
+    }
+    this.counts[kind] += 1;
+    this.last = { from, error };
+  }
+
+  /** Tells what was counted (the timer does it every minute); the spell ends when nothing was. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const { handshakes, overCap } = this.counts;
+    if (handshakes === 0 && overCap === 0) return;
+    this.log.warning('backend: more connections refused in the last minute', {
+      handshakes_refused: handshakes,
+      over_cap: overCap,
+      last_from: this.last?.from,
+      last_error: this.last?.error,
+    });
+    this.counts = { handshakes: 0, overCap: 0 };
+    this.last = null;
+    this.timer = setTimeout(() => this.flush(), this.everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 /** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
@@ -178,6 +235,9 @@ export class BackendServer {
   /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
   readonly gate: UpstreamGate;
   private closing: Promise<void> | null = null;
+  private readonly byAddress = new Map<string, number>();
+  /** Refused handshakes and connections, summarised in the log. */
+  readonly refusals: RefusalSummary;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
     const p = options.policy;
@@ -193,7 +253,10 @@ export class BackendServer {
       minVersion: 'TLSv1.2',
       // No session tickets: every connection shows its certificate in full, checked again in the handshake.
       secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      // Node's default is 120 s: a port scan would hold sockets that long.
+      handshakeTimeout: options.connections?.handshakeMs ?? DEFAULT_CONNECTION_LIMITS.handshakeMs,
     });
+    server.maxConnections = options.connections?.total ?? DEFAULT_CONNECTION_LIMITS.total;
     server.headersTimeout = HEADERS_TIMEOUT_MS;
     server.requestTimeout = REQUEST_TIMEOUT_MS;
     server.keepAliveTimeout = KEEP_ALIVE_MS;
@@ -211,6 +274,7 @@ export class BackendServer {
   private constructor(server: https.Server, options: BackendServerOptions) {
     this.server = server;
     this.o = options;
+    this.refusals = new RefusalSummary(options.log);
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
@@ -220,9 +284,34 @@ export class BackendServer {
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.origin = `https://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    const capped = new WeakSet<Socket>();
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
-      // Refused in the handshake: no certificate, one from another CA, an expired one. Nothing was read.
-      options.log.warning('backend: TLS handshake refused', { from: socket.remoteAddress, error: messageOf(error) });
+      // A connection cut for being over a cap is counted there, not again as a handshake.
+      const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
+      if (raw !== undefined && capped.has(raw)) return;
+      // Refused in the handshake: no certificate, one from another CA, an expired one, too slow. Nothing was read.
+      this.refusals.add('handshakes', socket.remoteAddress ?? '-', messageOf(error));
+    });
+    // Open TCP connections per address, counted before the handshake: one address cannot take them all.
+    const perAddress = options.connections?.perAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress;
+    server.on('connection', (socket: Socket) => {
+      const from = socket.remoteAddress ?? '-';
+      const open = (this.byAddress.get(from) ?? 0) + 1;
+      if (open > perAddress) {
+        this.refusals.add('overCap', from, `more than ${perAddress} connections from one address`);
+        capped.add(socket);
+        socket.destroy();
+        return;
+      }
+      this.byAddress.set(from, open);
+      socket.once('close', () => {
+        const left = (this.byAddress.get(from) ?? 1) - 1;
+        if (left <= 0) this.byAddress.delete(from);
+        else this.byAddress.set(from, left);
+      });
+    });
+    server.on('drop', (data?: { remoteAddress?: string }) => {
+      this.refusals.add('overCap', data?.remoteAddress ?? '-', `more than ${server.maxConnections} connections in all`);
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
@@ -278,6 +367,7 @@ export class BackendServer {
 
   close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.refusals.stop();
     this.closing ??= new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();

@@ -339,7 +339,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
   let server: BackendServer;
   try {
-    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections } });
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections }, connections: config.maxConnections });
   } catch (error) {
     log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
     await store.close();

@@ -54,6 +54,7 @@ export async function createBackendWorld(
     /** The pool to WeChat Pay (the client's payConnections and the server's gate) and the send deadline. */
     upstream?: { connections?: number; sendWithinMs?: number };
     sim?: Partial<Parameters<typeof GatewaySimulator.start>[0]>;
+    connections?: { handshakeMs?: number; total?: number; perAddress?: number };
   } = {},
 ): Promise<BackendWorld> {
   const clock = new VirtualClock();
@@ -79,6 +80,7 @@ export async function createBackendWorld(
     recheckMs: 0,
     ...(options.now ? { now: options.now } : {}),
     ...(options.upstream ? { upstream: options.upstream } : {}),
+    ...(options.connections ? { connections: options.connections } : {}),
   });
   const boxes: Box[] = [];
   const gateways: BackendGateway[] = [];
