@@ -19,7 +19,7 @@ import {
   type RefusalCode,
 } from './protocol.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
-import { businessDay, dayBounds } from '../business-day.js';
+import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
 import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
@@ -218,6 +218,13 @@ export function stateOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): 
     default:
       return null;
   }
+}
+
+/** WeChat Pay's payment time (time_end) of a verified answer saying the order is paid; null otherwise. */
+export function paidAtOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): number | null {
+  if (outcome.kind !== 'success') return null;
+  const paid = value.call === 'micropay' || (value.call === 'orderquery' && (outcome.fields.trade_state === 'SUCCESS' || outcome.fields.trade_state === 'REFUND'));
+  return paid ? chinaTimeMs(outcome.fields.time_end ?? '') : null;
 }
 
 export class BackendServer {
@@ -578,7 +585,7 @@ export class BackendServer {
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
     // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
-    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), ms }).catch((error: unknown) => {
+    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {
       log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
     });
     log.info('backend: forwarded', {
