@@ -227,6 +227,21 @@ export function paidAtOf(value: CallRequest, outcome: ApiOutcome | BillOutcome):
   return paid ? chinaTimeMs(outcome.fields.time_end ?? '') : null;
 }
 
+/** The TLS settings of the backend's listener, for its server certificate. */
+function secureContextOf(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }) {
+  return {
+    key: pki.serverKeyPem,
+    cert: pki.serverCertPem,
+    // The backend's CA only: a certificate from anywhere else is refused in the handshake.
+    ca: [pki.caPem],
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2' as const,
+    // No session tickets: every connection shows its certificate in full, checked again in the handshake.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  };
+}
+
 export class BackendServer {
   readonly origin: string;
   readonly port: number;
@@ -243,6 +258,7 @@ export class BackendServer {
   readonly gate: UpstreamGate;
   private closing: Promise<void> | null = null;
   private readonly byAddress = new Map<string, number>();
+  private servedCertPem: string;
   /** Refused handshakes and connections, summarised in the log. */
   readonly refusals: RefusalSummary;
 
@@ -251,15 +267,7 @@ export class BackendServer {
     if (!Number.isSafeInteger(p.maxAmountFen) || p.maxAmountFen <= 0) throw new TypeError('policy.maxAmountFen must be a positive whole number of fen');
     if (!(p.ratePerMinute >= 1)) throw new TypeError('policy.ratePerMinute must be at least 1');
     const server = https.createServer({
-      key: options.pki.serverKeyPem,
-      cert: options.pki.serverCertPem,
-      // The backend's CA only: a certificate from anywhere else is refused in the handshake.
-      ca: [options.pki.caPem],
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      // No session tickets: every connection shows its certificate in full, checked again in the handshake.
-      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      ...secureContextOf(options.pki),
       // Node's default is 120 s: a port scan would hold sockets that long.
       handshakeTimeout: options.connections?.handshakeMs ?? DEFAULT_CONNECTION_LIMITS.handshakeMs,
     });
@@ -282,6 +290,7 @@ export class BackendServer {
     this.server = server;
     this.o = options;
     this.refusals = new RefusalSummary(options.log);
+    this.servedCertPem = options.pki.serverCertPem;
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
@@ -324,6 +333,18 @@ export class BackendServer {
     const every = options.recheckMs ?? 1000;
     this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
     this.timer?.unref();
+  }
+
+  /**
+   * Serves `pki`'s server certificate to new connections from now on, when it is not the one served: the
+   * running backend's renewal (BackendPki.openOrCreate re-issues it 30 days before it ends). True when changed.
+   */
+  useCertificate(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }): boolean {
+    if (pki.serverCertPem === this.servedCertPem) return false;
+    this.server.setSecureContext(secureContextOf(pki));
+    this.servedCertPem = pki.serverCertPem;
+    this.o.log.info('backend: server certificate renewed; new connections get the new one');
+    return true;
   }
 
   /** Open TLS connections, of one box or of all. */

@@ -354,6 +354,16 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   });
   // A spare connection to WeChat Pay stands ready whenever the pool may grow: no handshake on a sale's path.
   client.warm();
+  // The server certificate is renewed while running: twice a day the PKI re-issues it when it has less than
+  // 30 days left (or lacks a configured name), and new connections get the new one.
+  const renewal = setInterval(() => {
+    try {
+      server.useCertificate(BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames }));
+    } catch (error) {
+      log.error('backend: cannot renew the server certificate; the current one is kept', { error: messageOf(error) });
+    }
+  }, 12 * 3_600_000);
+  renewal.unref();
   notifier.ready('listening');
   await new Promise<void>((resolveStop) => {
     const stop = (): void => resolveStop();
@@ -362,6 +372,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   });
   notifier.stopping('stopping');
   log.info('backend stopping');
+  clearInterval(renewal);
   await server.close();
   await client.close();
   await store.close();
