@@ -11,7 +11,7 @@ import { formatBackendReconciliation, reconcileBackend, type BackendReconcileRes
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
-import { dayBounds, yesterday } from '../business-day.js';
+import { dayBounds, previousDay, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
 import { messageOf } from '../errors.js';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
@@ -45,10 +45,11 @@ const USAGE = `usage:
                                                     change an enrolled box's policy (from its next request on)
   scanbox backend revoke DEVICE_ID                  cut a box off at once
   scanbox backend status [--json]                   boxes, last seen, calls and errors
-  scanbox backend reconcile [--date YYYYMMDD] [--json]
+  scanbox backend reconcile [--date YYYYMMDD | --days N] [--json]
                                                     the merchant's bill of the day (default yesterday, China time) against
                                                     the calls the backend forwarded, box by box; exit 0 matched,
-                                                    1 discrepancies, 3 the bill not available yet`;
+                                                    1 discrepancies, 3 the bill not available yet; --days N: the N days
+                                                    up to yesterday (the daily timer's catch-up)`;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n\n${USAGE}\n`);
@@ -249,6 +250,30 @@ async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
  * Each discrepancy is logged at error level on stderr, as `scanbox reconcile` does on a box.
  */
 async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // --days N: the N days up to yesterday, oldest first (the daily timer's catch-up of days it missed).
+  const at = args.indexOf('--days');
+  if (at >= 0) {
+    const n = args[at + 1];
+    if (n === undefined || !/^[0-9]{1,2}$/.test(n) || Number(n) < 1 || Number(n) > 31) return usage('--days must be a whole number 1..31');
+    const rest = [...args.slice(0, at), ...args.slice(at + 2)];
+    if (rest.some((a) => a === '--date' || a.startsWith('--date='))) return usage('--days and --date do not go together');
+    let day = yesterday(Date.now(), BILL_TIME_ZONE);
+    const days: string[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      days.unshift(day);
+      day = previousDay(day);
+    }
+    // The worst result decides: configuration (2) stops at once; a bill not available yet (3) asks for a try
+    // later; discrepancies (1), each logged, otherwise.
+    let worst = 0;
+    for (const date of days) {
+      const code = await reconcileDay([...rest, '--date', date], env);
+      if (code === 2) return 2;
+      if (code === 3 || worst === 3) worst = 3;
+      else worst = Math.max(worst, code);
+    }
+    return worst;
+  }
   const parsed = parseDayArgs(args);
   if (typeof parsed === 'string') return usage(parsed);
   const loaded = loadBackendConfig({ env });

@@ -229,6 +229,13 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
     t.equal(empty.status, 0, empty.stdout + empty.stderr);
     t.match(JSON.parse(empty.stdout), { date: yesterday, matched: 0, discrepancies: [] });
     t.equal((await cli(['backend', 'reconcile', '--date', '20261331'], env)).status, 2);
+    // The timer's catch-up: the days up to yesterday, each reconciled (none with trades here: all clean).
+    const catchUp = await cli(['backend', 'reconcile', '--days', '3'], env);
+    t.equal(catchUp.status, 0, catchUp.stdout + catchUp.stderr);
+    t.equal((catchUp.stdout.match(/^reconciliation of /gm) ?? []).length, 3, 'three days, one report each');
+    t.match(catchUp.stdout, new RegExp(`reconciliation of ${yesterday.slice(0, 4)}-${yesterday.slice(4, 6)}-${yesterday.slice(6)} `), 'yesterday the last');
+    t.equal((await cli(['backend', 'reconcile', '--days', '0'], env)).status, 2);
+    t.equal((await cli(['backend', 'reconcile', '--days', '2', '--date', today], env)).status, 2);
     const unset = { ...env, SCANBOX_MCH_ID: '' };
     t.equal((await cli(['backend', 'reconcile', '--date', today], unset)).status, 2, 'no merchant configuration');
     const nowhere = await cli(['backend', 'reconcile', '--date', today], { ...env, SCANBOX_BACKEND_DB: join(dir, 'typo', 'backend.db') });
