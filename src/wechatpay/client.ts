@@ -927,7 +927,10 @@ export class WechatPayClient {
         return unknown('BAD_XML', `an XML answer with return_code=${clip(fields.return_code ?? '(none)')}: a bill is never XML`);
       }
       const said = returnMsg.trim().toLowerCase();
-      if (said === 'no bill exist') return { kind: 'no_bill', call, message: clip(returnMsg), ms: elapsed(started), origin };
+      // error_code (not err_code) is what real failures carry: 20002 with No Bill Exist, 20001 with invalid
+      // bill_date (a day WeChat Pay does not have a bill for: in the future, or past its 3 months).
+      const errorCodeText = (fields.error_code ?? '').trim();
+      if (said === 'no bill exist' || (errorCodeText === '20002' && said === '')) return { kind: 'no_bill', call, message: clip(returnMsg), ms: elapsed(started), origin };
       if (said === 'bill creating') return { kind: 'not_ready', call, message: clip(returnMsg), ms: elapsed(started), origin };
       const errorCode = fields.error_code ? ` error_code=${clip(fields.error_code)}` : '';
       return unknown('RETURN_FAIL', `return_code=FAIL return_msg=${clip(returnMsg)}${errorCode}`);
