@@ -705,6 +705,11 @@ function readBackendAccess(r: Reader, credentialsDir: string | undefined, raw: s
     r.error('SCANBOX_BACKEND', `${shown(raw)} ${parsed.problem}`);
     return null;
   }
+  // The backend answers at its origin's root (/v1/<call>): a path is refused here as the gateway refuses it.
+  if (parsed.base !== new URL(parsed.base).origin) {
+    r.error('SCANBOX_BACKEND', `${shown(raw)} must be the backend's origin only, scheme, host and port (e.g. https://pay.example.com:8443), without a path`);
+    return null;
+  }
   const files: Array<[string, string]> = [
     ['SCANBOX_BACKEND_CERT_FILE', 'backend_cert.pem'],
     ['SCANBOX_BACKEND_KEY_FILE', 'backend_key.pem'],

@@ -1,7 +1,7 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import { messageOf } from '../errors.js';
@@ -18,6 +18,10 @@ import {
   type CallRequest,
   type RefusalCode,
 } from './protocol.js';
+import { BILL_TIME_ZONE } from '../books/reconcile.js';
+import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
+import { BillCache, boxTrades } from './bills.js';
+import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -45,9 +49,11 @@ export type UpstreamClient = Pick<WechatPayClient, 'micropay' | 'orderquery' | '
 export interface BackendPolicy {
   /** Largest micropay total_fee and refund refund_fee in fen, unless the box has its own (SCANBOX_BACKEND_MAX_AMOUNT). */
   maxAmountFen: number;
-  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS). */
+  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS, default off). */
   refunds: BoxRefunds;
-  /** Whether boxes may download the merchant's bill, which lists every box's trades (SCANBOX_BACKEND_BILLS). */
+  /** Most fen one box may refund in a business day, China time (SCANBOX_BACKEND_REFUND_DAY_MAX); default 100000. */
+  refundDayMaxFen?: number;
+  /** Whether boxes may download their bill, cut to their own trades (SCANBOX_BACKEND_BILLS). */
   bills: 'on' | 'off';
   /** Calls per box per minute, all calls counted (SCANBOX_BACKEND_RATE). */
   ratePerMinute: number;
@@ -65,7 +71,75 @@ export interface BackendServerOptions {
   now?: () => number;
   /** How often open connections are checked against the store; 0 turns the timer off (tests call recheck()). */
   recheckMs?: number;
+  /** The bill cache's times (backend/bills.ts); tests shorten them. */
+  bills?: { keepMs?: number; retryMs?: number };
+  /**
+   * The upstream gate (backend/upstream.ts): `connections` micropays and orderqueries under way at once, the
+   * client's payConnections (default 1); a call not sent within `sendWithinMs` (default 5000) of its arrival
+   * is answered as never sent.
+   */
+  upstream?: { connections?: number; sendWithinMs?: number };
+  /**
+   * Connections (contract §8, M3 of the review): a TLS handshake must finish within `handshakeMs` (default
+   * 10 s); at most `total` open connections (default 4096) and `perAddress` from one address (default 64);
+   * refused handshakes and connections over a cap are logged as one line a minute with their count.
+   */
+  connections?: { handshakeMs?: number; total?: number; perAddress?: number };
 }
+
+export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
+
+/**
+ * Refused handshakes and connections over a cap, told in the log without a line each: the first of a quiet
+ * spell at once, the rest counted and told in one line at the end of each minute they go on.
+ */
+class RefusalSummary {
+  private counts = { handshakes: 0, overCap: 0 };
+  private last: { from: string; error: string } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly everyMs = 60_000,
+  ) {}
+
+  add(kind: 'handshakes' | 'overCap', from: string, error: string): void {
+    if (this.timer === null) {
+      this.log.warning(kind === 'handshakes' ? 'backend: TLS handshake refused' : 'backend: connection refused, over the cap', { from, error });
+      this.timer = setTimeout(() => this.flush(), this.everyMs);
+      this.timer.unref();
+      return;
+    }
+    this.counts[kind] += 1;
+    this.last = { from, error };
+  }
+
+  /** Tells what was counted (the timer does it every minute); the spell ends when nothing was. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const { handshakes, overCap } = this.counts;
+    if (handshakes === 0 && overCap === 0) return;
+    this.log.warning('backend: more connections refused in the last minute', {
+      handshakes_refused: handshakes,
+      over_cap: overCap,
+      last_from: this.last?.from,
+      last_error: this.last?.error,
+    });
+    this.counts = { handshakes: 0, overCap: 0 };
+    this.last = null;
+    this.timer = setTimeout(() => this.flush(), this.everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
+export const DEFAULT_REFUND_DAY_MAX_FEN = 100_000;
 
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -146,6 +220,28 @@ export function stateOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): 
   }
 }
 
+/** WeChat Pay's payment time (time_end) of a verified answer saying the order is paid; null otherwise. */
+export function paidAtOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): number | null {
+  if (outcome.kind !== 'success') return null;
+  const paid = value.call === 'micropay' || (value.call === 'orderquery' && (outcome.fields.trade_state === 'SUCCESS' || outcome.fields.trade_state === 'REFUND'));
+  return paid ? chinaTimeMs(outcome.fields.time_end ?? '') : null;
+}
+
+/** The TLS settings of the backend's listener, for its server certificate. */
+function secureContextOf(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }) {
+  return {
+    key: pki.serverKeyPem,
+    cert: pki.serverCertPem,
+    // The backend's CA only: a certificate from anywhere else is refused in the handshake.
+    ca: [pki.caPem],
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2' as const,
+    // No session tickets: every connection shows its certificate in full, checked again in the handshake.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  };
+}
+
 export class BackendServer {
   readonly origin: string;
   readonly port: number;
@@ -156,23 +252,26 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** One download of a day's bill for every box, each handed its own trades (contract §8). */
+  readonly bills: BillCache;
+  /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
+  readonly gate: UpstreamGate;
   private closing: Promise<void> | null = null;
+  private readonly byAddress = new Map<string, number>();
+  private servedCertPem: string;
+  /** Refused handshakes and connections, summarised in the log. */
+  readonly refusals: RefusalSummary;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
     const p = options.policy;
     if (!Number.isSafeInteger(p.maxAmountFen) || p.maxAmountFen <= 0) throw new TypeError('policy.maxAmountFen must be a positive whole number of fen');
     if (!(p.ratePerMinute >= 1)) throw new TypeError('policy.ratePerMinute must be at least 1');
     const server = https.createServer({
-      key: options.pki.serverKeyPem,
-      cert: options.pki.serverCertPem,
-      // The backend's CA only: a certificate from anywhere else is refused in the handshake.
-      ca: [options.pki.caPem],
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      // No session tickets: every connection shows its certificate in full, checked again in the handshake.
-      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      ...secureContextOf(options.pki),
+      // Node's default is 120 s: a port scan would hold sockets that long.
+      handshakeTimeout: options.connections?.handshakeMs ?? DEFAULT_CONNECTION_LIMITS.handshakeMs,
     });
+    server.maxConnections = options.connections?.total ?? DEFAULT_CONNECTION_LIMITS.total;
     server.headersTimeout = HEADERS_TIMEOUT_MS;
     server.requestTimeout = REQUEST_TIMEOUT_MS;
     server.keepAliveTimeout = KEEP_ALIVE_MS;
@@ -190,21 +289,62 @@ export class BackendServer {
   private constructor(server: https.Server, options: BackendServerOptions) {
     this.server = server;
     this.o = options;
+    this.refusals = new RefusalSummary(options.log);
+    this.servedCertPem = options.pki.serverCertPem;
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
+    this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
+    this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.origin = `https://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    const capped = new WeakSet<Socket>();
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
-      // Refused in the handshake: no certificate, one from another CA, an expired one. Nothing was read.
-      options.log.warning('backend: TLS handshake refused', { from: socket.remoteAddress, error: messageOf(error) });
+      // A connection cut for being over a cap is counted there, not again as a handshake.
+      const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
+      if (raw !== undefined && capped.has(raw)) return;
+      // Refused in the handshake: no certificate, one from another CA, an expired one, too slow. Nothing was read.
+      this.refusals.add('handshakes', socket.remoteAddress ?? '-', messageOf(error));
+    });
+    // Open TCP connections per address, counted before the handshake: one address cannot take them all.
+    const perAddress = options.connections?.perAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress;
+    server.on('connection', (socket: Socket) => {
+      const from = socket.remoteAddress ?? '-';
+      const open = (this.byAddress.get(from) ?? 0) + 1;
+      if (open > perAddress) {
+        this.refusals.add('overCap', from, `more than ${perAddress} connections from one address`);
+        capped.add(socket);
+        socket.destroy();
+        return;
+      }
+      this.byAddress.set(from, open);
+      socket.once('close', () => {
+        const left = (this.byAddress.get(from) ?? 1) - 1;
+        if (left <= 0) this.byAddress.delete(from);
+        else this.byAddress.set(from, left);
+      });
+    });
+    server.on('drop', (data?: { remoteAddress?: string }) => {
+      this.refusals.add('overCap', data?.remoteAddress ?? '-', `more than ${server.maxConnections} connections in all`);
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
     this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
     this.timer?.unref();
+  }
+
+  /**
+   * Serves `pki`'s server certificate to new connections from now on, when it is not the one served: the
+   * running backend's renewal (BackendPki.openOrCreate re-issues it 30 days before it ends). True when changed.
+   */
+  useCertificate(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }): boolean {
+    if (pki.serverCertPem === this.servedCertPem) return false;
+    this.server.setSecureContext(secureContextOf(pki));
+    this.servedCertPem = pki.serverCertPem;
+    this.o.log.info('backend: server certificate renewed; new connections get the new one');
+    return true;
   }
 
   /** Open TLS connections, of one box or of all. */
@@ -255,6 +395,7 @@ export class BackendServer {
 
   close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.refusals.stop();
     this.closing ??= new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -279,21 +420,22 @@ export class BackendServer {
   }
 
   /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode }> {
-    const refuse = (code: RefusalCode, problem: string) => ({ box: null, problem, code });
+  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number }> {
+    const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
     const cert = await this.o.store.certificate(peer.serial);
     if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
-    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`);
+    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`, cert.revokedAt);
     const box = await this.o.store.box(peer.deviceId);
     if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
-    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`);
+    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`, box.revokedAt);
     // TLS checked the dates at the handshake; a connection kept open past the end is cut here.
     if (Math.min(cert.notAfter, peer.notAfter || Infinity) <= this.now()) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} of ${peer.deviceId} has expired`);
     return { box, problem: null, code: 'BOX_UNKNOWN' };
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const arrivedAt = performance.now();
     const socket = req.socket as TLSSocket;
     const peer = this.peers.get(socket);
     const path = (req.url ?? '').split('?')[0] ?? '';
@@ -310,10 +452,24 @@ export class BackendServer {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
       }
-      if (standing.problem !== null || standing.box === null) {
+      // A revoked box can do nothing new, but may still orderquery and reverse its own orders made before the
+      // revocation (contract §8): a sale cut off in the middle then gives the payer's money back.
+      const afterRevoke = standing.code === 'BOX_REVOKED' && standing.revokedAt !== undefined && (call === 'orderquery' || call === 'reverse') ? standing.revokedAt : null;
+      if ((standing.problem !== null || standing.box === null) && afterRevoke === null) {
         throw new Refused(standing.code, standing.problem ?? 'not enrolled');
       }
-      const box = standing.box;
+      const box: BoxRecord = standing.box ?? {
+        deviceId: peer.deviceId,
+        serial: null,
+        notAfter: null,
+        enrolledAt: 0,
+        revokedAt: afterRevoke,
+        lastSeenAt: null,
+        calls: 0,
+        errors: 0,
+        maxAmountFen: null,
+        refunds: 'off',
+      };
       if (call === null) throw new Refused('BAD_REQUEST', `no such call: POST /${PROTOCOL_VERSION}/<${CALLS.join('|')}>`);
       if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
       recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
@@ -335,7 +491,14 @@ export class BackendServer {
       if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
       recordable = { ...recordable, ...idsOf(parsed.value), amountFen: amountOf(parsed.value) };
       this.police(box, parsed.value);
-      await this.forward(parsed.value, recordable, res, log);
+      if (afterRevoke !== null) {
+        const outTradeNo = recordable.outTradeNo ?? '';
+        if (!(await this.o.store.orderStartedBefore(box.deviceId, outTradeNo, afterRevoke))) {
+          throw new Refused('BOX_REVOKED', `box ${box.deviceId} was revoked; it may only ask about and reverse its orders made before`);
+        }
+        log.warning('backend: revoked box settles an order made before its revocation', { out_trade_no: outTradeNo });
+      }
+      await this.forward(parsed.value, recordable, res, log, arrivedAt);
     } catch (error) {
       if (!(error instanceof Refused)) {
         log.error('backend: request failed', { error: messageOf(error) });
@@ -373,27 +536,77 @@ export class BackendServer {
     if (value.call === 'downloadbill' && this.o.policy.bills !== 'on') throw new Refused('BILLS_OFF', 'boxes may not download the bill');
   }
 
-  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
+  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
+    // micropay and orderquery share the client's pool: at most one call per connection, or none after 5 s.
+    const gated = value.call === 'micropay' || value.call === 'orderquery';
+    const release = gated ? await this.gate.acquire(arrivedAt) : () => undefined;
+    if (release === null) {
+      await this.o.store.refusedCall({ ...record, at: this.now() }, 'NOT_SENT').catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'no connection to WeChat Pay came free in time');
+    }
+    try {
+      await this.forwardHeld(value, record, res, log, arrivedAt);
+    } finally {
+      release();
+    }
+  }
+
+  /** Answers a call the backend did not send to WeChat Pay: unknown and unsent, so a micropay ends OFFLINE at once. */
+  private unsent(value: CallRequest, res: ServerResponse, log: Logger, arrivedAt: number, why: string): void {
+    const ms = Math.round(performance.now() - arrivedAt);
+    log.warning('backend: call not sent to WeChat Pay, the box is told so', { why, ms, ...this.gate.load });
+    const outcome = { kind: 'unknown', call: value.call, failure: 'NETWORK', message: `the backend did not send it to WeChat Pay: ${why} (${ms} ms)`, ms, origin: null, unsent: true };
+    this.answer(res, 200, { outcome });
+  }
+
+  private async forwardHeld(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
     let id: number;
     try {
-      id = await this.o.store.startCall({ ...record, at: this.now() });
+      if (value.call === 'refund') {
+        // The merchant's refund policy, checked against the journal and recorded in one step (contract §8).
+        const day = dayBounds(businessDay(this.now(), BILL_TIME_ZONE), BILL_TIME_ZONE);
+        const started = await this.o.store.startRefund(
+          { ...record, call: 'refund', outTradeNo: value.request.outTradeNo, outRefundNo: value.request.outRefundNo, amountFen: value.request.refundFee, claimedTotalFeeFen: value.request.totalFee, at: this.now() },
+          { dayFrom: day.startMs, dayTo: day.endMs, dayMaxFen: this.o.policy.refundDayMaxFen ?? DEFAULT_REFUND_DAY_MAX_FEN },
+        );
+        if (!started.ok) throw new Refused(started.code, started.text);
+        id = started.id;
+        // WeChat Pay is told the order's amount as the backend charged it, never what the box claims.
+        value = { call: 'refund', request: { ...value.request, totalFee: started.totalFeeFen } };
+      } else {
+        id = await this.o.store.startCall({ ...record, at: this.now() });
+      }
     } catch (error) {
+      if (error instanceof Refused) throw error;
       log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
     }
+    if (!this.gate.inTime(arrivedAt)) {
+      // Recording it took too long (a busy journal): too late to send; the box ends the sale at once.
+      await this.o.store.finishCall(id, { outcome: 'refused', code: 'NOT_SENT', ms: 0 }).catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'the journal was too slow to record it');
+    }
     const started = performance.now();
+    const queuedMs = Math.round(started - arrivedAt);
     let outcome: ApiOutcome | BillOutcome;
+    const gone = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) gone.abort();
+    };
+    res.once('close', onClose);
     try {
-      outcome = await this.upstream(value);
+      outcome = await this.upstream(value, record.deviceId, gone.signal);
     } catch (error) {
       // The client checks its arguments before anything is sent, and throws only then.
       await this.o.store.finishCall(id, { outcome: 'refused', code: 'BAD_REQUEST', ms: performance.now() - started }).catch(() => undefined);
       throw new Refused('BAD_REQUEST', messageOf(error));
+    } finally {
+      res.off('close', onClose);
     }
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
     // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
-    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), ms }).catch((error: unknown) => {
+    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {
       log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
     });
     log.info('backend: forwarded', {
@@ -403,11 +616,13 @@ export class BackendServer {
       err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
       failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
       ms,
+      // From the request's arrival to its sending upstream: the pool's wait and the journal's write.
+      queued_ms: queuedMs,
     });
     this.answer(res, 200, { outcome });
   }
 
-  private upstream(value: CallRequest): Promise<ApiOutcome | BillOutcome> {
+  private upstream(value: CallRequest, deviceId: string, signal: AbortSignal): Promise<ApiOutcome | BillOutcome> {
     const c = this.o.client;
     switch (value.call) {
       case 'micropay':
@@ -421,7 +636,8 @@ export class BackendServer {
       case 'refundquery':
         return c.refundquery(value.request);
       case 'downloadbill':
-        return c.downloadbill(value.request);
+        // The box's own trades only, from the one download of the day all boxes share.
+        return this.bills.bill(value.request, boxTrades(deviceId), signal, deviceId);
     }
   }
 

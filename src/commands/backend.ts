@@ -11,7 +11,7 @@ import { formatBackendReconciliation, reconcileBackend, type BackendReconcileRes
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
-import { dayBounds, yesterday } from '../business-day.js';
+import { dayBounds, previousDay, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
 import { messageOf } from '../errors.js';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
@@ -24,6 +24,9 @@ import { CertificateError } from '../wechatpay/certificate.js';
  * `scanbox backend` (contract §1, §8):
  *   scanbox backend                          the server, until SIGTERM
  *   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
+ *   scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
+ *                                            change an enrolled box's policy; the running backend reads it on the
+ *                                            box's next request
  *   scanbox backend revoke DEVICE_ID         cut a box off: refused from its next request, its open connections
  *                                            cut by the running server within a second (it rechecks them)
  *   scanbox backend status [--json]          boxes, last seen, calls and errors per box
@@ -38,12 +41,15 @@ const USAGE = `usage:
   scanbox backend                                   the merchant backend's HTTPS server (systemd starts it)
   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
                                                     issue a box its certificate: DIR/backend_cert.pem, backend_key.pem, backend_ca.pem
+  scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
+                                                    change an enrolled box's policy (from its next request on)
   scanbox backend revoke DEVICE_ID                  cut a box off at once
   scanbox backend status [--json]                   boxes, last seen, calls and errors
-  scanbox backend reconcile [--date YYYYMMDD] [--json]
+  scanbox backend reconcile [--date YYYYMMDD | --days N] [--json]
                                                     the merchant's bill of the day (default yesterday, China time) against
                                                     the calls the backend forwarded, box by box; exit 0 matched,
-                                                    1 discrepancies, 3 the bill not available yet`;
+                                                    1 discrepancies, 3 the bill not available yet; --days N: the N days
+                                                    up to yesterday (the daily timer's catch-up)`;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n\n${USAGE}\n`);
@@ -60,6 +66,8 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
         return await enroll(rest, env);
       case 'revoke':
         return await revoke(rest, env);
+      case 'policy':
+        return await setPolicy(rest, env);
       case 'status':
         return await status(rest, env);
       case 'reconcile':
@@ -140,6 +148,46 @@ async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   }
 }
 
+async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let deviceId: string | undefined;
+  const policy: Partial<BoxPolicy> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (arg === '--max-amount' && next !== undefined) {
+      if (next === 'default') policy.maxAmountFen = null;
+      else if (!/^[0-9]{1,11}$/.test(next) || Number(next) < 1 || Number(next) > 10_000_000_000) return usage('--max-amount must be a whole number of fen, 1..10000000000, or default');
+      else policy.maxAmountFen = Number(next);
+      i++;
+    } else if (arg === '--refunds' && next !== undefined) {
+      if (next !== 'on' && next !== 'off' && next !== 'default') return usage('--refunds must be on, off or default');
+      policy.refunds = next === 'default' ? null : next;
+      i++;
+    } else if (!arg.startsWith('-') && deviceId === undefined) {
+      deviceId = arg;
+    } else {
+      return usage(`unexpected argument: ${arg}`);
+    }
+  }
+  if (deviceId === undefined || !DEVICE_ID.test(deviceId)) return usage('policy needs DEVICE_ID');
+  if (Object.keys(policy).length === 0) return usage('policy needs --max-amount or --refunds');
+  const store = openStore(env);
+  if (typeof store === 'number') return store;
+  try {
+    if (!(await store.setPolicy(deviceId, policy))) {
+      process.stderr.write(`no box ${deviceId} is enrolled\n`);
+      return 1;
+    }
+    const box = (await store.box(deviceId))!;
+    print(
+      `${deviceId}: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'} (from its next request on)`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (args.length !== 1 || !DEVICE_ID.test(args[0]!)) return usage('revoke needs one DEVICE_ID');
   const deviceId = args[0]!;
@@ -202,6 +250,30 @@ async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
  * Each discrepancy is logged at error level on stderr, as `scanbox reconcile` does on a box.
  */
 async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // --days N: the N days up to yesterday, oldest first (the daily timer's catch-up of days it missed).
+  const at = args.indexOf('--days');
+  if (at >= 0) {
+    const n = args[at + 1];
+    if (n === undefined || !/^[0-9]{1,2}$/.test(n) || Number(n) < 1 || Number(n) > 31) return usage('--days must be a whole number 1..31');
+    const rest = [...args.slice(0, at), ...args.slice(at + 2)];
+    if (rest.some((a) => a === '--date' || a.startsWith('--date='))) return usage('--days and --date do not go together');
+    let day = yesterday(Date.now(), BILL_TIME_ZONE);
+    const days: string[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      days.unshift(day);
+      day = previousDay(day);
+    }
+    // The worst result decides: configuration (2) stops at once; a bill not available yet (3) asks for a try
+    // later; discrepancies (1), each logged, otherwise.
+    let worst = 0;
+    for (const date of days) {
+      const code = await reconcileDay([...rest, '--date', date], env);
+      if (code === 2) return 2;
+      if (code === 3 || worst === 3) worst = 3;
+      else worst = Math.max(worst, code);
+    }
+    return worst;
+  }
   const parsed = parseDayArgs(args);
   if (typeof parsed === 'string') return usage(parsed);
   const loaded = loadBackendConfig({ env });
@@ -280,7 +352,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const notifier = createNotifier(env, log);
   let client;
   try {
-    client = clientFor(config.merchant, log);
+    client = clientFor(config.merchant, log, { payConnections: config.upstreamConnections });
   } catch (error) {
     if (error instanceof CertificateError) {
       process.stdout.write(`<3>configuration: merchant certificate: ${error.message}\n`);
@@ -292,7 +364,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
   let server: BackendServer;
   try {
-    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log });
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections }, connections: config.maxConnections });
   } catch (error) {
     log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
     await store.close();
@@ -305,6 +377,18 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     mch_id: config.merchant.mchId,
     settings: describeBackendConfig(config).slice(3).join(' '),
   });
+  // A spare connection to WeChat Pay stands ready whenever the pool may grow: no handshake on a sale's path.
+  client.warm();
+  // The server certificate is renewed while running: twice a day the PKI re-issues it when it has less than
+  // 30 days left (or lacks a configured name), and new connections get the new one.
+  const renewal = setInterval(() => {
+    try {
+      server.useCertificate(BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames }));
+    } catch (error) {
+      log.error('backend: cannot renew the server certificate; the current one is kept', { error: messageOf(error) });
+    }
+  }, 12 * 3_600_000);
+  renewal.unref();
   notifier.ready('listening');
   await new Promise<void>((resolveStop) => {
     const stop = (): void => resolveStop();
@@ -313,6 +397,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   });
   notifier.stopping('stopping');
   log.info('backend stopping');
+  clearInterval(renewal);
   await server.close();
   await client.close();
   await store.close();

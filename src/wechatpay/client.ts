@@ -123,6 +123,13 @@ export interface WechatPayClientOptions {
   nonce?: () => string;
   /** test/bench hook: called right before a request is written and right after its body is read. */
   onWire?: (call: ApiCall, phase: 'send' | 'receive') => void;
+  /**
+   * Connections per origin for micropay and orderquery; default 1 (a box: one sale at a time). The merchant
+   * backend serves many boxes at once and keeps a pool (SCANBOX_BACKEND_UPSTREAM_CONNECTIONS); while warm, a
+   * spare connection stands ready whenever the pool may grow, so a new connection is not handshaken on a
+   * sale's path.
+   */
+  payConnections?: number;
 }
 
 const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
@@ -421,6 +428,8 @@ export class WechatPayClient {
   private readonly log: Logger | undefined;
   private readonly nonce: () => string;
   private readonly onWire: ((call: ApiCall, phase: 'send' | 'receive') => void) | undefined;
+  /** Connections of payAgent per origin (options.payConnections). */
+  private readonly payConnections: number;
   /** micropay and orderquery: one keep-alive pool per origin, no client certificate. */
   private readonly payAgent: Agent;
   /** reverse only: presents the merchant certificate on every connection. */
@@ -462,6 +471,9 @@ export class WechatPayClient {
     this.nonce = options.nonce ?? (() => randomNonce());
     this.onWire = options.onWire;
 
+    const pool = options.payConnections ?? 1;
+    if (!Number.isSafeInteger(pool) || pool < 1 || pool > 1024) throw new TypeError('payConnections must be a whole number 1..1024');
+    this.payConnections = pool;
     const certificate = options.certificate ? certificateTlsOptions(options.certificate) : {};
     // Node's `ca` replaces the default roots; extra anchors are added to them instead.
     const extraCa = options.ca === undefined ? [] : Array.isArray(options.ca) ? options.ca : [options.ca];
@@ -488,13 +500,14 @@ export class WechatPayClient {
         servername: isIP(primary.hostname.replace(/^\[(.*)\]$/, '$1')) === 0 ? primary.hostname : '',
       } as Parameters<buildConnector.connector>[0],
       () => {
-        // A Client (one connection) says connected as a boolean, a Pool as a count.
+        // A Client (one connection) says connected as a boolean, a Pool as a count. Full: no spare needed.
         const connected: unknown = this.payAgent.stats[primary.origin]?.connected;
-        return connected === true || (typeof connected === 'number' && connected > 0);
+        const count = connected === true ? 1 : typeof connected === 'number' ? connected : 0;
+        return count >= this.payConnections;
       },
       this.log,
     );
-    this.payAgent = this.agent(trust, 1, MAX_RESPONSE_BYTES, { connect: payConnect, spareFor: primary.origin });
+    this.payAgent = this.agent(trust, this.payConnections, MAX_RESPONSE_BYTES, { connect: payConnect, spareFor: primary.origin });
     // A sale open while the pool lost its connection (the server closed it when idle): another spare.
     this.payAgent.on('disconnect', () => this.spare.ensure());
     this.secAgent = this.agent({ ...trust, ...certificate }, null);
@@ -515,7 +528,11 @@ export class WechatPayClient {
       if (own && `${opts.protocol}//${opts.host}` === own.spareFor) {
         const ready = this.spare.take();
         // Never synchronously: undici's client ignores a connection handed to it while it is still asking.
-        if (ready) return void queueMicrotask(() => callback(null, ready));
+        if (ready) {
+          // A pool that may grow further gets its next spare (a one-connection pool is full now: none).
+          if (this.payConnections > 1) setImmediate(() => this.spare.ensure());
+          return void queueMicrotask(() => callback(null, ready));
+        }
       }
       connect(opts, (...args: buildConnector.CallbackArgs) => {
         if (args[0] === null) {
@@ -603,15 +620,16 @@ export class WechatPayClient {
    * time the next day, for the last 3 months (after-the-sale.md §3). Safe to repeat, so it fails over to the
    * backup domain like orderquery. Never throws for a network or gateway problem.
    */
-  downloadbill(req: { billDate: string; billType?: BillType; gzip?: boolean }): Promise<BillOutcome> {
+  /** `signal`: abandons the download (an `unknown` TIMEOUT outcome), as when nobody waits for the bill any more. */
+  downloadbill(req: { billDate: string; billType?: BillType; gzip?: boolean; signal?: AbortSignal }): Promise<BillOutcome> {
     checkBillDate(req.billDate);
     const billType = req.billType ?? 'ALL';
     if (!BILL_TYPES.includes(billType)) throw new TypeError(`billType must be one of ${BILL_TYPES.join(', ')}`);
     if (req.gzip !== undefined && typeof req.gzip !== 'boolean') throw new TypeError('gzip must be a boolean');
-    return this.fetchBill(req.billDate, billType, req.gzip === true);
+    return this.fetchBill(req.billDate, billType, req.gzip === true, req.signal);
   }
 
-  private async fetchBill(billDate: string, billType: BillType, gzip: boolean): Promise<BillOutcome> {
+  private async fetchBill(billDate: string, billType: BillType, gzip: boolean, signal?: AbortSignal): Promise<BillOutcome> {
     const started = performance.now();
     const scrub = scrubber(null, this.merchant.apiKey);
     let outcome: BillOutcome;
@@ -623,9 +641,9 @@ export class WechatPayClient {
       let attempt: { outcome: BillOutcome; failover: boolean } | undefined;
       for (const base of bases) {
         const attemptStarted = performance.now();
-        attempt = await this.attemptBill(base, body, started);
+        attempt = await this.attemptBill(base, body, started, signal);
         this.logBill(billDate, base, attempt.outcome, attemptStarted);
-        if (!attempt.failover) break;
+        if (!attempt.failover || signal?.aborted) break;
       }
       outcome = attempt!.outcome;
     } catch (error) {
@@ -823,12 +841,15 @@ export class WechatPayClient {
   }
 
   /** One downloadbill request to one origin. Never throws. */
-  private async attemptBill(base: string, body: string, started: number): Promise<{ outcome: BillOutcome; failover: boolean }> {
+  private async attemptBill(base: string, body: string, started: number, signal?: AbortSignal): Promise<{ outcome: BillOutcome; failover: boolean }> {
     const call = 'downloadbill';
     const timeoutMs = this.timeouts.downloadbill;
     const url = new URL(base + PATHS.downloadbill);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
+    const abandon = (): void => controller.abort();
+    if (signal?.aborted) controller.abort();
+    signal?.addEventListener('abort', abandon, { once: true });
     let status: number;
     let bytes: Buffer;
     try {
@@ -861,6 +882,7 @@ export class WechatPayClient {
       return { outcome: { kind: 'unknown', call, failure: failed.failure, message: failed.message, ms: elapsed(started), origin: null }, failover: failed.failover };
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abandon);
     }
     return { outcome: await this.judgeBill(base, status, bytes, started), failover: false };
   }
