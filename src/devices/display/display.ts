@@ -48,8 +48,11 @@ export interface CustomerDisplayOptions {
 }
 
 export interface DisplayEvents {
-  /** A total is armed (or replaced by another): the light and voice say the amount. */
-  armed: [amountFen: number];
+  /**
+   * A total is armed: new (or replacing another), or `again` when the same total stays armed (re-sent, a burst
+   * that did not touch the display, a failed sale that took nothing): the light shows it, the voice says only a new one.
+   */
+  armed: [amountFen: number, again: boolean];
   /** Nothing is armed any more (or a burst is under way): the light goes back. */
   disarmed: [];
   /** A display byte while a payment is in flight: the cashier is warned at once. */
@@ -134,8 +137,8 @@ export class CustomerDisplay extends EventEmitter<DisplayEvents> {
     this.undecodable += reading.undecodable;
     const decision = this.arming.burstEnded(burst, reading);
     this.record(burst, reading, decision);
-    if (decision.armedFen !== null) this.emit('armed', decision.armedFen);
-    else if (decision.kind !== 'during_payment') this.emit('disarmed');
+    if (decision.armedFen !== null) this.emit('armed', decision.armedFen, decision.kind !== 'armed' && decision.kind !== 'replaced');
+    else if (decision.kind === 'disarmed') this.emit('disarmed');
   }
 
   private record(burst: Burst, reading: Reading, decision: Decision): void {
@@ -194,7 +197,7 @@ export class CustomerDisplay extends EventEmitter<DisplayEvents> {
     const state = this.arming.settled(nothingTaken);
     const again = state.kind === 'armed' ? `; still armed ${formatYuan(state.amountFen)} (nothing taken, display unchanged)` : '';
     this.add({ kind: 'scan', at: this.clock.now(), decision: `sale ended: ${result}${again}`, armedFen: state.kind === 'armed' ? state.amountFen : null });
-    if (state.kind === 'armed') this.emit('armed', state.amountFen);
+    if (state.kind === 'armed') this.emit('armed', state.amountFen, true);
   }
 
   close(): void {

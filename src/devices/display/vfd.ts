@@ -60,7 +60,8 @@ export class VfdReader implements DisplayReader {
   private selected = true;
   private state: State = { kind: 'ground' };
   private undecodable = 0;
-  private touched = false;
+  /** Bytes read while the display was selected, less the ESC = n commands themselves. */
+  private displayBytes = 0;
   private notes: string[] = [];
 
   constructor(readonly family: VfdFamily) {}
@@ -68,7 +69,7 @@ export class VfdReader implements DisplayReader {
   begin(): void {
     this.state = { kind: 'ground' };
     this.undecodable = 0;
-    this.touched = false;
+    this.displayBytes = 0;
     this.notes = [];
   }
 
@@ -117,7 +118,7 @@ export class VfdReader implements DisplayReader {
       } else this.state = byte === ESC ? { kind: 'esc' } : { kind: 'ground' };
       return;
     }
-    this.touched = true;
+    this.displayBytes++;
     switch (state.kind) {
       case 'gbk':
         this.state = { kind: 'ground' };
@@ -154,6 +155,7 @@ export class VfdReader implements DisplayReader {
           if (byte === 0x42) return void (this.state = { kind: 'lineText', row: 1, text: [] });
           return this.bad(`unknown command 1b 51 ${byte.toString(16)}`);
         }
+        if (state.prefix === ESC && state.command === 0x3d) this.displayBytes -= 3;
         return this.command(state.prefix, state.command, state.got);
       case 'lineText':
         if (byte === 0x0d) {
@@ -240,9 +242,10 @@ export class VfdReader implements DisplayReader {
     const lines = this.lines();
     const meaning = [...this.notes, `screen ${JSON.stringify(lines[0])} / ${JSON.stringify(lines[1])}`].join('; ');
     const blank = lines.every((l) => l.trim() === '');
-    const base = { meaning, cleared: blank, undecodable: this.undecodable, touched: this.touched };
+    const touched = this.displayBytes > 0 || this.undecodable > 0;
+    const base = { meaning, cleared: blank, undecodable: this.undecodable, touched };
     const not = (why: string): Reading => ({ ...base, totalFen: null, why });
-    if (!this.touched) return not('no byte for the display (printer selected)');
+    if (!touched) return not('no byte for the display (printer selected)');
     if (this.undecodable > 0) return not(`${this.undecodable} byte(s) that are no ${this.family} command or character (wrong baud or parity, or another family?)`);
     if (blank) return not('display cleared');
     const text = lines.join('\n').toUpperCase();
