@@ -17,8 +17,9 @@ import { LinePort, type SerialFrame, type SerialLike } from '../line-port.js';
  * bytes no command of the family accounts for (`undecodable`), which is what a wrong baud or parity produces.
  */
 
-export const DISPLAY_PARITIES = ['none', 'odd', 'even', 'space', 'mark'] as const;
-export type DisplayParity = (typeof DISPLAY_PARITIES)[number];
+import { DISPLAY_PARITIES, type DisplayParity } from './reading.js';
+
+export { DISPLAY_PARITIES, type DisplayParity };
 
 /** How the box reads a line of this parity. */
 export function inputFrame(parity: DisplayParity): SerialFrame {

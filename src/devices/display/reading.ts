@@ -33,6 +33,9 @@ export interface DisplayReader {
 export const DISPLAY_FAMILIES = ['led8', 'cd5220', 'epson'] as const;
 export type DisplayFamily = (typeof DISPLAY_FAMILIES)[number];
 
+export const DISPLAY_PARITIES = ['none', 'odd', 'even', 'space', 'mark'] as const;
+export type DisplayParity = (typeof DISPLAY_PARITIES)[number];
+
 /** `1b 40 0c` */
 export function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex').replace(/(..)(?!$)/g, '$1 ');
