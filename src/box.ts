@@ -4,6 +4,8 @@ import { cashierText, refundText, type BoxCode, type RefundCode } from './codes.
 import type { CustomerDisplay } from './devices/display/display.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
+import { silentVoice, type Voice } from './devices/voice/announcer.js';
+import { saleAnnouncement } from './devices/voice/phrases.js';
 import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
 import { classifyCode, describeForeign } from './devices/scanner.js';
 import { statusLine, type Health } from './health.js';
@@ -14,6 +16,7 @@ import { formatYuan } from './money.js';
 import { verdictOf, type PaymentEngine, type Verdict } from './payment/engine.js';
 import { Reachability } from './payment/reachability.js';
 import { refundLine, type RefundEngine } from './payment/refund.js';
+import { refundAccepted } from './journal/states.js';
 import { dayTotals } from './books/totals.js';
 import type { ApiOutcome } from './wechatpay/client.js';
 
@@ -33,11 +36,7 @@ export interface BoxOptions {
    * that total, under the box's own REF (`D` + business day + `-` + sequence). The register is told nothing.
    */
   display?: CustomerDisplay | null;
-  /**
-   * Told what the cashier should hear about the display line: a new total armed (the amount to pay), and a
-   * display change while a payment is in flight. The voice hooks in here.
-   */
-  onDisplayAnnouncement?: (announcement: DisplayAnnouncement) => void;
+
   scanner: LinePort;
   indicator: Indicator;
   clock: Clock;
@@ -65,11 +64,14 @@ export interface BoxOptions {
   refundPolicy?: { register: boolean; dayMaxFen: number; timeZone: string };
   /** How long the register waits for a refund's answer before it hears REFUND_PENDING (contract §3: about 10 s). */
   refundAnswerMs?: number;
+  /**
+   * The speaker (contract §9): told what to say after the register line that says the same, never before it and
+   * never holding it up. Without it the box is silent.
+   */
+  voice?: Voice;
   /** Told every finished sale, after the register has its answer (WeChat Pay's trade report). */
   onSaleFinished?: (sale: Sale) => void;
 }
-
-export type DisplayAnnouncement = { kind: 'armed'; amountFen: number } | { kind: 'changed_while_paying'; amountFen: number };
 
 interface OpenRefund {
   rid: string;
@@ -152,10 +154,17 @@ export class Box {
   private displaySaleId: number | null = null;
   private readonly background = new AbortController();
   private readonly tasks: Promise<void>[] = [];
+  /**
+   * Sales this box opened and has not finished yet: only these are announced when they end, once. A sale
+   * finished by recovery at a restart, or a PAID line given again for a repeated PAY, is never announced.
+   */
+  private readonly toAnnounce = new Set<number>();
+  readonly voice: Voice;
 
   constructor(options: BoxOptions) {
     this.o = options;
     this.reachability = options.reachability ?? new Reachability(options.log);
+    this.voice = options.voice ?? silentVoice;
   }
 
   start(): void {
@@ -216,7 +225,8 @@ export class Box {
       if (!again) this.o.log.info('display total armed: waiting for the payment code', { amount: formatYuan(amountFen) });
       if (this.open || this.openRefund || this.settlingDisplay) return;
       this.refreshLight();
-      if (!again && !this.fault && !this.offlineReason()) this.announce({ kind: 'armed', amountFen });
+      // The amount to pay, said once per new total (contract §10): 请付款 + the amount.
+      if (!again && !this.fault && !this.offlineReason()) this.voice.announce({ kind: 'due', fen: amountFen }, { event: `display:${display.family}:due:${amountFen}:${this.o.clock.now()}` });
     });
     display.on('disarmed', () => this.refreshLight());
     display.on('changedWhilePaying', () => {
@@ -228,19 +238,10 @@ export class Box {
         amount: formatYuan(open.sale.amountFen),
       });
       this.o.indicator.flash();
-      this.announce({ kind: 'changed_while_paying', amountFen: open.sale.amountFen });
     });
   }
 
   private settlingDisplay = false;
-
-  private announce(announcement: DisplayAnnouncement): void {
-    try {
-      this.o.onDisplayAnnouncement?.(announcement);
-    } catch (error) {
-      this.internalError(error, 'announcing a display total');
-    }
-  }
 
   /**
    * A scan with no sale open, on a box that takes its amounts from the display line: the armed total, if any,
@@ -287,6 +288,7 @@ export class Box {
     };
     this.open = open;
     this.displaySaleId = open.sale.id;
+    this.toAnnounce.add(open.sale.id);
     this.o.log.info('display sale: the armed total is charged', {
       ref: open.sale.ref,
       out_trade_no: open.sale.outTradeNo,
@@ -410,10 +412,11 @@ export class Box {
     if (started.kind === 'held') return void this.reply(finalLine(started.verdict), checksum);
 
     void this.reply(`ACK ${ref}`, checksum);
+    this.toAnnounce.add(started.sale.id);
     const offline = this.offlineReason();
     if (offline) {
       const sale = this.o.engine.failOpen(started.sale.id, 'OFFLINE', `${cashierText('OFFLINE')} (${offline})`);
-      this.finish(sale, checksum);
+      this.finish(sale, checksum, false);
       return;
     }
     const open: OpenSale = {
@@ -444,7 +447,7 @@ export class Box {
     try {
       const sale = this.o.engine.failOpen(open.sale.id, code, text);
       this.open = null;
-      this.finish(sale, open.checksum);
+      this.finish(sale, open.checksum, false);
     } catch (error) {
       this.open = null;
       if (this.journalFailed(error, open.checksum)) return;
@@ -493,7 +496,8 @@ export class Box {
             this.o.indicator.show('paying');
             void this.reply(`WAIT ${open.sale.ref} SCANNED`, open.checksum);
           } else {
-            void this.reply(`WAIT ${open.sale.ref} PASSWORD`, open.checksum);
+            const sent = this.reply(`WAIT ${open.sale.ref} PASSWORD`, open.checksum);
+            this.voice.announce({ kind: 'password' }, { after: sent, event: `sale:${open.sale.id}:password` });
           }
         },
       });
@@ -575,7 +579,8 @@ export class Box {
       try {
         const refund = await refunds.answerWithin(refundId, this.o.refundAnswerMs ?? 10_000);
         // The line comes from the committed row only.
-        void this.reply(refundLine(refund), checksum);
+        const sent = this.reply(refundLine(refund), checksum);
+        if (refundAccepted(refund.state)) this.voice.announce({ kind: 'refunded', fen: refund.amountFen }, { after: sent, event: `refund:${refund.id}` });
         this.o.indicator.show(refund.state === 'failed' ? 'failed' : 'refunded');
       } catch (error) {
         if (!this.journalFailed(error, checksum)) {
@@ -602,10 +607,15 @@ export class Box {
     return `TOTALS ${day} PAID ${totals.paidCount} ${totals.paidFen} REFUNDED ${totals.refundedCount} ${totals.refundedFen} NET ${totals.netFen}`;
   }
 
-  private finish(sale: Sale, checksum: boolean): void {
+  /** `scanned`: a payment code had been read (a CANCEL before it is the cashier's own act, not announced). */
+  private finish(sale: Sale, checksum: boolean, scanned = true): void {
     this.o.engine.coolDown();
     const verdict = verdictOf(sale);
-    void this.reply(finalLine(verdict), checksum);
+    const sent = this.reply(finalLine(verdict), checksum);
+    if (verdict.kind !== 'pending' && this.toAnnounce.delete(sale.id)) {
+      const said = saleAnnouncement(verdict.kind === 'paid' ? { kind: 'paid', fen: sale.amountFen } : { kind: 'failed', code: verdict.code, scanned });
+      if (said) this.voice.announce(said, { after: sent, event: `sale:${sale.id}:end` });
+    }
     if (verdict.kind === 'paid') {
       this.o.log.info('sale paid', { ref: sale.ref, out_trade_no: sale.outTradeNo, amount: formatYuan(sale.amountFen) });
       this.o.indicator.show('paid');

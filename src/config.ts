@@ -10,6 +10,7 @@ import { PEM_CERT, PEM_KEY, expiryOf, type ClientCertificate } from './wechatpay
 import { parseApiBase } from './wechatpay/client.js';
 import { SIGN_TYPES, type SignType } from './wechatpay/sign.js';
 import { DISPLAY_VARIABLES, describeDisplay, readDisplay, type DisplayConfig } from './config/display.js';
+import { VOICE_VARIABLES, describeVoice, readVoiceConfig, type VoiceConfig } from './config/voice.js';
 
 /**
  * Environment -> a typed, frozen Config (contract §2). Every problem is reported at once, one line each,
@@ -72,6 +73,8 @@ export interface Config {
    * (`apiKey` is '', `certificate` null) and the merchant ids are optional (the backend has them).
    */
   backend: BackendAccess | null;
+  /** The speaker and the voice pack (contract §9): config/voice.ts. */
+  voice: VoiceConfig;
 }
 
 export interface BackendAccess {
@@ -155,6 +158,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_REFUND_DAY_MAX',
   'SCANBOX_TIMEZONE',
   ...DISPLAY_VARIABLES,
+  ...VOICE_VARIABLES,
 ];
 
 /** Known on purpose so that it is refused with a useful message rather than called a typo. */
@@ -685,6 +689,7 @@ function masked(config: Config): Record<string, unknown> {
     apiKey: config.backend ? '[none: backend mode]' : `[secret, ${config.apiKey.length} chars]`,
     certificate: config.certificate ? `[${config.certificate.kind} certificate: ${config.certificateSource}]` : '[none: backend mode]',
     backend: config.backend ? `[backend ${config.backend.origin}: ${config.backend.source}]` : null,
+    voice: describeVoice(config.voice),
   };
 }
 
@@ -867,6 +872,8 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     else r.error('SCANBOX_TRADE_REPORT', `${shown(reportRaw)} is not errors, all or off`);
   }
 
+  const voice = readVoiceConfig({ get: (name) => r.get(name), error: (name, text) => r.error(name, text), readFile });
+
   readUnknown(r, env);
 
   if (r.errors.length > 0 || (certificate === null && backend === null)) {
@@ -907,6 +914,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     timeZone,
     tradeReport,
     backend: backend === null ? null : Object.freeze(hideSecrets({ ...backend }, () => `[backend ${backend.origin}: ${backend.source}]`)),
+    voice: Object.freeze(voice),
   };
   hideSecrets(config, () => masked(config));
   // The p12 Buffer cannot be frozen (typed arrays refuse); the object holding it can.
@@ -975,5 +983,6 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_TRADE_REPORT=${config.tradeReport}`,
     `SCANBOX_REFUND_DAY_MAX=${config.refundDayMaxFen} (${formatYuan(config.refundDayMaxFen)} yuan)`,
     `SCANBOX_TIMEZONE=${config.timeZone}`,
+    ...describeVoice(config.voice),
   ];
 }

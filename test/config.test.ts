@@ -177,6 +177,7 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       timeZone: 'Asia/Shanghai',
       tradeReport: 'errors',
       backend: null,
+      voice: { device: null, volume: 80, two: 'liang', dir: null, pack: null },
     },
   );
   t.equal(config.apiKey, API_KEY, 'one trailing newline trimmed');
@@ -926,6 +927,8 @@ t.test('describeConfig: NAME=value, secrets masked', async (t) => {
   t.match(text, /^SCANBOX_TRADE_REPORT=errors$/m, 'errors by default, as the official SDK');
   t.match(text, /^SCANBOX_REFUND_DAY_MAX=100000 \(1000\.00 yuan\)$/m);
   t.match(text, /^SCANBOX_TIMEZONE=Asia\/Shanghai$/m);
+  t.match(text, /^SCANBOX_AUDIO_DEVICE=unset \(the box is silent\)$/m);
+  t.match(text, /^SCANBOX_VOLUME=80$/m);
   noSecrets(t, text, 'describeConfig');
   const refunds = describeConfig(ok(t, load(b, { SCANBOX_REFUNDS: 'register', SCANBOX_REFUND_DAY_MAX: '0', SCANBOX_TIMEZONE: 'Europe/Berlin' }))).join('\n');
   t.match(refunds, /^SCANBOX_REFUNDS=register$/m);

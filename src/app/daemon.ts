@@ -12,7 +12,17 @@ import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError } from '../wechatpay/certificate.js';
 import type { ApiOutcome } from '../wechatpay/client.js';
-import { TECHNICIAN_REFUND_WAIT_MS, devicesFor, engineFor, refundEngineFor, startupLogger, upstreamFor, type Devices, type Upstream } from './parts.js';
+import {
+  TECHNICIAN_REFUND_WAIT_MS,
+  devicesFor,
+  engineFor,
+  refundEngineFor,
+  startupLogger,
+  upstreamFor,
+  voiceFor,
+  type Devices,
+  type Upstream,
+} from './parts.js';
 
 /**
  * The daemon (`scanbox run`), built once here: config -> client -> journal (quick_check) -> reachability ->
@@ -113,6 +123,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     probe: () => client.orderquery({ outTradeNo: `${config.deviceId}PROBE` }),
     clockSane: () => clockTrusted(clock.now()),
     refunds,
+    voice: voiceFor(config, log),
     onSaleFinished: (sale) => reporter?.sale(sale),
     refundPolicy: { register: config.refunds === 'register', dayMaxFen: config.refundDayMaxFen, timeZone: config.timeZone },
   });

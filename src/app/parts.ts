@@ -5,6 +5,7 @@ import { Indicator } from '../devices/indicator.js';
 import { LinePort } from '../devices/line-port.js';
 import { CustomerDisplay } from '../devices/display/display.js';
 import { DisplayLine } from '../devices/display/line.js';
+import { Announcer } from '../devices/voice/announcer.js';
 import type { Journal } from '../journal/journal.js';
 import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
@@ -142,4 +143,13 @@ export function devicesFor(config: Config, log: Logger, clock: Clock = systemClo
     display = { line, reading };
   }
   return { indicator, scanner, register, display };
+}
+
+/** The speaker (contract §9): silent without SCANBOX_AUDIO_DEVICE, when it still logs the words at debug. */
+export function voiceFor(config: Config, log: Logger): Announcer {
+  const voice = config.voice;
+  if (voice.device !== null && voice.pack !== null) {
+    log.info('voice ready', { device: voice.device, volume: voice.volume, pack: voice.pack.name, rate: voice.pack.rate });
+  }
+  return new Announcer({ settings: { device: voice.device, volume: voice.volume, two: voice.two }, pack: voice.pack, log });
 }
