@@ -62,6 +62,9 @@ function journalOf(rig: Rig): Journal {
 t.test('display sales on the real daemon', async (t) => {
   const rig = await Rig.start({ display: { out: true }, env: { SCANBOX_DISPLAY_MODE: 'charge' } });
   t.teardown(() => rig.close());
+  const stopped = await scanbox(['display'], { RUNTIME_DIRECTORY: rig.dir });
+  t.equal(stopped.status, 1, 'scanbox display without a daemon: exit 1');
+  t.match(stopped.stdout, /daemon: not running .*\n.*journalctl -u scanbox/);
   let daemon = await rig.startDaemon();
   await daemon.waitFor(/display-out port open/, 10000);
   const charges = (): { attach: string | null; fee: number }[] =>
