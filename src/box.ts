@@ -138,6 +138,9 @@ function listenToRegister(
   return reply;
 }
 
+/** How long the paid and failed patterns play (contract §5: 3 s), and a little more. */
+const FAILED_PATTERN_MS = 3100;
+
 /** Before start(): nothing can be heard, so nothing is answered. */
 const notListening: Reply = async () => undefined;
 
@@ -637,6 +640,10 @@ export class Box {
         this.o.display.settled(sale.state === 'failed', verdict.kind === 'paid' ? 'PAID' : verdict.kind === 'failed' ? `FAILED ${verdict.code}` : 'PENDING');
       } finally {
         this.settlingDisplay = false;
+      }
+      // Still armed (nothing was taken): once the failed pattern has played, the light says a scan is awaited again.
+      if (this.o.display.armedFen !== null) {
+        void this.o.clock.sleep(FAILED_PATTERN_MS, this.background.signal).then(() => this.refreshLight(), () => undefined);
       }
     }
     this.o.onSaleFinished?.(sale);

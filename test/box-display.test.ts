@@ -116,6 +116,10 @@ t.test('a failure that took nothing leaves the total armed; the next code pays i
   await c.scan(poor);
   await c.until(() => world.journal.recent(1)[0]?.state === 'failed', 'the failure');
   t.equal(c.display.armedFen, 700, 'still armed');
+  t.equal(c.indicator.state, 'failed', 'the failure shows first');
+  await clock.sleep(3200);
+  await settle();
+  t.equal(c.indicator.state, 'waiting_scan', 'then the light says a scan is awaited again');
   t.match(c.said.at(-1), { kind: 'failed', reason: 'notEnough' });
   await c.scan(freshCode());
   await c.until(() => world.journal.recent(1)[0]?.state === 'paid', 'paid');
