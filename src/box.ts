@@ -262,6 +262,8 @@ export class Box {
     if (this.openRefund) return ignore('a refund is being answered');
     const offline = this.offlineReason();
     if (offline) return ignore(`${cashierText('OFFLINE')} (${offline})`);
+    // Taken in the same turn of the event loop that commits the sale and hands micropay its request: no display
+    // byte can be read in between, so this is the re-check "just before the micropay" (display.md rule 2).
     const taken = display.take();
     if (!taken.ok) {
       if (taken.why === 'learn') return ignore(taken.text, { amount: formatYuan(taken.amountFen) });
