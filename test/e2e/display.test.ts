@@ -1,5 +1,5 @@
 import t from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../../src/clock.js';
@@ -178,6 +178,16 @@ t.test('display sales on the real daemon', async (t) => {
     t.match(shown.stdout, /scan -> learn mode: would charge 12.50, nothing charged/);
     t.match(shown.stdout, /-> not armed: price amount, not a total/);
     t.comment(`scanbox display (learn mode, LED8):\n${shown.stdout}`);
+    const follow = spawn(process.execPath, [CLI, 'display', '--follow'], { env: { ...process.env, RUNTIME_DIRECTORY: rig.dir }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let followed = '';
+    follow.stdout.on('data', (chunk: Buffer) => (followed += chunk.toString('utf8')));
+    for (let i = 0; i < 100 && !followed.includes('#3 '); i++) await sleep(50);
+    await drive(rig.display, led(2, '30.00'));
+    for (let i = 0; i < 100 && !followed.includes('armed 30.00'); i++) await sleep(50);
+    follow.kill('SIGINT');
+    const exit = await new Promise<number | null>((resolve) => follow.on('exit', (code) => resolve(code)));
+    t.match(followed, /-> armed 30.00 \(learn mode/, '--follow prints bursts as they come');
+    t.equal(exit, 0, '--follow ends at Ctrl-C with exit 0');
     await rig.stopDaemon();
     daemon = await rig.startDaemon({ SCANBOX_DISPLAY_MODE: 'learn', SCANBOX_DISPLAY_FAMILY: 'cd5220', SCANBOX_DISPLAY_BAUD: '9600' });
     await drive(rig.display, [CLR, upper('PRICE: 3.50'), lower('TOTAL: 3.50')], 2, 20);
