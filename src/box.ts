@@ -272,7 +272,14 @@ export class Box {
     const origin: SaleOrigin = { family: display.family, bytes: taken.burst.bytes, meaning: taken.reading.meaning, armedAt: taken.burst.endedAt };
     let started;
     try {
-      started = this.o.engine.startSale(this.nextDisplayRef(), taken.amountFen, origin);
+      let ref = this.nextDisplayRef();
+      started = this.o.engine.startSale(ref, taken.amountFen, origin);
+      // A REF of the day already used otherwise (a register's own `D...` REF before the box was switched to the
+      // display line): the next number, never that sale again.
+      for (let tries = 0; tries < 5 && (started.kind === 'paid' || started.kind === 'held'); tries++) {
+        ref = this.nextDisplayRef(ref);
+        started = this.o.engine.startSale(ref, taken.amountFen, origin);
+      }
     } catch (error) {
       display.settled(true, 'not started');
       if (!this.journalFailed(error, false)) this.internalError(error, 'opening a display sale');
@@ -305,12 +312,14 @@ export class Box {
   }
 
   /** The box's own REF for a display sale: D + the business day + '-' + a sequence of that day. */
-  private nextDisplayRef(): string {
+  private nextDisplayRef(after?: string): string {
     const day = businessDay(this.o.clock.now(), this.o.refundPolicy?.timeZone ?? 'Asia/Shanghai');
     const prefix = `D${day}-`;
-    const last = this.o.journal.lastRefWithPrefix(prefix);
-    const seq = last === null ? 1 : Number(last.slice(prefix.length)) + 1;
-    return `${prefix}${String(Number.isSafeInteger(seq) && seq > 0 ? seq : 1).padStart(4, '0')}`;
+    const last = after ?? this.o.journal.lastRefWithPrefix(prefix);
+    const previous = last === null ? 0 : Number(last.slice(prefix.length));
+    // A REF of that day that is not ours (no number after the prefix) starts the count at the id of the newest sale.
+    const seq = Number.isSafeInteger(previous) && previous >= 0 ? previous + 1 : (this.o.journal.recent(1)[0]?.id ?? 0) + 1;
+    return `${prefix}${String(seq).padStart(4, '0')}`;
   }
 
   private onRegisterCommand(command: RegisterCommand, checksum: boolean): void {

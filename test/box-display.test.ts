@@ -1,6 +1,7 @@
 import { SerialPortMock } from 'serialport';
 import t, { type Test } from 'tap';
 import { Box } from '../src/box.js';
+import { businessDay } from '../src/business-day.js';
 import { VirtualClock } from '../src/clock.js';
 import { CustomerDisplay, type DisplayMode } from '../src/devices/display/display.js';
 import { Indicator } from '../src/devices/indicator.js';
@@ -170,4 +171,20 @@ t.test('learn mode: a scan charges nothing, nothing is journalled, the light sta
   t.ok(world.log.lines.some((l) => l.startsWith('<6>scan ignored: learn mode: would charge 12.50, nothing charged')));
   t.equal(world.journal.recent(5).length, 0);
   t.equal(world.sim.requests().length, 0);
+});
+
+t.test("a register's own D... REF of the day is never taken over: the display sale gets the next number", async (t) => {
+  const clock = new VirtualClock();
+  const world = await createWorld({ clock });
+  t.teardown(() => world.close());
+  const day = businessDay(clock.now(), 'Asia/Shanghai');
+  const started = world.engine.startSale(`D${day}-0001`, 100);
+  if (started.kind !== 'open') throw new Error('expected an open sale');
+  await world.engine.pay(started.sale.id, freshCode());
+  const c = await counter(t, world, clock);
+  await c.burst(TOTAL('2.00'));
+  await c.scan(freshCode());
+  await c.until(() => world.journal.recent(1)[0]?.ref !== `D${day}-0001` && world.journal.recent(1)[0]?.state === 'paid', 'the display sale paid');
+  t.equal(world.journal.recent(1)[0]!.ref, `D${day}-0002`);
+  t.equal(world.journal.byRef(`D${day}-0001`).length, 1, 'the register sale stays alone under its REF');
 });
