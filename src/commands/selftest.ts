@@ -207,6 +207,8 @@ async function checkSerial(deps: SelftestDeps, name: string, variable: string, c
         ? { path: config.scannerPort, baud: config.scannerBaud }
         : name === 'display'
           ? config.display && { path: config.display.port, baud: config.display.baud }
+          : name === 'display-out'
+            ? config.display?.outPort ? { path: config.display.outPort, baud: config.display.baud } : null
           : config.registerPort === null
             ? null
             : { path: config.registerPort, baud: config.registerBaud };
@@ -422,7 +424,10 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
   report(checkConfig(loaded));
   report(checkJournal(deps, loaded));
   report(await checkSerial(deps, 'scanner', 'SCANBOX_SCANNER_PORT', config, daemon));
-  if (config?.display) report(await checkSerial(deps, 'display', 'SCANBOX_DISPLAY_PORT', config, daemon));
+  if (config?.display) {
+    report(await checkSerial(deps, 'display', 'SCANBOX_DISPLAY_PORT', config, daemon));
+    if (config.display.outPort) report(await checkSerial(deps, 'display-out', 'SCANBOX_DISPLAY_OUT_PORT', config, daemon));
+  }
   else report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
   report(await checkGpio(deps, config, daemon));
   report(await checkClock(deps));

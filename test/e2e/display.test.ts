@@ -135,6 +135,14 @@ t.test('display sales on the real daemon', async (t) => {
     t.match(report.stdout, /display sales\s+2 sale\(s\)\s+33\.50 yuan/);
   });
 
+  await t.test('selftest checks the display line and the out port instead of a register line', async (t) => {
+    const env = { ...rig.env };
+    const run = await scanbox(['selftest'], env);
+    t.match(run.stdout, /PASS display: .* in use by the running daemon/);
+    t.match(run.stdout, /PASS display-out: .* in use by the running daemon/);
+    t.notMatch(run.stdout, /register:/);
+  });
+
   await t.test('VFD (CD5220): running totals never armed; the total is charged', async (t) => {
     await rig.stopDaemon();
     daemon = await rig.startDaemon({ SCANBOX_DISPLAY_FAMILY: 'cd5220', SCANBOX_DISPLAY_BAUD: '9600' });
