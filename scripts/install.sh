@@ -483,8 +483,9 @@ if [ "$BACKEND" = 1 ]; then
   fi
 elif [ "$LIVE" = 1 ]; then
   # On a Raspberry Pi the gpio group exists (Raspberry Pi OS's udev rules give it /sys/class/gpio); elsewhere
-  # it is created so that the unit's SupplementaryGroups= resolves.
-  for g in dialout gpio; do
+  # it is created so that the unit's SupplementaryGroups= resolves. audio: udev gives /dev/snd/* root:audio 0660
+  # (the speaker, contract §9).
+  for g in dialout gpio audio; do
     if ! group_exists "$g"; then
       groupadd --system "$g"
       say "created the group $g"
@@ -496,9 +497,31 @@ elif [ "$LIVE" = 1 ]; then
       --shell /usr/sbin/nologin --comment "scanbox payment box daemon" "$APP_USER"
     say "created the system user $APP_USER"
   fi
-  usermod --append --groups dialout,gpio "$APP_USER"
+  usermod --append --groups dialout,gpio,audio "$APP_USER"
 else
-  would "groupadd --system gpio (if missing); useradd --system --user-group --home-dir /var/lib/scanbox --no-create-home --shell /usr/sbin/nologin $APP_USER; usermod --append --groups dialout,gpio $APP_USER"
+  would "groupadd --system gpio (if missing); useradd --system --user-group --home-dir /var/lib/scanbox --no-create-home --shell /usr/sbin/nologin $APP_USER; usermod --append --groups dialout,gpio,audio $APP_USER"
+fi
+
+# ------------------------------------------------------------------------------------------ the speaker
+
+# The voice (contract §9) plays through aplay (alsa-utils), which Raspberry Pi OS Lite does not always have.
+# Without it the box still takes payments, silently, and says why in its log and in selftest: a failed
+# download (no network at installation) is a warning, not a failed install.
+if [ "$BACKEND" = 0 ]; then
+  if [ "$LIVE" = 1 ]; then
+    if command -v aplay >/dev/null 2>&1; then
+      :
+    elif command -v apt-get >/dev/null 2>&1; then
+      say "installing alsa-utils (aplay) for the speaker"
+      if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends alsa-utils >/dev/null; then
+        warn "alsa-utils could not be installed: the box works but stays silent until 'apt-get install alsa-utils' succeeds"
+      fi
+    else
+      warn "no aplay and no apt-get: install alsa-utils (aplay) by hand for the speaker (SCANBOX_AUDIO_DEVICE)"
+    fi
+  else
+    would "apt-get install --no-install-recommends alsa-utils (only if aplay is missing: the speaker plays through it)"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------- the app
@@ -508,7 +531,7 @@ rm -rf -- "$STAGE"
 mkdir -p -- "$STAGE"
 # A failed or interrupted install leaves the running version as it was, and no half-built copy.
 trap 'rm -rf -- "$STAGE"' EXIT
-for item in dist package.json package-lock.json systemd scripts README.md hardware.md; do
+for item in dist voice package.json package-lock.json systemd scripts README.md hardware.md; do
   if [ -e "$SRC/$item" ]; then
     cp -R -- "$SRC/$item" "$STAGE/"
   elif [ "$item" = package-lock.json ]; then

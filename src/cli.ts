@@ -16,6 +16,7 @@ usage:
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox display [--follow] [--json]   the customer-display line as the daemon reads it: bursts, bytes, meaning, decision
+  scanbox say FEN [--dry-run]   the words the box speaks for a payment of FEN, played on the speaker (--dry-run: printed only)
   scanbox backend          merchant-backend mode: the server holding the merchant's credentials for many boxes
   scanbox backend enroll DEVICE_ID --out DIR | revoke DEVICE_ID | status   a box's certificate, cut off, list
   scanbox backend reconcile [--date YYYYMMDD] [--json]   the merchant's bill against the backend's journal, all boxes
@@ -51,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
     case 'backend':
       // The backend runs on the merchant's server, not on a box: the environment it is given is its configuration.
       return (await import('./commands/backend.js')).backendCommand(rest, process.env);
+    case 'say':
+      return (await import('./commands/say.js')).sayCommand(rest, env);
     case 'config':
       if (rest[0] === 'check' && rest.length === 1) return (await import('./commands/config-check.js')).configCheckCommand(env);
       break;

@@ -188,10 +188,17 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     const at = ((Date.now() - started) / 1000).toFixed(1).padStart(5);
     process.stdout.write(`${at}s  ${pad(who, 9)} ${text}\n`);
   };
+  const spoken: string[] = [];
   const onLog = (line: string): void => {
-    // Light and buzzer changes are the indicator's debug lines; other debug lines are left out.
+    // Light and buzzer changes are the indicator's debug lines, what the box says the voice's; other debug
+    // lines are left out.
     const light = /^<7>light (.*)$/.exec(line);
     if (light) return say('light', light[1]!);
+    const voice = /^<7>voice words=(\S+)/.exec(line);
+    if (voice) {
+      spoken.push(voice[1]!);
+      return say('voice', voice[1]!);
+    }
     if (line.startsWith('<7>')) return;
     say('log', maskCodesIn(line));
   };
@@ -201,7 +208,8 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     process.stdout.write('  in merchant-backend mode: the box holds no API key and no merchant certificate; every WeChat Pay call goes\n');
     process.stdout.write('  box -> scanbox backend (mutual TLS, the box\'s enrolled certificate) -> the simulator; backend = its log\n');
   }
-  process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n\n');
+  process.stdout.write('  register = what the cash register sends (>) and receives (<); scanner = the code read (masked)\n');
+  process.stdout.write('  voice = what the box says aloud (no speaker here: SCANBOX_AUDIO_DEVICE names one on a box)\n\n');
   const rig = await Rig.start({
     env: { SCANBOX_USERPAYING_POLL_S: '2', SCANBOX_USERPAYING_TIMEOUT_S: '8', SCANBOX_SCAN_TIMEOUT_S: '30', SCANBOX_REFUNDS: 'register' },
     // The simulator serves today's bill as it stands, so the demo can reconcile its own day.
@@ -296,6 +304,7 @@ export async function demoCommand(args: string[] = []): Promise<number> {
         `${rig.sim.refunds().length} refund(s), ${(refunded / 100).toFixed(2)} yuan\n`,
     );
     process.stdout.write(`  register's totals: ${totals}\n`);
+    process.stdout.write(`  voice: ${spoken.length} announcement(s): ${spoken.join(' / ')}\n`);
     process.stdout.write(`  reconciliation: ${reconcileOk ? 'every row of the bill matched the journal' : `NOT CLEAN (exit ${reconciled.status})`}\n`);
     if (backendReconciled) {
       process.stdout.write(

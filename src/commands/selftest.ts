@@ -9,6 +9,9 @@ import { DEFAULT_API_BASE, loadConfig, type Config, type ConfigResult } from '..
 import { askDaemon, controlSocketPath } from '../control.js';
 import { onoffBackend, type GpioBackend, type OutputPin } from '../devices/gpio.js';
 import { createLogger } from '../log.js';
+import { readVoiceConfig } from '../config/voice.js';
+import { Announcer } from '../devices/voice/announcer.js';
+import { aplayPlayer, type Player } from '../devices/voice/player.js';
 import { locateJournal, openJournalReadonly } from '../app/journal-access.js';
 import { upstreamFor } from '../app/parts.js';
 import type { ApiOutcome } from '../wechatpay/client.js';
@@ -18,7 +21,7 @@ import { certificateError, certificateX509, expiryOf } from '../wechatpay/certif
 
 /**
  * `scanbox selftest`: what a technician checks after installing or replacing a box, one line each,
- * `PASS|WARN|FAIL name: detail`, in a fixed order: config, journal, scanner, register, gpio, clock, api,
+ * `PASS|WARN|FAIL name: detail`, in a fixed order: config, journal, scanner, register, gpio, voice, clock, api,
  * api-backup (only when a backup origin is set), certificate. Exit 1 if any FAIL, 0 otherwise, 2 for usage.
  *
  * Safe while the daemon runs: the journal is opened read-only, a serial port the daemon holds is reported
@@ -58,6 +61,8 @@ export interface SelftestDeps {
   probeBackend(config: Readonly<Config>): Promise<ApiOutcome>;
   /** Where each line goes as soon as its check is done. */
   write(line: string): void;
+  /** Plays PCM on the speaker: aplay (devices/voice/player.ts). */
+  play: Player;
 }
 
 export interface Handshake {
@@ -158,6 +163,7 @@ export const defaultSelftestDeps = (env: NodeJS.ProcessEnv = process.env): Selft
     }
   },
   write: (line) => void process.stdout.write(line + '\n'),
+  play: aplayPlayer,
 });
 
 type Daemon = 'running' | 'stopped';
@@ -405,6 +411,27 @@ function checkCertificate(deps: SelftestDeps, config: Readonly<Config> | null): 
 }
 
 /** Runs every check in order, writing each line as soon as it is known. */
+/**
+ * The speaker: the voice's own variables and pack (read apart from the rest, so a voice problem is named here
+ * even when another variable is wrong), then a short phrase played through the real aplay: PASS means aplay
+ * took it; only a person at the counter can tell whether it was heard.
+ */
+async function checkVoice(deps: SelftestDeps): Promise<CheckResult> {
+  const name = 'voice';
+  const errors: string[] = [];
+  const voice = readVoiceConfig({ get: (key) => (deps.env[key] === '' ? undefined : deps.env[key]), error: (key, text) => errors.push(`${key}: ${text}`) });
+  if (errors.length > 0) return { status: 'FAIL', name, detail: errors.join('; ') };
+  if (voice.device === null) return { status: 'PASS', name, detail: 'no speaker configured (SCANBOX_AUDIO_DEVICE unset): the box is silent' };
+  const announcer = new Announcer({ settings: { device: voice.device, volume: voice.volume, two: voice.two }, pack: voice.pack, log: createLogger({ level: 'error' }), player: deps.play });
+  const played = await announcer.playNow({ kind: 'test' });
+  if (!played.ok) return { status: 'FAIL', name, detail: `${voice.device}: ${played.reason}` };
+  return {
+    status: 'PASS',
+    name,
+    detail: `${voice.device}: played ${played.words} (${played.seconds.toFixed(1)} s, ${voice.pack?.name}, volume ${voice.volume}): listen`,
+  };
+}
+
 export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckResult[]; exitCode: number }> {
   const results: CheckResult[] = [];
   const report = (result: CheckResult): void => {
@@ -430,6 +457,7 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
   }
   else report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
   report(await checkGpio(deps, config, daemon));
+  report(await checkVoice(deps));
   report(await checkClock(deps));
   if (config?.backend) report(await checkBackend(deps, config));
   else {

@@ -9,6 +9,10 @@ import { memoryLogger } from '../../src/log.js';
 import { Rig } from '../../src/simulator/rig.js';
 import { WechatPayClient } from '../../src/wechatpay/client.js';
 import { tempDir } from '../helpers/world.js';
+import { StandInAplay } from '../helpers/aplay.js';
+import { JOIN_DEFAULTS, joinClips } from '../../src/devices/voice/join.js';
+import { builtInVoiceDir, loadPack } from '../../src/devices/voice/pack.js';
+import { tokensOf, type Announcement } from '../../src/devices/voice/phrases.js';
 
 /**
  * The real daemon (`scanbox run` on ptys) in merchant-backend mode: no API key, no merchant certificate, no
@@ -68,7 +72,9 @@ t.test('a box in backend mode at the counter', async (t) => {
     SCANBOX_USERPAYING_POLL_S: '1',
     SCANBOX_USERPAYING_TIMEOUT_S: '5',
   };
-  const daemon = await rig.startDaemon(boxEnv);
+  // The voice speaks in backend mode as in direct mode: a stand-in aplay records what it is given.
+  const aplay = new StandInAplay(join(dir, 'aplay'));
+  const daemon = await rig.startDaemon({ ...boxEnv, ...aplay.env(), SCANBOX_AUDIO_DEVICE: 'plughw:CARD=Test,DEV=0' });
   const reg = rig.register;
   const sell = async (ref: string, amount: number, scenario?: Parameters<Rig['sim']['setScenario']>[1]) => {
     const from = reg.mark;
@@ -95,6 +101,27 @@ t.test('a box in backend mode at the counter', async (t) => {
     t.match(await reg.next(/^(REFUNDED|FAILED) BKR-1/, 20000, from), /^REFUNDED BKR-1 BK-1 234 /);
     const calls = (await store.calls({ deviceId: 'BENCH01' })).map((c) => c.call);
     for (const call of ['micropay', 'orderquery', 'reverse', 'refund']) t.ok(calls.includes(call), `the backend journalled ${call}`);
+  });
+
+  await t.test('the box says each result in backend mode too, once, in order', async (t) => {
+    const loaded = loadPack(builtInVoiceDir());
+    if (!loaded.ok) return void t.fail(loaded.problems.join('\n'));
+    const pack = loaded.pack;
+    const expected: Announcement[] = [
+      { kind: 'paid', fen: 1234 },
+      { kind: 'password' },
+      { kind: 'paid', fen: 500 },
+      { kind: 'password' },
+      { kind: 'given_back' },
+      { kind: 'password' },
+      { kind: 'given_back' },
+      { kind: 'refunded', fen: 234 },
+    ];
+    const plays = await aplay.waitFor(expected.length);
+    const words = (a: Announcement): string => tokensOf(a).join('');
+    const known = new Map(expected.map((a) => [words(a), joinClips(tokensOf(a).map((token) => pack.clips.get(token)!), { ...JOIN_DEFAULTS, rate: pack.rate, gain: 1 })]));
+    const heard = plays.map((play) => [...known].find(([, pcm]) => play.pcm.equals(pcm))?.[0] ?? `unknown PCM (${play.pcm.length} bytes)`);
+    t.same(heard, expected.map(words), '微信收款十二点三四元, 请输入支付密码, 微信收款五元, 请输入支付密码, 支付已撤销, 请输入支付密码, 支付已撤销, 退款成功二点三四元');
   });
 
   await t.test('the API key is in no box log and no box file', async (t) => {

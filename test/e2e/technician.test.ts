@@ -16,7 +16,7 @@ import { Rig } from '../../src/simulator/rig.js';
  */
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
-const CHECKS = ['config', 'journal', 'scanner', 'register', 'gpio', 'clock', 'api', 'certificate'];
+const CHECKS = ['config', 'journal', 'scanner', 'register', 'gpio', 'voice', 'clock', 'api', 'certificate'];
 const FULL_CODE = /(?<!\d)1[0-5]\d{16}(?!\d)/;
 
 const cleanEnv = (): NodeJS.ProcessEnv => {
@@ -275,6 +275,7 @@ t.test('selftest checks with their outside world injected', async (t) => {
       tlsHandshake: async ({ session }) => ({ protocol: 'TLSv1.3', connectMs: 30, handshakeMs: session ? 31 : 62, session: Buffer.from('ticket'), reused: session !== undefined }),
       askDaemon: async () => null,
       write: (line) => lines.push(line),
+      play: async () => ({ ok: true }),
       ...over,
     };
     return Object.assign(deps, { lines });
@@ -354,7 +355,7 @@ t.test('selftest checks with their outside world injected', async (t) => {
       ),
     );
     t.same(hosts, ['api.mch.weixin.qq.com:443', 'api.mch.weixin.qq.com:443 resuming', 'api2.mch.weixin.qq.com:443', 'api2.mch.weixin.qq.com:443 resuming']);
-    t.same(both.results.map((r) => r.name), ['config', 'journal', 'scanner', 'register', 'gpio', 'clock', 'api', 'api-backup', 'certificate']);
+    t.same(both.results.map((r) => r.name), ['config', 'journal', 'scanner', 'register', 'gpio', 'voice', 'clock', 'api', 'api-backup', 'certificate']);
     t.match(byName(both.results, 'api-backup'), {
       status: 'PASS',
       detail: /^api2\.mch\.weixin\.qq\.com -> 192\.0\.2\.7 \(DNS \d+ ms\), round trip 41 ms \(TCP connect\), TLSv1\.2 handshake 85 ms on port 443; TLS session resumption works \(40 ms\)$/,

@@ -114,7 +114,9 @@ t.test(
     t.match(first.stdout, /missing now: apikey apiclient_cert\.pem apiclient_key\.pem/, 'names the secret files to put in /etc/scanbox');
 
     const opt = join(root, 'opt', 'scanbox');
-    for (const item of ['dist/cli.js', 'package.json', 'package-lock.json', 'systemd/scanbox.service', 'systemd/scanbox.env', 'scripts/install.sh', 'README.md', 'hardware.md']) {
+    t.match(first.stdout, /skipped, would run\) .*usermod --append --groups dialout,gpio,audio scanbox/, 'the service user joins audio (the speaker)');
+    t.match(first.stdout, /skipped, would run\) apt-get install --no-install-recommends alsa-utils/, 'says it would install aplay');
+    for (const item of ['voice/manifest.json', 'voice/weixin-shoukuan.wav', 'dist/cli.js', 'package.json', 'package-lock.json', 'systemd/scanbox.service', 'systemd/scanbox.env', 'scripts/install.sh', 'README.md', 'hardware.md']) {
       t.ok(existsSync(join(opt, item)), `opt/scanbox/${item}`);
     }
     t.ok(mode(join(opt, 'dist', 'cli.js')) & 0o111, 'dist/cli.js is executable');
@@ -401,7 +403,7 @@ t.test(
     t.equal(first.status, 0, 'first install succeeds', { output: show(first) });
     t.match(first.stdout, /installing the scanbox merchant backend /, 'says it installs the backend');
     t.match(first.stdout, /skipped, would run\) useradd --system --user-group --home-dir \/var\/lib\/scanbox-backend .*scanbox-backend$/m, 'says it would create the user scanbox-backend, does not');
-    t.notMatch(first.stdout, /groupadd|usermod|dialout|gpio/, 'no serial or GPIO group');
+    t.notMatch(first.stdout, /groupadd|usermod|dialout|gpio|audio|alsa-utils/, 'no serial, GPIO or audio group, no aplay');
     t.notMatch(first.stdout, /udevadm/, 'no udev');
     t.notMatch(first.stdout, /would run\).*(scanbox-reconcile|scanbox\.service)/, 'no reconciliation timer, no box unit');
     t.notMatch(first.stdout, /installed \/etc\/systemd\/system\/scanbox(-reconcile)?\.service/, 'neither is installed');

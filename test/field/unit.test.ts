@@ -153,7 +153,7 @@ t.test('unit: the service settings the daemon relies on', async (t) => {
     'apiclient_key.pem:/etc/scanbox/apiclient_key.pem',
     'apikey:/etc/scanbox/apikey',
   ]);
-  t.same(words(unit, 'Service', 'SupplementaryGroups').sort(), ['dialout', 'gpio'], 'serial ports via dialout, sysfs GPIO via gpio');
+  t.same(words(unit, 'Service', 'SupplementaryGroups').sort(), ['audio', 'dialout', 'gpio'], 'serial ports via dialout, sysfs GPIO via gpio, the speaker via audio');
   const filter = values(unit, 'Service', 'SystemCallFilter');
   t.ok(filter.includes('@system-service'), 'system calls: the @system-service allow list');
 });
@@ -161,7 +161,7 @@ t.test('unit: the service settings the daemon relies on', async (t) => {
 t.test('unit: ordering lets the box start without network time and with the serial classes present', async (t) => {
   const after = words(unit, 'Unit', 'After');
   const wants = words(unit, 'Unit', 'Wants');
-  for (const target of ['network-online.target', 'modprobe@cdc_acm.service', 'modprobe@usbserial.service']) {
+  for (const target of ['network-online.target', 'modprobe@cdc_acm.service', 'modprobe@usbserial.service', 'modprobe@snd.service']) {
     t.ok(after.includes(target), `After=${target}`);
     t.ok(wants.includes(target), `Wants=${target}`);
   }
@@ -176,9 +176,15 @@ t.test('unit: ordering lets the box start without network time and with the seri
 
 t.test('unit: devices are reachable through the device cgroup, not PrivateDevices', async (t) => {
   const allowed = values(unit, 'Service', 'DeviceAllow');
-  for (const device of ['char-ttyUSB rw', 'char-ttyACM rw', 'char-ttyAMA rw', 'char-gpiochip rw']) {
+  for (const device of ['char-ttyUSB rw', 'char-ttyACM rw', 'char-ttyAMA rw', 'char-gpiochip rw', 'char-alsa rw']) {
     t.ok(allowed.includes(device), `DeviceAllow=${device}`);
   }
+  // The sound devices and nothing more: no block device, no other class, no /dev/snd path wider than the class.
+  t.same(
+    allowed.filter((d) => !/^char-(ttyUSB|ttyACM|ttyAMA|ttyS|gpiochip|alsa) rw$/.test(d)),
+    [],
+    'only the serial, GPIO and ALSA classes',
+  );
   t.equal(values(unit, 'Service', 'ReadWritePaths').length, 0, 'no ReadWritePaths: ProtectSystem=strict leaves /sys writable');
 });
 

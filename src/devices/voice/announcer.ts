@@ -1,5 +1,5 @@
 import type { Logger } from '../../log.js';
-import { JOIN_DEFAULTS, gainOf, joinClips } from './join.js';
+import { JOIN_DEFAULTS, gainOf, joinPcm, pcmOf } from './join.js';
 import type { VoicePack } from './pack.js';
 import { tokensOf, type Announcement } from './phrases.js';
 import { aplayPlayer, type Player } from './player.js';
@@ -52,13 +52,19 @@ export interface AnnouncerOptions {
 
 export class Announcer implements Voice {
   private queue: Promise<void> = Promise.resolve();
+  /** Announcements queued and not finished: with none, the next one's player is started at once. */
+  private pending = 0;
   private readonly announced = new Set<string>();
   /** The last failure's reason: said once at warning, then at debug until a play succeeds. */
   private failing: string | null = null;
   private readonly player: Player;
+  /** Each clip as PCM at the configured volume, made once: an announcement is then joined by copying bytes. */
+  private readonly pcm = new Map<string, Buffer>();
 
   constructor(private readonly o: AnnouncerOptions) {
     this.player = o.player ?? aplayPlayer;
+    const gain = gainOf(o.settings.volume);
+    if (o.pack && o.settings.device !== null) for (const [token, clip] of o.pack.clips) this.pcm.set(token, pcmOf(clip, gain));
   }
 
   /** The words of an announcement (also for `scanbox say` and the demo). */
@@ -70,13 +76,16 @@ export class Announcer implements Voice {
   pcmOf(announcement: Announcement): Buffer {
     const pack = this.o.pack;
     if (pack === null) throw new Error('no voice pack loaded');
+    const gain = gainOf(this.o.settings.volume);
     const clips = tokensOf(announcement, this.o.settings.two).map((token) => {
+      const made = this.pcm.get(token);
+      if (made) return made;
       const clip = pack.clips.get(token);
       // A loaded pack has every token (pack.ts checks it).
       if (!clip) throw new Error(`voice pack ${pack.dir} has no clip for ${token}`);
-      return clip;
+      return pcmOf(clip, gain);
     });
-    return joinClips(clips, { ...JOIN_DEFAULTS, rate: pack.rate, gain: gainOf(this.o.settings.volume) });
+    return joinPcm(clips, { ...JOIN_DEFAULTS, rate: pack.rate });
   }
 
   announce(announcement: Announcement, options: AnnounceOptions = {}): void {
@@ -88,8 +97,17 @@ export class Announcer implements Voice {
       this.announced.add(options.event);
       if (this.announced.size > REMEMBERED) this.announced.delete(this.announced.values().next().value!);
     }
-    const after = options.after ?? Promise.resolve();
-    this.queue = this.queue.then(() => after.then(noop, noop)).then(() => this.play(announcement));
+    const after = (options.after ?? Promise.resolve()).then(noop, noop);
+    // With nothing playing, the player starts now, while the register line is still being written (a UART at
+    // 9600 baud takes about 60 ms for a PAID line); it gets the sound only once the line is out. Behind another
+    // announcement it starts when that one has finished: two players would fight over the device.
+    const now = this.pending === 0 ? this.play(announcement, after) : null;
+    this.pending++;
+    this.queue = this.queue
+      .then(() => now ?? this.play(announcement, after))
+      .finally(() => {
+        this.pending--;
+      });
   }
 
   /** Resolves once everything announced so far has been played (or has failed). */
@@ -106,28 +124,42 @@ export class Announcer implements Voice {
     const words = this.words(announcement);
     const device = this.o.settings.device;
     if (device === null || this.o.pack === null) return { ok: false, words, reason: 'no speaker: SCANBOX_AUDIO_DEVICE is not set' };
-    const pcm = this.pcmOf(announcement);
-    const rate = this.o.pack.rate;
-    const seconds = pcm.length / 2 / rate;
-    this.o.onPlay?.(words);
-    const played = await this.player({ device, rate, pcm, timeoutMs: Math.ceil(seconds * 1000) + KILL_AFTER_MS });
+    return this.playAfter(announcement, words, device, Promise.resolve());
+  }
+
+  private async playAfter(
+    announcement: Announcement,
+    words: string,
+    device: string,
+    after: Promise<void>,
+  ): Promise<{ ok: true; words: string; seconds: number } | { ok: false; words: string; reason: string }> {
+    const rate = this.o.pack!.rate;
+    let seconds = 0;
+    const pcm = after.then(() => {
+      const joined = this.pcmOf(announcement);
+      seconds = joined.length / 2 / rate;
+      this.o.onPlay?.(words);
+      return joined;
+    });
+    const played = await this.player({ device, rate, pcm, graceMs: KILL_AFTER_MS });
     return played.ok ? { ok: true, words, seconds } : { ok: false, words, reason: played.reason };
   }
 
-  private async play(announcement: Announcement): Promise<void> {
+  private async play(announcement: Announcement, after: Promise<void>): Promise<void> {
     let words: string;
     try {
       words = this.words(announcement);
     } catch (error) {
+      await after;
       this.o.log.warning('voice: nothing said', { reason: (error as Error).message });
       return;
     }
     const device = this.o.settings.device;
-    this.o.log.debug('voice', { words, device: device ?? 'none' });
-    if (device === null || this.o.settings.volume === 0) return;
+    const said = after.then(() => this.o.log.debug('voice', { words, device: device ?? 'none' }));
+    if (device === null || this.o.pack === null || this.o.settings.volume === 0) return said;
     let result: Awaited<ReturnType<Announcer['playNow']>>;
     try {
-      result = await this.playNow(announcement);
+      result = await this.playAfter(announcement, words, device, said);
     } catch (error) {
       result = { ok: false, words, reason: (error as Error).message };
     }

@@ -10,9 +10,13 @@ import { spawn } from 'node:child_process';
 export interface PlayRequest {
   device: string;
   rate: number;
-  pcm: Buffer;
-  /** Killed after this long: a device that hangs must not hold the queue. */
-  timeoutMs: number;
+  /**
+   * The announcement's PCM, or the promise of it: the player is started at once (spawning aplay and opening the
+   * device take tens of ms on a Pi) and given the sound once the register line is written.
+   */
+  pcm: Buffer | Promise<Buffer>;
+  /** Killed this long after the end of its audio: a device that hangs must not hold the queue. */
+  graceMs: number;
 }
 
 /** How a play ended; `reason` is in words a technician can act on. */
@@ -47,11 +51,8 @@ export const aplayPlayer: Player = (request) =>
       resolve(played);
     };
     let stderr = '';
+    let timer: NodeJS.Timeout | undefined;
     const child = spawn('aplay', aplayArgs(request.device, request.rate), { stdio: ['pipe', 'ignore', 'pipe'] });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      done({ ok: false, reason: `aplay did not finish within ${request.timeoutMs} ms: killed (the device may be stuck)` });
-    }, request.timeoutMs);
     child.on('error', (error: NodeJS.ErrnoException) => {
       done({
         ok: false,
@@ -68,5 +69,19 @@ export const aplayPlayer: Player = (request) =>
       if (code === 0) done({ ok: true });
       else done({ ok: false, reason: explain(stderr, code, signal) });
     });
-    child.stdin.end(request.pcm);
+    Promise.resolve(request.pcm).then(
+      (pcm) => {
+        if (settled) return;
+        const timeoutMs = Math.ceil((pcm.length / 2 / request.rate) * 1000) + request.graceMs;
+        timer = setTimeout(() => {
+          child.kill('SIGKILL');
+          done({ ok: false, reason: `aplay did not finish within ${timeoutMs} ms: killed (the device may be stuck)` });
+        }, timeoutMs);
+        child.stdin.end(pcm);
+      },
+      (error: unknown) => {
+        child.kill('SIGKILL');
+        done({ ok: false, reason: (error as Error).message });
+      },
+    );
   });

@@ -52,12 +52,13 @@ t.test('the announcement of 12.34 from the built-in pack: clip for clip, and how
   t.equal(requests.length, 1);
   const tokens = ['微信收款', '十', '二', '点', '三', '四', '元'];
   const expected = joinClips(tokens.map((token) => pack.clips.get(token)!), { ...JOIN_DEFAULTS, rate: 22050, gain: 1 });
-  t.ok(requests[0]!.pcm.equals(expected), 'the clips of 微信收款 + 十二点三四元, in order, nothing else');
-  const seconds = secondsOf(requests[0]!.pcm, 22050);
+  const pcm = await requests[0]!.pcm;
+  t.ok(pcm.equals(expected), 'the clips of 微信收款 + 十二点三四元, in order, nothing else');
+  const seconds = secondsOf(pcm, 22050);
   t.comment(`微信收款十二点三四元: ${seconds.toFixed(2)} s of audio`);
   t.ok(seconds > 2 && seconds < 5, `${seconds} s`);
   t.equal(requests[0]!.device, 'plughw:CARD=Device,DEV=0');
-  t.ok(requests[0]!.timeoutMs > seconds * 1000, 'the kill timeout is longer than the audio');
+  t.ok(requests[0]!.graceMs > 0, 'killed only some time after the end of its audio');
   t.match(log.lines.join('\n'), /<7>voice words=微信收款十二点三四元 device="plughw:CARD=Device,DEV=0"/);
 });
 
@@ -73,7 +74,7 @@ t.test('the queue: in order, after the register line, once per event; failures s
     settings: { device: 'hw:0', volume: 80, two: 'liang' },
     pack: loaded.pack,
     log,
-    player: async () => (fail ? { ok: false, reason: fail } : { ok: true }),
+    player: async (request) => (await request.pcm, fail ? { ok: false, reason: fail } : { ok: true }),
     onPlay: (words) => played.push(words),
   });
   voice.announce({ kind: 'password' }, { after: registerLine });

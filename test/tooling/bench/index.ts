@@ -10,6 +10,7 @@ import { encodeXml } from '../../../src/wechatpay/xml.js';
 import { mean, median, quantile, type Row } from './common.js';
 import { connectionPhase } from './connection.js';
 import { billDay, reconcilePhase } from './reconcile-scale.js';
+import { voicePhase } from './voice.js';
 import { WalCommitCounter } from './wal.js';
 import { makeYearJournal } from './year-journal.js';
 
@@ -59,8 +60,10 @@ import { makeYearJournal } from './year-journal.js';
  *   connection.ts beside this file, which says how each of its figures is taken.
  * - Reconciliation at scale (a bill of 20,000 rows against the year's journal, in a child process):
  *   reconcile-scale.ts beside this file.
+ * - The voice (PAID line -> the announcement's first byte at the player; memory with the pack loaded):
+ *   voice.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile: the parts to run), BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, voice: the parts to run), BENCH_VOICE_SALES, BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
  * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
@@ -424,8 +427,9 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile); default all of them. */
-const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile').split(',').map((p) => p.trim()));
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, voice); default all of them. */
+const ALL_PARTS = 'sales,year,connection,reconcile,voice';
+const PARTS = new Set((process.env.BENCH_ONLY ?? ALL_PARTS).split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
   const cpu = os.cpus();
@@ -471,6 +475,13 @@ async function main(): Promise<void> {
     // ---- reconciliation at scale ----
     if (PARTS.has('reconcile')) rows.push(...(await reconcilePhase(rig.dir, yearPath, tag, billDate, progress)));
 
+    // ---- the voice: PAID line -> the announcement at the player, and the memory with the pack loaded ----
+    if (PARTS.has('voice')) {
+      const voice = await voicePhase(progress);
+      rows.push(...voice.rows);
+      notes.push(voice.conditions);
+    }
+
     // ---- the table ----
     const w0 = Math.max(...rows.map((r) => r.metric.length), 6);
     const w1 = Math.max(...rows.map((r) => r.value.length), 5);
@@ -481,7 +492,7 @@ async function main(): Promise<void> {
     for (const r of rows) process.stdout.write(line(r.metric, r.value, r.target, r.ok === null ? '-' : r.ok ? 'ok' : 'MISSED') + '\n');
     process.stdout.write(`\nmachine: ${machine}${EXTRA_ENV.NODE_OPTIONS ? `; daemon NODE_OPTIONS=${EXTRA_ENV.NODE_OPTIONS}` : ''}\n`);
     for (const note of notes) process.stdout.write(note + '\n');
-    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 4 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
+    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < ALL_PARTS.split(',').length ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
     process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
   } finally {
     await rig.close();
