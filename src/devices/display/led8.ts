@@ -49,7 +49,9 @@ export class Led8Reader implements DisplayReader {
   private state: State = { kind: 'ground' };
   private lamp: Lamp | null = null;
   private lampForm = '';
+  /** The first numbers of the burst (after its last clear), and how many there were: a burst never grows memory. */
   private numbers: string[] = [];
+  private numberCount = 0;
   private cleared = false;
   private undecodable = 0;
   private touched = false;
@@ -60,6 +62,7 @@ export class Led8Reader implements DisplayReader {
     this.lamp = null;
     this.lampForm = '';
     this.numbers = [];
+    this.numberCount = 0;
     this.cleared = false;
     this.undecodable = 0;
     this.touched = false;
@@ -74,8 +77,14 @@ export class Led8Reader implements DisplayReader {
     this.lamp = null;
     this.lampForm = '';
     this.numbers = [];
+    this.numberCount = 0;
     this.cleared = true;
-    this.notes.push(what);
+    this.note(what);
+  }
+
+  private note(what: string): void {
+    if (this.notes.length < 8) this.notes.push(what);
+    else if (this.notes.length === 8) this.notes.push('...');
   }
 
   private setLamp(index: number, form: string): void {
@@ -114,7 +123,8 @@ export class Led8Reader implements DisplayReader {
       case 'number':
         if (byte === CR) {
           this.state = { kind: 'ground' };
-          this.numbers.push(state.tooLong ? '(too long)' : Buffer.from(state.text).toString('latin1'));
+          this.numberCount++;
+          if (this.numbers.length < 4) this.numbers.push(state.tooLong ? '(too long)' : Buffer.from(state.text).toString('latin1'));
           this.cleared = false;
           return;
         }
@@ -139,7 +149,7 @@ export class Led8Reader implements DisplayReader {
         this.state = { kind: 'ground' };
         const on = state.digits.flatMap((d, i) => (d === 0x31 ? [i] : []));
         if (on.length > 1) {
-          this.notes.push('STX L with more than one lamp');
+          this.note('STX L with more than one lamp');
           this.lamp = null;
           this.lampForm = 'STX L (several lamps)';
           this.cleared = false;
@@ -150,7 +160,7 @@ export class Led8Reader implements DisplayReader {
       }
       case 'stxB':
         this.state = { kind: 'ground' };
-        this.notes.push('STX B (display baud)');
+        this.note('STX B (display baud)');
         return;
       case 'ground':
         if (byte === ESC) return void (this.state = { kind: 'esc' });
@@ -168,20 +178,21 @@ export class Led8Reader implements DisplayReader {
   end(): Reading {
     if (this.state.kind === 'lampArg') this.setLamp(this.state.index, this.state.command);
     else if (this.state.kind !== 'ground') {
-      this.notes.push('burst ended inside a command');
+      this.note('burst ended inside a command');
       this.undecodable++;
     }
     this.state = { kind: 'ground' };
     const lamp = this.lamp === null ? (this.lampForm === '' ? 'no lamp' : this.lampForm) : `lamp ${this.lamp}${this.lampForm ? ` (${this.lampForm})` : ''}`;
     const numbers = this.numbers.map((n) => JSON.stringify(n)).join(', ');
-    const parts = [...this.notes, lamp, this.numbers.length === 0 ? 'no number' : `number ${numbers}`];
+    const more = this.numberCount > this.numbers.length ? ` and ${this.numberCount - this.numbers.length} more` : '';
+    const parts = [...this.notes, lamp, this.numberCount === 0 ? 'no number' : `number ${numbers}${more}`];
     const meaning = parts.join('; ');
     const base = { meaning, cleared: this.cleared, undecodable: this.undecodable, touched: this.touched };
     const not = (why: string): Reading => ({ ...base, totalFen: null, why });
     if (this.undecodable > 0) return not(`${this.undecodable} byte(s) that are no LED8 command (wrong baud or parity, or another family?)`);
     if (this.cleared) return not('display cleared');
-    if (this.numbers.length === 0) return not(this.lamp === null ? 'nothing shown' : 'lamp without a number');
-    if (this.numbers.length > 1) return not(`${this.numbers.length} numbers in one burst`);
+    if (this.numberCount === 0) return not(this.lamp === null ? 'nothing shown' : 'lamp without a number');
+    if (this.numberCount > 1) return not(`${this.numberCount} numbers in one burst`);
     const amount = parseDisplayAmount(this.numbers[0]!, Number.MAX_SAFE_INTEGER);
     if (!amount.ok) return not(amount.negative ? 'negative number' : `malformed number: ${amount.why}`);
     if (this.lamp === null) return not('a number without a lamp');

@@ -102,8 +102,14 @@ export class VfdReader implements DisplayReader {
 
   private bad(what: string): void {
     this.undecodable++;
-    if (this.notes.length < 8) this.notes.push(what);
+    this.note(what);
     this.state = { kind: 'ground' };
+  }
+
+  /** At most 8 notes a burst: a burst never grows memory. */
+  private note(what: string): void {
+    if (this.notes.length < 8) this.notes.push(what);
+    else if (this.notes.length === 8) this.notes.push('...');
   }
 
   private byte(byte: number): void {
@@ -182,7 +188,7 @@ export class VfdReader implements DisplayReader {
         this.state = { kind: 'us' };
         return;
       case 0x0c:
-        this.notes.push('clear');
+        this.note('clear');
         return this.clearScreen();
       case 0x0b:
         this.row = 0;
@@ -215,12 +221,12 @@ export class VfdReader implements DisplayReader {
 
   private command(prefix: number, command: number, args: number[]): void {
     if (prefix === ESC && command === 0x40) {
-      this.notes.push('ESC @');
+      this.note('ESC @');
       return this.clearScreen();
     }
     if (prefix === ESC && command === 0x3d) {
       this.selected = (args[0]! & 0x02) !== 0;
-      this.notes.push(`ESC = ${args[0]!.toString(16).padStart(2, '0')} (${this.selected ? 'display' : 'printer'})`);
+      this.note(`ESC = ${args[0]!.toString(16).padStart(2, '0')} (${this.selected ? 'display' : 'printer'})`);
       return;
     }
     const cursor = (prefix === ESC && command === 0x6c) || (prefix === US && command === 0x24);
@@ -235,7 +241,7 @@ export class VfdReader implements DisplayReader {
 
   end(): Reading {
     if (this.state.kind !== 'ground') {
-      this.notes.push('burst ended inside a command');
+      this.note('burst ended inside a command');
       this.undecodable++;
       this.state = { kind: 'ground' };
     }
