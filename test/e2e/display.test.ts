@@ -2,6 +2,7 @@ import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { businessDay } from '../../src/business-day.js';
 import { systemClock } from '../../src/clock.js';
 import { Journal } from '../../src/journal/journal.js';
 import type { LineChannel } from '../../src/simulator/ptys.js';
@@ -60,7 +61,8 @@ function journalOf(rig: Rig): Journal {
 }
 
 t.test('display sales on the real daemon', async (t) => {
-  const rig = await Rig.start({ display: { out: true }, env: { SCANBOX_DISPLAY_MODE: 'charge' } });
+  // The bill of today as it stands (WeChat Pay's would be ready tomorrow), for reconcile.
+  const rig = await Rig.start({ display: { out: true }, env: { SCANBOX_DISPLAY_MODE: 'charge' }, simulator: { billReadyAfterMs: -86_400_000 } });
   t.teardown(() => rig.close());
   const stopped = await scanbox(['display'], { RUNTIME_DIRECTORY: rig.dir });
   t.equal(stopped.status, 1, 'scanbox display without a daemon: exit 1');
@@ -163,6 +165,15 @@ t.test('display sales on the real daemon', async (t) => {
     t.same(charges().at(-1), { attach: paid.match(/ref=(\S+)/)![1], fee: 770 });
     await drive(rig.display, [upper('CASH: 10.00'), lower('CHANGE: 2.30')], 2, 20);
     t.equal(charges().length, before + 1);
+  });
+
+  await t.test('reconcile matches the display sales against the bill of the day', async (t) => {
+    const today = businessDay(Date.now(), 'Asia/Shanghai');
+    const run = await scanbox(['reconcile', '--date', today, '--json'], { ...rig.env });
+    t.equal(run.status, 0, run.stdout.slice(0, 2000));
+    const report = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as { discrepancies: unknown[]; matched: number };
+    t.same(report.discrepancies, []);
+    t.equal(report.matched, 3, 'the three display sales matched row by row');
   });
 
   await t.test('learn mode charges nothing; scanbox display shows bursts, bytes, meaning, decision', async (t) => {
