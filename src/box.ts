@@ -1,6 +1,7 @@
 import { clockPlausible, type Clock } from './clock.js';
 import { businessDay, dayBounds } from './business-day.js';
 import { cashierText, refundText, type BoxCode, type RefundCode } from './codes.js';
+import type { CustomerDisplay } from './devices/display/display.js';
 import type { Indicator } from './devices/indicator.js';
 import type { LinePort } from './devices/line-port.js';
 import { silentVoice, type Voice } from './devices/voice/announcer.js';
@@ -8,7 +9,7 @@ import { saleAnnouncement } from './devices/voice/phrases.js';
 import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand } from './devices/register-protocol.js';
 import { classifyCode, describeForeign } from './devices/scanner.js';
 import { statusLine, type Health } from './health.js';
-import { JournalError, type Journal, type Sale } from './journal/journal.js';
+import { JournalError, type Journal, type Sale, type SaleOrigin } from './journal/journal.js';
 import type { Logger } from './log.js';
 import { messageOf } from './errors.js';
 import { formatYuan } from './money.js';
@@ -28,7 +29,14 @@ import type { ApiOutcome } from './wechatpay/client.js';
 export interface BoxOptions {
   engine: PaymentEngine;
   journal: Journal;
-  register: LinePort;
+  /** The register line; null when the amounts come from the customer-display line. */
+  register: LinePort | null;
+  /**
+   * The customer-display line as the box reads it (contract §10): a scan after a total is armed is a sale for
+   * that total, under the box's own REF (`D` + business day + `-` + sequence). The register is told nothing.
+   */
+  display?: CustomerDisplay | null;
+
   scanner: LinePort;
   indicator: Indicator;
   clock: Clock;
@@ -130,6 +138,9 @@ function listenToRegister(
   return reply;
 }
 
+/** How long the paid and failed patterns play (contract §5: 3 s), and a little more. */
+const FAILED_PATTERN_MS = 3100;
+
 /** Before start(): nothing can be heard, so nothing is answered. */
 const notListening: Reply = async () => undefined;
 
@@ -142,6 +153,8 @@ export class Box {
   private readonly reachability: Reachability;
   private stopping = false;
   private reply: Reply = notListening;
+  /** The open sale's id when its amount came from the display line. */
+  private displaySaleId: number | null = null;
   private readonly background = new AbortController();
   private readonly tasks: Promise<void>[] = [];
   /**
@@ -159,7 +172,10 @@ export class Box {
 
   start(): void {
     this.reachability.onChange(() => this.refreshLight());
-    this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
+    if (this.o.register) {
+      this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
+    }
+    if (this.o.display) this.listenToDisplay(this.o.display);
     this.o.scanner.on('line', (line: string) => this.onScan(line));
     this.o.scanner.on('rejected', (reason: string) => {
       this.o.log.warning('scanner line rejected', { reason });
@@ -199,7 +215,111 @@ export class Box {
 
   private refreshLight(): void {
     if (this.open || this.openRefund) return;
-    this.o.indicator.show(this.fault || this.offlineReason() ? 'offline' : 'ready');
+    if (this.fault || this.offlineReason()) return this.o.indicator.show('offline');
+    const display = this.o.display;
+    // A total armed from the display line: the customer light says a scan is awaited (contract §10).
+    if (display && display.mode === 'charge' && display.armedFen !== null) return this.o.indicator.show('waiting_scan');
+    this.o.indicator.show('ready');
+  }
+
+  private listenToDisplay(display: CustomerDisplay): void {
+    display.on('armed', (amountFen, again) => {
+      if (display.mode !== 'charge') return;
+      if (!again) this.o.log.info('display total armed: waiting for the payment code', { amount: formatYuan(amountFen) });
+      if (this.open || this.openRefund || this.settlingDisplay) return;
+      this.refreshLight();
+      // The amount to pay, said once per new total (contract §10): 请付款 + the amount.
+      if (!again && !this.fault && !this.offlineReason()) this.voice.announce({ kind: 'due', fen: amountFen }, { event: `display:${display.family}:due:${amountFen}:${this.o.clock.now()}` });
+    });
+    display.on('disarmed', () => this.refreshLight());
+    display.on('changedWhilePaying', () => {
+      const open = this.open;
+      if (!open || this.displaySaleId !== open.sale.id) return;
+      // The payment goes on (a clear never touches a payment already sent); the cashier must look at it.
+      this.o.log.warning('the register changed the display while this payment is in flight: it goes on for the amount taken', {
+        ref: open.sale.ref,
+        amount: formatYuan(open.sale.amountFen),
+      });
+      this.o.indicator.flash();
+    });
+  }
+
+  private settlingDisplay = false;
+
+  /**
+   * A scan with no sale open, on a box that takes its amounts from the display line: the armed total, if any,
+   * becomes a sale through the same engine and journal as a register's PAY; the scan is its payment code.
+   */
+  private scanForDisplay(display: CustomerDisplay, line: string): void {
+    const scanned = classifyCode(line);
+    const ignore = (why: string, fields: Record<string, string | number> = {}): void => {
+      this.o.log.info(`scan ignored: ${why}`, { kind: scanned.kind, ...fields });
+      this.o.indicator.flash();
+    };
+    if (scanned.kind !== 'wechat') return ignore(describeForeign(scanned.kind));
+    if (this.fault) return ignore(`the box is in FAULT: ${this.fault}`);
+    if (this.stopping) return ignore('the box is restarting');
+    if (this.openRefund) return ignore('a refund is being answered');
+    const offline = this.offlineReason();
+    if (offline) return ignore(`${cashierText('OFFLINE')} (${offline})`);
+    // Taken in the same turn of the event loop that commits the sale and hands micropay its request: no display
+    // byte can be read in between, so this is the re-check "just before the micropay" (display.md rule 2).
+    const taken = display.take();
+    if (!taken.ok) {
+      if (taken.why === 'learn') return ignore(taken.text, { amount: formatYuan(taken.amountFen) });
+      return ignore(taken.text);
+    }
+    const origin: SaleOrigin = { family: display.family, bytes: taken.burst.bytes, meaning: taken.reading.meaning, armedAt: taken.burst.endedAt };
+    let started;
+    try {
+      let ref = this.nextDisplayRef();
+      started = this.o.engine.startSale(ref, taken.amountFen, origin);
+      // A REF of the day already used otherwise (a register's own `D...` REF before the box was switched to the
+      // display line): the next number, never that sale again.
+      for (let tries = 0; tries < 5 && (started.kind === 'paid' || started.kind === 'held'); tries++) {
+        ref = this.nextDisplayRef(ref);
+        started = this.o.engine.startSale(ref, taken.amountFen, origin);
+      }
+    } catch (error) {
+      display.settled(true, 'not started');
+      if (!this.journalFailed(error, false)) this.internalError(error, 'opening a display sale');
+      this.o.indicator.flash();
+      return;
+    }
+    if (started.kind !== 'open') {
+      display.settled(true, `not started: ${started.kind} ${started.sale.ref}`);
+      return ignore(`an unfinished sale ${started.sale.ref} is still being worked on`);
+    }
+    const open: OpenSale = {
+      sale: started.sale,
+      checksum: false,
+      phase: 'paying',
+      cancel: new AbortController(),
+      scanWait: new AbortController(),
+      done: null,
+    };
+    this.open = open;
+    this.displaySaleId = open.sale.id;
+    this.toAnnounce.add(open.sale.id);
+    this.o.log.info('display sale: the armed total is charged', {
+      ref: open.sale.ref,
+      out_trade_no: open.sale.outTradeNo,
+      amount: formatYuan(open.sale.amountFen),
+      burst_bytes: taken.burst.length,
+    });
+    this.o.indicator.show('paying');
+    open.done = this.runPayment(open, scanned.code);
+  }
+
+  /** The box's own REF for a display sale: D + the business day + '-' + a sequence of that day. */
+  private nextDisplayRef(after?: string): string {
+    const day = businessDay(this.o.clock.now(), this.o.refundPolicy?.timeZone ?? 'Asia/Shanghai');
+    const prefix = `D${day}-`;
+    const last = after ?? this.o.journal.lastRefWithPrefix(prefix);
+    const previous = last === null ? 0 : Number(last.slice(prefix.length));
+    // A REF of that day that is not ours (no number after the prefix) starts the count at the id of the newest sale.
+    const seq = Number.isSafeInteger(previous) && previous >= 0 ? previous + 1 : (this.o.journal.recent(1)[0]?.id ?? 0) + 1;
+    return `${prefix}${String(seq).padStart(4, '0')}`;
   }
 
   private onRegisterCommand(command: RegisterCommand, checksum: boolean): void {
@@ -365,6 +485,7 @@ export class Box {
 
   private onScan(line: string): void {
     const open = this.open;
+    if (!open && this.o.display) return this.scanForDisplay(this.o.display, line);
     const scanned = classifyCode(line);
     if (!open || open.phase !== 'scan') {
       this.o.log.info('scan ignored: no sale is waiting for a code', { kind: scanned.kind });
@@ -522,6 +643,20 @@ export class Box {
       this.o.indicator.show('failed');
     }
     // The paid/failed pattern returns by itself to the last steady one (ready or offline).
+    if (this.displaySaleId === sale.id && this.o.display) {
+      this.displaySaleId = null;
+      // Only a sale that ended with nothing taken (failed, not reversed or pending) may leave its total armed.
+      this.settlingDisplay = true;
+      try {
+        this.o.display.settled(sale.state === 'failed', verdict.kind === 'paid' ? 'PAID' : verdict.kind === 'failed' ? `FAILED ${verdict.code}` : 'PENDING');
+      } finally {
+        this.settlingDisplay = false;
+      }
+      // Still armed (nothing was taken): once the failed pattern has played, the light says a scan is awaited again.
+      if (this.o.display.armedFen !== null) {
+        void this.o.clock.sleep(FAILED_PATTERN_MS, this.background.signal).then(() => this.refreshLight(), () => undefined);
+      }
+    }
     this.o.onSaleFinished?.(sale);
   }
 
@@ -609,7 +744,7 @@ export class Box {
 }
 
 export interface FaultBoxOptions {
-  register: LinePort;
+  register: LinePort | null;
   scanner: LinePort;
   indicator: Indicator;
   log: Logger;
@@ -633,7 +768,9 @@ export class FaultBox {
   }
 
   start(): void {
-    this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
+    if (this.o.register) {
+      this.reply = listenToRegister(this.o.register, this.o.log, this.o.maxAmountFen, (command, checksum) => this.onRegisterCommand(command, checksum));
+    }
     this.o.scanner.on('line', () => this.onScan());
     this.o.scanner.on('rejected', () => this.onScan());
     this.o.indicator.show('offline');

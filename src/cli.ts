@@ -15,6 +15,7 @@ usage:
   scanbox reconcile [--date YYYYMMDD] [--json]   WeChat Pay's bill of that day against the journal (default: every day not reconciled yet)
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
+  scanbox display [--follow] [--json]   the customer-display line as the daemon reads it: bursts, bytes, meaning, decision
   scanbox say FEN [--dry-run]   the words the box speaks for a payment of FEN, played on the speaker (--dry-run: printed only)
   scanbox backend          merchant-backend mode: the server holding the merchant's credentials for many boxes
   scanbox backend enroll DEVICE_ID --out DIR | revoke DEVICE_ID | status   a box's certificate, cut off, list
@@ -44,6 +45,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./commands/report.js')).reportCommand(rest, env);
     case 'reconcile':
       return (await import('./commands/reconcile.js')).reconcileCommand(rest, env);
+    case 'display':
+      return (await import('./commands/display.js')).displayCommand(rest, env);
     case 'selftest':
       return (await import('./commands/selftest.js')).selftestCommand(rest, env);
     case 'backend':

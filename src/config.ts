@@ -9,6 +9,7 @@ import { DEVICE_ID, DEVICE_ID_RULE } from './ids.js';
 import { PEM_CERT, PEM_KEY, expiryOf, type ClientCertificate } from './wechatpay/certificate.js';
 import { parseApiBase } from './wechatpay/client.js';
 import { SIGN_TYPES, type SignType } from './wechatpay/sign.js';
+import { DISPLAY_VARIABLES, describeDisplay, readDisplay, type DisplayConfig } from './config/display.js';
 import { VOICE_VARIABLES, describeVoice, readVoiceConfig, type VoiceConfig } from './config/voice.js';
 
 /**
@@ -43,8 +44,11 @@ export interface Config {
   signType: SignType;
   scannerPort: string;
   scannerBaud: number;
-  registerPort: string;
+  /** Null when the amounts come from the customer-display line (`display`). */
+  registerPort: string | null;
   registerBaud: number;
+  /** SCANBOX_DISPLAY_* (contract §10): the customer-display line, or null when the register line is used. */
+  display: DisplayConfig | null;
   dbPath: string;
   deviceId: string;
   body: string;
@@ -153,6 +157,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_CA_FILE',
   'SCANBOX_REFUND_DAY_MAX',
   'SCANBOX_TIMEZONE',
+  ...DISPLAY_VARIABLES,
   ...VOICE_VARIABLES,
 ];
 
@@ -243,7 +248,7 @@ function nearestKnown(name: string): string | null {
   return best !== null && bestDistance <= (upper.length >= 16 ? 3 : 2) ? best : null;
 }
 
-class Reader {
+export class Reader {
   readonly errors: string[] = [];
 
   constructor(
@@ -301,10 +306,10 @@ class Reader {
     return number;
   }
 
-  port(name: string): string {
+  port(name: string, missing = ''): string {
     const value = this.get(name);
     if (value === undefined) {
-      this.error(name, 'required, not set (the serial device, e.g. /dev/serial/by-id/usb-...)');
+      this.error(name, `required, not set (the serial device, e.g. /dev/serial/by-id/usb-...${missing})`);
       return '';
     }
     if (!posix.isAbsolute(value) || CONTROL.test(value)) {
@@ -828,11 +833,13 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
 
   const scannerPort = r.port('SCANBOX_SCANNER_PORT');
   const scannerBaud = r.baud('SCANBOX_SCANNER_BAUD');
-  const registerPort = r.port('SCANBOX_REGISTER_PORT');
+  const displayOnly = r.get('SCANBOX_DISPLAY_PORT') !== undefined && r.get('SCANBOX_REGISTER_PORT') === undefined;
+  const registerPort = displayOnly ? null : r.port('SCANBOX_REGISTER_PORT', '; or SCANBOX_DISPLAY_PORT to take the amounts from the customer-display line');
   const registerBaud = r.baud('SCANBOX_REGISTER_BAUD');
-  if (scannerPort !== '' && registerPort !== '' && posix.normalize(scannerPort) === posix.normalize(registerPort)) {
+  if (scannerPort !== '' && registerPort && posix.normalize(scannerPort) === posix.normalize(registerPort)) {
     r.error('SCANBOX_REGISTER_PORT', 'is the same device as SCANBOX_SCANNER_PORT');
   }
+  const display = readDisplay(r, { scanner: scannerPort, register: registerPort });
 
   const dbPath = readDbPath(r, env);
   const deviceId = readDeviceId(r, sources.machineIdPath ?? '/etc/machine-id');
@@ -896,6 +903,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     scannerBaud,
     registerPort,
     registerBaud,
+    display: display === null ? null : Object.freeze(display),
     dbPath,
     deviceId,
     body,
@@ -961,8 +969,9 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_SIGN_TYPE=${config.signType}`,
     `SCANBOX_SCANNER_PORT=${config.scannerPort}`,
     `SCANBOX_SCANNER_BAUD=${config.scannerBaud}`,
-    `SCANBOX_REGISTER_PORT=${config.registerPort}`,
+    `SCANBOX_REGISTER_PORT=${config.registerPort ?? 'unset (amounts come from the customer-display line)'}`,
     `SCANBOX_REGISTER_BAUD=${config.registerBaud}`,
+    ...describeDisplay(config.display),
     `SCANBOX_DB=${config.dbPath}`,
     `SCANBOX_DEVICE_ID=${config.deviceId}`,
     `SCANBOX_BODY=${config.body}`,

@@ -35,6 +35,8 @@ export interface ControlHandlers {
   reverse(outTradeNo: string): Promise<ReverseAnswer>;
   /** A technician's refund through the daemon's own refund engine and journal. */
   refund?(request: RefundRequest): Promise<RefundAnswer>;
+  /** The customer-display line as the daemon reads it (`scanbox display`): entries after `since`. */
+  display?(since: number): Record<string, unknown>;
 }
 
 export interface RefundRequest {
@@ -299,8 +301,14 @@ export class ControlServer {
         this.log.info('control socket: refund asked for', { ref, rid, amount_fen: amountFen });
         return { ...(await this.handlers.refund({ ref, amountFen, rid })) };
       }
+      case 'display': {
+        const since = request.since ?? 0;
+        if (typeof since !== 'number' || !Number.isSafeInteger(since) || since < 0) return { error: 'display takes "since": a whole number >= 0' };
+        if (!this.handlers.display) return { error: 'this daemon reads no customer-display line (SCANBOX_DISPLAY_PORT is not set)' };
+        return { ...this.handlers.display(since) };
+      }
       default:
-        return { error: `unknown cmd ${JSON.stringify(request.cmd.slice(0, 40))}: expected health, refund or reverse` };
+        return { error: `unknown cmd ${JSON.stringify(request.cmd.slice(0, 40))}: expected health, display, refund or reverse` };
     }
   }
 }

@@ -162,6 +162,7 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       scannerBaud: 9600,
       registerPort: '/dev/ttyUSB1',
       registerBaud: 9600,
+      display: null,
       dbPath: '/var/lib/scanbox/scanbox.db',
       deviceId: '4F1E2D3C4B5A6978',
       body: '扫码付款',

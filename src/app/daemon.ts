@@ -45,7 +45,17 @@ export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<n
     node: process.version,
     device_id: config.deviceId,
     scanner: config.scannerPort,
-    register: config.registerPort,
+    register: config.registerPort ?? '-',
+    ...(config.display
+      ? {
+          display: config.display.port,
+          display_out: config.display.outPort ?? '-',
+          family: config.display.family,
+          baud: config.display.baud,
+          parity: config.display.parity,
+          mode: config.display.mode,
+        }
+      : {}),
     api: config.backend ? `backend ${config.backend.origin}` : config.apiBase,
     backup: config.backend ? '-' : (config.backupBase ?? '-'),
     db: config.dbPath,
@@ -103,6 +113,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     engine,
     journal,
     ...devices,
+    display: devices.display?.reading ?? null,
     clock,
     log,
     maxAmountFen: config.maxAmountFen,
@@ -124,6 +135,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     health: () => (recovering ? { kind: 'OFFLINE', text: 'recovering unfinished sales' } : box.health()),
     reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
     refund: async (request) => refundAnswer(await refunds.technicianRefund(request, TECHNICIAN_REFUND_WAIT_MS)),
+    ...displayHandler(config, devices),
   });
   try {
     const recovered = await engine.recover();
@@ -144,7 +156,8 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
 
   box.start();
   devices.scanner.start();
-  devices.register.start();
+  devices.register?.start();
+  devices.display?.line.start();
   log.info('ready for sales', { health: box.health().kind });
   await serveUntilStopped(env, log, () => box.health(), 'stopping: finishing the open sale', () => {
     try {
@@ -183,6 +196,7 @@ async function listenControl(env: NodeJS.ProcessEnv, log: Logger, initial?: Cont
       {
         health: () => current.health(),
         reverse: (outTradeNo) => current.reverse(outTradeNo),
+        display: (since) => (current.display ? current.display(since) : { error: 'this daemon reads no customer-display line' }),
         refund: (request) =>
           current.refund ? current.refund(request) : Promise.resolve({ ok: false, state: 'none', line: `FAILED ${request.rid} FAULT`, text: 'the box takes no refund now' }),
       },
@@ -193,6 +207,40 @@ async function listenControl(env: NodeJS.ProcessEnv, log: Logger, initial?: Cont
     log.warning('control socket unavailable: technician commands will read the journal only', { error: messageOf(error) });
     return null;
   }
+}
+
+/** `scanbox display`: the line's settings, counts and the entries after `since`, as the daemon reads them. */
+function displayHandler(config: Config, devices: Devices): Pick<ControlHandlers, 'display'> {
+  const display = devices.display;
+  const settings = config.display;
+  if (!display || !settings) return {};
+  return {
+    display: (since) => ({
+      port: settings.port,
+      out_port: settings.outPort,
+      family: settings.family,
+      baud: settings.baud,
+      parity: settings.parity,
+      settle_ms: settings.settleMs,
+      mode: settings.mode,
+      counts: { ...display.line.counts, undecodable: display.reading.undecodableBytes },
+      armed_fen: display.reading.armedFen,
+      entries: fitting(display.reading.since(since)),
+    }),
+  };
+}
+
+/** The newest entries whose JSON fits one control answer (64 KiB), oldest first: `--follow` asks again for the rest. */
+function fitting<T>(entries: T[], budget = 48_000): T[] {
+  let used = 0;
+  let first = entries.length;
+  while (first > 0) {
+    const size = JSON.stringify(entries[first - 1]).length + 1;
+    if (used + size > budget) break;
+    used += size;
+    first--;
+  }
+  return entries.slice(first);
 }
 
 function notNow(why: string): { ok: false; state: string; code: null; text: string } {
@@ -221,7 +269,8 @@ async function serveUntilStopped(
 }
 
 async function closeDevices(devices: Devices): Promise<void> {
-  await Promise.allSettled([devices.scanner.close(), devices.register.close()]);
+  devices.display?.reading.close();
+  await Promise.allSettled([devices.scanner.close(), devices.register?.close(), devices.display?.line.close()]);
   devices.indicator.close();
 }
 
@@ -338,10 +387,11 @@ async function runFaulted(
 ): Promise<number> {
   log.error(`${fault.problem}: no sales until a technician looks at it${fault.advice}`, { db: config.dbPath, error: fault.error });
   const box = new FaultBox({ ...devices, log, maxAmountFen: config.maxAmountFen, text: fault.text });
-  control?.setHandlers({ health: () => box.health(), reverse: async () => notNow(`${fault.text}: ${fault.error}`) });
+  control?.setHandlers({ health: () => box.health(), reverse: async () => notNow(`${fault.text}: ${fault.error}`), ...displayHandler(config, devices) });
   box.start();
   devices.scanner.start();
-  devices.register.start();
+  devices.register?.start();
+  devices.display?.line.start();
   log.info('box in FAULT mode: answering the register, taking no sale', { health: box.health().kind });
   await serveUntilStopped(env, log, () => box.health(), 'stopping', null);
   await Promise.all([control?.close(5_000), box.stop()]);

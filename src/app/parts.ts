@@ -3,6 +3,8 @@ import type { Config } from '../config.js';
 import { onoffBackend } from '../devices/gpio.js';
 import { Indicator } from '../devices/indicator.js';
 import { LinePort } from '../devices/line-port.js';
+import { CustomerDisplay } from '../devices/display/display.js';
+import { DisplayLine } from '../devices/display/line.js';
 import { Announcer } from '../devices/voice/announcer.js';
 import type { Journal } from '../journal/journal.js';
 import { createLogger, type Level, type Logger } from '../log.js';
@@ -107,10 +109,13 @@ export function refundEngineFor(parts: {
 export interface Devices {
   indicator: Indicator;
   scanner: LinePort;
-  register: LinePort;
+  /** The register line, or null when the amounts come from the customer-display line. */
+  register: LinePort | null;
+  /** The customer-display line (contract §10) and the box's reading of it, or null. */
+  display: { line: DisplayLine; reading: CustomerDisplay } | null;
 }
 
-/** The customer light and the two serial ports, not started yet. */
+/** The customer light and the serial ports (scanner, and register or display line), not started yet. */
 export function devicesFor(config: Config, log: Logger, clock: Clock = systemClock): Devices {
   let indicator: Indicator;
   try {
@@ -122,8 +127,23 @@ export function devicesFor(config: Config, log: Logger, clock: Clock = systemClo
     indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log, clock });
   }
   const scanner = new LinePort({ name: 'scanner', path: config.scannerPort, baudRate: config.scannerBaud, log, clock });
-  const register = new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
-  return { indicator, scanner, register };
+  const register = config.registerPort === null ? null : new LinePort({ name: 'register', path: config.registerPort, baudRate: config.registerBaud, log, clock });
+  let display: Devices['display'] = null;
+  if (config.display) {
+    const settings = config.display;
+    const line = new DisplayLine({ path: settings.port, outPath: settings.outPort, baudRate: settings.baud, parity: settings.parity, log, clock });
+    const reading = new CustomerDisplay({
+      family: settings.family,
+      mode: settings.mode,
+      settleMs: settings.settleMs,
+      maxAmountFen: config.maxAmountFen,
+      clock,
+      log,
+    });
+    line.on('data', (chunk) => reading.push(chunk));
+    display = { line, reading };
+  }
+  return { indicator, scanner, register, display };
 }
 
 /** The speaker (contract §9): silent without SCANBOX_AUDIO_DEVICE, when it still logs the words at debug. */

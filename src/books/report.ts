@@ -27,6 +27,11 @@ export interface DayReport {
   day: string;
   timeZone: string;
   paid: CountFen;
+  /**
+   * Of `paid`, the sales whose amount the box took from the customer-display line (contract §10): what the
+   * cashier's WeChat tender key on the register should add up to.
+   */
+  displayPaid: CountFen;
   refunded: CountFen;
   netFen: number;
   /** Sales opened that day that ended without money taken, by their code (NOTENOUGH, CANCELLED ...). */
@@ -121,6 +126,7 @@ export function dayReport(journal: Journal, day: string, timeZone: string): DayR
     day,
     timeZone,
     paid: { count: totals.paidCount, fen: totals.paidFen },
+    displayPaid: journal.paidDisplayBetween(startMs, endMs),
     refunded: { count: totals.refundedCount, fen: totals.refundedFen },
     netFen: totals.netFen,
     failures: [...failures.values()].sort((a, b) => b.count - a.count || a.code.localeCompare(b.code)),
@@ -139,6 +145,12 @@ export function formatReport(report: DayReport): string[] {
   const lines = [
     `business day ${day} (${report.timeZone})`,
     `  paid      ${String(report.paid.count).padStart(6)} sale(s)   ${yuan(report.paid.fen).padStart(12)} yuan`,
+    ...(report.displayPaid.count > 0
+      ? [
+          `    display sales ${String(report.displayPaid.count).padStart(2)} sale(s)   ${yuan(report.displayPaid.fen).padStart(12)} yuan (amount from the customer display: the register's WeChat tender total should match)`,
+          `    register  ${String(report.paid.count - report.displayPaid.count).padStart(6)} sale(s)   ${yuan(report.paid.fen - report.displayPaid.fen).padStart(12)} yuan`,
+        ]
+      : []),
     `  refunded  ${String(report.refunded.count).padStart(6)} refund(s) ${yuan(report.refunded.fen).padStart(12)} yuan`,
     `  net                        ${yuan(report.netFen).padStart(12)} yuan`,
     `  reversed  ${String(report.reversed.count).padStart(6)} order(s)  ${yuan(report.reversed.fen).padStart(12)} yuan (given back, not in the net)`,

@@ -206,8 +206,20 @@ function checkJournal(deps: SelftestDeps, loaded: ConfigResult): CheckResult {
 
 async function checkSerial(deps: SelftestDeps, name: string, variable: string, config: Readonly<Config> | null, daemon: Daemon): Promise<CheckResult> {
   const raw = deps.env[variable];
-  const path = config ? (name === 'scanner' ? config.scannerPort : config.registerPort) : raw?.startsWith('/') ? raw : undefined;
-  const baud = config ? (name === 'scanner' ? config.scannerBaud : config.registerBaud) : 9600;
+  const configured =
+    config === null
+      ? undefined
+      : name === 'scanner'
+        ? { path: config.scannerPort, baud: config.scannerBaud }
+        : name === 'display'
+          ? config.display && { path: config.display.port, baud: config.display.baud }
+          : name === 'display-out'
+            ? config.display?.outPort ? { path: config.display.outPort, baud: config.display.baud } : null
+          : config.registerPort === null
+            ? null
+            : { path: config.registerPort, baud: config.registerBaud };
+  const path = configured === undefined ? (raw?.startsWith('/') ? raw : undefined) : (configured?.path ?? undefined);
+  const baud = configured?.baud ?? 9600;
   if (path === undefined) return { status: 'WARN', name, detail: `not checked: ${variable} is not set to a device path` };
   let shown = path;
   try {
@@ -439,7 +451,11 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
   report(checkConfig(loaded));
   report(checkJournal(deps, loaded));
   report(await checkSerial(deps, 'scanner', 'SCANBOX_SCANNER_PORT', config, daemon));
-  report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
+  if (config?.display) {
+    report(await checkSerial(deps, 'display', 'SCANBOX_DISPLAY_PORT', config, daemon));
+    if (config.display.outPort) report(await checkSerial(deps, 'display-out', 'SCANBOX_DISPLAY_OUT_PORT', config, daemon));
+  }
+  else report(await checkSerial(deps, 'register', 'SCANBOX_REGISTER_PORT', config, daemon));
   report(await checkGpio(deps, config, daemon));
   report(await checkVoice(deps));
   report(await checkClock(deps));

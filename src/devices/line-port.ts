@@ -41,6 +41,8 @@ export interface LinePortEvents {
   line: [line: string];
   /** A line dropped: longer than `maxLineBytes`, or with bytes outside 0x20-0x7E. Once per such line. */
   rejected: [reason: RejectReason];
+  /** Raw mode only: the bytes as they came, unframed. */
+  data: [chunk: Buffer];
   up: [];
   /** The port is lost (or could not be opened); re-opening goes on until `close()`. */
   down: [message: string];
@@ -59,8 +61,23 @@ export interface LinePortOptions {
   /** For the back-off sleeps. */
   clock?: Clock;
   /** Makes the port for one open attempt; the default is a real SerialPort. Tests pass SerialPortMock. */
-  openPort?: (path: string, baudRate: number) => SerialLike;
+  openPort?: (path: string, baudRate: number, frame: SerialFrame) => SerialLike;
+  /**
+   * Raw mode (the customer-display line): every chunk is emitted as `data`, unframed, and nothing is judged
+   * a line; `writeBytes` sends bytes as they are.
+   */
+  raw?: boolean;
+  /** Parity and stop bits; default none and 1. */
+  frame?: SerialFrame;
 }
+
+/** What serialport's Linux binding can set: none, odd or even parity (no mark or space), 1 or 2 stop bits. */
+export interface SerialFrame {
+  parity: 'none' | 'odd' | 'even';
+  stopBits: 1 | 2;
+}
+
+const PLAIN_FRAME: SerialFrame = { parity: 'none', stopBits: 1 };
 
 export const DEFAULT_BACKOFF_MS: readonly number[] = [1000, 2000, 5000];
 /** How long `close()` lets replies already written reach the wire (a final `FAILED` line at SIGTERM). */
@@ -69,11 +86,19 @@ export const CLOSE_DRAIN_MS = 2000;
 const CR = 0x0d;
 const LF = 0x0a;
 
-function defaultOpenPort(path: string, baudRate: number): SerialLike {
+function defaultOpenPort(path: string, baudRate: number, frame: SerialFrame = PLAIN_FRAME): SerialLike {
   // lock: a second daemon (or a stray `screen`) on the same tty fails "Cannot lock port" instead of
   // stealing half of the bytes.
   // The binding: serialport's, except that a read of 0 bytes (the tty hung up) counts as a lost port.
-  return new SerialPort({ path, baudRate, autoOpen: false, lock: true, binding: endingBinding } as ConstructorParameters<typeof SerialPort>[0]);
+  return new SerialPort({
+    path,
+    baudRate,
+    parity: frame.parity,
+    stopBits: frame.stopBits,
+    autoOpen: false,
+    lock: true,
+    binding: endingBinding,
+  } as ConstructorParameters<typeof SerialPort>[0]);
 }
 
 /**
@@ -148,7 +173,9 @@ export class LinePort extends EventEmitter<LinePortEvents> {
   private readonly maxLineBytes: number;
   private readonly backoffMs: readonly number[];
   private readonly clock: Clock;
-  private readonly openPort: (path: string, baudRate: number) => SerialLike;
+  private readonly openPort: (path: string, baudRate: number, frame: SerialFrame) => SerialLike;
+  private readonly raw: boolean;
+  private readonly frame: SerialFrame;
 
   private state: State = 'idle';
   private port: SerialLike | null = null;
@@ -184,6 +211,8 @@ export class LinePort extends EventEmitter<LinePortEvents> {
     this.backoffMs = [...backoffMs];
     this.clock = options.clock ?? systemClock;
     this.openPort = options.openPort ?? defaultOpenPort;
+    this.raw = options.raw === true;
+    this.frame = options.frame ?? PLAIN_FRAME;
   }
 
   get isOpen(): boolean {
@@ -202,9 +231,17 @@ export class LinePort extends EventEmitter<LinePortEvents> {
    * when the port is down or goes down first. CR and LF inside `line` become spaces: one call, one line.
    */
   write(line: string): Promise<boolean> {
+    return this.send(Buffer.from(`${line.replace(/[\r\n]+/g, ' ')}\r\n`, 'utf8'));
+  }
+
+  /** Writes bytes exactly as given (raw mode: the display line's pass-through); resolves as `write` does. */
+  writeBytes(data: Buffer): Promise<boolean> {
+    return this.send(data);
+  }
+
+  private send(data: Buffer): Promise<boolean> {
     const port = this.port;
     if (!port || !this.isOpen) return Promise.resolve(false);
-    const data = Buffer.from(`${line.replace(/[\r\n]+/g, ' ')}\r\n`, 'utf8');
     const promise = new Promise<boolean>((resolve) => {
       let done = false;
       const settle = (ok: boolean): void => {
@@ -314,7 +351,7 @@ export class LinePort extends EventEmitter<LinePortEvents> {
     return new Promise((resolve, reject) => {
       let port: SerialLike;
       try {
-        port = this.openPort(this.path, this.baudRate);
+        port = this.openPort(this.path, this.baudRate, this.frame);
       } catch (error) {
         reject(error instanceof Error ? error : new Error(String(error)));
         return;
@@ -334,7 +371,7 @@ export class LinePort extends EventEmitter<LinePortEvents> {
       );
       let markClosed!: (reason: Error | null) => void;
       const closed = new Promise<Error | null>((resolveClosed) => (markClosed = resolveClosed));
-      port.on('data', (chunk: Buffer) => framer.push(chunk));
+      port.on('data', (chunk: Buffer) => (this.raw ? this.deliver(() => this.emit('data', chunk)) : framer.push(chunk)));
       port.on('error', (error: Error) => {
         // Write errors arrive here as well as in the write callback; a real loss also closes the port.
         this.log.warning(`${this.name} port error`, { error: error.message });
@@ -376,7 +413,8 @@ export class LinePort extends EventEmitter<LinePortEvents> {
       this.lost = false;
       this.log.info(`${this.name} port back`, { path: this.path });
     } else {
-      this.log.info(`${this.name} port open`, { path: this.path, baud: this.baudRate });
+      const frame = this.frame === PLAIN_FRAME ? {} : { parity: this.frame.parity, stop_bits: this.frame.stopBits };
+      this.log.info(`${this.name} port open`, { path: this.path, baud: this.baudRate, ...frame });
     }
     this.deliver(() => this.emit('up'));
   }

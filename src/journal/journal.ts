@@ -81,6 +81,18 @@ export interface SaleEvent {
   detail: string;
 }
 
+/**
+ * Where a sale's amount came from when it was not the register line: the customer-display burst that armed it
+ * (contract §10). Journalled in the transaction that creates the sale.
+ */
+export interface SaleOrigin {
+  family: 'led8' | 'cd5220' | 'epson';
+  bytes: Buffer;
+  meaning: string;
+  /** Wall ms when the burst armed the total. */
+  armedAt: number;
+}
+
 /** Any subset, written in the same transaction as the change it goes with. */
 export interface SalePatch {
   codeMasked?: string | null;
@@ -430,7 +442,7 @@ export class Journal {
     prune: Statement<[number, number]>;
   };
 
-  private readonly txCreate: (ref: string, amountFen: number) => Sale;
+  private readonly txCreate: (ref: string, amountFen: number, origin?: SaleOrigin) => Sale;
   private readonly txChange: (saleId: number, to: SaleState | null, patch: SalePatch, event?: EventInput) => Sale;
   private readonly txEvent: (saleId: number, kind: string, detail: string) => void;
   private readonly txPrune: (olderThanMs: number, batchSize: number) => number;
@@ -561,7 +573,7 @@ export class Journal {
           ORDER BY e.id LIMIT ?)`),
     };
 
-    this.txCreate = db.transaction((ref: string, amountFen: number): Sale => {
+    this.txCreate = db.transaction((ref: string, amountFen: number, origin?: SaleOrigin): Sale => {
       const now = this.now();
       const id = Number(this.stmt.insertSale.run(ref, amountFen, now, now).lastInsertRowid);
       const outTradeNo = `${this.deviceId}${this.tag}${String(id).padStart(8, '0')}`;
@@ -570,6 +582,15 @@ export class Journal {
       }
       this.stmt.setOutTradeNo.run(outTradeNo, id);
       this.stmt.insertEvent.run(id, now, 'created', `ref=${ref} amount=${formatYuan(amountFen)} out_trade_no=${outTradeNo}`);
+      if (origin !== undefined) {
+        db.prepare('INSERT INTO display_sales (sale_id, family, bytes, meaning, armed_at) VALUES (?, ?, ?, ?, ?)').run(
+          id,
+          origin.family,
+          origin.bytes,
+          origin.meaning,
+          Math.floor(origin.armedAt),
+        );
+      }
       return toSale(this.row(id));
     }).immediate;
 
@@ -605,11 +626,52 @@ export class Journal {
     ).immediate;
   }
 
-  /** ONE transaction: the sale in state 'open' and its 'created' event. */
-  createSale(ref: string, amountFen: number): Sale {
+  /** ONE transaction: the sale in state 'open', its 'created' event, and where its amount came from when given. */
+  createSale(ref: string, amountFen: number, origin?: SaleOrigin): Sale {
     if (typeof ref !== 'string' || ref === '') throw new TypeError('ref must be a non-empty string');
     if (!Number.isSafeInteger(amountFen) || amountFen <= 0) throw new TypeError('amountFen must be an integer > 0');
-    return this.write('create a sale', () => this.txCreate(ref, amountFen));
+    if (origin !== undefined && (!Buffer.isBuffer(origin.bytes) || typeof origin.meaning !== 'string' || !Number.isFinite(origin.armedAt))) {
+      throw new TypeError('origin must be { family, bytes: Buffer, meaning, armedAt }');
+    }
+    return this.write('create a sale', () => this.txCreate(ref, amountFen, origin));
+  }
+
+  /** The display burst that armed a sale, or null for a register's sale (or a journal from before display sales). */
+  displayOrigin(saleId: number): SaleOrigin | null {
+    return this.read('read a display sale', () => {
+      if (!this.hasTable('display_sales')) return null;
+      const row = this.db.prepare('SELECT family, bytes, meaning, armed_at FROM display_sales WHERE sale_id = ?').get(saleId) as
+        | { family: SaleOrigin['family']; bytes: Buffer; meaning: string; armed_at: number }
+        | undefined;
+      return row ? { family: row.family, bytes: row.bytes, meaning: row.meaning, armedAt: row.armed_at } : null;
+    });
+  }
+
+  /** The newest REF beginning with `prefix` (the box's own display REFs: D + business day + '-'), or null. */
+  lastRefWithPrefix(prefix: string): string | null {
+    if (!/^[A-Za-z0-9_-]+$/.test(prefix)) throw new TypeError('prefix must be of [A-Za-z0-9_-]');
+    return this.read('read sales', () => {
+      // A range on the ref index: every string with the prefix sorts between prefix and prefix + U+FFFF.
+      const row = this.db.prepare('SELECT ref FROM sales WHERE ref >= ? AND ref < ? ORDER BY id DESC LIMIT 1').get(prefix, `${prefix}\uffff`) as
+        | { ref: string }
+        | undefined;
+      return row?.ref ?? null;
+    });
+  }
+
+  /** The display sales paid (and still paid) in [startMs, endMs): how many, and their fen. */
+  paidDisplayBetween(startMs: number, endMs: number): { count: number; fen: number } {
+    return this.read('count paid display sales', () => {
+      if (!this.hasTable('display_sales')) return { count: 0, fen: 0 };
+      // display_sales came with schema 4, after paid_at (3).
+      const row = this.db
+        .prepare(
+          `SELECT count(*) AS n, coalesce(sum(s.amount_fen), 0) AS fen FROM sales s JOIN display_sales d ON d.sale_id = s.id
+           WHERE s.state = 'paid' AND coalesce(s.paid_at, s.updated_at) >= ? AND coalesce(s.paid_at, s.updated_at) < ?`,
+        )
+        .get(startMs, endMs) as { n: number; fen: number };
+      return { count: row.n, fen: row.fen };
+    });
   }
 
   /**

@@ -136,6 +136,19 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `);
   },
+  // 5: the sales whose amount the box took from the customer-display line (contract §10), with the raw bytes
+  // of the burst that armed each one, for disputes. A register's sales have no row here.
+  (db) => {
+    db.exec(`
+      CREATE TABLE display_sales (
+        sale_id  INTEGER PRIMARY KEY REFERENCES sales (id),
+        family   TEXT NOT NULL CHECK (family IN ('led8', 'cd5220', 'epson')),
+        bytes    BLOB NOT NULL,
+        meaning  TEXT NOT NULL,
+        armed_at INTEGER NOT NULL
+      ) STRICT;
+    `);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,6 +1,6 @@
 import { chinaTimeMs } from '../business-day.js';
 import type { Clock } from '../clock.js';
-import type { Journal, Sale, SalePatch } from '../journal/journal.js';
+import type { Journal, Sale, SaleOrigin, SalePatch } from '../journal/journal.js';
 import type { SaleState } from '../journal/states.js';
 import { isFinal, refundHoldsMoney } from '../journal/states.js';
 import { formatYuan } from '../money.js';
@@ -142,7 +142,7 @@ export class PaymentEngine {
    * §6.4 before §3: the new attempt could be a second charge for the REF); while any sale is unfinished no
    * other is opened.
    */
-  startSale(ref: string, amountFen: number): StartResult {
+  startSale(ref: string, amountFen: number, origin?: SaleOrigin): StartResult {
     const attempts = this.journal.byRef(ref);
     const previous = attempts.at(-1);
     if (previous?.state === 'paid') {
@@ -164,7 +164,7 @@ export class PaymentEngine {
       this.saleLog(held).warning('PAY refused: an earlier attempt of this REF may still hold the payer\'s money', { state: held.state });
       return { kind: 'held', sale: held, verdict: { kind: 'failed', ref, code: 'REVERSE_PENDING', text } };
     }
-    return { kind: 'open', sale: this.open(ref, amountFen) };
+    return { kind: 'open', sale: this.open(ref, amountFen, origin) };
   }
 
   /**
@@ -179,9 +179,12 @@ export class PaymentEngine {
     this.gateway.cool?.();
   }
 
-  /** Commits a new sale (state open) before anything else happens to it. */
-  open(ref: string, amountFen: number): Sale {
-    const sale = this.journal.createSale(ref, amountFen);
+  /**
+   * Commits a new sale (state open) before anything else happens to it. `origin` is journalled with it and
+   * means nothing to the cycle: every sale follows the same rules whoever gave its amount.
+   */
+  open(ref: string, amountFen: number, origin?: SaleOrigin): Sale {
+    const sale = this.journal.createSale(ref, amountFen, origin);
     this.saleLog(sale).info('sale opened');
     return sale;
   }

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { packageRoot } from './package-root.js';
 
 /**
@@ -17,12 +18,16 @@ export class LineChannel {
   readonly lines: string[] = [];
   /** Called with each line as it arrives (the demo prints them live). */
   onLine: ((line: string) => void) | null = null;
+  /** Every byte received, as it came (a customer display's line is bytes, not lines). */
+  private readonly chunks: Buffer[] = [];
   private buffer = '';
+  private readonly decoder = new StringDecoder('utf8');
   private waiters: { test: (line: string) => boolean; from: number; resolve: (line: string) => void }[] = [];
 
   constructor(private readonly stream: Duplex) {
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
+    stream.on('data', (data: Buffer) => {
+      this.chunks.push(data);
+      const chunk = this.decoder.write(data);
       this.buffer += chunk;
       let index: number;
       while ((index = this.buffer.search(/\r\n|\r|\n/)) >= 0) {
@@ -35,6 +40,11 @@ export class LineChannel {
         this.wake();
       }
     });
+  }
+
+  /** Every byte received so far. */
+  get received(): Buffer {
+    return Buffer.concat(this.chunks);
   }
 
   /** Sends raw bytes exactly as given (tests send noise and half lines too). */

@@ -48,6 +48,11 @@ export interface RigOptions {
   simulator?: Partial<GatewaySimulatorOptions>;
   /** Called with every line the daemon prints, as it arrives. */
   onLog?: (line: string) => void;
+  /**
+   * A customer-display line instead of the register line (contract §10): a virtual port `display` for the
+   * register's display output and, with `out`, a second one `display-out` where the real display would be.
+   */
+  display?: { out?: boolean };
 }
 
 export interface SpawnedDaemon {
@@ -153,7 +158,8 @@ export class Rig {
     const dir = mkdtempSync(join(tmpdir(), 'scanbox-rig-'));
     const merchant: RigMerchant = Object.freeze({ mchId: '1900000109', appId: 'wx2421b1c4370ec43b', apiKey: randomApiKey() });
     const sim = await GatewaySimulator.start({ ...merchant, ...options.simulator });
-    const ports = await VirtualPorts.start(dir, ['scanner', 'register']);
+    const lines = options.display ? ['scanner', 'display', ...(options.display.out ? ['display-out'] : [])] : ['scanner', 'register'];
+    const ports = await VirtualPorts.start(dir, lines);
     const files = {
       apikey: join(dir, 'apikey'),
       cert: join(dir, 'apiclient_cert.pem'),
@@ -174,7 +180,9 @@ export class Rig {
       SCANBOX_API_BASE: sim.origin,
       SCANBOX_API_BACKUP_BASE: 'none',
       SCANBOX_SCANNER_PORT: ports.path('scanner'),
-      SCANBOX_REGISTER_PORT: ports.path('register'),
+      ...(options.display
+        ? { SCANBOX_DISPLAY_PORT: ports.path('display'), ...(options.display.out ? { SCANBOX_DISPLAY_OUT_PORT: ports.path('display-out') } : {}) }
+        : { SCANBOX_REGISTER_PORT: ports.path('register') }),
       SCANBOX_DB: dbPath,
       SCANBOX_DEVICE_ID: 'BENCH01',
       SCANBOX_LOG_LEVEL: 'debug',
@@ -193,6 +201,16 @@ export class Rig {
 
   get scanner(): LineChannel {
     return this.ports.channel('scanner');
+  }
+
+  /** The register's side of the customer-display line (a rig started with `display`). */
+  get display(): LineChannel {
+    return this.ports.channel('display');
+  }
+
+  /** The real display's side of it (`display: { out: true }`). */
+  get displayOut(): LineChannel {
+    return this.ports.channel('display-out');
   }
 
   /**
@@ -239,7 +257,7 @@ export class Rig {
         readyAt = performance.now();
       }
       if (/scanner port (open|back)/.test(line)) seen.scanner = true;
-      if (/register port (open|back)/.test(line)) seen.register = true;
+      if (/(register|display) port (open|back)/.test(line)) seen.register = true;
       if (seen.ready && seen.scanner && seen.register) markReady(readyAt);
     });
     this.daemon = daemon;

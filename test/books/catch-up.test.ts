@@ -156,7 +156,7 @@ t.test('migration 4 on a journal of version 3: its reconciliations kept, days no
   const journal = Journal.open(path, { deviceId: DEVICE_ID, clock: new VirtualClock() });
   t.teardown(() => journal.close());
   t.equal(journal.pragmas().userVersion, SCHEMA_VERSION);
-  t.equal(SCHEMA_VERSION, 4);
+  t.ok(SCHEMA_VERSION >= 4, 'migrated past step 4');
   t.same([...journal.reconciledDays('20261101', '20261130')], ['20261128']);
   journal.notReconciled('20261129', 5, 'the bill of 20261129 is not ready yet');
   journal.notReconciled('20261129', 9, 'the bill of 20261129 could not be fetched');

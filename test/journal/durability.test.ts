@@ -58,7 +58,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
   const file = path.join(dir, 'scanbox.db');
   const journal = openIn(t, file);
   t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -512, userVersion: SCHEMA_VERSION });
-  t.equal(SCHEMA_VERSION, 4, 'schema 4: sales, refunds, reconciliations, days not reconciled yet');
+  t.equal(SCHEMA_VERSION, 5, 'schema 5: sales, refunds, reconciliations, days not reconciled yet, display sales');
   journal.createSale('R-1', 1);
   t.ok(fs.existsSync(`${file}-wal`), 'writes go to the -wal file');
 
@@ -70,6 +70,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
   t.same(
     tables.map((r) => (r as { name: string }).name).filter((n) => !n.startsWith('sqlite_')),
     [
+      'display_sales',
       'events',
       'events_sale',
       'meta',
