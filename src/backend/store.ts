@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
+import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
 
 /**
  * The backend's journal (contract §8): the enrolled boxes, their certificates, and every call the backend
@@ -113,7 +114,49 @@ export interface BackendStore {
    * an order that has a call in [from, to) or is among `outTradeNos`, and the refundqueries of their refunds.
    */
   tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]>;
+  /**
+   * The fleet (contract §11). A box's heartbeat as the backend received it (`at`: the backend's clock): kept as
+   * the box's latest, and in its history of the last HEARTBEAT_HISTORY, older ones dropped in the same change.
+   */
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void>;
+  /** The newest heartbeat of every box that ever sent one. */
+  latestHeartbeats(): Promise<HeartbeatRecord[]>;
+  /** A box's heartbeats, newest first. */
+  heartbeats(deviceId: string, options?: { limit?: number }): Promise<HeartbeatRecord[]>;
+  /** Changes an enrolled box's policy (null: back to the backend's default); false when there is no such box. */
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean>;
+  /** The console's people (`scanbox backend admin add`): adds or replaces one; true when it was new. */
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean>;
+  /** False when there is no such admin. */
+  removeAdmin(name: string): Promise<boolean>;
+  admin(name: string): Promise<AdminRecord | undefined>;
+  /** What an admin did (logged in, revoked a box, changed a policy, ...), who and when. */
+  recordAdminAction(action: NewAdminAction): Promise<void>;
+  /** Newest first. */
+  adminActions(options?: { limit?: number }): Promise<AdminActionRecord[]>;
   close(): Promise<void>;
+}
+
+export interface AdminRecord {
+  name: string;
+  /** `scrypt$N$r$p$salt$hash` (console/password.ts); never the password. */
+  passwordHash: string;
+  createdAt: number;
+}
+
+export interface NewAdminAction {
+  /** The admin's name; for a refused login, the name that was tried. */
+  admin: string;
+  /** login, login_refused, logout, revoke, policy, admin_add, admin_remove. */
+  action: string;
+  /** The box acted on, if any. */
+  deviceId: string | null;
+  detail: string;
+  at: number;
+}
+
+export interface AdminActionRecord extends NewAdminAction {
+  id: number;
 }
 
 export class StoreError extends Error {
@@ -169,6 +212,33 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       CREATE INDEX calls_trade ON calls (out_trade_no) WHERE out_trade_no IS NOT NULL;
       CREATE INDEX calls_refund ON calls (out_refund_no) WHERE out_refund_no IS NOT NULL;
       CREATE INDEX calls_at ON calls (at);
+    `);
+  },
+  // The fleet (contract §11): heartbeats, the console's admins and what they did.
+  (db) => {
+    db.exec(`
+      CREATE TABLE heartbeats (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        report    TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX heartbeats_device ON heartbeats (device_id, id);
+
+      CREATE TABLE admins (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE admin_actions (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        admin     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        device_id TEXT,
+        detail    TEXT NOT NULL,
+        at        INTEGER NOT NULL
+      ) STRICT;
     `);
   },
 ];
@@ -235,6 +305,24 @@ function toCall(row: CallRow): CallRecord {
     ms: row.ms,
     at: row.at,
   };
+}
+
+interface HeartbeatRow {
+  device_id: string;
+  at: number;
+  report: string;
+}
+
+/** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
+function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(row.report);
+  } catch {
+    return [];
+  }
+  const parsed = parseHeartbeatReport(json);
+  return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
 }
 
 /** Outcomes counted as a box's errors: what left the box without a verified answer, and what was refused. */
@@ -418,6 +506,94 @@ export class SqliteBackendStore implements BackendStore {
         .all(options.from, options.to, JSON.stringify(options.outTradeNos ?? []));
       return (rows as CallRow[]).map(toCall);
     });
+  }
+
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+        const oldest = this.db
+          .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
+          .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
+        if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+      }).immediate(),
+    );
+  }
+
+  latestHeartbeats(): Promise<HeartbeatRecord[]> {
+    return this.run(() =>
+      (
+        this.db
+          .prepare('SELECT h.device_id, h.at, h.report FROM heartbeats h WHERE h.id IN (SELECT max(id) FROM heartbeats GROUP BY device_id) ORDER BY h.device_id')
+          .all() as HeartbeatRow[]
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
+    return this.run(() =>
+      (
+        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, options.limit ?? HEARTBEAT_HISTORY) as HeartbeatRow[]
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction((): boolean => {
+        if (this.db.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
+        if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
+        if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
+        return true;
+      }).immediate(),
+    );
+  }
+
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction((): boolean => {
+        const known = this.db.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
+        if (known) this.db.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
+        else this.db.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
+        return !known;
+      }).immediate(),
+    );
+  }
+
+  removeAdmin(name: string): Promise<boolean> {
+    return this.run(() => this.db.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
+  }
+
+  admin(name: string): Promise<AdminRecord | undefined> {
+    return this.run(() => {
+      const row = this.db.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
+        | { name: string; password_hash: string; created_at: number }
+        | undefined;
+      return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
+    });
+  }
+
+  recordAdminAction(action: NewAdminAction): Promise<void> {
+    return this.run(() => {
+      this.db
+        .prepare('INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES (?, ?, ?, ?, ?)')
+        .run(action.admin, action.action, action.deviceId, action.detail, action.at);
+    });
+  }
+
+  adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
+    return this.run(() =>
+      (
+        this.db.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
+          id: number;
+          admin: string;
+          action: string;
+          device_id: string | null;
+          detail: string;
+          at: number;
+        }[]
+      ).map((r) => ({ id: r.id, admin: r.admin, action: r.action, deviceId: r.device_id, detail: r.detail, at: r.at })),
+    );
   }
 
   close(): Promise<void> {
