@@ -68,6 +68,8 @@ export interface Config {
    * (`apiKey` is '', `certificate` null) and the merchant ids are optional (the backend has them).
    */
   backend: BackendAccess | null;
+  /** SCANBOX_METRICS_FILE (contract §11): the Prometheus text file the box rewrites each minute, or null. */
+  metricsFile: string | null;
 }
 
 export interface BackendAccess {
@@ -150,6 +152,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_CA_FILE',
   'SCANBOX_REFUND_DAY_MAX',
   'SCANBOX_TIMEZONE',
+  'SCANBOX_METRICS_FILE',
 ];
 
 /** Known on purpose so that it is refused with a useful message rather than called a typo. */
@@ -853,6 +856,14 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
   }
   const refundDayMaxFen = r.integer('SCANBOX_REFUND_DAY_MAX', 100_000, 0, 100_000_000, 'fen');
   const timeZone = readTimeZone(r);
+  const metricsRaw = r.get('SCANBOX_METRICS_FILE');
+  let metricsFile: string | null = null;
+  if (metricsRaw !== undefined) {
+    // node_exporter's textfile collector reads *.prom files only.
+    if (!metricsRaw.startsWith('/') || /[\u0000-\u001f]/.test(metricsRaw) || !metricsRaw.endsWith('.prom')) {
+      r.error('SCANBOX_METRICS_FILE', `${shown(metricsRaw)} is not the absolute path of a .prom file (e.g. /var/lib/prometheus/node-exporter/scanbox.prom)`);
+    } else metricsFile = metricsRaw;
+  }
   const reportRaw = r.get('SCANBOX_TRADE_REPORT');
   let tradeReport: TradeReportLevel = 'errors';
   if (reportRaw !== undefined) {
@@ -898,6 +909,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     refundDayMaxFen,
     timeZone,
     tradeReport,
+    metricsFile,
     backend: backend === null ? null : Object.freeze(hideSecrets({ ...backend }, () => `[backend ${backend.origin}: ${backend.source}]`)),
   };
   hideSecrets(config, () => masked(config));
@@ -966,5 +978,6 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_TRADE_REPORT=${config.tradeReport}`,
     `SCANBOX_REFUND_DAY_MAX=${config.refundDayMaxFen} (${formatYuan(config.refundDayMaxFen)} yuan)`,
     `SCANBOX_TIMEZONE=${config.timeZone}`,
+    `SCANBOX_METRICS_FILE=${config.metricsFile ?? 'unset'}`,
   ];
 }
