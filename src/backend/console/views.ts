@@ -27,6 +27,11 @@ const dateTime = (ms: number | null, lang: Lang): string =>
     ? t(lang, 'never')
     : new Intl.DateTimeFormat(lang === 'zh' ? 'zh-CN' : 'en-GB', { timeZone: 'Asia/Shanghai', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hour12: false }).format(ms);
 
+const fullDate = (ms: number | null): string => (ms === null ? '-' : new Intl.DateTimeFormat('sv-SE', { timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit', day: '2-digit' }).format(ms));
+
+/** A business day YYYYMMDD as 2026-12-08. */
+const day = (d: string): string => `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}`;
+
 const bytes = (n: number | null): string => (n === null ? '-' : n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB` : `${(n / (1 << 20)).toFixed(1)} MiB`);
 
 const duration = (s: number): string => (s >= 86400 ? `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h` : s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 60)}m`);
@@ -83,7 +88,7 @@ function problemList(c: PageContext, problems: Problem[], withBox: boolean): Out
   if (problems.length === 0) return html`<p class="ok">${t(c.lang, 'noProblems')}</p>`;
   return html`<div class="scroll"><table class="problems"><thead><tr>${withBox ? html`<th>${t(c.lang, 'box')}</th>` : ''}<th>${t(c.lang, 'problem')}</th><th>${t(c.lang, 'detail')}</th><th>${t(c.lang, 'since')}</th></tr></thead><tbody>${problems.map(
     (p) =>
-      html`<tr class="problem ${p.kind.toLowerCase()}">${withBox ? html`<td><a href="/box/${p.deviceId}">${p.deviceId}</a></td>` : ''}<td>${problemText(c.lang, p.kind)}</td><td>${p.subject}</td><td>${dateTime(p.at, c.lang)}</td></tr>`,
+      html`<tr class="problem ${p.kind.toLowerCase()}">${withBox ? html`<td><a href="/box/${p.deviceId}">${p.deviceId}</a></td>` : ''}<td>${problemText(c.lang, p.kind)}</td><td>${p.subject}</td><td>${p.kind === 'CERT_EXPIRING' ? fullDate(p.at) : dateTime(p.at, c.lang)}</td></tr>`,
   )}</tbody></table></div>`;
 }
 
@@ -102,7 +107,7 @@ export function fleetPage(c: PageContext, f: FleetView): Out {
   return layout(
     c,
     t(c.lang, 'fleet'),
-    html`<h1>${t(c.lang, 'chain')} · ${t(c.lang, 'today')} ${f.day}</h1>
+    html`<h1>${t(c.lang, 'chain')} · ${t(c.lang, 'today')} ${day(f.day)}</h1>
 <section class="totals" id="totals">
 <div><span>${t(c.lang, 'boxes')}</span><b>${f.boxes.length}</b><small><span class="online-count">${tot.online}</span> ${t(c.lang, 'online')} · <span class="offline-count">${tot.offline}</span> ${t(c.lang, 'offline')} · ${tot.revoked} ${t(c.lang, 'revoked')}</small></div>
 <div><span>${t(c.lang, 'paidCount')}</span><b id="total-paid-count">${tot.paidCount}</b></div>
@@ -149,7 +154,7 @@ export function boxPageView(c: PageContext, p: BoxPage): Out {
 <dt>${t(c.lang, 'reconciliation')}</dt><dd>${r?.reconciliation ? `${r.reconciliation.day}: ${r.reconciliation.matched} / ${r.reconciliation.discrepancies}` : t(c.lang, 'none')}</dd>
 <dt>${t(c.lang, 'disk')}</dt><dd>${bytes(r?.diskFreeBytes ?? null)}</dd>
 <dt>${t(c.lang, 'journal')}</dt><dd>${bytes(r?.journalBytes ?? null)}</dd>
-<dt>${t(c.lang, 'certUntil')}</dt><dd>${dateTime(b.notAfter, c.lang)}</dd>
+<dt>${t(c.lang, 'certUntil')}</dt><dd>${fullDate(b.notAfter)}</dd>
 </dl>
 <h2>${t(c.lang, 'problems')}</h2>${problemList(c, v.problems, false)}
 ${charts(c, p.byHour, p.byDay, 'box')}
@@ -169,7 +174,7 @@ ${
 <div class="scroll"><table><thead><tr><th>${t(c.lang, 'day')}</th><th class="num">${t(c.lang, 'paidCount')}</th><th class="num">${t(c.lang, 'paidSum')}</th><th class="num">${t(c.lang, 'refunds')}</th><th class="num">${t(c.lang, 'net')}</th></tr></thead><tbody>${[...p.byDay]
       .reverse()
       .filter((d) => d.money.paidCount + d.money.refundCount > 0)
-      .map((d) => html`<tr><td>${d.day}</td>${moneyCells(d.money)}</tr>`)}</tbody></table></div>
+      .map((d) => html`<tr><td>${day(d.day)}</td>${moneyCells(d.money)}</tr>`)}</tbody></table></div>
 <h2>${t(c.lang, 'calls')}</h2>
 <div class="scroll"><table class="calls"><thead><tr><th>${t(c.lang, 'time')}</th><th>${t(c.lang, 'call')}</th><th>out_trade_no</th><th>${t(c.lang, 'outcome')}</th><th class="num">ms</th></tr></thead><tbody>${[...p.calls]
       .reverse()
