@@ -134,7 +134,30 @@ export interface BackendStore {
   recordAdminAction(action: NewAdminAction): Promise<void>;
   /** Newest first. */
   adminActions(options?: { limit?: number }): Promise<AdminActionRecord[]>;
+  /**
+   * The console's money (console/figures.ts), summed by the store: per box and per time bucket, the sales the
+   * backend saw paid (a micropay SUCCESS, or an orderquery SUCCESS or REFUND; not given back by a reverse
+   * REVERSED or an orderquery REVOKED, CLOSED or PAYERROR; amount: the micropay's total_fee) by the time of
+   * their payment, and the refunds WeChat Pay accepted (not later CHANGE or REFUNDCLOSE by a refundquery;
+   * amount: the refund_fee) by the time of their acceptance, both in [from, to). A bucket is
+   * floor((t + offsetMs) / bucketMs): with offsetMs the zone's UTC offset and bucketMs a day or an hour, a
+   * calendar day or hour of a zone without daylight saving (China's). Calls up to a day before `from` are read,
+   * so that a sale begun before midnight and paid after is counted. `deviceId`: that box's only.
+   */
+  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]>;
+  /** The reverse, refund and refundquery calls made since `from`, oldest first: what the console's problems read. */
+  attentionCalls(options: { from: number }): Promise<CallRecord[]>;
   close(): Promise<void>;
+}
+
+export interface MoneyBucket {
+  deviceId: string;
+  /** floor((t + offsetMs) / bucketMs). */
+  bucket: number;
+  paidCount: number;
+  paidFen: number;
+  refundCount: number;
+  refundFen: number;
 }
 
 export interface AdminRecord {
@@ -593,6 +616,58 @@ export class SqliteBackendStore implements BackendStore {
           at: number;
         }[]
       ).map((r) => ({ id: r.id, admin: r.admin, action: r.action, deviceId: r.device_id, detail: r.detail, at: r.at })),
+    );
+  }
+
+  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+    const { from, to, bucketMs, offsetMs } = options;
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `WITH trades AS (
+             SELECT device_id,
+               MIN(CASE WHEN (call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND')) THEN at END) AS paid_at,
+               MAX(CASE WHEN call = 'micropay' THEN amount_fen END) AS amount,
+               MAX(CASE WHEN (call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED', 'PAYERROR')) THEN 1 ELSE 0 END) AS undone
+             FROM calls
+             WHERE at >= @early AND at < @to AND out_trade_no IS NOT NULL AND call IN ('micropay', 'orderquery', 'reverse') AND (@device IS NULL OR device_id = @device)
+             GROUP BY out_trade_no
+           ),
+           refunds AS (
+             SELECT device_id,
+               MIN(CASE WHEN call = 'refund' AND state = 'ACCEPTED' THEN at END) AS accepted_at,
+               MAX(CASE WHEN call = 'refund' THEN amount_fen END) AS amount,
+               MAX(CASE WHEN call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE') THEN 1 ELSE 0 END) AS failed
+             FROM calls
+             WHERE at >= @early AND at < @to AND out_refund_no IS NOT NULL AND call IN ('refund', 'refundquery') AND (@device IS NULL OR device_id = @device)
+             GROUP BY out_refund_no
+           ),
+           money AS (
+             SELECT device_id, (paid_at + CAST(@offset AS INTEGER)) / CAST(@bucket AS INTEGER) AS bucket, 1 AS paid, amount AS paid_fen, 0 AS refunded, 0 AS refund_fen
+               FROM trades WHERE paid_at >= @from AND paid_at < @to AND undone = 0 AND amount > 0
+             UNION ALL
+             SELECT device_id, (accepted_at + CAST(@offset AS INTEGER)) / CAST(@bucket AS INTEGER), 0, 0, 1, amount
+               FROM refunds WHERE accepted_at >= @from AND accepted_at < @to AND failed = 0 AND amount > 0
+           )
+           SELECT device_id, bucket, sum(paid) AS paid_count, sum(paid_fen) AS paid_fen, sum(refunded) AS refund_count, sum(refund_fen) AS refund_fen
+           FROM money GROUP BY device_id, bucket ORDER BY device_id, bucket`,
+        )
+        .all({ early: from - 86_400_000, from, to, offset: offsetMs, bucket: bucketMs, device: options.deviceId ?? null }) as {
+        device_id: string;
+        bucket: number;
+        paid_count: number;
+        paid_fen: number;
+        refund_count: number;
+        refund_fen: number;
+      }[];
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  attentionCalls(options: { from: number }): Promise<CallRecord[]> {
+    return this.run(() =>
+      (this.db.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
     );
   }
 

@@ -1,6 +1,6 @@
-import { businessDay, dayBounds, localHour, previousDay } from '../../business-day.js';
+import { businessDay, dayBounds, previousDay } from '../../business-day.js';
 import { isOnline, type HeartbeatRecord } from '../heartbeat.js';
-import type { BackendStore, BoxRecord, CallRecord } from '../store.js';
+import type { BackendStore, BoxRecord, CallRecord, MoneyBucket } from '../store.js';
 
 /**
  * What the console shows, read from the store (contract §11): the backend's own view of each box's money from
@@ -118,39 +118,9 @@ function add(m: Money, paid: number, refunded: number, paidCount: number, refund
   m.netFen = m.paidFen - m.refundFen;
 }
 
-/** Per box and per day (China), for the calls given. */
-export function money(calls: readonly CallRecord[], from: number, to: number): { byBox: Map<string, Money>; byDay: Map<string, Money>; byBoxDay: Map<string, Map<string, Money>>; byHour: Map<string, number[]> } {
-  const { trades, refunds } = readCalls(calls);
-  const byBox = new Map<string, Money>();
-  const byDay = new Map<string, Money>();
-  const byBoxDay = new Map<string, Map<string, Money>>();
-  const byHour = new Map<string, number[]>();
-  const bucket = (deviceId: string, at: number, paid: number, refunded: number): void => {
-    if (at < from || at >= to) return;
-    const day = businessDay(at, CHINA);
-    const pc = paid > 0 ? 1 : 0;
-    const rc = refunded > 0 ? 1 : 0;
-    for (const m of [get(byBox, deviceId), get(byDay, day), get(get2(byBoxDay, deviceId), day)]) add(m, paid, refunded, pc, rc);
-    if (paid > 0) {
-      const hours = byHour.get(`${deviceId} ${day}`) ?? new Array<number>(24).fill(0);
-      hours[localHour(at, CHINA)]! += paid;
-      byHour.set(`${deviceId} ${day}`, hours);
-    }
-  };
-  for (const t of trades.values()) if (t.paidAt !== null && !t.undone && t.amountFen > 0) bucket(t.deviceId, t.paidAt, t.amountFen, 0);
-  for (const r of refunds.values()) if (r.accepted && r.state !== 'CHANGE' && r.state !== 'REFUNDCLOSE' && r.amountFen > 0) bucket(r.deviceId, r.at, 0, r.amountFen);
-  return { byBox, byDay, byBoxDay, byHour };
-}
-
 function get(map: Map<string, Money>, key: string): Money {
   let m = map.get(key);
   if (m === undefined) map.set(key, (m = zero()));
-  return m;
-}
-
-function get2(map: Map<string, Map<string, Money>>, key: string): Map<string, Money> {
-  let m = map.get(key);
-  if (m === undefined) map.set(key, (m = new Map()));
   return m;
 }
 
@@ -195,38 +165,62 @@ function callProblems(calls: readonly CallRecord[]): Problem[] {
   return p;
 }
 
-/** The whole fleet as of `now`. */
-export async function fleetView(store: BackendStore, now: number, days = 30): Promise<FleetView> {
+/** China's offset from UTC: the store sums by China day and hour (no daylight saving there). */
+const CHINA_OFFSET_MS = 8 * 3600_000;
+const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+
+const dayBucket = (ms: number): number => Math.floor((ms + CHINA_OFFSET_MS) / DAY_MS);
+const bucketDay = (bucket: number): string => businessDay(bucket * DAY_MS - CHINA_OFFSET_MS, CHINA);
+
+function toMoney(b: MoneyBucket): Money {
+  return { paidCount: b.paidCount, paidFen: b.paidFen, refundCount: b.refundCount, refundFen: b.refundFen, netFen: b.paidFen - b.refundFen };
+}
+
+/** The store's sums as the pages want them: each box's today, the days (chain or one box) and today's hours. */
+async function sums(store: BackendStore, now: number, days: number, deviceId?: string) {
   const day = businessDay(now, CHINA);
   const dayList = lastDays(day, days);
   const from = dayBounds(dayList[0]!, CHINA).startMs;
   const { startMs: todayStart, endMs: todayEnd } = dayBounds(day, CHINA);
-  const [boxes, latest, calls] = await Promise.all([store.boxes(), store.latestHeartbeats(), store.tradeCalls({ from, to: todayEnd })]);
+  const only = deviceId === undefined ? {} : { deviceId };
+  // Today by the hour (each box's today is the sum of its hours), the days before by the day: today's calls,
+  // the most, are read once.
+  const [byDayRows, byHourRows] = await Promise.all([
+    store.moneyBuckets({ from, to: todayStart, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+    store.moneyBuckets({ from: todayStart, to: todayEnd, bucketMs: HOUR_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+  ]);
+  const todayByBox = new Map<string, Money>();
+  const byDay = new Map<string, Money>();
+  for (const b of byDayRows) add(get(byDay, bucketDay(b.bucket)), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
+  const byHour = new Array<number>(24).fill(0);
+  const todayTotal = get(byDay, day);
+  for (const b of byHourRows) {
+    byHour[((b.bucket % 24) + 24) % 24]! += b.paidFen;
+    add(get(todayByBox, b.deviceId), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
+    add(todayTotal, b.paidFen, b.refundFen, b.paidCount, b.refundCount);
+  }
+  return { day, from, todayByBox, byDay: dayList.map((d) => ({ day: d, money: byDay.get(d) ?? zero() })), byHour };
+}
+
+/** The whole fleet as of `now`. */
+export async function fleetView(store: BackendStore, now: number, days = 30): Promise<FleetView> {
+  const s = await sums(store, now, days);
+  const [boxes, latest, attention] = await Promise.all([store.boxes(), store.latestHeartbeats(), store.attentionCalls({ from: s.from })]);
   const heard = new Map(latest.map((h) => [h.deviceId, h]));
-  const all = money(calls, from, todayEnd);
-  const today = money(calls, todayStart, todayEnd);
-  const problemsFromCalls = callProblems(calls);
+  const fromCalls = new Map<string, Problem[]>();
+  for (const p of callProblems(attention)) fromCalls.set(p.deviceId, [...(fromCalls.get(p.deviceId) ?? []), p]);
   const totals = { ...zero(), online: 0, offline: 0, revoked: 0 };
   const views: BoxView[] = boxes.map((box) => {
     const hb = heard.get(box.deviceId) ?? null;
     const state = box.revokedAt !== null ? 'revoked' : isOnline(hb?.at ?? null, now) ? 'online' : 'offline';
     totals[state]++;
-    const t = today.byBox.get(box.deviceId) ?? zero();
+    const t = s.todayByBox.get(box.deviceId) ?? zero();
     add(totals, t.paidFen, t.refundFen, t.paidCount, t.refundCount);
-    const problems = [...boxProblems(box, hb, now), ...problemsFromCalls.filter((p) => p.deviceId === box.deviceId)];
+    const problems = [...boxProblems(box, hb, now), ...(fromCalls.get(box.deviceId) ?? [])];
     return { box, state, heartbeat: hb, today: t, problems };
   });
-  const byHour = new Array<number>(24).fill(0);
-  for (const [key, hours] of today.byHour) if (key.endsWith(` ${day}`)) hours.forEach((v, i) => (byHour[i]! += v));
-  return {
-    now,
-    day,
-    boxes: views,
-    totals,
-    byHour,
-    byDay: dayList.map((d) => ({ day: d, money: all.byDay.get(d) ?? zero() })),
-    problems: views.flatMap((v) => v.problems),
-  };
+  return { now, day: s.day, boxes: views, totals, byHour: s.byHour, byDay: s.byDay, problems: views.flatMap((v) => v.problems) };
 }
 
 export interface BoxPage {
@@ -240,33 +234,16 @@ export interface BoxPage {
 export async function boxPage(store: BackendStore, deviceId: string, now: number, days = 30): Promise<BoxPage | null> {
   const box = await store.box(deviceId);
   if (box === undefined) return null;
-  const day = businessDay(now, CHINA);
-  const dayList = lastDays(day, days);
-  const from = dayBounds(dayList[0]!, CHINA).startMs;
-  const { startMs: todayStart, endMs: todayEnd } = dayBounds(day, CHINA);
-  const [heartbeats, recent, calls] = await Promise.all([
-    store.heartbeats(deviceId, { limit: 60 }),
-    store.calls({ deviceId, limit: 50 }),
-    store.tradeCalls({ from, to: todayEnd }),
-  ]);
-  const own = calls.filter((c) => c.deviceId === deviceId);
-  const all = money(own, from, todayEnd);
-  const today = money(own, todayStart, todayEnd);
+  const s = await sums(store, now, days, deviceId);
+  const [heartbeats, recent, attention] = await Promise.all([store.heartbeats(deviceId, { limit: 60 }), store.calls({ deviceId, limit: 50 }), store.attentionCalls({ from: s.from })]);
   const hb = heartbeats[0] ?? null;
   const state = box.revokedAt !== null ? 'revoked' : isOnline(hb?.at ?? null, now) ? 'online' : 'offline';
   const view: BoxView = {
     box,
     state,
     heartbeat: hb,
-    today: today.byBox.get(deviceId) ?? zero(),
-    problems: [...boxProblems(box, hb, now), ...callProblems(own)],
+    today: s.todayByBox.get(deviceId) ?? zero(),
+    problems: [...boxProblems(box, hb, now), ...callProblems(attention.filter((c) => c.deviceId === deviceId))],
   };
-  const days30 = all.byBoxDay.get(deviceId) ?? new Map<string, Money>();
-  return {
-    view,
-    byHour: today.byHour.get(`${deviceId} ${day}`) ?? new Array<number>(24).fill(0),
-    byDay: dayList.map((d) => ({ day: d, money: days30.get(d) ?? zero() })),
-    heartbeats,
-    calls: recent.reverse(),
-  };
+  return { view, byHour: s.byHour, byDay: s.byDay, heartbeats, calls: recent.reverse() };
 }

@@ -1,3 +1,4 @@
+import { fleetPagePhase, heartbeatPhase } from './console-scale.js';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -60,7 +61,7 @@ import { makeYearJournal } from './year-journal.js';
  * - Reconciliation at scale (a bill of 20,000 rows against the year's journal, in a child process):
  *   reconcile-scale.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile: the parts to run), BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, fleet: the parts to run), BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
  * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
@@ -424,8 +425,8 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile); default all of them. */
-const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile').split(',').map((p) => p.trim()));
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, fleet); default all of them. */
+const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile,fleet').split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
   const cpu = os.cpus();
@@ -471,6 +472,12 @@ async function main(): Promise<void> {
     // ---- reconciliation at scale ----
     if (PARTS.has('reconcile')) rows.push(...(await reconcilePhase(rig.dir, yearPath, tag, billDate, progress)));
 
+    // ---- the fleet: the console's fleet page at a chain's size, and heartbeats ----
+    if (PARTS.has('fleet')) {
+      rows.push(...(await fleetPagePhase(rig.dir, progress)));
+      rows.push(...(await heartbeatPhase(rig.dir, progress)));
+    }
+
     // ---- the table ----
     const w0 = Math.max(...rows.map((r) => r.metric.length), 6);
     const w1 = Math.max(...rows.map((r) => r.value.length), 5);
@@ -481,7 +488,7 @@ async function main(): Promise<void> {
     for (const r of rows) process.stdout.write(line(r.metric, r.value, r.target, r.ok === null ? '-' : r.ok ? 'ok' : 'MISSED') + '\n');
     process.stdout.write(`\nmachine: ${machine}${EXTRA_ENV.NODE_OPTIONS ? `; daemon NODE_OPTIONS=${EXTRA_ENV.NODE_OPTIONS}` : ''}\n`);
     for (const note of notes) process.stdout.write(note + '\n');
-    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 4 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
+    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 5 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
     process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
   } finally {
     await rig.close();

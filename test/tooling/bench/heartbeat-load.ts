@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+
+/**
+ * The bench's heartbeat load (console-scale.ts), in its own process so that its CPU is not the backend's: each
+ * box of the plan sends `each` heartbeats, each on a new TLS connection (agent: false), 8 boxes at a time.
+ * Prints {ok, failed} as JSON.
+ */
+const plan = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as { origin: string; ca: string; boxes: { cert: string; key: string }[]; each: number; report: unknown };
+const url = new URL('/v1/heartbeat', plan.origin);
+const body = JSON.stringify(plan.report);
+
+function beat(box: { cert: string; key: string }): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = https.request(url, { method: 'POST', agent: false, ca: plan.ca, cert: box.cert, key: box.key, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 204));
+    });
+    req.on('error', () => resolve(false));
+    req.end(body);
+  });
+}
+
+let ok = 0;
+let failed = 0;
+const queue = plan.boxes.flatMap((box) => Array.from({ length: plan.each }, () => box));
+async function worker(): Promise<void> {
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    if (await beat(next)) ok++;
+    else failed++;
+  }
+}
+await Promise.all(Array.from({ length: 8 }, worker));
+process.stdout.write(JSON.stringify({ ok, failed }));
