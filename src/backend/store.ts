@@ -116,7 +116,8 @@ export interface BackendStore {
   tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]>;
   /**
    * The fleet (contract §11). A box's heartbeat as the backend received it (`at`: the backend's clock): kept as
-   * the box's latest, and in its history of the last HEARTBEAT_HISTORY, older ones dropped in the same change.
+   * the box's latest, and in its history of the last HEARTBEAT_HISTORY (older ones are dropped from time to time,
+   * so a few more may be kept for a while; `heartbeats` never returns more).
    */
   recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void>;
   /** The newest heartbeat of every box that ever sent one. */
@@ -330,6 +331,8 @@ function toCall(row: CallRow): CallRecord {
   };
 }
 
+const HEARTBEAT_PRUNE_EVERY = 32;
+
 interface HeartbeatRow {
   device_id: string;
   at: number;
@@ -534,7 +537,10 @@ export class SqliteBackendStore implements BackendStore {
   recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+        const info = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+        // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
+        // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
+        if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) return;
         const oldest = this.db
           .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
           .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
@@ -556,7 +562,7 @@ export class SqliteBackendStore implements BackendStore {
   heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, options.limit ?? HEARTBEAT_HISTORY) as HeartbeatRow[]
+        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
   }

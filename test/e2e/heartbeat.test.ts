@@ -1,5 +1,6 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { enrolBox } from '../../src/backend/enrol.js';
 import { HEARTBEAT_HISTORY, isOnline, OFFLINE_AFTER_MS, type HeartbeatReport } from '../../src/backend/heartbeat.js';
@@ -117,7 +118,9 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
     const sample = (await store.latestHeartbeats())[0]!.report;
     for (let i = 0; i < HEARTBEAT_HISTORY + 5; i++) await store.recordHeartbeat({ deviceId: 'OTHER', at: i, report: { ...sample, uptimeS: i } });
     const history = await store.heartbeats('OTHER', { limit: 5000 });
-    t.equal(history.length, HEARTBEAT_HISTORY);
+    t.equal(history.length, HEARTBEAT_HISTORY, 'never more than the history shown');
+    const kept = new Database(join(dir, 'backend.db'), { readonly: true }).prepare("SELECT count(*) AS n FROM heartbeats WHERE device_id = 'OTHER'").get() as { n: number };
+    t.ok(kept.n >= HEARTBEAT_HISTORY && kept.n < HEARTBEAT_HISTORY + 32, `kept ${kept.n}: older ones dropped`);
     t.equal(history[0]!.report.uptimeS, HEARTBEAT_HISTORY + 4, 'newest first');
     t.equal((await store.heartbeats('BENCH01')).length >= 1, true, "another box's history untouched");
   });
