@@ -23,6 +23,9 @@ export const MAX_HEARTBEAT_BYTES = 4096;
 export const HEALTH_KINDS = ['READY', 'BUSY', 'OFFLINE', 'FAULT'] as const;
 export type HealthKind = (typeof HEALTH_KINDS)[number];
 
+/** A health as a metric's value (scanbox_box_health, on the backend and in a box's metrics file). */
+export const HEALTH_VALUE: Readonly<Record<HealthKind, number>> = { READY: 0, BUSY: 1, OFFLINE: 2, FAULT: 3 };
+
 export interface HeartbeatReport {
   /** The box's scanbox version. */
   version: string;

@@ -1,6 +1,7 @@
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { Gauge, Registry } from 'prom-client';
+import { HEALTH_VALUE } from '../backend/heartbeat.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BoxFigures } from './figures.js';
@@ -11,8 +12,6 @@ import type { BoxFigures } from './figures.js';
  * never reads half a file; no timestamps (the collector stamps what it reads). The device id is the only label
  * besides build_info's version: node_exporter adds the instance.
  */
-
-export const HEALTH_VALUE = { READY: 0, BUSY: 1, OFFLINE: 2, FAULT: 3 } as const;
 
 export class MetricsFile {
   private readonly registry = new Registry();

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { VERSION } from '../../version.js';
-import { HEALTH_KINDS, isOnline, type HeartbeatReport } from '../heartbeat.js';
+import { HEALTH_VALUE, isOnline, type HeartbeatReport } from '../heartbeat.js';
 import type { RefusalCode } from '../protocol.js';
 import type { ServerObserver } from '../server.js';
 import type { BackendStore, CallOutcomeKind } from '../store.js';
@@ -14,9 +14,6 @@ import type { BackendStore, CallOutcomeKind } from '../store.js';
  * figures (boxes by state, each box's last heartbeat) are read from the store at each scrape, so every backend
  * of a chain shows the same fleet. The device id is the only per-box label.
  */
-
-/** scanbox_box_health's values: the health kinds in contract order. */
-export const HEALTH_VALUE: Readonly<Record<(typeof HEALTH_KINDS)[number], number>> = { READY: 0, BUSY: 1, OFFLINE: 2, FAULT: 3 };
 
 export class BackendMetrics implements ServerObserver {
   readonly registry = new Registry();
