@@ -75,6 +75,7 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
     SCANBOX_BACKEND_CERT_FILE: files.cert,
     SCANBOX_BACKEND_KEY_FILE: files.key,
     SCANBOX_BACKEND_CA_FILE: files.ca,
+    SCANBOX_METRICS_FILE: join(dir, 'scanbox.prom'),
   };
   const first = nextHeartbeat();
   await rig.startDaemon(boxEnv);
@@ -103,6 +104,13 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
     await reg.next('ACK HB-1', 5000, from);
     rig.scanner.send(code());
     t.match(await reg.next(/^(PAID|FAILED) HB-1 /, 30000, from), /^PAID HB-1 /);
+  });
+
+  await t.test("the box's metrics file (SCANBOX_METRICS_FILE), written at start", async (t) => {
+    const text = readFileSync(join(dir, 'scanbox.prom'), 'utf8');
+    t.match(text, /^scanbox_box_health\{device_id="BENCH01"\} [01]$/m);
+    t.match(text, /^scanbox_box_journal_bytes\{device_id="BENCH01"\} [1-9]\d*$/m);
+    t.match(text, /^scanbox_build_info\{version="[^"]+",device_id="BENCH01"\} 1$/m);
   });
 
   await t.test('a box silent for 3 minutes is offline (the backend clock moved on)', async (t) => {
