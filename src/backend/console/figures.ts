@@ -228,6 +228,7 @@ export interface BoxPage {
   byHour: number[];
   byDay: { day: string; money: Money }[];
   heartbeats: HeartbeatRecord[];
+  /** The last 50, newest first. */
   calls: CallRecord[];
 }
 

@@ -176,9 +176,7 @@ ${
       .filter((d) => d.money.paidCount + d.money.refundCount > 0)
       .map((d) => html`<tr><td>${day(d.day)}</td>${moneyCells(d.money)}</tr>`)}</tbody></table></div>
 <h2>${t(c.lang, 'calls')}</h2>
-<div class="scroll"><table class="calls"><thead><tr><th>${t(c.lang, 'time')}</th><th>${t(c.lang, 'call')}</th><th>out_trade_no</th><th>${t(c.lang, 'outcome')}</th><th class="num">ms</th></tr></thead><tbody>${[...p.calls]
-      .reverse()
-      .map(
+<div class="scroll"><table class="calls"><thead><tr><th>${t(c.lang, 'time')}</th><th>${t(c.lang, 'call')}</th><th>out_trade_no</th><th>${t(c.lang, 'outcome')}</th><th class="num">ms</th></tr></thead><tbody>${p.calls.map(
         (k) =>
           html`<tr><td>${dateTime(k.at, c.lang)}</td><td>${k.call}</td><td>${k.outTradeNo ?? k.outRefundNo ?? ''}</td><td>${k.outcome}${k.code ? ` ${k.code}` : ''}${k.state ? ` ${k.state}` : ''}${k.amountFen !== null ? ` ¥${yuan(k.amountFen)}` : ''}</td><td class="num">${k.ms ?? ''}</td></tr>`,
       )}</tbody></table></div>
