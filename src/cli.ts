@@ -6,7 +6,7 @@ const USAGE = `scanbox ${VERSION}: the counter payment box daemon (WeChat Pay pa
 
 usage:
   scanbox run              the daemon (systemd starts it)
-  scanbox demo [--backend] the whole box against the built-in simulator, no hardware needed (--backend: through a backend)
+  scanbox demo [--backend [--keep]]  the whole box against the built-in simulator, no hardware needed (--backend: through a backend; --keep: leave it and its console up)
   scanbox status           health, last sales, pending reversals (works while the daemon runs)
   scanbox tx               recent transactions; scanbox tx show ID: one sale's events (out_trade_no or REF)
   scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other

@@ -75,6 +75,8 @@ export interface Config {
   backend: BackendAccess | null;
   /** The speaker and the voice pack (contract §9): config/voice.ts. */
   voice: VoiceConfig;
+  /** SCANBOX_METRICS_FILE (contract §11): the Prometheus text file the box rewrites each minute, or null. */
+  metricsFile: string | null;
 }
 
 export interface BackendAccess {
@@ -159,6 +161,7 @@ export const CONFIG_VARIABLES: readonly string[] = [
   'SCANBOX_TIMEZONE',
   ...DISPLAY_VARIABLES,
   ...VOICE_VARIABLES,
+  'SCANBOX_METRICS_FILE',
 ];
 
 /** Known on purpose so that it is refused with a useful message rather than called a typo. */
@@ -870,6 +873,14 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
   }
   const refundDayMaxFen = r.integer('SCANBOX_REFUND_DAY_MAX', 100_000, 0, 100_000_000, 'fen');
   const timeZone = readTimeZone(r);
+  const metricsRaw = r.get('SCANBOX_METRICS_FILE');
+  let metricsFile: string | null = null;
+  if (metricsRaw !== undefined) {
+    // node_exporter's textfile collector reads *.prom files only.
+    if (!metricsRaw.startsWith('/') || /[\u0000-\u001f]/.test(metricsRaw) || !metricsRaw.endsWith('.prom')) {
+      r.error('SCANBOX_METRICS_FILE', `${shown(metricsRaw)} is not the absolute path of a .prom file (e.g. /var/lib/prometheus/node-exporter/scanbox.prom)`);
+    } else metricsFile = metricsRaw;
+  }
   const reportRaw = r.get('SCANBOX_TRADE_REPORT');
   let tradeReport: TradeReportLevel = 'errors';
   if (reportRaw !== undefined) {
@@ -918,6 +929,7 @@ export function loadConfig(sources: ConfigSources): ConfigResult {
     refundDayMaxFen,
     timeZone,
     tradeReport,
+    metricsFile,
     backend: backend === null ? null : Object.freeze(hideSecrets({ ...backend }, () => `[backend ${backend.origin}: ${backend.source}]`)),
     voice: Object.freeze(voice),
   };
@@ -989,5 +1001,6 @@ export function describeConfig(config: Config): string[] {
     `SCANBOX_REFUND_DAY_MAX=${config.refundDayMaxFen} (${formatYuan(config.refundDayMaxFen)} yuan)`,
     `SCANBOX_TIMEZONE=${config.timeZone}`,
     ...describeVoice(config.voice),
+    `SCANBOX_METRICS_FILE=${config.metricsFile ?? 'unset'}`,
   ];
 }

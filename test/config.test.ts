@@ -177,6 +177,7 @@ t.test('defaults: the minimal environment with systemd credentials', async (t) =
       refundDayMaxFen: 100_000,
       timeZone: 'Asia/Shanghai',
       tradeReport: 'errors',
+      metricsFile: null,
       backend: null,
       voice: { device: null, volume: 80, two: 'liang', dir: null, pack: null },
     },
@@ -1028,4 +1029,10 @@ t.test('backend mode: no merchant secret on the box; the backend and the box cre
   t.equal(slash.ok, true, 'a trailing slash is the origin');
   const swapped = loadConfig({ env: { ...base, SCANBOX_BACKEND_CERT_FILE: files.key, SCANBOX_BACKEND_KEY_FILE: files.key, SCANBOX_BACKEND_CA_FILE: files.ca } });
   t.notOk(swapped.ok);
+});
+
+t.test('SCANBOX_METRICS_FILE: the absolute path of a .prom file', async (t) => {
+  const b = box();
+  t.equal(ok(t, load(b, { SCANBOX_METRICS_FILE: '/var/lib/prometheus/node-exporter/scanbox.prom' })).metricsFile, '/var/lib/prometheus/node-exporter/scanbox.prom');
+  for (const bad of ['scanbox.prom', '/var/lib/x/scanbox.txt']) onlyError(t, load(b, { SCANBOX_METRICS_FILE: bad }), 'SCANBOX_METRICS_FILE', /absolute path of a \.prom file/);
 });

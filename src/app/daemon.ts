@@ -8,6 +8,7 @@ import { Journal, JournalError } from '../journal/journal.js';
 import { createLogger, type Logger } from '../log.js';
 import { Reachability } from '../payment/reachability.js';
 import { TradeReporter } from '../payment/trade-report.js';
+import { startFleetReports } from '../fleet/reports.js';
 import { createNotifier, type Notifier } from '../systemd.js';
 import { VERSION } from '../version.js';
 import { CertificateError } from '../wechatpay/certificate.js';
@@ -80,6 +81,7 @@ export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<n
 
 async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger, client: Upstream): Promise<number> {
   const clock = systemClock;
+  const startedAt = clock.now();
   const devices = devicesFor(config, log, clock);
   let journal: Journal;
   try {
@@ -97,7 +99,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     // A restart cannot repair a damaged or unwritable journal: instead of a restart loop the box stays up
     // in FAULT mode and says what is wrong, on the register, the light, systemd's STATUS and the log.
     const control = await listenControl(env, log);
-    return runFaulted(env, config, log, devices, control, journalFault(error, 'open'));
+    return runFaulted(env, config, log, devices, control, journalFault(error, 'open'), startedAt);
   }
   log.info('journal open', { db: config.dbPath, tag: journal.tag });
 
@@ -148,7 +150,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
     // FAULT mode: a restart would meet the same wall (and before this, the daemon hung without its ports
     // until systemd's start timeout, query after query).
     journal.close();
-    return runFaulted(env, config, log, devices, control, journalFault(error, 'recovery'));
+    return runFaulted(env, config, log, devices, control, journalFault(error, 'recovery'), startedAt);
   }
   recovering = false;
   engine.startReversalQueue(5000);
@@ -159,6 +161,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   devices.register?.start();
   devices.display?.line.start();
   log.info('ready for sales', { health: box.health().kind });
+  const fleet = startFleetReports(config, log, { health: () => box.health(), journal, dbPath: config.dbPath, startedAt, clock, timeZone: config.timeZone });
   await serveUntilStopped(env, log, () => box.health(), 'stopping: finishing the open sale', () => {
     try {
       journal.counts();
@@ -170,6 +173,7 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   });
   // A technician's reversal under way gets the same grace as an open sale.
   await Promise.all([control?.close(20_000), box.stop()]);
+  await fleet.stop();
   await engine.stopReversalQueue();
   await refunds.stopQueue();
   await closeDevices(devices);
@@ -384,6 +388,7 @@ async function runFaulted(
   devices: Devices,
   control: Control | null,
   fault: JournalFault,
+  startedAt: number,
 ): Promise<number> {
   log.error(`${fault.problem}: no sales until a technician looks at it${fault.advice}`, { db: config.dbPath, error: fault.error });
   const box = new FaultBox({ ...devices, log, maxAmountFen: config.maxAmountFen, text: fault.text });
@@ -393,8 +398,11 @@ async function runFaulted(
   devices.register?.start();
   devices.display?.line.start();
   log.info('box in FAULT mode: answering the register, taking no sale', { health: box.health().kind });
+  // The fleet hears of a box in FAULT mode too: that is when a person is needed.
+  const fleet = startFleetReports(config, log, { health: () => box.health(), journal: null, dbPath: config.dbPath, startedAt, clock: systemClock, timeZone: config.timeZone });
   await serveUntilStopped(env, log, () => box.health(), 'stopping', null);
   await Promise.all([control?.close(5_000), box.stop()]);
+  await fleet.stop();
   await closeDevices(devices);
   log.info('stopped');
   return 0;

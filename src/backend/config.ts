@@ -22,6 +22,8 @@ import type { BackendPolicy } from './server.js';
  * | SCANBOX_BACKEND_MAX_CONNECTIONS | 4096 | open connections from boxes, in all (a TLS handshake must finish within 10 s) |
  * | SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS | 64 | open connections from one address (raise it behind a load balancer or a shop NAT) |
  * | SCANBOX_BACKEND_UPSTREAM_CONNECTIONS | 32 | connections to WeChat Pay for micropay and orderquery: as many such calls under way at once |
+ * | SCANBOX_BACKEND_ADMIN_LISTEN | 127.0.0.1:8444 | host:port of the admin listener: /metrics and the web console (contract §11) |
+ * | SCANBOX_BACKEND_ADMIN_TLS | off | on: the admin listener speaks HTTPS with the backend's server certificate (required off loopback) |
  */
 
 export interface BackendConfig {
@@ -36,6 +38,8 @@ export interface BackendConfig {
   /** Open connections from boxes: in all, and from one address. */
   maxConnections: { total: number; perAddress: number };
   logLevel: Level;
+  /** The admin listener (contract §11): /metrics and the console. */
+  admin: { listen: { host: string; port: number }; tls: boolean };
 }
 
 export const BACKEND_VARIABLES: readonly string[] = [
@@ -50,6 +54,8 @@ export const BACKEND_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS',
   'SCANBOX_BACKEND_MAX_CONNECTIONS',
   'SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS',
+  'SCANBOX_BACKEND_ADMIN_LISTEN',
+  'SCANBOX_BACKEND_ADMIN_TLS',
 ];
 
 /** The box's side of backend mode (contract §2): known, so not called typos, and of no use to the backend. */
@@ -83,6 +89,12 @@ const PLACEHOLDERS: Readonly<Record<string, string>> = {
 
 export const DEFAULT_BACKEND_DB = '/var/lib/scanbox-backend/backend.db';
 export const DEFAULT_LISTEN = '0.0.0.0:8443';
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:8444';
+
+/** Whether a listen host is this machine only. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
 
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
@@ -189,10 +201,19 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
     total: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS', 4096, 1, 1_000_000),
     perAddress: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS', 64, 1, 1_000_000),
   };
+  const adminListen = parseListen(value(env, 'SCANBOX_BACKEND_ADMIN_LISTEN') ?? DEFAULT_ADMIN_LISTEN);
+  if (!adminListen.ok) errors.push(`SCANBOX_BACKEND_ADMIN_LISTEN: ${adminListen.problem}`);
+  const adminTls = onOff(env, errors, 'SCANBOX_BACKEND_ADMIN_TLS', 'off') === 'on';
+  if (adminListen.ok && !adminTls && !isLoopback(adminListen.host)) {
+    errors.push(`SCANBOX_BACKEND_ADMIN_LISTEN: ${adminListen.host} is reachable from other machines: set SCANBOX_BACKEND_ADMIN_TLS=on (the console's passwords and cookies must not cross a network in the clear), or reach a loopback listener through an SSH tunnel`);
+  }
+  if (adminListen.ok && listen.ok && adminListen.port === listen.port && (adminListen.host === listen.host || listen.host === '0.0.0.0' || listen.host === '::')) {
+    errors.push(`SCANBOX_BACKEND_ADMIN_LISTEN: port ${adminListen.port} is the boxes' port (SCANBOX_BACKEND_LISTEN): the console listens apart`);
+  }
   const levelRaw = value(env, 'SCANBOX_LOG_LEVEL');
   const logLevel: Level = levelRaw !== undefined && (LEVELS as readonly string[]).includes(levelRaw) ? (levelRaw as Level) : 'info';
 
-  if (errors.length > 0 || !merchant.ok || !listen.ok || !db.ok) return { ok: false, errors };
+  if (errors.length > 0 || !merchant.ok || !listen.ok || !db.ok || !adminListen.ok) return { ok: false, errors };
   return {
     ok: true,
     config: Object.freeze({
@@ -204,6 +225,7 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
       upstreamConnections,
       maxConnections,
       logLevel,
+      admin: Object.freeze({ listen: { host: adminListen.host, port: adminListen.port }, tls: adminTls }),
     }),
   };
 }
@@ -222,5 +244,7 @@ export function describeBackendConfig(config: BackendConfig): string[] {
     `SCANBOX_BACKEND_UPSTREAM_CONNECTIONS=${config.upstreamConnections}`,
     `SCANBOX_BACKEND_MAX_CONNECTIONS=${config.maxConnections.total}`,
     `SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS=${config.maxConnections.perAddress}`,
+    `SCANBOX_BACKEND_ADMIN_LISTEN=${config.admin.listen.host.includes(':') ? `[${config.admin.listen.host}]` : config.admin.listen.host}:${config.admin.listen.port}`,
+    `SCANBOX_BACKEND_ADMIN_TLS=${config.admin.tls ? 'on' : 'off'}`,
   ];
 }

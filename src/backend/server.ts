@@ -22,7 +22,8 @@ import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
 import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
-import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
+import { HEARTBEAT_PATH, parseHeartbeatReport, type HeartbeatReport } from './heartbeat.js';
+import type { BackendStore, BoxRecord, BoxRefunds, CallOutcomeKind, NewCall } from './store.js';
 
 /**
  * `scanbox backend`'s HTTPS server (contract §8): the only place that holds the merchant's API key and
@@ -85,6 +86,8 @@ export interface BackendServerOptions {
    * refused handshakes and connections over a cap are logged as one line a minute with their count.
    */
   connections?: { handshakeMs?: number; total?: number; perAddress?: number };
+  /** Told of every call's end and every heartbeat kept (the metrics, console/metrics.ts). */
+  observer?: ServerObserver;
 }
 
 export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
@@ -140,6 +143,16 @@ class RefusalSummary {
 
 /** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
 export const DEFAULT_REFUND_DAY_MAX_FEN = 100_000;
+
+/** What the metrics count; never asked for anything back, and its errors are not the box's. */
+export interface ServerObserver {
+  /** A call that went upstream and came back (`seconds`: WeChat Pay's part), or was refused (`refusal`). */
+  call(call: ApiCall | 'heartbeat', outcome: CallOutcomeKind, detail: { seconds?: number; refusal?: RefusalCode }): void;
+  heartbeat(deviceId: string, report: HeartbeatReport, at: number): void;
+}
+
+/** Heartbeats per box per minute: one a minute and one per health change; more is a box in a loop. */
+const HEARTBEATS_PER_MINUTE = 20;
 
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -249,6 +262,7 @@ export class BackendServer {
   private readonly o: BackendServerOptions;
   private readonly now: () => number;
   private readonly rate: RateLimit;
+  private readonly heartbeatRate: RateLimit;
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
@@ -295,6 +309,7 @@ export class BackendServer {
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
     this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
+    this.heartbeatRate = new RateLimit(HEARTBEATS_PER_MINUTE, this.now);
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -470,6 +485,10 @@ export class BackendServer {
         maxAmountFen: null,
         refunds: 'off',
       };
+      if (path === HEARTBEAT_PATH) {
+        await this.heartbeat(box, req, res);
+        return;
+      }
       if (call === null) throw new Refused('BAD_REQUEST', `no such call: POST /${PROTOCOL_VERSION}/<${CALLS.join('|')}>`);
       if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
       recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
@@ -505,14 +524,62 @@ export class BackendServer {
         if (!res.headersSent) this.answer(res, 500, { refused: { code: 'BACKEND_UNAVAILABLE', text: 'internal error' } });
         return;
       }
+      this.observe(call ?? (path === HEARTBEAT_PATH ? 'heartbeat' : null), 'refused', { refusal: error.code });
       log.warning('backend: call refused', { out_trade_no: recordable?.outTradeNo ?? undefined, out_refund_no: recordable?.outRefundNo ?? undefined, refused: error.code, why: error.text });
       // A flood of refusals (a stolen box hammering) must not fill the journal: the rate limit's are only logged.
-      if (recordable !== null && error.code !== 'BACKEND_UNAVAILABLE' && error.code !== 'RATE_LIMITED') {
+      if (recordable !== null && path !== HEARTBEAT_PATH && error.code !== 'BACKEND_UNAVAILABLE' && error.code !== 'RATE_LIMITED') {
         await this.o.store.refusedCall(recordable, error.code).catch((e: unknown) => log.error('backend: cannot record a refusal', { error: messageOf(e) }));
       }
       // Drain what the box sent so the keep-alive connection stays usable; an oversized body closes it instead.
       if (!req.complete) req.resume();
       this.answer(res, REFUSAL_STATUS[error.code], { refused: { code: error.code, text: error.text } });
+    }
+  }
+
+  /** A box's heartbeat (heartbeat.ts): kept in the store; never counted against the box's calls. Throws Refused. */
+  private async heartbeat(box: BoxRecord, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
+    if (!this.heartbeatRate.take(box.deviceId)) throw new Refused('RATE_LIMITED', `more than ${HEARTBEATS_PER_MINUTE} heartbeats in a minute`);
+    const type = req.headers['content-type'] ?? '';
+    if (!/^application\/json(\s*;\s*charset=utf-8)?$/i.test(type)) throw new Refused('BAD_REQUEST', 'content-type must be application/json');
+    const raw = await readBody(req);
+    if (raw === null) {
+      res.setHeader('connection', 'close');
+      throw new Refused('BAD_REQUEST', `body larger than ${MAX_REQUEST_BYTES} bytes`);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch {
+      throw new Refused('BAD_REQUEST', 'the body is not JSON');
+    }
+    const parsed = parseHeartbeatReport(json);
+    if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
+    const at = this.now();
+    try {
+      await this.o.store.recordHeartbeat({ deviceId: box.deviceId, at, report: parsed.report });
+    } catch (error) {
+      this.o.log.error('backend: cannot keep a heartbeat', { box: box.deviceId, error: messageOf(error) });
+      throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the heartbeat in its journal');
+    }
+    this.observe('heartbeat', 'success', {});
+    try {
+      this.o.observer?.heartbeat(box.deviceId, parsed.report, at);
+    } catch {
+      // The metrics' trouble is not the box's.
+    }
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(204, { 'cache-control': 'no-store' });
+      res.end();
+    }
+  }
+
+  private observe(call: ApiCall | 'heartbeat' | null, outcome: CallOutcomeKind, detail: { seconds?: number; refusal?: RefusalCode }): void {
+    if (call === null) return;
+    try {
+      this.o.observer?.call(call, outcome, detail);
+    } catch {
+      // The metrics' trouble is not the box's.
     }
   }
 
@@ -604,6 +671,7 @@ export class BackendServer {
       res.off('close', onClose);
     }
     const ms = Math.round(performance.now() - started);
+    this.observe(value.call, outcome.kind, { seconds: (performance.now() - started) / 1000 });
     const code = outcomeCode(outcome);
     // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
     await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {

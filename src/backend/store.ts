@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
+import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
 
 /**
  * The backend's journal (contract §8): the enrolled boxes, their certificates, and every call the backend
@@ -160,7 +161,71 @@ export interface BackendStore {
    * an order that has a call in [from, to) or is among `outTradeNos`, and the refundqueries of their refunds.
    */
   tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]>;
+  /**
+   * The fleet (contract §11). A box's heartbeat as the backend received it (`at`: the backend's clock): kept as
+   * the box's latest, and in its history of the last HEARTBEAT_HISTORY (older ones are dropped from time to time,
+   * so a few more may be kept for a while; `heartbeats` never returns more).
+   */
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void>;
+  /** The newest heartbeat of every box that ever sent one. */
+  latestHeartbeats(): Promise<HeartbeatRecord[]>;
+  /** A box's heartbeats, newest first. */
+  heartbeats(deviceId: string, options?: { limit?: number }): Promise<HeartbeatRecord[]>;
+  /** The console's people (`scanbox backend admin add`): adds or replaces one; true when it was new. */
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean>;
+  /** False when there is no such admin. */
+  removeAdmin(name: string): Promise<boolean>;
+  admin(name: string): Promise<AdminRecord | undefined>;
+  /** What an admin did (logged in, revoked a box, changed a policy, ...), who and when. */
+  recordAdminAction(action: NewAdminAction): Promise<void>;
+  /** Newest first. */
+  adminActions(options?: { limit?: number }): Promise<AdminActionRecord[]>;
+  /**
+   * The console's money (console/figures.ts), summed by the store: per box and per time bucket, the sales the
+   * backend saw paid (a micropay SUCCESS, or an orderquery SUCCESS or REFUND; not given back by a reverse
+   * REVERSED or an orderquery REVOKED, CLOSED or PAYERROR; amount: the micropay's total_fee) by the time of
+   * their payment, and the refunds WeChat Pay accepted (not later CHANGE or REFUNDCLOSE by a refundquery;
+   * amount: the refund_fee) by the time of their acceptance, both in [from, to). A bucket is
+   * floor((t + offsetMs) / bucketMs): with offsetMs the zone's UTC offset and bucketMs a day or an hour, a
+   * calendar day or hour of a zone without daylight saving (China's). Calls up to a day before `from` are read,
+   * so that a sale begun before midnight and paid after is counted. `deviceId`: that box's only.
+   */
+  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]>;
+  /** The reverse, refund and refundquery calls made since `from`, oldest first: what the console's problems read. */
+  attentionCalls(options: { from: number }): Promise<CallRecord[]>;
   close(): Promise<void>;
+}
+
+export interface MoneyBucket {
+  deviceId: string;
+  /** floor((t + offsetMs) / bucketMs). */
+  bucket: number;
+  paidCount: number;
+  paidFen: number;
+  refundCount: number;
+  refundFen: number;
+}
+
+export interface AdminRecord {
+  name: string;
+  /** `scrypt$N$r$p$salt$hash` (console/password.ts); never the password. */
+  passwordHash: string;
+  createdAt: number;
+}
+
+export interface NewAdminAction {
+  /** The admin's name; for a refused login, the name that was tried. */
+  admin: string;
+  /** login, login_refused, logout, revoke, policy, admin_add, admin_remove. */
+  action: string;
+  /** The box acted on, if any. */
+  deviceId: string | null;
+  detail: string;
+  at: number;
+}
+
+export interface AdminActionRecord extends NewAdminAction {
+  id: number;
 }
 
 export class StoreError extends Error {
@@ -224,6 +289,33 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
     db.exec(`
       CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
       ALTER TABLE calls ADD COLUMN paid_at INTEGER;
+    `);
+  },
+  // 3: the fleet (contract §11): heartbeats, the console's admins and what they did.
+  (db) => {
+    db.exec(`
+      CREATE TABLE heartbeats (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL,
+        at        INTEGER NOT NULL,
+        report    TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX heartbeats_device ON heartbeats (device_id, id);
+
+      CREATE TABLE admins (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE admin_actions (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        admin     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        device_id TEXT,
+        detail    TEXT NOT NULL,
+        at        INTEGER NOT NULL
+      ) STRICT;
     `);
   },
 ];
@@ -296,6 +388,26 @@ function toCall(row: CallRow): CallRecord {
     ms: row.ms,
     at: row.at,
   };
+}
+
+const HEARTBEAT_PRUNE_EVERY = 32;
+
+interface HeartbeatRow {
+  device_id: string;
+  at: number;
+  report: string;
+}
+
+/** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
+function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(row.report);
+  } catch {
+    return [];
+  }
+  const parsed = parseHeartbeatReport(json);
+  return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
 }
 
 /** Outcomes counted as a box's errors: what left the box without a verified answer, and what was refused. */
@@ -561,6 +673,138 @@ export class SqliteBackendStore implements BackendStore {
         .all(options.from, options.to, JSON.stringify(options.outTradeNos ?? []));
       return (rows as CallRow[]).map(toCall);
     });
+  }
+
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const info = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+        // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
+        // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
+        if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) return;
+        const oldest = this.db
+          .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
+          .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
+        if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+      }).immediate(),
+    );
+  }
+
+  latestHeartbeats(): Promise<HeartbeatRecord[]> {
+    return this.run(() =>
+      (
+        this.db
+          .prepare('SELECT h.device_id, h.at, h.report FROM heartbeats h WHERE h.id IN (SELECT max(id) FROM heartbeats GROUP BY device_id) ORDER BY h.device_id')
+          .all() as HeartbeatRow[]
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
+    return this.run(() =>
+      (
+        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction((): boolean => {
+        const known = this.db.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
+        if (known) this.db.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
+        else this.db.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
+        return !known;
+      }).immediate(),
+    );
+  }
+
+  removeAdmin(name: string): Promise<boolean> {
+    return this.run(() => this.db.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
+  }
+
+  admin(name: string): Promise<AdminRecord | undefined> {
+    return this.run(() => {
+      const row = this.db.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
+        | { name: string; password_hash: string; created_at: number }
+        | undefined;
+      return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
+    });
+  }
+
+  recordAdminAction(action: NewAdminAction): Promise<void> {
+    return this.run(() => {
+      this.db
+        .prepare('INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES (?, ?, ?, ?, ?)')
+        .run(action.admin, action.action, action.deviceId, action.detail, action.at);
+    });
+  }
+
+  adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
+    return this.run(() =>
+      (
+        this.db.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
+          id: number;
+          admin: string;
+          action: string;
+          device_id: string | null;
+          detail: string;
+          at: number;
+        }[]
+      ).map((r) => ({ id: r.id, admin: r.admin, action: r.action, deviceId: r.device_id, detail: r.detail, at: r.at })),
+    );
+  }
+
+  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+    const { from, to, bucketMs, offsetMs } = options;
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `WITH trades AS (
+             SELECT device_id,
+               MIN(CASE WHEN (call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND')) THEN at END) AS paid_at,
+               MAX(CASE WHEN call = 'micropay' THEN amount_fen END) AS amount,
+               MAX(CASE WHEN (call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED', 'PAYERROR')) THEN 1 ELSE 0 END) AS undone
+             FROM calls
+             WHERE at >= @early AND at < @to AND out_trade_no IS NOT NULL AND call IN ('micropay', 'orderquery', 'reverse') AND (@device IS NULL OR device_id = @device)
+             GROUP BY out_trade_no
+           ),
+           refunds AS (
+             SELECT device_id,
+               MIN(CASE WHEN call = 'refund' AND state = 'ACCEPTED' THEN at END) AS accepted_at,
+               MAX(CASE WHEN call = 'refund' THEN amount_fen END) AS amount,
+               MAX(CASE WHEN call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE') THEN 1 ELSE 0 END) AS failed
+             FROM calls
+             WHERE at >= @early AND at < @to AND out_refund_no IS NOT NULL AND call IN ('refund', 'refundquery') AND (@device IS NULL OR device_id = @device)
+             GROUP BY out_refund_no
+           ),
+           money AS (
+             SELECT device_id, (paid_at + CAST(@offset AS INTEGER)) / CAST(@bucket AS INTEGER) AS bucket, 1 AS paid, amount AS paid_fen, 0 AS refunded, 0 AS refund_fen
+               FROM trades WHERE paid_at >= @from AND paid_at < @to AND undone = 0 AND amount > 0
+             UNION ALL
+             SELECT device_id, (accepted_at + CAST(@offset AS INTEGER)) / CAST(@bucket AS INTEGER), 0, 0, 1, amount
+               FROM refunds WHERE accepted_at >= @from AND accepted_at < @to AND failed = 0 AND amount > 0
+           )
+           SELECT device_id, bucket, sum(paid) AS paid_count, sum(paid_fen) AS paid_fen, sum(refunded) AS refund_count, sum(refund_fen) AS refund_fen
+           FROM money GROUP BY device_id, bucket ORDER BY device_id, bucket`,
+        )
+        .all({ early: from - 86_400_000, from, to, offset: offsetMs, bucket: bucketMs, device: options.deviceId ?? null }) as {
+        device_id: string;
+        bucket: number;
+        paid_count: number;
+        paid_fen: number;
+        refund_count: number;
+        refund_fen: number;
+      }[];
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  attentionCalls(options: { from: number }): Promise<CallRecord[]> {
+    return this.run(() =>
+      (this.db.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
+    );
   }
 
   close(): Promise<void> {

@@ -6,6 +6,9 @@ import { clientFor } from '../app/parts.js';
 import { formatTime, print, table } from '../app/table.js';
 import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
 import { EnrolError, enrolBox } from '../backend/enrol.js';
+import { ADMIN_USAGE, adminCommand } from '../backend/console/admin-command.js';
+import { BackendMetrics } from '../backend/console/metrics.js';
+import { ConsoleServer } from '../backend/console/server.js';
 import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
 import { formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
@@ -49,7 +52,8 @@ const USAGE = `usage:
                                                     the merchant's bill of the day (default yesterday, China time) against
                                                     the calls the backend forwarded, box by box; exit 0 matched,
                                                     1 discrepancies, 3 the bill not available yet; --days N: the N days
-                                                    up to yesterday (the daily timer's catch-up)`;
+                                                    up to yesterday (the daily timer's catch-up)
+${ADMIN_USAGE}`;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n\n${USAGE}\n`);
@@ -72,6 +76,8 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
         return await status(rest, env);
       case 'reconcile':
         return await reconcileDay(rest, env);
+      case 'admin':
+        return await adminCommand(rest, () => openStore(env), { out: (line) => print(line), err: (line) => void process.stderr.write(`${line}\n`) });
       case 'help':
       case '--help':
         print(USAGE);
@@ -362,15 +368,35 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   }
   const store = SqliteBackendStore.open(config.dbPath);
   const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
+  const metrics = new BackendMetrics(store);
   let server: BackendServer;
   try {
-    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections }, connections: config.maxConnections });
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections }, connections: config.maxConnections, observer: metrics });
   } catch (error) {
     log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
     await store.close();
     await client.close();
     return 1;
   }
+  let consoleServer: ConsoleServer;
+  const adminListen = `${config.admin.listen.host}:${config.admin.listen.port}`;
+  try {
+    consoleServer = await ConsoleServer.start({
+      listen: config.admin.listen,
+      tls: config.admin.tls ? { certPem: pki.serverCertPem, keyPem: pki.serverKeyPem } : null,
+      store,
+      metrics,
+      revoke: (deviceId) => server.revoke(deviceId),
+      log,
+    });
+  } catch (error) {
+    log.error('backend cannot listen for the console and /metrics', { listen: adminListen, error: messageOf(error) });
+    await server.close();
+    await store.close();
+    await client.close();
+    return 1;
+  }
+  log.info('console and /metrics listening', { listen: adminListen, url: consoleServer.origin });
   log.info('backend listening', {
     listen: `${config.listen.host}:${config.listen.port}`,
     names: pki.serverNames.join(','),
@@ -398,6 +424,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   notifier.stopping('stopping');
   log.info('backend stopping');
   clearInterval(renewal);
+  await consoleServer.close();
   await server.close();
   await client.close();
   await store.close();

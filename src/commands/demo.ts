@@ -1,8 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { enrolBox } from '../backend/enrol.js';
 import { BackendPki, writeBoxFiles } from '../backend/pki.js';
+import { BackendMetrics } from '../backend/console/metrics.js';
+import { hashPassword } from '../backend/console/password.js';
+import { ConsoleServer } from '../backend/console/server.js';
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, type CallRecord } from '../backend/store.js';
 import { createLogger, maskCode, maskCodesIn } from '../log.js';
@@ -109,7 +113,18 @@ interface DemoBackend {
   /** What `scanbox backend` itself would be given: the merchant's variables and its journal. */
   backendEnv: Record<string, string>;
   calls(): Promise<CallRecord[]>;
+  /** The console and /metrics (contract §11), with a throwaway admin. */
+  console: { origin: string; name: string; password: string };
   close(): Promise<void>;
+}
+
+/** The console's port in the demo: the backend's default, or any free one when it is taken. */
+async function startConsole(options: Omit<Parameters<typeof ConsoleServer.start>[0], 'listen'>): Promise<ConsoleServer> {
+  try {
+    return await ConsoleServer.start({ ...options, listen: { host: '127.0.0.1', port: 8444 } });
+  } catch {
+    return ConsoleServer.start({ ...options, listen: { host: '127.0.0.1', port: 0 } });
+  }
 }
 
 /** The backend in this process on 127.0.0.1 with the simulator upstream, and the box BENCH01 enrolled with it. */
@@ -127,7 +142,9 @@ async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<De
   const dbPath = join(dir, 'backend.db');
   const store = SqliteBackendStore.open(dbPath);
   const pki = BackendPki.openOrCreate(dir);
+  const metrics = new BackendMetrics(store);
   let server: BackendServer;
+  let web: ConsoleServer;
   try {
     server = await BackendServer.start({
       listen: { host: '127.0.0.1', port: 0 },
@@ -136,12 +153,17 @@ async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<De
       client: upstream,
       policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 120 },
       log,
+      observer: metrics,
     });
+    web = await startConsole({ tls: null, store, metrics, revoke: (id) => server.revoke(id), log });
   } catch (error) {
     await upstream.close();
     await store.close();
     throw error;
   }
+  // A throwaway login for this demo's console only: its journal goes with the demo's folder.
+  const password = randomBytes(9).toString('base64url');
+  await store.putAdmin({ name: 'demo', passwordHash: await hashPassword(password), at: Date.now() });
   const deviceId = rig.env.SCANBOX_DEVICE_ID!;
   const { certificate } = await enrolBox(pki, store, deviceId);
   const files = writeBoxFiles(join(rig.dir, 'box-backend-credentials'), certificate);
@@ -167,7 +189,9 @@ async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<De
       SCANBOX_BACKEND_DB: dbPath,
     },
     calls: () => store.calls({ limit: 100_000 }),
+    console: { origin: web.origin, name: 'demo', password },
     async close() {
+      await web.close();
       await server.close();
       await upstream.close();
       await store.close();
@@ -178,9 +202,10 @@ async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<De
 const pad = (text: string, width: number): string => (text.length >= width ? text : text + ' '.repeat(width - text.length));
 
 export async function demoCommand(args: string[] = []): Promise<number> {
-  const backendMode = args.length === 1 && args[0] === '--backend';
-  if (args.length > 0 && !backendMode) {
-    process.stderr.write('usage: scanbox demo [--backend]\n');
+  const backendMode = args.includes('--backend');
+  const keep = args.includes('--keep');
+  if (args.some((a) => a !== '--backend' && a !== '--keep') || new Set(args).size !== args.length || (keep && !backendMode)) {
+    process.stderr.write('usage: scanbox demo [--backend [--keep]]   (--keep: the backend, its console and the box stay up after the sales)\n');
     return 2;
   }
   const started = Date.now();
@@ -331,6 +356,21 @@ export async function demoCommand(args: string[] = []): Promise<number> {
     const allOk = results.every((r) => r.ok) && r1001 === 1 && refunded === 3000 && totalsOk && reconcileOk && backendOk && backendReconcileOk && exitCode === 0;
     process.stdout.write(`  daemon stopped with exit code ${exitCode}; demo took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
     process.stdout.write(allOk ? 'demo: every sale ended as scripted\n' : 'demo: SOME SALES DID NOT END AS SCRIPTED\n');
+    if (keep && backend) {
+      // The box starts again so that its heartbeats keep it online in the console.
+      rig.register.onLine = null;
+      await rig.startDaemon(backend.boxEnv);
+      process.stdout.write(
+        `\nthe backend, its console and the box stay up (--keep); Ctrl-C ends them\n` +
+          `  console: ${backend.console.origin}/   log in as ${backend.console.name}, password ${backend.console.password} (this demo's only)\n` +
+          `  metrics: ${backend.console.origin}/metrics\n` +
+          `  from another machine: ssh -L 8444:127.0.0.1:${new URL(backend.console.origin).port} THIS_HOST, then open http://127.0.0.1:8444/\n`,
+      );
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+    }
     return allOk ? 0 : 1;
   } catch (error) {
     process.stdout.write(`demo failed: ${(error as Error).message}\n`);

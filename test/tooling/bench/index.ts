@@ -1,3 +1,4 @@
+import { fleetPagePhase, heartbeatPhase } from './console-scale.js';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -63,7 +64,7 @@ import { makeYearJournal } from './year-journal.js';
  * - The voice (PAID line -> the announcement's first byte at the player; memory with the pack loaded):
  *   voice.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, voice: the parts to run), BENCH_VOICE_SALES, BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, voice, fleet: the parts to run), BENCH_VOICE_SALES, BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
  * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
@@ -427,8 +428,8 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, voice); default all of them. */
-const ALL_PARTS = 'sales,year,connection,reconcile,voice';
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, voice, fleet); default all of them. */
+const ALL_PARTS = 'sales,year,connection,reconcile,voice,fleet';
 const PARTS = new Set((process.env.BENCH_ONLY ?? ALL_PARTS).split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
@@ -480,6 +481,11 @@ async function main(): Promise<void> {
       const voice = await voicePhase(progress);
       rows.push(...voice.rows);
       notes.push(voice.conditions);
+    }
+    // ---- the fleet: the console's fleet page at a chain's size, and heartbeats ----
+    if (PARTS.has('fleet')) {
+      rows.push(...(await fleetPagePhase(rig.dir, progress)));
+      rows.push(...(await heartbeatPhase(rig.dir, progress)));
     }
 
     // ---- the table ----

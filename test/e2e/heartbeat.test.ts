@@ -1,0 +1,163 @@
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import t from 'tap';
+import { enrolBox } from '../../src/backend/enrol.js';
+import { HEARTBEAT_HISTORY, isOnline, OFFLINE_AFTER_MS, type HeartbeatReport } from '../../src/backend/heartbeat.js';
+import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
+import { BackendServer } from '../../src/backend/server.js';
+import { SqliteBackendStore } from '../../src/backend/store.js';
+import { HeartbeatSender } from '../../src/fleet/heartbeat.js';
+import { memoryLogger } from '../../src/log.js';
+import { Rig } from '../../src/simulator/rig.js';
+import { WechatPayClient } from '../../src/wechatpay/client.js';
+import { tempDir } from '../helpers/world.js';
+
+/**
+ * Heartbeats (contract §11): the real daemon in backend mode tells a real backend about itself at start, over
+ * its mutual TLS; the backend keeps the latest and a bounded history, calls a box silent for 3 minutes offline
+ * (the backend's clock is injected), and refuses a revoked box's heartbeat like any call.
+ */
+
+let n = 0;
+const code = (): string => `13${String(process.pid % 100000).padStart(5, '0')}7${String(++n).padStart(10, '0')}`;
+
+t.test('a box in backend mode sends heartbeats; the backend keeps them', async (t) => {
+  const rig = await Rig.start();
+  t.teardown(() => rig.close());
+  const dir = tempDir('scanbox-heartbeat-e2e-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const backendLog = memoryLogger('debug');
+  const upstream = new WechatPayClient({
+    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
+    apiBase: rig.sim.origin,
+    backupBase: null,
+    ca: rig.sim.pki.ca.certPem,
+    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
+    log: backendLog,
+  });
+  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
+  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
+  let now = Date.now();
+  const waiting: ((r: { deviceId: string; report: HeartbeatReport }) => void)[] = [];
+  const nextHeartbeat = (): Promise<{ deviceId: string; report: HeartbeatReport }> => new Promise((resolve) => waiting.push(resolve));
+  const server = await BackendServer.start({
+    listen: { host: '127.0.0.1', port: 0 },
+    store,
+    pki,
+    client: upstream,
+    policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 },
+    log: backendLog,
+    now: () => now,
+    observer: {
+      call: () => undefined,
+      heartbeat: (deviceId, report) => {
+        for (const w of waiting.splice(0)) w({ deviceId, report });
+      },
+    },
+  });
+  t.teardown(async () => {
+    await server.close();
+    await upstream.close();
+    await store.close();
+  });
+  const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
+  const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
+  const boxEnv = {
+    SCANBOX_MCH_ID: '',
+    SCANBOX_APPID: '',
+    SCANBOX_API_KEY_FILE: '',
+    SCANBOX_CERT_FILE: '',
+    SCANBOX_CERT_KEY_FILE: '',
+    SCANBOX_API_BASE: '',
+    SCANBOX_API_BACKUP_BASE: '',
+    SCANBOX_BACKEND: server.origin,
+    SCANBOX_BACKEND_CERT_FILE: files.cert,
+    SCANBOX_BACKEND_KEY_FILE: files.key,
+    SCANBOX_BACKEND_CA_FILE: files.ca,
+    SCANBOX_METRICS_FILE: join(dir, 'scanbox.prom'),
+  };
+  const first = nextHeartbeat();
+  await rig.startDaemon(boxEnv);
+
+  await t.test('one at start, with what the box is', async (t) => {
+    const { deviceId, report } = await first;
+    t.equal(deviceId, 'BENCH01');
+    t.match(report.version, /^\d+\.\d+\.\d+/);
+    t.equal(report.health, 'READY');
+    t.equal(report.openSale, null);
+    t.equal(report.pendingReversals, 0);
+    t.equal(report.pendingRefunds, 0);
+    t.ok(report.journalBytes! > 0, 'journal size');
+    t.ok(report.diskFreeBytes! > 0, 'free disk');
+    t.ok(report.uptimeS >= 0 && report.uptimeS < 120, 'uptime');
+    const latest = await store.latestHeartbeats();
+    t.equal(latest.length, 1);
+    t.equal(latest[0]!.at, now, "received by the backend's clock");
+    t.same(latest[0]!.report, report);
+  });
+
+  await t.test('a sale goes through beside the heartbeats', async (t) => {
+    const reg = rig.register;
+    const from = reg.mark;
+    reg.send('PAY 1234 HB-1');
+    await reg.next('ACK HB-1', 5000, from);
+    rig.scanner.send(code());
+    t.match(await reg.next(/^(PAID|FAILED) HB-1 /, 30000, from), /^PAID HB-1 /);
+  });
+
+  await t.test("the box's metrics file (SCANBOX_METRICS_FILE), written at start", async (t) => {
+    const text = readFileSync(join(dir, 'scanbox.prom'), 'utf8');
+    t.match(text, /^scanbox_box_health\{device_id="BENCH01"\} [01]$/m);
+    t.match(text, /^scanbox_box_journal_bytes\{device_id="BENCH01"\} [1-9]\d*$/m);
+    t.match(text, /^scanbox_build_info\{version="[^"]+",device_id="BENCH01"\} 1$/m);
+  });
+
+  await t.test('a box silent for 3 minutes is offline (the backend clock moved on)', async (t) => {
+    const [latest] = await store.latestHeartbeats();
+    t.ok(isOnline(latest!.at, now), 'online just after its heartbeat');
+    now += OFFLINE_AFTER_MS - 1000;
+    t.ok(isOnline(latest!.at, now), 'still online after 2:59');
+    now += 1000;
+    t.notOk(isOnline(latest!.at, now), 'offline at 3:00');
+  });
+
+  await t.test('the history is bounded', async (t) => {
+    const sample = (await store.latestHeartbeats())[0]!.report;
+    for (let i = 0; i < HEARTBEAT_HISTORY + 5; i++) await store.recordHeartbeat({ deviceId: 'OTHER', at: i, report: { ...sample, uptimeS: i } });
+    const history = await store.heartbeats('OTHER', { limit: 5000 });
+    t.equal(history.length, HEARTBEAT_HISTORY, 'never more than the history shown');
+    const kept = new Database(join(dir, 'backend.db'), { readonly: true }).prepare("SELECT count(*) AS n FROM heartbeats WHERE device_id = 'OTHER'").get() as { n: number };
+    t.ok(kept.n >= HEARTBEAT_HISTORY && kept.n < HEARTBEAT_HISTORY + 32, `kept ${kept.n}: older ones dropped`);
+    t.equal(history[0]!.report.uptimeS, HEARTBEAT_HISTORY + 4, 'newest first');
+    t.equal((await store.heartbeats('BENCH01')).length >= 1, true, "another box's history untouched");
+  });
+
+  await t.test("a revoked box's heartbeat is refused; failures are logged once, not each time", async (t) => {
+    await server.revoke('BENCH01');
+    const log = memoryLogger('debug');
+    const before = (await store.heartbeats('BENCH01')).length;
+    const firstReport = (await store.heartbeats('BENCH01'))[0]!.report;
+    const sender = new HeartbeatSender({
+      origin: server.origin,
+      certificate: { certPem: readFileSync(files.cert, 'utf8'), keyPem: readFileSync(files.key, 'utf8') },
+      caPem: readFileSync(files.ca, 'utf8'),
+      report: () => firstReport,
+      watch: () => 'x',
+      log,
+    });
+    for (let i = 0; i < 3; i++) {
+      sender.beat();
+      // beat() runs one at a time; stop() waits for the one under way.
+      await (sender as unknown as { inFlight: Promise<void> | null }).inFlight;
+    }
+    await sender.stop();
+    t.equal(sender.sent, 0);
+    t.equal(sender.failed, 3);
+    t.equal((await store.heartbeats('BENCH01')).length, before, 'nothing kept');
+    const warnings = log.lines.filter((l) => /heartbeat not delivered/.test(l));
+    t.equal(warnings.length, 1, 'one warning for three failures');
+    t.match(warnings[0], /BOX_REVOKED/);
+    t.ok(backendLog.lines.some((l) => /call refused.*refused=BOX_REVOKED/.test(l) && /heartbeat/.test(l)), 'the backend says it refused it');
+  });
+});
