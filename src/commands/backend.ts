@@ -1,15 +1,16 @@
 import { existsSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { parseDayArgs } from '../app/args.js';
 import { fetchBillEntries } from '../app/fetch-bill.js';
 import { clientFor } from '../app/parts.js';
 import { formatTime, print, table } from '../app/table.js';
-import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
+import { backendDatabase, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
 import { EnrolError, enrolBox } from '../backend/enrol.js';
 import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
 import { formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
-import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
+import { StoreError, type BoxPolicy } from '../backend/store.js';
+import { openBackendStore, type OpenStore } from '../backend/store/open.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { dayBounds, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
@@ -80,13 +81,15 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
   }
 }
 
-function openStore(env: NodeJS.ProcessEnv): SqliteBackendStore | number {
-  const db = backendDbPath(env);
+/** The journal of SCANBOX_BACKEND_DB (SQLite or PostgreSQL) and where the CA lives, or an exit code. */
+async function openStore(env: NodeJS.ProcessEnv): Promise<{ store: OpenStore; pkiDir: string } | number> {
+  const db = backendDatabase(env);
   if (!db.ok) {
-    process.stderr.write(`${db.problem}\n`);
+    process.stderr.write(`${db.problems.join('\n')}\n`);
     return 2;
   }
-  return SqliteBackendStore.open(db.path);
+  const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
+  return { store: await openBackendStore(db.database, log), pkiDir: db.pkiDir };
 }
 
 async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -120,10 +123,11 @@ async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
     process.stderr.write(`${hostnames.errors.join('\n')}\n`);
     return 2;
   }
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store, pkiDir } = opened;
   try {
-    const pki = BackendPki.openOrCreate(dirname(store.path), { hostnames: hostnames.names });
+    const pki = BackendPki.openOrCreate(pkiDir, { hostnames: hostnames.names });
     const { certificate, box } = await enrolBox(pki, store, deviceId, { policy });
     const dir = isAbsolute(out) ? out : resolve(out);
     const files = writeBoxFiles(dir, certificate);
@@ -143,8 +147,9 @@ async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
 async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (args.length !== 1 || !DEVICE_ID.test(args[0]!)) return usage('revoke needs one DEVICE_ID');
   const deviceId = args[0]!;
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     if (!(await store.revoke(deviceId, Date.now()))) {
       process.stderr.write(`no box ${deviceId} is enrolled\n`);
@@ -160,8 +165,9 @@ async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
 async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const json = args.includes('--json');
   if (args.some((a) => a !== '--json')) return usage(`unexpected argument: ${args.find((a) => a !== '--json')}`);
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     const boxes = await store.boxes();
     if (json) {
@@ -212,7 +218,7 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
   }
   const config = loaded.config;
   // A journal that is not there (a mistyped SCANBOX_BACKEND_DB) would make every row of the bill an unknown order.
-  if (!existsSync(config.dbPath)) {
+  if (config.database.kind === 'sqlite' && !existsSync(config.database.path)) {
     print(`no backend journal at ${config.dbPath} (SCANBOX_BACKEND_DB): nothing to reconcile the bill against`);
     return 2;
   }
@@ -241,7 +247,7 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
   }
   if ('exit' in fetched) return fetched.exit;
   const entries = fetched.entries;
-  const store = SqliteBackendStore.open(config.dbPath);
+  const store = await openBackendStore(config.database, log);
   let result: BackendReconcileResult;
   try {
     const { startMs, endMs } = dayBounds(date, BILL_TIME_ZONE);
@@ -288,8 +294,8 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     }
     throw error;
   }
-  const store = SqliteBackendStore.open(config.dbPath);
-  const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
+  const store = await openBackendStore(config.database, log, { lazy: true });
+  const pki = BackendPki.openOrCreate(config.pkiDir, { hostnames: config.hostnames });
   let server: BackendServer;
   try {
     server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log });
@@ -305,6 +311,8 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     mch_id: config.merchant.mchId,
     settings: describeBackendConfig(config).slice(3).join(' '),
   });
+  // A chain (PostgreSQL): a revocation made through any backend cuts this one's open connections of the box at once.
+  store.onRevoked?.(() => void server.recheck());
   notifier.ready('listening');
   await new Promise<void>((resolveStop) => {
     const stop = (): void => resolveStop();

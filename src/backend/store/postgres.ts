@@ -160,6 +160,7 @@ export interface PostgresStoreOptions {
 export class PostgresBackendStore implements BackendStore {
   readonly db: PgConnection;
   private migrated: Promise<void> | null = null;
+  private schemaReady = false;
   private readonly revokedListeners = new Set<(deviceId: string) => void>();
 
   /**
@@ -167,7 +168,7 @@ export class PostgresBackendStore implements BackendStore {
    * host accepts writes within `waitMs` (default 10 s) or the schema is newer than this scanbox; once open, a
    * database that goes away only makes calls fail until one accepts writes again.
    */
-  static async open(options: PostgresStoreOptions & { waitMs?: number }): Promise<PostgresBackendStore> {
+  static async open(options: PostgresStoreOptions & { waitMs?: number; lazy?: boolean }): Promise<PostgresBackendStore> {
     const store = new PostgresBackendStore(options);
     const deadline = Date.now() + (options.waitMs ?? 10_000);
     for (;;) {
@@ -176,6 +177,11 @@ export class PostgresBackendStore implements BackendStore {
         await store.migrate();
         return store;
       } catch (error) {
+        if (error instanceof DatabaseUnavailable && options.lazy) {
+          // The server listens anyway and refuses every call until a database accepts writes (and is migrated).
+          options.log.error('backend: no database accepts writes at start; calls are refused until one does', { database: store.path });
+          return store;
+        }
         if (!(error instanceof DatabaseUnavailable) || Date.now() >= deadline) {
           await store.close();
           if (error instanceof StoreError) throw error;
@@ -212,6 +218,7 @@ export class PostgresBackendStore implements BackendStore {
   }
 
   private migrate(): Promise<void> {
+    if (this.schemaReady) return Promise.resolve();
     this.migrated ??= this.db
       .transaction(async (q) => {
         await q('SELECT pg_advisory_xact_lock($1)', [LOCK_SCHEMA]);
@@ -225,6 +232,9 @@ export class PostgresBackendStore implements BackendStore {
           await q(PG_MIGRATIONS[step]!);
           await q('INSERT INTO scanbox_schema (version) VALUES ($1)', [step + 1]);
         }
+      })
+      .then(() => {
+        this.schemaReady = true;
       })
       .catch((error: unknown) => {
         this.migrated = null;
@@ -241,6 +251,7 @@ export class PostgresBackendStore implements BackendStore {
 
   private async run<T>(work: () => Promise<T>): Promise<T> {
     try {
+      await this.migrate();
       return await work();
     } catch (error) {
       if (error instanceof StoreError) throw error;
