@@ -19,7 +19,8 @@ import type { BackendPolicy } from './server.js';
  * | SCANBOX_BACKEND_PKI | beside a SQLite journal; on PostgreSQL $STATE_DIRECTORY, else /var/lib/scanbox-backend | the CA and server certificate, shared by a chain's backends |
  * | SCANBOX_BACKEND_HOSTNAMES | unset | comma-separated extra names (DNS or IP) of the server certificate, besides the hostname, localhost and 127.0.0.1 |
  * | SCANBOX_BACKEND_MAX_AMOUNT | 1000000 | largest micropay total_fee and refund refund_fee in fen, for boxes without their own (`enroll --max-amount`) |
- * | SCANBOX_BACKEND_REFUNDS | on | on/off: whether boxes may refund, for boxes without their own (`enroll --refunds`) |
+ * | SCANBOX_BACKEND_REFUNDS | off | on/off: whether boxes may refund, for boxes without their own (`enroll --refunds`) |
+ * | SCANBOX_BACKEND_REFUND_DAY_MAX | 100000 | most fen one box may refund in a business day (China time), refunds of any source |
  * | SCANBOX_BACKEND_BILLS | on | on/off: whether boxes may download the merchant's daily bill (it lists every box's trades) |
  * | SCANBOX_BACKEND_RATE | 120 | calls per box per minute (a sale is a micropay and up to a dozen queries and reversals) |
  */
@@ -46,6 +47,7 @@ export const BACKEND_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_HOSTNAMES',
   'SCANBOX_BACKEND_MAX_AMOUNT',
   'SCANBOX_BACKEND_REFUNDS',
+  'SCANBOX_BACKEND_REFUND_DAY_MAX',
   'SCANBOX_BACKEND_BILLS',
   'SCANBOX_BACKEND_RATE',
 ];
@@ -221,7 +223,9 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
   errors.push(...hostnames.errors);
   const policy: BackendPolicy = {
     maxAmountFen: integer(env, errors, 'SCANBOX_BACKEND_MAX_AMOUNT', 1_000_000, 1, 10_000_000_000),
-    refunds: onOff(env, errors, 'SCANBOX_BACKEND_REFUNDS', 'on'),
+    // Off unless the merchant says so, as a box's own SCANBOX_REFUNDS: a copied key must not refund by default.
+    refunds: onOff(env, errors, 'SCANBOX_BACKEND_REFUNDS', 'off'),
+    refundDayMaxFen: integer(env, errors, 'SCANBOX_BACKEND_REFUND_DAY_MAX', 100_000, 1, 10_000_000_000),
     bills: onOff(env, errors, 'SCANBOX_BACKEND_BILLS', 'on'),
     ratePerMinute: integer(env, errors, 'SCANBOX_BACKEND_RATE', 120, 1, 100_000),
   };
@@ -253,6 +257,7 @@ export function describeBackendConfig(config: BackendConfig): string[] {
     `SCANBOX_BACKEND_HOSTNAMES=${config.hostnames.join(',') || 'unset'}`,
     `SCANBOX_BACKEND_MAX_AMOUNT=${config.policy.maxAmountFen}`,
     `SCANBOX_BACKEND_REFUNDS=${config.policy.refunds}`,
+    `SCANBOX_BACKEND_REFUND_DAY_MAX=${config.policy.refundDayMaxFen}`,
     `SCANBOX_BACKEND_BILLS=${config.policy.bills}`,
     `SCANBOX_BACKEND_RATE=${config.policy.ratePerMinute}`,
   ];

@@ -30,6 +30,8 @@ import {
  * - micropay: a `business` answer whose err_code the engine takes as a final failure (nothing charged, no
  *   query, no reverse), which is true: this out_trade_no is never sent again, and it never reached WeChat Pay.
  *   The backend's own code is in err_code_des and in fields.backend_refusal.
+ * - refund: a `business` answer the refund engine takes as final (REFUND_REFUSAL): the register reads
+ *   `FAILED RID CODE TEXT` at once and nothing counts against the sale or the day.
  * - every other call: `unknown`. A refused orderquery, reverse, refund or refundquery says nothing about the
  *   order at WeChat Pay, so the engine keeps its course: a reverse stays pending and is retried (a rate limit
  *   passes, a box enrolled again gets through), a refund keeps its out_refund_no and is asked about again.
@@ -73,10 +75,31 @@ export const MICROPAY_REFUSAL_CODE: Readonly<Record<RefusalCode, string>> = {
   BOX_REVOKED: 'NOAUTH',
   NOT_YOUR_ORDER: 'NOAUTH',
   REFUNDS_OFF: 'NOAUTH',
+  NOT_CHARGED: 'NOAUTH',
+  OVER_AMOUNT: 'NOAUTH',
+  REFUND_LIMIT: 'NOAUTH',
   BILLS_OFF: 'NOAUTH',
   AMOUNT_LIMIT: 'TRADE_ERROR',
   RATE_LIMITED: 'TRADE_ERROR',
   BACKEND_UNAVAILABLE: 'TRADE_ERROR',
+};
+
+/**
+ * A refund the backend's policy refused (contract §8) ends at once as `FAILED RID CODE TEXT`: nothing of it went
+ * to WeChat Pay, and the refund engine takes a `business` answer carrying fields.backend_refusal as final. The
+ * code is one of the register's refund codes (contract §3); the text, which the engine shows as it is, says the
+ * merchant's backend decided. Only a rate limit and a backend that cannot record stay unknown (tried again).
+ */
+export const REFUND_REFUSAL: Readonly<Partial<Record<RefusalCode, { code: string; text: string }>>> = {
+  REFUNDS_OFF: { code: 'REFUNDS_OFF', text: "The merchant's backend does not let this box refund: refund in the merchant platform" },
+  NOT_CHARGED: { code: 'NOT_PAID', text: "The merchant's backend has no paid sale of this box with that REF: nothing refunded" },
+  OVER_AMOUNT: { code: 'OVER_AMOUNT', text: "More than is left to refund of that sale, as the merchant's backend knows it: nothing refunded" },
+  REFUND_LIMIT: { code: 'REFUND_LIMIT', text: "This box's refunds today would pass the merchant's daily limit: refund in the merchant platform" },
+  AMOUNT_LIMIT: { code: 'REFUND_LIMIT', text: "More than this box may refund at once (merchant's backend): refund in the merchant platform" },
+  NOT_YOUR_ORDER: { code: 'NOT_PAID', text: "The merchant's backend says that sale is not this box's: nothing refunded" },
+  BAD_REQUEST: { code: 'REFUNDS_OFF', text: "The merchant's backend refused the refund as asked: nothing refunded, call the technician" },
+  BOX_REVOKED: { code: 'REFUNDS_OFF', text: "This box was cut off by the merchant's backend: nothing refunded, call the technician" },
+  BOX_UNKNOWN: { code: 'REFUNDS_OFF', text: "This box is not enrolled at the merchant's backend: nothing refunded, call the technician" },
 };
 
 /**
@@ -215,6 +238,18 @@ export class BackendGateway {
   }
 
   private refused(call: Exclude<ApiCall, 'downloadbill'>, refusal: Refusal, started: number): ApiOutcome {
+    const refund = call === 'refund' ? REFUND_REFUSAL[refusal.code] : undefined;
+    if (refund !== undefined) {
+      return {
+        kind: 'business',
+        call,
+        errCode: refund.code,
+        errCodeDes: refund.text,
+        fields: { backend_refusal: refusal.code },
+        ms: Math.round(performance.now() - started),
+        origin: this.origin,
+      };
+    }
     if (call !== 'micropay') return this.refusedUnknown(call, refusal, started);
     const errCode = MICROPAY_REFUSAL_CODE[refusal.code];
     // Belt and braces: a code the engine would query and reverse must never stand for "nothing was sent".

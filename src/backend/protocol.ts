@@ -33,8 +33,14 @@ export type RefusalCode =
   | 'NOT_YOUR_ORDER'
   /** More than the box may charge or refund in one call. */
   | 'AMOUNT_LIMIT'
-  /** The box may not refund. */
+  /** The box may not refund (its enrolment did not allow it: `--refunds on`). */
   | 'REFUNDS_OFF'
+  /** A refund of an order the backend's journal does not show it charged for this box. */
+  | 'NOT_CHARGED'
+  /** The refunds of the order would pass its amount as the backend charged it. */
+  | 'OVER_AMOUNT'
+  /** The box's refunds of the business day would pass SCANBOX_BACKEND_REFUND_DAY_MAX. */
+  | 'REFUND_LIMIT'
   /** The box may not download the merchant's bill. */
   | 'BILLS_OFF'
   /** Too many calls from this box in the last minute. */
@@ -49,6 +55,9 @@ export const REFUSAL_STATUS: Readonly<Record<RefusalCode, number>> = {
   NOT_YOUR_ORDER: 403,
   AMOUNT_LIMIT: 403,
   REFUNDS_OFF: 403,
+  NOT_CHARGED: 403,
+  OVER_AMOUNT: 403,
+  REFUND_LIMIT: 403,
   BILLS_OFF: 403,
   RATE_LIMITED: 429,
   BACKEND_UNAVAILABLE: 503,
@@ -288,6 +297,8 @@ export function parseOutcome(call: Exclude<ApiCall, 'downloadbill'>, answer: unk
       case 'success':
       case 'business': {
         const f = fields(o.fields);
+        // The box's gateway alone marks its own refusals (backend/gateway.ts): never taken from the wire.
+        delete f.backend_refusal;
         if (outTradeNo !== null && f.out_trade_no !== undefined && f.out_trade_no !== '' && f.out_trade_no !== outTradeNo) return null;
         const common = { call, fields: f, ms: ms(o.ms), origin: origin(o.origin, false) as string };
         if (o.kind === 'success') return { kind: 'success', ...common };

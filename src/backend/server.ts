@@ -18,6 +18,9 @@ import {
   type CallRequest,
   type RefusalCode,
 } from './protocol.js';
+import { BILL_TIME_ZONE } from '../books/reconcile.js';
+import { businessDay, dayBounds } from '../business-day.js';
+import { BillCache, boxTrades } from './bills.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -45,9 +48,11 @@ export type UpstreamClient = Pick<WechatPayClient, 'micropay' | 'orderquery' | '
 export interface BackendPolicy {
   /** Largest micropay total_fee and refund refund_fee in fen, unless the box has its own (SCANBOX_BACKEND_MAX_AMOUNT). */
   maxAmountFen: number;
-  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS). */
+  /** Whether boxes may refund, unless the box has its own setting (SCANBOX_BACKEND_REFUNDS, default off). */
   refunds: BoxRefunds;
-  /** Whether boxes may download the merchant's bill, which lists every box's trades (SCANBOX_BACKEND_BILLS). */
+  /** Most fen one box may refund in a business day, China time (SCANBOX_BACKEND_REFUND_DAY_MAX); default 100000. */
+  refundDayMaxFen?: number;
+  /** Whether boxes may download their bill, cut to their own trades (SCANBOX_BACKEND_BILLS). */
   bills: 'on' | 'off';
   /** Calls per box per minute, all calls counted (SCANBOX_BACKEND_RATE). */
   ratePerMinute: number;
@@ -65,7 +70,12 @@ export interface BackendServerOptions {
   now?: () => number;
   /** How often open connections are checked against the store; 0 turns the timer off (tests call recheck()). */
   recheckMs?: number;
+  /** The bill cache's times (backend/bills.ts); tests shorten them. */
+  bills?: { keepMs?: number; retryMs?: number };
 }
+
+/** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
+export const DEFAULT_REFUND_DAY_MAX_FEN = 100_000;
 
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -156,6 +166,8 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** One download of a day's bill for every box, each handed its own trades (contract §8). */
+  readonly bills: BillCache;
   private closing: Promise<void> | null = null;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
@@ -192,6 +204,7 @@ export class BackendServer {
     this.o = options;
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
+    this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -279,15 +292,15 @@ export class BackendServer {
   }
 
   /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode }> {
-    const refuse = (code: RefusalCode, problem: string) => ({ box: null, problem, code });
+  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number }> {
+    const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
     const cert = await this.o.store.certificate(peer.serial);
     if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
-    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`);
+    if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`, cert.revokedAt);
     const box = await this.o.store.box(peer.deviceId);
     if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
-    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`);
+    if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`, box.revokedAt);
     // TLS checked the dates at the handshake; a connection kept open past the end is cut here.
     if (Math.min(cert.notAfter, peer.notAfter || Infinity) <= this.now()) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} of ${peer.deviceId} has expired`);
     return { box, problem: null, code: 'BOX_UNKNOWN' };
@@ -310,10 +323,24 @@ export class BackendServer {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
       }
-      if (standing.problem !== null || standing.box === null) {
+      // A revoked box can do nothing new, but may still orderquery and reverse its own orders made before the
+      // revocation (contract §8): a sale cut off in the middle then gives the payer's money back.
+      const afterRevoke = standing.code === 'BOX_REVOKED' && standing.revokedAt !== undefined && (call === 'orderquery' || call === 'reverse') ? standing.revokedAt : null;
+      if ((standing.problem !== null || standing.box === null) && afterRevoke === null) {
         throw new Refused(standing.code, standing.problem ?? 'not enrolled');
       }
-      const box = standing.box;
+      const box: BoxRecord = standing.box ?? {
+        deviceId: peer.deviceId,
+        serial: null,
+        notAfter: null,
+        enrolledAt: 0,
+        revokedAt: afterRevoke,
+        lastSeenAt: null,
+        calls: 0,
+        errors: 0,
+        maxAmountFen: null,
+        refunds: 'off',
+      };
       if (call === null) throw new Refused('BAD_REQUEST', `no such call: POST /${PROTOCOL_VERSION}/<${CALLS.join('|')}>`);
       if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
       recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
@@ -335,6 +362,13 @@ export class BackendServer {
       if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
       recordable = { ...recordable, ...idsOf(parsed.value), amountFen: amountOf(parsed.value) };
       this.police(box, parsed.value);
+      if (afterRevoke !== null) {
+        const outTradeNo = recordable.outTradeNo ?? '';
+        if (!(await this.o.store.orderStartedBefore(box.deviceId, outTradeNo, afterRevoke))) {
+          throw new Refused('BOX_REVOKED', `box ${box.deviceId} was revoked; it may only ask about and reverse its orders made before`);
+        }
+        log.warning('backend: revoked box settles an order made before its revocation', { out_trade_no: outTradeNo });
+      }
       await this.forward(parsed.value, recordable, res, log);
     } catch (error) {
       if (!(error instanceof Refused)) {
@@ -376,19 +410,40 @@ export class BackendServer {
   private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
     let id: number;
     try {
-      id = await this.o.store.startCall({ ...record, at: this.now() });
+      if (value.call === 'refund') {
+        // The merchant's refund policy, checked against the journal and recorded in one step (contract §8).
+        const day = dayBounds(businessDay(this.now(), BILL_TIME_ZONE), BILL_TIME_ZONE);
+        const started = await this.o.store.startRefund(
+          { ...record, call: 'refund', outTradeNo: value.request.outTradeNo, outRefundNo: value.request.outRefundNo, amountFen: value.request.refundFee, claimedTotalFeeFen: value.request.totalFee, at: this.now() },
+          { dayFrom: day.startMs, dayTo: day.endMs, dayMaxFen: this.o.policy.refundDayMaxFen ?? DEFAULT_REFUND_DAY_MAX_FEN },
+        );
+        if (!started.ok) throw new Refused(started.code, started.text);
+        id = started.id;
+        // WeChat Pay is told the order's amount as the backend charged it, never what the box claims.
+        value = { call: 'refund', request: { ...value.request, totalFee: started.totalFeeFen } };
+      } else {
+        id = await this.o.store.startCall({ ...record, at: this.now() });
+      }
     } catch (error) {
+      if (error instanceof Refused) throw error;
       log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
     }
     const started = performance.now();
     let outcome: ApiOutcome | BillOutcome;
+    const gone = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) gone.abort();
+    };
+    res.once('close', onClose);
     try {
-      outcome = await this.upstream(value);
+      outcome = await this.upstream(value, record.deviceId, gone.signal);
     } catch (error) {
       // The client checks its arguments before anything is sent, and throws only then.
       await this.o.store.finishCall(id, { outcome: 'refused', code: 'BAD_REQUEST', ms: performance.now() - started }).catch(() => undefined);
       throw new Refused('BAD_REQUEST', messageOf(error));
+    } finally {
+      res.off('close', onClose);
     }
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
@@ -407,7 +462,7 @@ export class BackendServer {
     this.answer(res, 200, { outcome });
   }
 
-  private upstream(value: CallRequest): Promise<ApiOutcome | BillOutcome> {
+  private upstream(value: CallRequest, deviceId: string, signal: AbortSignal): Promise<ApiOutcome | BillOutcome> {
     const c = this.o.client;
     switch (value.call) {
       case 'micropay':
@@ -421,7 +476,8 @@ export class BackendServer {
       case 'refundquery':
         return c.refundquery(value.request);
       case 'downloadbill':
-        return c.downloadbill(value.request);
+        // The box's own trades only, from the one download of the day all boxes share.
+        return this.bills.bill(value.request, boxTrades(deviceId), signal);
     }
   }
 

@@ -88,6 +88,33 @@ export interface FinishedCall {
   ms: number;
 }
 
+/** The limits a refund is checked against (contract §8), given by the server from its policy. */
+export interface RefundLimits {
+  /** The box's business day, [dayFrom, dayTo), in ms. */
+  dayFrom: number;
+  dayTo: number;
+  /** Most fen the box may refund in that day (refunds the backend forwarded, of any source). */
+  dayMaxFen: number;
+}
+
+/** A refund the box asks for: its order, its number, the refund_fee (amountFen) and the total_fee the box claims. */
+export interface NewRefundCall extends NewCall {
+  call: 'refund';
+  outTradeNo: string;
+  outRefundNo: string;
+  amountFen: number;
+  claimedTotalFeeFen: number;
+}
+
+export type RefundRefusal = 'NOT_CHARGED' | 'OVER_AMOUNT' | 'REFUND_LIMIT' | 'BAD_REQUEST';
+
+/**
+ * ok: recorded as sent (id for finishCall), with the order's total_fee as the backend charged it (what goes to
+ * WeChat Pay, whatever the box claimed); `again` when this out_refund_no was forwarded before (a retry: the same
+ * refund, not counted twice). Otherwise the refusal, and nothing is recorded.
+ */
+export type RefundStart = { ok: true; id: number; totalFeeFen: number; again: boolean } | { ok: false; code: RefundRefusal; text: string };
+
 export type EnrolResult = { ok: true; box: BoxRecord } | { ok: false; problem: string };
 
 export interface BackendStore {
@@ -97,6 +124,8 @@ export interface BackendStore {
    * is a prefix of another box's, or another's is a prefix of it: a box owns the orders beginning with its id.
    */
   enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy?: Partial<BoxPolicy>): Promise<EnrolResult>;
+  /** Changes an enrolled box's own policy (a field given as null: the backend's default again); false when there is no such box. */
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean>;
   /** Revokes every certificate of the box; false when there is no such box. */
   revoke(deviceId: string, at: number): Promise<boolean>;
   box(deviceId: string): Promise<BoxRecord | undefined>;
@@ -105,6 +134,20 @@ export interface BackendStore {
   /** Records a call before it goes upstream; returns its id for `finishCall`. Also the box's last seen and call count. */
   startCall(call: NewCall): Promise<number>;
   finishCall(id: number, result: FinishedCall): Promise<void>;
+  /**
+   * The refund policy of contract §8 and `startCall`, in ONE transaction (two refunds at once cannot both pass a
+   * limit): the order must be one the journal shows the backend charged for this box (a micropay or orderquery
+   * answered SUCCESS, not reversed), the box's claimed total_fee must be that micropay's amount, the order's
+   * refunds (forwarded, not refused, not closed) plus this one at most that amount, and the box's refunds whose
+   * first forward falls in [dayFrom, dayTo) plus this one at most dayMaxFen. A retry of an out_refund_no already
+   * forwarded (same order, same amount) passes without counting again.
+   */
+  startRefund(call: NewRefundCall, limits: RefundLimits): Promise<RefundStart>;
+  /**
+   * Whether the box's journal shows it started the order before `before` (a micropay of it by this box): what
+   * a revoked box may still orderquery and reverse (contract §8).
+   */
+  orderStartedBefore(deviceId: string, outTradeNo: string, before: number): Promise<boolean>;
   /** A call refused by the backend, nothing upstream. */
   refusedCall(call: NewCall, code: string): Promise<void>;
   calls(options?: { deviceId?: string; limit?: number }): Promise<CallRecord[]>;
@@ -171,7 +214,15 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       CREATE INDEX calls_at ON calls (at);
     `);
   },
+  // 2: the refund policy reads a box's refunds of a day (startRefund).
+  (db) => {
+    db.exec(`CREATE INDEX calls_device_call_at ON calls (device_id, call, at);`);
+  },
 ];
+
+/** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
+const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
+  AND NOT EXISTS (SELECT 1 FROM calls q WHERE q.call = 'refundquery' AND q.out_refund_no = r.out_refund_no AND q.state = 'REFUNDCLOSE')`;
 
 interface BoxRow {
   device_id: string;
@@ -321,6 +372,17 @@ export class SqliteBackendStore implements BackendStore {
     );
   }
 
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction((): boolean => {
+        if (this.db.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
+        if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
+        if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
+        return true;
+      }).immediate(),
+    );
+  }
+
   revoke(deviceId: string, at: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
@@ -377,6 +439,77 @@ export class SqliteBackendStore implements BackendStore {
           .run(result.outcome, result.code, result.state ?? null, Math.round(result.ms), id);
         if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
       }).immediate(),
+    );
+  }
+
+  startRefund(call: NewRefundCall, limits: RefundLimits): Promise<RefundStart> {
+    return this.run(() =>
+      this.db.transaction((): RefundStart => {
+        const earlier = this.db
+          .prepare(`SELECT out_trade_no, amount_fen, device_id FROM calls WHERE call = 'refund' AND out_refund_no = ? AND outcome <> 'refused' ORDER BY id LIMIT 1`)
+          .get(call.outRefundNo) as { out_trade_no: string; amount_fen: number | null; device_id: string } | undefined;
+        if (earlier !== undefined && (earlier.out_trade_no !== call.outTradeNo || earlier.amount_fen !== call.amountFen || earlier.device_id !== call.deviceId)) {
+          return { ok: false, code: 'BAD_REQUEST', text: `out_refund_no ${call.outRefundNo} was used before for another order or amount` };
+        }
+        const sale = this.db
+          .prepare(`SELECT amount_fen FROM calls WHERE device_id = ? AND call = 'micropay' AND out_trade_no = ? AND amount_fen IS NOT NULL ORDER BY id LIMIT 1`)
+          .get(call.deviceId, call.outTradeNo) as { amount_fen: number } | undefined;
+        const paid =
+          sale !== undefined &&
+          this.db
+            .prepare(
+              `SELECT 1 FROM calls WHERE device_id = ? AND out_trade_no = ?
+                 AND ((call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND'))) LIMIT 1`,
+            )
+            .get(call.deviceId, call.outTradeNo) !== undefined &&
+          this.db
+            .prepare(
+              `SELECT 1 FROM calls WHERE out_trade_no = ? AND ((call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED'))) LIMIT 1`,
+            )
+            .get(call.outTradeNo) === undefined;
+        if (!paid || sale === undefined) {
+          return { ok: false, code: 'NOT_CHARGED', text: `the backend's journal shows no paid order ${call.outTradeNo} of this box` };
+        }
+        const totalFeeFen = sale.amount_fen;
+        if (call.claimedTotalFeeFen !== totalFeeFen) {
+          return { ok: false, code: 'BAD_REQUEST', text: `totalFee ${call.claimedTotalFeeFen} is not the order's amount as the backend charged it` };
+        }
+        if (earlier === undefined) {
+          const held = this.db
+            .prepare(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen FROM calls r WHERE call = 'refund' AND out_trade_no = ? AND ${HOLDING_REFUND} GROUP BY out_refund_no)`,
+            )
+            .get(call.outTradeNo) as { fen: number };
+          if (held.fen + call.amountFen > totalFeeFen) {
+            return { ok: false, code: 'OVER_AMOUNT', text: `refunds of ${call.outTradeNo} would pass its amount: ${totalFeeFen - held.fen} fen left` };
+          }
+          const day = this.db
+            .prepare(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen, min(at) AS first FROM calls r WHERE device_id = ? AND call = 'refund' AND ${HOLDING_REFUND}
+                   AND at >= ? - 86400000 GROUP BY out_refund_no) WHERE first >= ? AND first < ?`,
+            )
+            .get(call.deviceId, limits.dayFrom, limits.dayFrom, limits.dayTo) as { fen: number };
+          if (day.fen + call.amountFen > limits.dayMaxFen) {
+            return { ok: false, code: 'REFUND_LIMIT', text: `the box's refunds today would pass ${limits.dayMaxFen} fen (${day.fen} fen refunded)` };
+          }
+        }
+        const info = this.db
+          .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, 'refund', ?, ?, ?, 'sent', ?)`)
+          .run(call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at);
+        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        return { ok: true, id: Number(info.lastInsertRowid), totalFeeFen, again: earlier !== undefined };
+      }).immediate(),
+    );
+  }
+
+  orderStartedBefore(deviceId: string, outTradeNo: string, before: number): Promise<boolean> {
+    return this.run(
+      () =>
+        this.db
+          .prepare(`SELECT 1 FROM calls WHERE device_id = ? AND call = 'micropay' AND out_trade_no = ? AND outcome <> 'refused' AND at < ? LIMIT 1`)
+          .get(deviceId, outTradeNo, before) !== undefined,
     );
   }
 

@@ -25,6 +25,9 @@ import { CertificateError } from '../wechatpay/certificate.js';
  * `scanbox backend` (contract §1, §8):
  *   scanbox backend                          the server, until SIGTERM
  *   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
+ *   scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
+ *                                            change an enrolled box's policy; the running backend reads it on the
+ *                                            box's next request
  *   scanbox backend revoke DEVICE_ID         cut a box off: refused from its next request, its open connections
  *                                            cut by the running server within a second (it rechecks them)
  *   scanbox backend status [--json]          boxes, last seen, calls and errors per box
@@ -39,6 +42,8 @@ const USAGE = `usage:
   scanbox backend                                   the merchant backend's HTTPS server (systemd starts it)
   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
                                                     issue a box its certificate: DIR/backend_cert.pem, backend_key.pem, backend_ca.pem
+  scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
+                                                    change an enrolled box's policy (from its next request on)
   scanbox backend revoke DEVICE_ID                  cut a box off at once
   scanbox backend status [--json]                   boxes, last seen, calls and errors
   scanbox backend reconcile [--date YYYYMMDD] [--json]
@@ -61,6 +66,8 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
         return await enroll(rest, env);
       case 'revoke':
         return await revoke(rest, env);
+      case 'policy':
+        return await setPolicy(rest, env);
       case 'status':
         return await status(rest, env);
       case 'reconcile':
@@ -138,6 +145,46 @@ async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
       `  ${files.ca}`,
       `  policy: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'}`,
     ]);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let deviceId: string | undefined;
+  const policy: Partial<BoxPolicy> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (arg === '--max-amount' && next !== undefined) {
+      if (next === 'default') policy.maxAmountFen = null;
+      else if (!/^[0-9]{1,11}$/.test(next) || Number(next) < 1 || Number(next) > 10_000_000_000) return usage('--max-amount must be a whole number of fen, 1..10000000000, or default');
+      else policy.maxAmountFen = Number(next);
+      i++;
+    } else if (arg === '--refunds' && next !== undefined) {
+      if (next !== 'on' && next !== 'off' && next !== 'default') return usage('--refunds must be on, off or default');
+      policy.refunds = next === 'default' ? null : next;
+      i++;
+    } else if (!arg.startsWith('-') && deviceId === undefined) {
+      deviceId = arg;
+    } else {
+      return usage(`unexpected argument: ${arg}`);
+    }
+  }
+  if (deviceId === undefined || !DEVICE_ID.test(deviceId)) return usage('policy needs DEVICE_ID');
+  if (Object.keys(policy).length === 0) return usage('policy needs --max-amount or --refunds');
+  const store = openStore(env);
+  if (typeof store === 'number') return store;
+  try {
+    if (!(await store.setPolicy(deviceId, policy))) {
+      process.stderr.write(`no box ${deviceId} is enrolled\n`);
+      return 1;
+    }
+    const box = (await store.box(deviceId))!;
+    print(
+      `${deviceId}: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'} (from its next request on)`,
+    );
     return 0;
   } finally {
     await store.close();

@@ -249,12 +249,15 @@ export class RefundEngine {
       }
       log.error('WeChat Pay answered a refund with another number or amount; asking again', { reason: mismatch });
     } else if (outcome.kind === 'business') {
-      const action = refundAction(outcome.errCode);
+      // The merchant's backend refused it by its policy (backend/gateway.ts): nothing reached WeChat Pay, final,
+      // when no earlier attempt may have reached it (after one, the refund stays open and is asked about).
+      const byBackend = outcome.fields.backend_refusal !== undefined && refund.attempts === 0;
+      const action = byBackend ? 'final' : refundAction(outcome.errCode);
       if (action === 'final') {
         const failed = this.o.journal.refunds.transition(
           refund.id,
           'failed',
-          { attempts, nextAttemptAt: null, finalCode: outcome.errCode, finalText: refundText(outcome.errCode) },
+          { attempts, nextAttemptAt: null, finalCode: outcome.errCode, finalText: byBackend ? outcome.errCodeDes : refundText(outcome.errCode) },
           { kind: 'refund_answer', detail: detailOf(outcome) },
         );
         log.warning('WeChat Pay refused the refund; nothing refunded', { result: outcome.errCode });

@@ -603,15 +603,16 @@ export class WechatPayClient {
    * time the next day, for the last 3 months (after-the-sale.md §3). Safe to repeat, so it fails over to the
    * backup domain like orderquery. Never throws for a network or gateway problem.
    */
-  downloadbill(req: { billDate: string; billType?: BillType; gzip?: boolean }): Promise<BillOutcome> {
+  /** `signal`: abandons the download (an `unknown` TIMEOUT outcome), as when nobody waits for the bill any more. */
+  downloadbill(req: { billDate: string; billType?: BillType; gzip?: boolean; signal?: AbortSignal }): Promise<BillOutcome> {
     checkBillDate(req.billDate);
     const billType = req.billType ?? 'ALL';
     if (!BILL_TYPES.includes(billType)) throw new TypeError(`billType must be one of ${BILL_TYPES.join(', ')}`);
     if (req.gzip !== undefined && typeof req.gzip !== 'boolean') throw new TypeError('gzip must be a boolean');
-    return this.fetchBill(req.billDate, billType, req.gzip === true);
+    return this.fetchBill(req.billDate, billType, req.gzip === true, req.signal);
   }
 
-  private async fetchBill(billDate: string, billType: BillType, gzip: boolean): Promise<BillOutcome> {
+  private async fetchBill(billDate: string, billType: BillType, gzip: boolean, signal?: AbortSignal): Promise<BillOutcome> {
     const started = performance.now();
     const scrub = scrubber(null, this.merchant.apiKey);
     let outcome: BillOutcome;
@@ -623,9 +624,9 @@ export class WechatPayClient {
       let attempt: { outcome: BillOutcome; failover: boolean } | undefined;
       for (const base of bases) {
         const attemptStarted = performance.now();
-        attempt = await this.attemptBill(base, body, started);
+        attempt = await this.attemptBill(base, body, started, signal);
         this.logBill(billDate, base, attempt.outcome, attemptStarted);
-        if (!attempt.failover) break;
+        if (!attempt.failover || signal?.aborted) break;
       }
       outcome = attempt!.outcome;
     } catch (error) {
@@ -823,12 +824,15 @@ export class WechatPayClient {
   }
 
   /** One downloadbill request to one origin. Never throws. */
-  private async attemptBill(base: string, body: string, started: number): Promise<{ outcome: BillOutcome; failover: boolean }> {
+  private async attemptBill(base: string, body: string, started: number, signal?: AbortSignal): Promise<{ outcome: BillOutcome; failover: boolean }> {
     const call = 'downloadbill';
     const timeoutMs = this.timeouts.downloadbill;
     const url = new URL(base + PATHS.downloadbill);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
+    const abandon = (): void => controller.abort();
+    if (signal?.aborted) controller.abort();
+    signal?.addEventListener('abort', abandon, { once: true });
     let status: number;
     let bytes: Buffer;
     try {
@@ -861,6 +865,7 @@ export class WechatPayClient {
       return { outcome: { kind: 'unknown', call, failure: failed.failure, message: failed.message, ms: elapsed(started), origin: null }, failover: failed.failover };
     } finally {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', abandon);
     }
     return { outcome: await this.judgeBill(base, status, bytes, started), failover: false };
   }

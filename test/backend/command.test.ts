@@ -51,7 +51,7 @@ t.test('configuration: the merchant variables through loadConfig, no serial port
   t.equal(c.merchant.mchId, MERCHANT.mchId);
   t.equal(c.merchant.apiKey, MERCHANT.apiKey);
   t.same(c.listen, { host: '0.0.0.0', port: 8443 });
-  t.same(c.policy, { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 120 });
+  t.same(c.policy, { maxAmountFen: 1_000_000, refunds: 'off', refundDayMaxFen: 100_000, bills: 'on', ratePerMinute: 120 }, 'refunds off unless the merchant says so');
   t.notOk(JSON.stringify(c).includes(MERCHANT.apiKey), 'the key is masked when printed');
 });
 
@@ -66,6 +66,7 @@ t.test('configuration: every error at once', async (t) => {
       SCANBOX_BACKEND_LISTEN: '8443',
       SCANBOX_BACKEND_RATE: '0',
       SCANBOX_BACKEND_REFUNDS: 'yes',
+      SCANBOX_BACKEND_REFUND_DAY_MAX: '-5',
       SCANBOX_BACKEND_HOSTNAMES: 'pay.example.com,bad name',
       SCANBOX_BACKEND_DB: 'relative.db',
       SCANBOX_BACKEND_LISTN: 'x',
@@ -73,7 +74,7 @@ t.test('configuration: every error at once', async (t) => {
   });
   t.equal(result.ok, false);
   const errors = result.ok ? [] : result.errors;
-  for (const name of ['SCANBOX_MCH_ID', 'SCANBOX_BACKEND_LISTEN', 'SCANBOX_BACKEND_RATE', 'SCANBOX_BACKEND_REFUNDS', 'SCANBOX_BACKEND_HOSTNAMES', 'SCANBOX_BACKEND_DB', 'SCANBOX_BACKEND_LISTN']) {
+  for (const name of ['SCANBOX_MCH_ID', 'SCANBOX_BACKEND_LISTEN', 'SCANBOX_BACKEND_RATE', 'SCANBOX_BACKEND_REFUNDS', 'SCANBOX_BACKEND_REFUND_DAY_MAX', 'SCANBOX_BACKEND_HOSTNAMES', 'SCANBOX_BACKEND_DB', 'SCANBOX_BACKEND_LISTN']) {
     t.ok(errors.some((e) => e.startsWith(`${name}:`)), `${name} named`);
   }
   t.same(loadBackendConfig({ env: { ...merchantEnv(dir), SCANBOX_BACKEND_LISTEN: '[::]:9443' } }).ok && 'ok', 'ok');
@@ -132,6 +133,16 @@ t.test('enroll, status, revoke from the command line', async (t) => {
   t.equal(clash.code, 1, 'a device id that begins with another box\'s is refused');
   t.match(clash.err, /prefix/);
 
+  const changed = await capture(() => backendCommand(['policy', 'SHOP1', '--refunds', 'on', '--max-amount', 'default'], env));
+  t.equal(changed.code, 0, changed.err);
+  t.match(changed.out, /SHOP1: max amount backend default, refunds on/);
+  const policyStore = SqliteBackendStore.open(env.SCANBOX_BACKEND_DB);
+  t.match(await policyStore.box('SHOP1'), { refunds: 'on', maxAmountFen: null }, 'the new policy is in the store');
+  await policyStore.close();
+  t.equal((await capture(() => backendCommand(['policy', 'NOSUCH', '--refunds', 'on'], env))).code, 1);
+  t.equal((await capture(() => backendCommand(['policy', 'SHOP1'], env))).code, 2, 'nothing to change');
+  t.equal((await capture(() => backendCommand(['policy', 'SHOP1', '--refunds', 'maybe'], env))).code, 2);
+
   const listed = await capture(() => backendCommand(['status'], env));
   t.equal(listed.code, 0);
   t.match(listed.out, /SHOP1\s+enrolled/);
@@ -162,7 +173,7 @@ t.test('the store: WAL, schema version, reopened as it was', async (t) => {
   await store.close();
   const raw = new Database(path, { readonly: true });
   t.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
-  t.equal(raw.pragma('user_version', { simple: true }), 1);
+  t.equal(raw.pragma('user_version', { simple: true }), 2);
   raw.close();
   const reopened = SqliteBackendStore.open(path);
   t.match(await reopened.calls(), [{ deviceId: 'S1', call: 'micropay', outcome: 'unknown', code: 'TIMEOUT', ms: 12 }]);
