@@ -174,8 +174,9 @@ async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number
   }
   if (deviceId === undefined || !DEVICE_ID.test(deviceId)) return usage('policy needs DEVICE_ID');
   if (Object.keys(policy).length === 0) return usage('policy needs --max-amount or --refunds');
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     if (!(await store.setPolicy(deviceId, policy))) {
       process.stderr.write(`no box ${deviceId} is enrolled\n`);

@@ -12,6 +12,9 @@ import {
   type EnrolResult,
   type FinishedCall,
   type NewCall,
+  type NewRefundCall,
+  type RefundLimits,
+  type RefundStart,
 } from '../store.js';
 import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type PgTarget } from './connection.js';
 
@@ -37,6 +40,8 @@ export const REVOKED_CHANNEL = 'scanbox_revoked';
 /** Advisory lock keys (one number space per database): the schema steps, enrolments. */
 const LOCK_SCHEMA = 7_246_001;
 const LOCK_ENROL = 7_246_002;
+/** With a second key, hashtext(device_id): one box's refunds, checked and recorded one at a time. */
+const LOCK_REFUND = 7_246_003;
 
 /** One step per version; a shipped step is never edited. */
 export const PG_MIGRATIONS: readonly string[] = [
@@ -80,7 +85,13 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE INDEX calls_refund ON calls (out_refund_no) WHERE out_refund_no IS NOT NULL;
   CREATE INDEX calls_at ON calls (at);
   `,
+  // 2: the refund policy reads a box's refunds of a day (startRefund).
+  `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);`,
 ];
+
+/** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
+const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
+  AND NOT EXISTS (SELECT 1 FROM calls q WHERE q.call = 'refundquery' AND q.out_refund_no = r.out_refund_no AND q.state = 'REFUNDCLOSE')`;
 
 interface BoxRow {
   device_id: string;
@@ -290,6 +301,17 @@ export class PostgresBackendStore implements BackendStore {
     );
   }
 
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
+    return this.run(async () => {
+      const rows = await this.db.query(
+        `UPDATE boxes SET max_amount_fen = CASE WHEN $2 THEN $3::bigint ELSE max_amount_fen END, refunds = CASE WHEN $4 THEN $5::text ELSE refunds END
+         WHERE device_id = $1 RETURNING device_id`,
+        [deviceId, policy.maxAmountFen !== undefined, policy.maxAmountFen ?? null, policy.refunds !== undefined, policy.refunds ?? null],
+      );
+      return rows.length === 1;
+    });
+  }
+
   revoke(deviceId: string, at: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction(async (q) => {
@@ -352,6 +374,98 @@ export class PostgresBackendStore implements BackendStore {
       );
       if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
     });
+  }
+
+  startRefund(call: NewRefundCall, limits: RefundLimits): Promise<RefundStart> {
+    return this.run(() =>
+      this.db.transaction(async (q): Promise<RefundStart> => {
+        // Two refunds of one box at once (through two backends) cannot both pass a limit: they take turns here.
+        await q('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_REFUND, call.deviceId]);
+        const earlier = (
+          await q<{ out_trade_no: string; amount_fen: number | null; device_id: string }>(
+            `SELECT out_trade_no, amount_fen, device_id FROM calls WHERE call = 'refund' AND out_refund_no = $1 AND outcome <> 'refused' ORDER BY id LIMIT 1`,
+            [call.outRefundNo],
+          )
+        )[0];
+        if (earlier !== undefined && (earlier.out_trade_no !== call.outTradeNo || earlier.amount_fen !== call.amountFen || earlier.device_id !== call.deviceId)) {
+          return { ok: false, code: 'BAD_REQUEST', text: `out_refund_no ${call.outRefundNo} was used before for another order or amount` };
+        }
+        const sale = (
+          await q<{ amount_fen: number }>(
+            `SELECT amount_fen FROM calls WHERE device_id = $1 AND call = 'micropay' AND out_trade_no = $2 AND amount_fen IS NOT NULL ORDER BY id LIMIT 1`,
+            [call.deviceId, call.outTradeNo],
+          )
+        )[0];
+        const paid =
+          sale !== undefined &&
+          (
+            await q(
+              `SELECT 1 FROM calls WHERE device_id = $1 AND out_trade_no = $2
+                 AND ((call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND'))) LIMIT 1`,
+              [call.deviceId, call.outTradeNo],
+            )
+          ).length === 1 &&
+          (
+            await q(
+              `SELECT 1 FROM calls WHERE out_trade_no = $1 AND ((call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED'))) LIMIT 1`,
+              [call.outTradeNo],
+            )
+          ).length === 0;
+        if (!paid || sale === undefined) {
+          return { ok: false, code: 'NOT_CHARGED', text: `the backend's journal shows no paid order ${call.outTradeNo} of this box` };
+        }
+        const totalFeeFen = sale.amount_fen;
+        if (call.claimedTotalFeeFen !== totalFeeFen) {
+          return { ok: false, code: 'BAD_REQUEST', text: `totalFee ${call.claimedTotalFeeFen} is not the order's amount as the backend charged it` };
+        }
+        if (earlier === undefined) {
+          const held = (
+            await q<{ fen: number }>(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen FROM calls r WHERE call = 'refund' AND out_trade_no = $1 AND ${HOLDING_REFUND} GROUP BY out_refund_no) s`,
+              [call.outTradeNo],
+            )
+          )[0]!;
+          if (held.fen + call.amountFen > totalFeeFen) {
+            return { ok: false, code: 'OVER_AMOUNT', text: `refunds of ${call.outTradeNo} would pass its amount: ${totalFeeFen - held.fen} fen left` };
+          }
+          const day = (
+            await q<{ fen: number }>(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen, min(at) AS first FROM calls r WHERE device_id = $1 AND call = 'refund' AND ${HOLDING_REFUND}
+                   AND at >= $2::bigint - 86400000 GROUP BY out_refund_no) s WHERE first >= $2 AND first < $3`,
+              [call.deviceId, limits.dayFrom, limits.dayTo],
+            )
+          )[0]!;
+          if (day.fen + call.amountFen > limits.dayMaxFen) {
+            return { ok: false, code: 'REFUND_LIMIT', text: `the box's refunds today would pass ${limits.dayMaxFen} fen (${day.fen} fen refunded)` };
+          }
+        }
+        const rows = await q<{ id: number }>(
+          `WITH c AS (
+             INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES ($1, 'refund', $2, $3, $4, 'sent', $5) RETURNING id
+           ), b AS (
+             UPDATE boxes SET calls = calls + 1, last_seen_at = GREATEST(COALESCE(last_seen_at, $5), $5) WHERE device_id = $1
+           )
+           SELECT id FROM c`,
+          [call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at],
+        );
+        return { ok: true, id: rows[0]!.id, totalFeeFen, again: earlier !== undefined };
+      }),
+    );
+  }
+
+  orderStartedBefore(deviceId: string, outTradeNo: string, before: number): Promise<boolean> {
+    return this.run(
+      async () =>
+        (
+          await this.db.query(`SELECT 1 FROM calls WHERE device_id = $1 AND call = 'micropay' AND out_trade_no = $2 AND outcome <> 'refused' AND at < $3 LIMIT 1`, [
+            deviceId,
+            outTradeNo,
+            before,
+          ])
+        ).length === 1,
+    );
   }
 
   refusedCall(call: NewCall, code: string): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Test } from 'tap';
-import type { BackendStore, NewCall } from '../../../src/backend/store.js';
+import type { BackendStore, NewCall, NewRefundCall } from '../../../src/backend/store.js';
 
 /**
  * The store suite: what every BackendStore must do, run against SQLite and PostgreSQL alike
@@ -154,5 +154,73 @@ export function storeSuite(t: Test, make: StoreMaker): void {
     const third = await make.again(s);
     t.equal((await third.calls({ deviceId: 'E2' })).length, 40);
     await third.close();
+  });
+
+  t.test('setPolicy: a field given changes, null is the default again, an unknown box is false', async (t) => {
+    const s = await make.fresh();
+    t.teardown(() => s.close());
+    await s.enrol({ deviceId: 'P1', serial: '71', notAfter: T0 + DAY, at: T0 }, { maxAmountFen: 500, refunds: 'on' });
+    t.equal(await s.setPolicy('P1', { refunds: 'off' }), true);
+    t.match(await s.box('P1'), { maxAmountFen: 500, refunds: 'off' });
+    t.equal(await s.setPolicy('P1', { maxAmountFen: null }), true);
+    t.match(await s.box('P1'), { maxAmountFen: null, refunds: 'off' });
+    t.equal(await s.setPolicy('NOPE', { refunds: 'on' }), false);
+  });
+
+  t.test('orderStartedBefore: a micropay of this box before the time, not refused', async (t) => {
+    const s = await make.fresh();
+    t.teardown(() => s.close());
+    await s.enrol({ deviceId: 'O1', serial: '81', notAfter: T0 + DAY, at: T0 });
+    await s.enrol({ deviceId: 'X1', serial: '82', notAfter: T0 + DAY, at: T0 });
+    await s.startCall(call('O1', 'micropay', 'O1-A', T0 + 10, { amountFen: 100 }));
+    await s.refusedCall(call('O1', 'micropay', 'O1-B', T0 + 10, { amountFen: 100 }), 'AMOUNT_LIMIT');
+    t.equal(await s.orderStartedBefore('O1', 'O1-A', T0 + 11), true);
+    t.equal(await s.orderStartedBefore('O1', 'O1-A', T0 + 10), false, 'not before its own time');
+    t.equal(await s.orderStartedBefore('O1', 'O1-B', T0 + 99), false, 'a refused micropay started nothing');
+    t.equal(await s.orderStartedBefore('X1', 'O1-A', T0 + 99), false, "another box's order");
+  });
+
+  t.test('startRefund: only a paid order of the box, its own amount, never past it, the day cap, a retry not counted twice', async (t) => {
+    const s = await make.fresh();
+    t.teardown(() => s.close());
+    await s.enrol({ deviceId: 'Q1', serial: '91', notAfter: T0 + 9 * DAY, at: T0 });
+    const limits = { dayFrom: T0, dayTo: T0 + DAY, dayMaxFen: 1400 };
+    const refund = (no: string, trade: string, fen: number, claimed: number, at = T0 + 1000): NewRefundCall => ({
+      deviceId: 'Q1', call: 'refund', outTradeNo: trade, outRefundNo: no, amountFen: fen, claimedTotalFeeFen: claimed, at,
+    });
+    t.match(await s.startRefund(refund('Q1-R0', 'Q1-NONE', 10, 10), limits), { ok: false, code: 'NOT_CHARGED' });
+    const paid = await s.startCall(call('Q1', 'micropay', 'Q1-A', T0 + 10, { amountFen: 1000 }));
+    await s.finishCall(paid, { outcome: 'success', code: null, state: 'SUCCESS', ms: 1 });
+    const other = await s.startCall(call('Q1', 'micropay', 'Q1-B', T0 + 20, { amountFen: 900 }));
+    await s.finishCall(other, { outcome: 'success', code: null, state: 'SUCCESS', ms: 1 });
+    t.match(await s.startRefund(refund('Q1-R1', 'Q1-A', 100, 999), limits), { ok: false, code: 'BAD_REQUEST' }, 'a false total_fee');
+    const first = await s.startRefund(refund('Q1-R1', 'Q1-A', 600, 1000), limits);
+    t.match(first, { ok: true, totalFeeFen: 1000, again: false });
+    t.match(await s.startRefund(refund('Q1-R1', 'Q1-A', 600, 1000), limits), { ok: true, again: true }, 'a retry of the same refund');
+    t.match(await s.startRefund(refund('Q1-R1', 'Q1-A', 500, 1000), limits), { ok: false, code: 'BAD_REQUEST' }, 'the same number for another amount');
+    t.match(await s.startRefund(refund('Q1-R2', 'Q1-A', 401, 1000), limits), { ok: false, code: 'OVER_AMOUNT' });
+    t.match(await s.startRefund(refund('Q1-R3', 'Q1-B', 900, 900), limits), { ok: false, code: 'REFUND_LIMIT' }, '600 + 900 > 1400 a day');
+    t.match(await s.startRefund(refund('Q1-R3', 'Q1-B', 900, 900, T0 + DAY + 5), { dayFrom: T0 + DAY, dayTo: T0 + 2 * DAY, dayMaxFen: 1400 }), { ok: true }, 'the next day');
+    t.match(await s.box('Q1'), { calls: 5 }, 'two micropays, the refund, its retry, the refund of the next day');
+  });
+
+  t.test('startRefund: two refunds of one order at once through two handles cannot both pass its amount', async (t) => {
+    const s = await make.fresh();
+    const other = await make.again(s);
+    t.teardown(async () => {
+      await other.close();
+      await s.close();
+    });
+    await s.enrol({ deviceId: 'W1', serial: 'a1', notAfter: T0 + DAY, at: T0 });
+    const paid = await s.startCall(call('W1', 'micropay', 'W1-A', T0 + 10, { amountFen: 1000 }));
+    await s.finishCall(paid, { outcome: 'success', code: null, state: 'SUCCESS', ms: 1 });
+    const limits = { dayFrom: T0, dayTo: T0 + DAY, dayMaxFen: 1_000_000 };
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        (i % 2 ? s : other).startRefund({ deviceId: 'W1', call: 'refund', outTradeNo: 'W1-A', outRefundNo: `W1-R${i}`, amountFen: 300, claimedTotalFeeFen: 1000, at: T0 + 100 + i }, limits),
+      ),
+    );
+    t.equal(results.filter((r) => r.ok).length, 3, 'exactly 3 x 300 fen of 1000');
+    t.equal(results.filter((r) => !r.ok && r.code === 'OVER_AMOUNT').length, 7);
   });
 }
