@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDayArgs } from '../app/args.js';
 import { fetchBillEntries } from '../app/fetch-bill.js';
 import { clientFor } from '../app/parts.js';
@@ -10,7 +10,9 @@ import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
 import { formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
 import { StoreError, type BoxPolicy } from '../backend/store.js';
+import { migrateSqliteToPostgres, type MigrateProgress } from '../backend/store/migrate.js';
 import { openBackendStore, type OpenStore } from '../backend/store/open.js';
+import { PostgresBackendStore } from '../backend/store/postgres.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { dayBounds, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
@@ -35,6 +37,7 @@ import { CertificateError } from '../wechatpay/certificate.js';
  *                                            the merchant's whole bill of the day against the backend's journal,
  *                                            box by box (backend/reconcile.ts); exit 0 matched, 1 discrepancies,
  *                                            3 the bill not available yet, as scanbox reconcile
+ *   scanbox backend migrate --from FILE      a SQLite journal into the PostgreSQL database, once (store/migrate.ts)
  * Exit codes: 0 ok, 1 runtime failure (or no such box), 2 usage or configuration.
  */
 
@@ -49,7 +52,9 @@ const USAGE = `usage:
   scanbox backend reconcile [--date YYYYMMDD] [--json]
                                                     the merchant's bill of the day (default yesterday, China time) against
                                                     the calls the backend forwarded, box by box; exit 0 matched,
-                                                    1 discrepancies, 3 the bill not available yet`;
+                                                    1 discrepancies, 3 the bill not available yet
+  scanbox backend migrate --from FILE               copy a SQLite backend journal into the PostgreSQL database of
+                                                    SCANBOX_BACKEND_DB, once (the target must be empty), checked`;
 
 function usage(problem: string): number {
   process.stderr.write(`${problem}\n\n${USAGE}\n`);
@@ -72,6 +77,8 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
         return await status(rest, env);
       case 'reconcile':
         return await reconcileDay(rest, env);
+      case 'migrate':
+        return await migrate(rest, env);
       case 'help':
       case '--help':
         print(USAGE);
@@ -186,6 +193,49 @@ async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number
     print(
       `${deviceId}: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'} (from its next request on)`,
     );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * The SQLite journal FILE into the PostgreSQL database of SCANBOX_BACKEND_DB, once: refused unless the target is
+ * empty; progress on a terminal (stderr); a summary at the end. The CA directory is not moved: point
+ * SCANBOX_BACKEND_PKI at the old one (or copy its files) so the boxes' certificates stay good.
+ */
+async function migrate(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (args.length !== 2 || args[0] !== '--from') return usage('migrate needs --from FILE (the SQLite backend journal)');
+  const file = resolve(args[1]!);
+  if (!existsSync(file)) {
+    process.stderr.write(`no SQLite journal at ${file}\n`);
+    return 2;
+  }
+  const db = backendDatabase(env);
+  if (!db.ok) {
+    process.stderr.write(`${db.problems.join('\n')}\n`);
+    return 2;
+  }
+  if (db.database.kind !== 'postgres') return usage('migrate copies into PostgreSQL: SCANBOX_BACKEND_DB must be a postgres:// URL');
+  const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
+  const store = await PostgresBackendStore.open({ target: db.database.target, password: db.database.password, log, statementMs: 600_000 });
+  const tty = process.stderr.isTTY === true;
+  let shown = 0;
+  const progress = (p: MigrateProgress): void => {
+    if (!tty) return;
+    const now = Date.now();
+    if (p.done !== p.total && now - shown < 200) return;
+    shown = now;
+    const pct = p.total === 0 ? 100 : Math.floor((p.done * 100) / p.total);
+    process.stderr.write(`\r${p.table}: ${p.done} of ${p.total} rows (${pct}%)\u001b[K${p.done === p.total ? '\n' : ''}`);
+  };
+  try {
+    print(`copying ${file} into ${db.shown}`);
+    const summary = await migrateSqliteToPostgres(file, store, { progress });
+    print([
+      `copied and checked in ${(summary.ms / 1000).toFixed(1)} s: ${summary.boxes} boxes, ${summary.certificates} certificates, ${summary.calls} calls`,
+      `next: set SCANBOX_BACKEND_DB=${db.shown} and SCANBOX_BACKEND_PKI=${dirname(file)} (or copy its backend_ca*.pem and backend_server*.pem files) on every backend, then start them`,
+    ]);
     return 0;
   } finally {
     await store.close();
