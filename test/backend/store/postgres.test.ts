@@ -81,3 +81,29 @@ t.test('a server that is not there: open gives up after its wait with a StoreErr
   const error = await store.catch((e: unknown) => e as Error);
   t.notMatch(error.message, new RegExp(PG_PASSWORD));
 });
+
+t.test('a revoke through one store is heard by every other at once (LISTEN/NOTIFY), and after a reconnection a recheck of all is asked', async (t) => {
+  const url = await cluster.newDatabase();
+  const [one, two] = await Promise.all([open(url), open(url)]);
+  t.teardown(async () => {
+    await one.close();
+    await two.close();
+  });
+  await one.enrol({ deviceId: 'N1', serial: 'n1', notAfter: Date.now() + 1e9, at: Date.now() });
+  const heard = new Promise<{ id: string; ms: number }>((resolve) => {
+    const off = two.onRevoked((id) => {
+      if (id === '') return;
+      off();
+      resolve({ id, ms: performance.now() - at });
+    });
+  });
+  const at = performance.now();
+  t.equal(await one.revoke('N1', Date.now()), true);
+  const { id, ms } = await heard;
+  t.equal(id, 'N1');
+  t.ok(ms < 1000, `heard by the other store ${Math.round(ms)} ms after the revoke began`);
+  // The LISTEN connection lost: the store reconnects and asks its listeners to recheck everything ('').
+  const again = new Promise<string>((resolve) => two.onRevoked(resolve));
+  await one.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`);
+  t.equal(await again, '', 'a recheck of all after the reconnection');
+});
