@@ -58,6 +58,7 @@ t.test('a SQLite journal copied once, row for row, checked; a second run refused
   t.equal(run.status, 0, run.stderr);
   t.match(run.stdout, /copied and checked in [\d.]+ s: 3 boxes, 4 certificates, 12002 calls/);
   t.notMatch(run.stdout + run.stderr, new RegExp(PG_PASSWORD), 'no password in the output');
+  t.comment(run.stdout.trim());
 
   const parsed = parsePgUrl(url);
   if (!parsed.ok) throw new Error(parsed.problem);
