@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parsePgUrl } from '../../../src/backend/store/connection.js';
-import { PostgresBackendStore } from '../../../src/backend/store/postgres.js';
+import { PG_MIGRATIONS, PostgresBackendStore } from '../../../src/backend/store/postgres.js';
 import { StoreError } from '../../../src/backend/store.js';
 import { memoryLogger } from '../../../src/log.js';
 import { PG_PASSWORD, startPostgres } from '../../helpers/postgres.js';
@@ -81,4 +81,27 @@ t.test('primary killed, standby promoted: refused meanwhile (never a crash, neve
   t.same(uncaught, [], 'no uncaught error: every pool client has a listener');
   t.ok(log.lines.some((l) => /database connection lost/.test(l)), 'the loss is logged');
   t.notOk(log.lines.some((l) => l.includes(PG_PASSWORD)), 'no log line holds the password');
+});
+
+t.test('no database accepts writes at start: the store opens anyway (lazy), refuses every call, and migrates and serves once one does', async (t) => {
+  const cluster = await startPostgres({ standby: true });
+  t.teardown(() => cluster.close());
+  // Only the standby is named, and the primary is gone: nothing accepts writes.
+  await cluster.primary.kill();
+  const parsed = parsePgUrl(`postgres://${cluster.standby!.host}/scanbox`);
+  if (!parsed.ok) throw new Error(parsed.problem);
+  const log = memoryLogger('debug');
+  const store = await PostgresBackendStore.open({ target: { ...parsed.target, user: 'postgres' }, password: PG_PASSWORD, log, retryMs: 100, lazy: true });
+  t.teardown(() => store.close());
+  t.match(store.state, { state: 'unavailable', why: /in recovery/ });
+  await t.rejects(store.boxes(), StoreError, 'a call is refused while nothing accepts writes');
+  t.ok(log.lines.some((l) => /no database accepts writes at start/.test(l)));
+  await cluster.standby!.promote();
+  let boxes: unknown = null;
+  for (let i = 0; i < 100 && boxes === null; i++) {
+    boxes = await store.boxes().catch(() => null);
+    if (boxes === null) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.same(boxes, [], 'served after the promotion, the schema made then');
+  t.equal(await store.schemaVersion(), PG_MIGRATIONS.length);
 });
