@@ -8,6 +8,7 @@ import { paymentCode, type Scenario } from '../../../src/simulator/scenarios.js'
 import { sign } from '../../../src/wechatpay/sign.js';
 import { encodeXml } from '../../../src/wechatpay/xml.js';
 import { mean, median, quantile, type Row } from './common.js';
+import { chainPhase } from './chain.js';
 import { connectionPhase } from './connection.js';
 import { billDay, reconcilePhase } from './reconcile-scale.js';
 import { WalCommitCounter } from './wal.js';
@@ -60,7 +61,7 @@ import { makeYearJournal } from './year-journal.js';
  * - Reconciliation at scale (a bill of 20,000 rows against the year's journal, in a child process):
  *   reconcile-scale.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile: the parts to run), BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, chain: the parts to run), BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
  * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
@@ -424,8 +425,8 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile); default all of them. */
-const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile').split(',').map((p) => p.trim()));
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, chain); default all of them. */
+const PARTS = new Set((process.env.BENCH_ONLY ?? 'sales,year,connection,reconcile,chain').split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
   const cpu = os.cpus();
@@ -471,6 +472,13 @@ async function main(): Promise<void> {
     // ---- reconciliation at scale ----
     if (PARTS.has('reconcile')) rows.push(...(await reconcilePhase(rig.dir, yearPath, tag, billDate, progress)));
 
+    // ---- a chain: backends on PostgreSQL (and one on SQLite) against a 50 ms WeChat Pay, one killed at full load ----
+    if (PARTS.has('chain')) {
+      const chain = await chainPhase(progress);
+      rows.push(...chain.rows);
+      notes.push(...chain.notes);
+    }
+
     // ---- the table ----
     const w0 = Math.max(...rows.map((r) => r.metric.length), 6);
     const w1 = Math.max(...rows.map((r) => r.value.length), 5);
@@ -481,7 +489,7 @@ async function main(): Promise<void> {
     for (const r of rows) process.stdout.write(line(r.metric, r.value, r.target, r.ok === null ? '-' : r.ok ? 'ok' : 'MISSED') + '\n');
     process.stdout.write(`\nmachine: ${machine}${EXTRA_ENV.NODE_OPTIONS ? `; daemon NODE_OPTIONS=${EXTRA_ENV.NODE_OPTIONS}` : ''}\n`);
     for (const note of notes) process.stdout.write(note + '\n');
-    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 4 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
+    process.stdout.write(`bench took ${((performance.now() - t0) / 1000).toFixed(0)} s${PARTS.size < 5 ? ` (BENCH_ONLY=${[...PARTS].join(',')})` : ''}\n`);
     process.exitCode = rows.some((r) => r.ok === false) ? 1 : 0;
   } finally {
     await rig.close();
