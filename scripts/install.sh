@@ -14,8 +14,8 @@
 #
 # --backend installs `scanbox backend` (contract §8) on the merchant's server instead: the same application in
 # /opt/scanbox, its own user scanbox-backend, /etc/scanbox-backend/backend.env, /var/lib/scanbox-backend (its
-# journal and CA) and scanbox-backend.service; no udev rules, no serial groups, no reconciliation timer (each
-# box's own timer reconciles its day through the backend).
+# journal and CA), scanbox-backend.service and scanbox-backend-reconcile.timer (the merchant's whole bill against
+# the backend's journal every morning); no udev rules, no serial groups.
 set -euo pipefail
 
 readonly APP_USER=scanbox
@@ -28,6 +28,8 @@ readonly SECRETS=(apikey apiclient_cert.pem apiclient_key.pem)
 # --backend: the merchant backend (the same secrets, in its own /etc/scanbox-backend).
 readonly BACKEND_USER=scanbox-backend
 readonly BACKEND_UNIT=scanbox-backend.service
+readonly BACKEND_RECONCILE_UNIT=scanbox-backend-reconcile.service
+readonly BACKEND_RECONCILE_TIMER=scanbox-backend-reconcile.timer
 
 SRC=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 readonly SRC
@@ -185,7 +187,9 @@ readonly OPT ETC STATE UNIT_FILE RECONCILE_UNIT_FILE RECONCILE_TIMER_FILE RULES_
 BACKEND_ETC=$ROOT/etc/scanbox-backend
 BACKEND_STATE=$ROOT/var/lib/scanbox-backend
 BACKEND_UNIT_FILE=$ROOT/etc/systemd/system/$BACKEND_UNIT
-readonly BACKEND_ETC BACKEND_STATE BACKEND_UNIT_FILE
+BACKEND_RECONCILE_UNIT_FILE=$ROOT/etc/systemd/system/$BACKEND_RECONCILE_UNIT
+BACKEND_RECONCILE_TIMER_FILE=$ROOT/etc/systemd/system/$BACKEND_RECONCILE_TIMER
+readonly BACKEND_ETC BACKEND_STATE BACKEND_UNIT_FILE BACKEND_RECONCILE_UNIT_FILE BACKEND_RECONCILE_TIMER_FILE
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 user_exists() { getent passwd "$1" >/dev/null 2>&1; }
@@ -273,6 +277,16 @@ uninstall() {
 
 uninstall_backend() {
   say "removing the scanbox merchant backend${ROOT:+ from $ROOT}"
+  # Its daily reconciliation first: the timer cannot start it while the units go.
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    systemctl disable --now --quiet "$BACKEND_RECONCILE_TIMER" || true
+    systemctl stop "$BACKEND_RECONCILE_UNIT" || true
+    say "stopped and disabled $BACKEND_RECONCILE_TIMER, stopped $BACKEND_RECONCILE_UNIT"
+  else
+    would "systemctl disable --now $BACKEND_RECONCILE_TIMER; systemctl stop $BACKEND_RECONCILE_UNIT"
+  fi
+  rm -f -- "$ROOT/etc/systemd/system/timers.target.wants/$BACKEND_RECONCILE_TIMER"
+  rm -f -- "$BACKEND_RECONCILE_TIMER_FILE" "$BACKEND_RECONCILE_UNIT_FILE"
   if [ "$HAVE_SYSTEMD" = 1 ]; then
     # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
     systemctl disable --now --quiet "$BACKEND_UNIT" || true
@@ -380,6 +394,22 @@ install_backend() {
   chmod 0644 "$tmp"
   mv -- "$tmp" "$BACKEND_UNIT_FILE"
   say "installed /etc/systemd/system/$BACKEND_UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox-backend')"
+
+  # Its daily reconciliation: the same Node (the same ExecStart= rewrite), the timer as it is.
+  tmp=$(mktemp "$BACKEND_RECONCILE_UNIT_FILE.XXXXXX")
+  if [ "$NODE" = "$DEFAULT_NODE" ]; then
+    cp -- "$SRC/systemd/$BACKEND_RECONCILE_UNIT" "$tmp"
+  else
+    sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$BACKEND_RECONCILE_UNIT" >"$tmp"
+  fi
+  grep -q "^ExecStart=$NODE /opt/scanbox/dist/cli.js backend reconcile --days 3\$" "$tmp" || {
+    rm -f -- "$tmp"
+    die "could not set ExecStart= to $NODE in $BACKEND_RECONCILE_UNIT"
+  }
+  chmod 0644 "$tmp"
+  mv -- "$tmp" "$BACKEND_RECONCILE_UNIT_FILE"
+  install -m 0644 -- "$SRC/systemd/$BACKEND_RECONCILE_TIMER" "$BACKEND_RECONCILE_TIMER_FILE"
+  say "installed /etc/systemd/system/$BACKEND_RECONCILE_UNIT and $BACKEND_RECONCILE_TIMER (the daily reconciliation of the merchant's bill)"
   if [ -e "$UNIT_FILE" ]; then
     say "the box on this machine runs /opt/scanbox too: sudo systemctl restart $UNIT to run this version"
   fi
@@ -394,6 +424,13 @@ install_backend() {
       say "enabled $BACKEND_UNIT (starts at boot)"
     else
       say "not enabled (--no-enable): sudo systemctl enable --now scanbox-backend"
+    fi
+    if [ "$ENABLE" = 1 ]; then
+      systemctl enable --quiet "$BACKEND_RECONCILE_TIMER"
+      if systemctl is-active --quiet "$BACKEND_RECONCILE_TIMER"; then systemctl restart "$BACKEND_RECONCILE_TIMER"; else systemctl start "$BACKEND_RECONCILE_TIMER"; fi
+      say "enabled $BACKEND_RECONCILE_TIMER (reconciles the merchant's bill every day after 10:00 China time; systemctl list-timers scanbox-backend-reconcile)"
+    else
+      say "reconciliation timer not enabled (--no-enable): sudo systemctl enable --now $BACKEND_RECONCILE_TIMER"
     fi
     if systemctl is-active --quiet "$BACKEND_UNIT"; then
       was_active=1
@@ -415,6 +452,7 @@ install_backend() {
       say "not started yet: the merchant ids and credentials are not all in /etc/scanbox-backend (next steps below)"
     fi
   elif [ "$ENABLE" = 1 ]; then
+    would "systemctl enable --now $BACKEND_RECONCILE_TIMER"
     would "systemctl daemon-reload; systemctl enable $BACKEND_UNIT; systemctl restart $BACKEND_UNIT (only if it was running)"
     would "systemctl start $BACKEND_UNIT (once the merchant ids and credentials are in /etc/scanbox-backend)"
   else

@@ -10,9 +10,9 @@ usage:
   scanbox status           health, last sales, pending reversals (works while the daemon runs)
   scanbox tx               recent transactions; scanbox tx show ID: one sale's events (out_trade_no or REF)
   scanbox reverse OUT_TRADE_NO   a technician's manual reversal, journalled like any other
-  scanbox refund REF AMOUNT [--id RID]   refund AMOUNT fen of the paid sale REF (journalled; RID: the refund's key)
+  scanbox refund REF AMOUNT [--id RID] [--again]   refund AMOUNT fen of the paid sale REF (journalled; RID: the refund's key)
   scanbox report [--date YYYYMMDD] [--json]      the business day's totals, failures, by hour, what is open
-  scanbox reconcile [--date YYYYMMDD] [--json]   WeChat Pay's bill of that day (default yesterday) against the journal
+  scanbox reconcile [--date YYYYMMDD] [--json]   WeChat Pay's bill of that day against the journal (default: every day not reconciled yet)
   scanbox selftest         configuration, ports, GPIO, clock, API reach, certificate, journal: PASS/FAIL
   scanbox config check     validate the configuration and print it with secrets masked
   scanbox backend          merchant-backend mode: the server holding the merchant's credentials for many boxes

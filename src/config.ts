@@ -706,6 +706,11 @@ function readBackendAccess(r: Reader, credentialsDir: string | undefined, raw: s
       r.error('SCANBOX_BACKEND', `${shown(one)} ${parsed.problem}`);
       return null;
     }
+    // The backend answers at its origin's root (/v1/<call>): a path is refused here as the gateway refuses it.
+    if (parsed.base !== new URL(parsed.base).origin) {
+      r.error('SCANBOX_BACKEND', `${shown(one)} must be the backend's origin only, scheme, host and port (e.g. https://pay.example.com:8443), without a path`);
+      return null;
+    }
     if (origins.includes(parsed.base)) {
       r.error('SCANBOX_BACKEND', `${shown(one)} is named twice`);
       return null;

@@ -1016,6 +1016,12 @@ t.test('backend mode: no merchant secret on the box; the backend and the box cre
   const plain = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'http://backend.example', CREDENTIALS_DIRECTORY: dir } });
   t.notOk(plain.ok);
   if (!plain.ok) t.match(plain.errors.join('\n'), /SCANBOX_BACKEND: "http:\/\/backend\.example" must be an https:\/\/ URL/);
+  // What the daemon's gateway refuses, loadConfig (and so config check) refuses too: a path after the origin.
+  const pathed = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'https://backend.example:8443/scanbox', CREDENTIALS_DIRECTORY: dir } });
+  t.equal(pathed.ok, false, 'a backend URL with a path is refused');
+  if (!pathed.ok) t.match(pathed.errors.join('\n'), /SCANBOX_BACKEND: .* must be the backend's origin only/);
+  const slash = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'https://backend.example:8443/', SCANBOX_BACKEND_CERT_FILE: files.cert, SCANBOX_BACKEND_KEY_FILE: files.key, SCANBOX_BACKEND_CA_FILE: files.ca } });
+  t.equal(slash.ok, true, 'a trailing slash is the origin');
   const swapped = loadConfig({ env: { ...base, SCANBOX_BACKEND_CERT_FILE: files.key, SCANBOX_BACKEND_KEY_FILE: files.key, SCANBOX_BACKEND_CA_FILE: files.ca } });
   t.notOk(swapped.ok);
 });

@@ -57,7 +57,7 @@ export function upstreamFor(config: Config, log: Logger): Upstream {
 }
 
 /** The WeChat Pay client; throws CertificateError for a merchant certificate that cannot be used. */
-export function clientFor(config: Config, log: Logger): WechatPayClient {
+export function clientFor(config: Config, log: Logger, options: { payConnections?: number } = {}): WechatPayClient {
   if (config.certificate === null) throw new TypeError('no merchant certificate: the box is in backend mode (upstreamFor)');
   return new WechatPayClient({
     merchant: {
@@ -72,6 +72,7 @@ export function clientFor(config: Config, log: Logger): WechatPayClient {
     backupBase: config.backupBase,
     certificate: config.certificate,
     log,
+    ...(options.payConnections === undefined ? {} : { payConnections: options.payConnections }),
   });
 }
 

@@ -1,80 +1,31 @@
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { formatYuan } from '../money.js';
-import { BillError, parseBill, type BillRow } from '../wechatpay/bill.js';
+import { BillError, cutBill, type BillRow } from '../wechatpay/bill.js';
 import type { BillOutcome, BillType, WechatPayClient } from '../wechatpay/client.js';
 
 /**
  * A box's bill is its own (contract §8, "A box sees and moves only its own money").
  *
  * The backend fetches the merchant's bill of a day ONCE for every box that asks (BillCache) and hands each box
- * the bill cut to its own trades (cutBill): the header as WeChat Pay wrote it, the box's rows as they were, and
+ * the bill cut to its own trades (cutBillFor, on the bill parser's cutBill): the header as WeChat Pay wrote it, the box's rows as they were, and
  * a summary recomputed for those rows, so the box's `scanbox reconcile` reads it as it reads WeChat Pay's.
  */
 
 export type Keep = (row: BillRow) => boolean;
 
-/** The summary columns this writer can recompute, by every name the bill parser knows for each. */
-const SUMMARY_SUMS: ReadonlyArray<[readonly string[], (row: BillRow) => number, 'yuan' | 'fee']> = [
-  [['应结订单总金额', '总交易额'], (r) => r.settlementFen, 'yuan'],
-  [['退款总金额', '总退款金额'], (r) => r.refundFen ?? 0, 'yuan'],
-  [['充值券退款总金额', '总代金券或立减优惠退款金额', '总企业红包退款金额'], (r) => r.couponRefundFen ?? 0, 'yuan'],
-  [['手续费总金额'], (r) => r.feeFen ?? 0, 'fee'],
-  [['订单总金额'], (r) => r.orderFen, 'yuan'],
-  [['申请退款总金额'], (r) => r.requestedRefundFen ?? 0, 'yuan'],
-];
-
-function unticked(name: string): string {
-  const trimmed = name.trim();
-  return trimmed.charCodeAt(0) === 96 ? trimmed.slice(1) : trimmed;
-}
-
 /**
- * The bill `text` with only the trade rows `keep` accepts: the header line and those rows as written, the
- * summary header as written and its row recomputed over the kept rows (a column it cannot recompute is left
- * empty). Null when no row is kept: to the box, No Bill Exist. Throws BillError for text that is not a bill.
+ * The bill `text` with only the trade rows `keep` accepts (the bill parser's cutBill: the layout whole, the kept
+ * rows verbatim, the summary recomputed for them); null when no row is kept: to the box, No Bill Exist. Throws
+ * BillError for text that is not a whole bill.
  */
-export function cutBill(text: string, keep: Keep): string | null {
-  const kept: BillRow[] = [];
-  const keptLines = new Set<number>();
-  parseBill(text, (row) => {
-    if (keep(row)) {
-      kept.push(row);
-      keptLines.add(row.line);
-    }
+export function cutBillFor(text: string, keep: Keep): string | null {
+  let kept = 0;
+  const cut = cutBill(text, (row) => {
+    const mine = keep(row);
+    if (mine) kept++;
+    return mine;
   });
-  if (kept.length === 0) return null;
-  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  const lines = body.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l));
-  const out: string[] = [];
-  let header: string | null = null;
-  let summaryHeader: string | null = null;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line.trim() === '') continue;
-    if (header === null) {
-      header = line;
-      out.push(line);
-    } else if (keptLines.has(i + 1)) {
-      out.push(line);
-    } else if (unticked(line.split(',')[0] ?? '') === '总交易单数') {
-      summaryHeader = line;
-      break;
-    }
-  }
-  if (summaryHeader !== null) {
-    out.push(summaryHeader);
-    const values = summaryHeader.split(',').map((name) => {
-      const n = unticked(name);
-      if (n === '总交易单数') return String(kept.length);
-      const sum = SUMMARY_SUMS.find(([names]) => names.includes(n));
-      if (sum === undefined) return '';
-      const fen = kept.reduce((total, row) => total + sum[1](row), 0);
-      return sum[2] === 'fee' ? `${formatYuan(fen)}000` : formatYuan(fen);
-    });
-    out.push(values.map((v) => '`' + v).join(','));
-  }
-  return (text.charCodeAt(0) === 0xfeff ? '\ufeff' : '') + out.join('\r\n') + '\r\n';
+  return kept === 0 ? null : cut;
 }
 
 /** A box's trades: its orders and their refunds, by the out_trade_no that begins with its device id. */
@@ -130,7 +81,7 @@ export class BillCache {
     const whole = await this.whole(req.billDate, req.billType ?? 'ALL', signal);
     if (whole.kind !== 'bill') return whole;
     try {
-      const text = cutBill(whole.text, keep);
+      const text = cutBillFor(whole.text, keep);
       if (text === null) return { kind: 'no_bill', call: 'downloadbill', message: 'No Bill Exist (no trade of this box that day)', ms: this.o.now() - started, origin: whole.origin };
       return { ...whole, text, bytes: Buffer.byteLength(text, 'utf8'), gzip: false };
     } catch (error) {

@@ -23,6 +23,9 @@ import type { BackendPolicy } from './server.js';
  * | SCANBOX_BACKEND_REFUND_DAY_MAX | 100000 | most fen one box may refund in a business day (China time), refunds of any source |
  * | SCANBOX_BACKEND_BILLS | on | on/off: whether boxes may download the merchant's daily bill (it lists every box's trades) |
  * | SCANBOX_BACKEND_RATE | 120 | calls per box per minute (a sale is a micropay and up to a dozen queries and reversals) |
+ * | SCANBOX_BACKEND_MAX_CONNECTIONS | 4096 | open connections from boxes, in all (a TLS handshake must finish within 10 s) |
+ * | SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS | 64 | open connections from one address (raise it behind a load balancer or a shop NAT) |
+ * | SCANBOX_BACKEND_UPSTREAM_CONNECTIONS | 32 | connections to WeChat Pay for micropay and orderquery: as many such calls under way at once |
  */
 
 export interface BackendConfig {
@@ -36,6 +39,10 @@ export interface BackendConfig {
   pkiDir: string;
   hostnames: readonly string[];
   policy: Readonly<BackendPolicy>;
+  /** Connections to WeChat Pay for micropay and orderquery (SCANBOX_BACKEND_UPSTREAM_CONNECTIONS). */
+  upstreamConnections: number;
+  /** Open connections from boxes: in all, and from one address. */
+  maxConnections: { total: number; perAddress: number };
   logLevel: Level;
 }
 
@@ -50,6 +57,9 @@ export const BACKEND_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_REFUND_DAY_MAX',
   'SCANBOX_BACKEND_BILLS',
   'SCANBOX_BACKEND_RATE',
+  'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS',
+  'SCANBOX_BACKEND_MAX_CONNECTIONS',
+  'SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS',
 ];
 
 /** The box's side of backend mode (contract §2): known, so not called typos, and of no use to the backend. */
@@ -229,6 +239,11 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
     bills: onOff(env, errors, 'SCANBOX_BACKEND_BILLS', 'on'),
     ratePerMinute: integer(env, errors, 'SCANBOX_BACKEND_RATE', 120, 1, 100_000),
   };
+  const upstreamConnections = integer(env, errors, 'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS', 32, 1, 1024);
+  const maxConnections = {
+    total: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS', 4096, 1, 1_000_000),
+    perAddress: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS', 64, 1, 1_000_000),
+  };
   const levelRaw = value(env, 'SCANBOX_LOG_LEVEL');
   const logLevel: Level = levelRaw !== undefined && (LEVELS as readonly string[]).includes(levelRaw) ? (levelRaw as Level) : 'info';
 
@@ -243,6 +258,8 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
       pkiDir: db.pkiDir,
       hostnames: Object.freeze(hostnames.names),
       policy: Object.freeze(policy),
+      upstreamConnections,
+      maxConnections,
       logLevel,
     }),
   };
@@ -260,5 +277,8 @@ export function describeBackendConfig(config: BackendConfig): string[] {
     `SCANBOX_BACKEND_REFUND_DAY_MAX=${config.policy.refundDayMaxFen}`,
     `SCANBOX_BACKEND_BILLS=${config.policy.bills}`,
     `SCANBOX_BACKEND_RATE=${config.policy.ratePerMinute}`,
+    `SCANBOX_BACKEND_UPSTREAM_CONNECTIONS=${config.upstreamConnections}`,
+    `SCANBOX_BACKEND_MAX_CONNECTIONS=${config.maxConnections.total}`,
+    `SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS=${config.maxConnections.perAddress}`,
   ];
 }

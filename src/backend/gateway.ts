@@ -46,18 +46,20 @@ export interface BackendGatewayOptions {
   caPem: string;
   /**
    * Per call, in ms. Defaults: the backend's own upstream timeout (micropay once; the others twice, for the
-   * failover to the backup domain) plus 5 s, so that the box does not give up while the backend still waits.
+   * failover to the backup domain), plus the 5 s a call may wait at the backend for a connection to WeChat
+   * Pay (backend/upstream.ts), plus 5 s, so that the box does not give up while the backend still waits: its
+   * reverse then never overtakes a micropay still at the backend.
    */
   timeouts?: Partial<Record<ApiCall, number>> & { connect?: number };
   log?: Logger;
 }
 
 const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
-  micropay: 15_000,
-  orderquery: 17_000,
-  reverse: 21_000,
-  refund: 17_000,
-  refundquery: 13_000,
+  micropay: 20_000,
+  orderquery: 22_000,
+  reverse: 26_000,
+  refund: 22_000,
+  refundquery: 18_000,
   downloadbill: 65_000,
   connect: 5_000,
 };

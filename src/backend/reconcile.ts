@@ -80,8 +80,10 @@ interface Trade {
   outTradeNo: string;
   deviceId: string;
   amountFen: number | null;
-  /** The first micropay's time (else the first call's): the day the order belongs to. */
+  /** The first micropay's time (else the first call's). */
   at: number;
+  /** WeChat Pay's payment time from a verified answer (time_end): the day the bill puts the sale in. */
+  paidAt: number | null;
   view: TradeView;
   reversedAt: number | null;
   /** A reverse went out whose outcome the backend does not know (its answer lost, or the backend stopped). */
@@ -123,7 +125,7 @@ export function tradesOf(calls: readonly CallRecord[]): Map<string, Trade> {
     if (call.outTradeNo === null || call.call === 'refund' || call.call === 'refundquery' || call.call === 'downloadbill') continue;
     let trade = trades.get(call.outTradeNo);
     if (trade === undefined) {
-      trade = { outTradeNo: call.outTradeNo, deviceId: call.deviceId, amountFen: null, at: call.at, view: 'none', reversedAt: null, reverseInDoubt: false, last: '' };
+      trade = { outTradeNo: call.outTradeNo, deviceId: call.deviceId, amountFen: null, at: call.at, paidAt: null, view: 'none', reversedAt: null, reverseInDoubt: false, last: '' };
       trades.set(call.outTradeNo, trade);
     }
     if (call.call === 'micropay' && trade.amountFen === null) {
@@ -132,6 +134,7 @@ export function tradesOf(calls: readonly CallRecord[]): Map<string, Trade> {
     }
     if (call.outcome === 'refused') continue;
     trade.last = describe(call);
+    if (call.paidAt !== null && call.paidAt !== undefined) trade.paidAt ??= call.paidAt;
     const upstream = (): void => {
       if (trade.view === 'none') trade.view = 'unknown';
     };
@@ -317,7 +320,9 @@ export function reconcileBackend(input: BackendReconcileInput): BackendReconcile
   }
 
   for (const trade of trades.values()) {
-    if (trade.view !== 'paid' || trade.at < startMs || trade.at >= endMs) continue;
+    // Dated as the bill dates it: by WeChat Pay's payment time, else (an old journal) the micropay's start.
+    const when = trade.paidAt ?? trade.at;
+    if (trade.view !== 'paid' || when < startMs || when >= endMs) continue;
     if (kept.has(trade.outTradeNo) || revoked.has(trade.outTradeNo)) continue;
     found('PAID_NOT_IN_BILL', {
       box: trade.deviceId,

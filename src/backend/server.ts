@@ -1,7 +1,7 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
 import { messageOf } from '../errors.js';
@@ -19,8 +19,9 @@ import {
   type RefusalCode,
 } from './protocol.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
-import { businessDay, dayBounds } from '../business-day.js';
+import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
+import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import type { BackendStore, BoxRecord, BoxRefunds, NewCall } from './store.js';
 
 /**
@@ -72,6 +73,69 @@ export interface BackendServerOptions {
   recheckMs?: number;
   /** The bill cache's times (backend/bills.ts); tests shorten them. */
   bills?: { keepMs?: number; retryMs?: number };
+  /**
+   * The upstream gate (backend/upstream.ts): `connections` micropays and orderqueries under way at once, the
+   * client's payConnections (default 1); a call not sent within `sendWithinMs` (default 5000) of its arrival
+   * is answered as never sent.
+   */
+  upstream?: { connections?: number; sendWithinMs?: number };
+  /**
+   * Connections (contract §8, M3 of the review): a TLS handshake must finish within `handshakeMs` (default
+   * 10 s); at most `total` open connections (default 4096) and `perAddress` from one address (default 64);
+   * refused handshakes and connections over a cap are logged as one line a minute with their count.
+   */
+  connections?: { handshakeMs?: number; total?: number; perAddress?: number };
+}
+
+export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
+
+/**
+ * Refused handshakes and connections over a cap, told in the log without a line each: the first of a quiet
+ * spell at once, the rest counted and told in one line at the end of each minute they go on.
+ */
+class RefusalSummary {
+  private counts = { handshakes: 0, overCap: 0 };
+  private last: { from: string; error: string } | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly everyMs = 60_000,
+  ) {}
+
+  add(kind: 'handshakes' | 'overCap', from: string, error: string): void {
+    if (this.timer === null) {
+      this.log.warning(kind === 'handshakes' ? 'backend: TLS handshake refused' : 'backend: connection refused, over the cap', { from, error });
+      this.timer = setTimeout(() => this.flush(), this.everyMs);
+      this.timer.unref();
+      return;
+    }
+    this.counts[kind] += 1;
+    this.last = { from, error };
+  }
+
+  /** Tells what was counted (the timer does it every minute); the spell ends when nothing was. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const { handshakes, overCap } = this.counts;
+    if (handshakes === 0 && overCap === 0) return;
+    this.log.warning('backend: more connections refused in the last minute', {
+      handshakes_refused: handshakes,
+      over_cap: overCap,
+      last_from: this.last?.from,
+      last_error: this.last?.error,
+    });
+    this.counts = { handshakes: 0, overCap: 0 };
+    this.last = null;
+    this.timer = setTimeout(() => this.flush(), this.everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 /** SCANBOX_BACKEND_REFUND_DAY_MAX's default: 1,000 yuan a box and business day. */
@@ -156,6 +220,28 @@ export function stateOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): 
   }
 }
 
+/** WeChat Pay's payment time (time_end) of a verified answer saying the order is paid; null otherwise. */
+export function paidAtOf(value: CallRequest, outcome: ApiOutcome | BillOutcome): number | null {
+  if (outcome.kind !== 'success') return null;
+  const paid = value.call === 'micropay' || (value.call === 'orderquery' && (outcome.fields.trade_state === 'SUCCESS' || outcome.fields.trade_state === 'REFUND'));
+  return paid ? chinaTimeMs(outcome.fields.time_end ?? '') : null;
+}
+
+/** The TLS settings of the backend's listener, for its server certificate. */
+function secureContextOf(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }) {
+  return {
+    key: pki.serverKeyPem,
+    cert: pki.serverCertPem,
+    // The backend's CA only: a certificate from anywhere else is refused in the handshake.
+    ca: [pki.caPem],
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2' as const,
+    // No session tickets: every connection shows its certificate in full, checked again in the handshake.
+    secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+  };
+}
+
 export class BackendServer {
   readonly origin: string;
   readonly port: number;
@@ -168,23 +254,24 @@ export class BackendServer {
   private rechecking: Promise<number> | null = null;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
+  /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
+  readonly gate: UpstreamGate;
   private closing: Promise<void> | null = null;
+  private readonly byAddress = new Map<string, number>();
+  private servedCertPem: string;
+  /** Refused handshakes and connections, summarised in the log. */
+  readonly refusals: RefusalSummary;
 
   static async start(options: BackendServerOptions): Promise<BackendServer> {
     const p = options.policy;
     if (!Number.isSafeInteger(p.maxAmountFen) || p.maxAmountFen <= 0) throw new TypeError('policy.maxAmountFen must be a positive whole number of fen');
     if (!(p.ratePerMinute >= 1)) throw new TypeError('policy.ratePerMinute must be at least 1');
     const server = https.createServer({
-      key: options.pki.serverKeyPem,
-      cert: options.pki.serverCertPem,
-      // The backend's CA only: a certificate from anywhere else is refused in the handshake.
-      ca: [options.pki.caPem],
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      // No session tickets: every connection shows its certificate in full, checked again in the handshake.
-      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      ...secureContextOf(options.pki),
+      // Node's default is 120 s: a port scan would hold sockets that long.
+      handshakeTimeout: options.connections?.handshakeMs ?? DEFAULT_CONNECTION_LIMITS.handshakeMs,
     });
+    server.maxConnections = options.connections?.total ?? DEFAULT_CONNECTION_LIMITS.total;
     server.headersTimeout = HEADERS_TIMEOUT_MS;
     server.requestTimeout = REQUEST_TIMEOUT_MS;
     server.keepAliveTimeout = KEEP_ALIVE_MS;
@@ -202,22 +289,62 @@ export class BackendServer {
   private constructor(server: https.Server, options: BackendServerOptions) {
     this.server = server;
     this.o = options;
+    this.refusals = new RefusalSummary(options.log);
+    this.servedCertPem = options.pki.serverCertPem;
     this.now = options.now ?? Date.now;
     this.rate = new RateLimit(options.policy.ratePerMinute, this.now);
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
+    this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.origin = `https://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
     server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    const capped = new WeakSet<Socket>();
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
-      // Refused in the handshake: no certificate, one from another CA, an expired one. Nothing was read.
-      options.log.warning('backend: TLS handshake refused', { from: socket.remoteAddress, error: messageOf(error) });
+      // A connection cut for being over a cap is counted there, not again as a handshake.
+      const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
+      if (raw !== undefined && capped.has(raw)) return;
+      // Refused in the handshake: no certificate, one from another CA, an expired one, too slow. Nothing was read.
+      this.refusals.add('handshakes', socket.remoteAddress ?? '-', messageOf(error));
+    });
+    // Open TCP connections per address, counted before the handshake: one address cannot take them all.
+    const perAddress = options.connections?.perAddress ?? DEFAULT_CONNECTION_LIMITS.perAddress;
+    server.on('connection', (socket: Socket) => {
+      const from = socket.remoteAddress ?? '-';
+      const open = (this.byAddress.get(from) ?? 0) + 1;
+      if (open > perAddress) {
+        this.refusals.add('overCap', from, `more than ${perAddress} connections from one address`);
+        capped.add(socket);
+        socket.destroy();
+        return;
+      }
+      this.byAddress.set(from, open);
+      socket.once('close', () => {
+        const left = (this.byAddress.get(from) ?? 1) - 1;
+        if (left <= 0) this.byAddress.delete(from);
+        else this.byAddress.set(from, left);
+      });
+    });
+    server.on('drop', (data?: { remoteAddress?: string }) => {
+      this.refusals.add('overCap', data?.remoteAddress ?? '-', `more than ${server.maxConnections} connections in all`);
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
     this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
     this.timer?.unref();
+  }
+
+  /**
+   * Serves `pki`'s server certificate to new connections from now on, when it is not the one served: the
+   * running backend's renewal (BackendPki.openOrCreate re-issues it 30 days before it ends). True when changed.
+   */
+  useCertificate(pki: { caPem: string; serverCertPem: string; serverKeyPem: string }): boolean {
+    if (pki.serverCertPem === this.servedCertPem) return false;
+    this.server.setSecureContext(secureContextOf(pki));
+    this.servedCertPem = pki.serverCertPem;
+    this.o.log.info('backend: server certificate renewed; new connections get the new one');
+    return true;
   }
 
   /** Open TLS connections, of one box or of all. */
@@ -268,6 +395,7 @@ export class BackendServer {
 
   close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.refusals.stop();
     this.closing ??= new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -307,6 +435,7 @@ export class BackendServer {
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const arrivedAt = performance.now();
     const socket = req.socket as TLSSocket;
     const peer = this.peers.get(socket);
     const path = (req.url ?? '').split('?')[0] ?? '';
@@ -369,7 +498,7 @@ export class BackendServer {
         }
         log.warning('backend: revoked box settles an order made before its revocation', { out_trade_no: outTradeNo });
       }
-      await this.forward(parsed.value, recordable, res, log);
+      await this.forward(parsed.value, recordable, res, log, arrivedAt);
     } catch (error) {
       if (!(error instanceof Refused)) {
         log.error('backend: request failed', { error: messageOf(error) });
@@ -407,7 +536,30 @@ export class BackendServer {
     if (value.call === 'downloadbill' && this.o.policy.bills !== 'on') throw new Refused('BILLS_OFF', 'boxes may not download the bill');
   }
 
-  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger): Promise<void> {
+  private async forward(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
+    // micropay and orderquery share the client's pool: at most one call per connection, or none after 5 s.
+    const gated = value.call === 'micropay' || value.call === 'orderquery';
+    const release = gated ? await this.gate.acquire(arrivedAt) : () => undefined;
+    if (release === null) {
+      await this.o.store.refusedCall({ ...record, at: this.now() }, 'NOT_SENT').catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'no connection to WeChat Pay came free in time');
+    }
+    try {
+      await this.forwardHeld(value, record, res, log, arrivedAt);
+    } finally {
+      release();
+    }
+  }
+
+  /** Answers a call the backend did not send to WeChat Pay: unknown and unsent, so a micropay ends OFFLINE at once. */
+  private unsent(value: CallRequest, res: ServerResponse, log: Logger, arrivedAt: number, why: string): void {
+    const ms = Math.round(performance.now() - arrivedAt);
+    log.warning('backend: call not sent to WeChat Pay, the box is told so', { why, ms, ...this.gate.load });
+    const outcome = { kind: 'unknown', call: value.call, failure: 'NETWORK', message: `the backend did not send it to WeChat Pay: ${why} (${ms} ms)`, ms, origin: null, unsent: true };
+    this.answer(res, 200, { outcome });
+  }
+
+  private async forwardHeld(value: CallRequest, record: NewCall, res: ServerResponse, log: Logger, arrivedAt: number): Promise<void> {
     let id: number;
     try {
       if (value.call === 'refund') {
@@ -429,7 +581,13 @@ export class BackendServer {
       log.error('backend: cannot record the call; not sending it', { error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the call in its journal');
     }
+    if (!this.gate.inTime(arrivedAt)) {
+      // Recording it took too long (a busy journal): too late to send; the box ends the sale at once.
+      await this.o.store.finishCall(id, { outcome: 'refused', code: 'NOT_SENT', ms: 0 }).catch((e: unknown) => log.error('backend: cannot record a call not sent', { error: messageOf(e) }));
+      return this.unsent(value, res, log, arrivedAt, 'the journal was too slow to record it');
+    }
     const started = performance.now();
+    const queuedMs = Math.round(started - arrivedAt);
     let outcome: ApiOutcome | BillOutcome;
     const gone = new AbortController();
     const onClose = (): void => {
@@ -448,7 +606,7 @@ export class BackendServer {
     const ms = Math.round(performance.now() - started);
     const code = outcomeCode(outcome);
     // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
-    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), ms }).catch((error: unknown) => {
+    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {
       log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
     });
     log.info('backend: forwarded', {
@@ -458,6 +616,8 @@ export class BackendServer {
       err_code: outcome.kind === 'business' ? outcome.errCode : undefined,
       failure: outcome.kind === 'unknown' ? outcome.failure : undefined,
       ms,
+      // From the request's arrival to its sending upstream: the pool's wait and the journal's write.
+      queued_ms: queuedMs,
     });
     this.answer(res, 200, { outcome });
   }

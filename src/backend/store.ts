@@ -68,6 +68,8 @@ export interface CallRecord {
   amountFen: number | null;
   ms: number | null;
   at: number;
+  /** WeChat Pay's payment time (time_end) from a verified micropay or orderquery answer saying paid; else null. */
+  paidAt: number | null;
 }
 
 export interface NewCall {
@@ -85,6 +87,8 @@ export interface FinishedCall {
   code: string | null;
   /** See CallRecord.state. */
   state?: string | null;
+  /** See CallRecord.paidAt. */
+  paidAt?: number | null;
   ms: number;
 }
 
@@ -214,9 +218,13 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       CREATE INDEX calls_at ON calls (at);
     `);
   },
-  // 2: the refund policy reads a box's refunds of a day (startRefund).
+  // 2: the refund policy reads a box's refunds of a day (startRefund); reconciliation dates a sale by
+  // WeChat Pay's payment time (paid_at, from time_end), not by the micropay's start.
   (db) => {
-    db.exec(`CREATE INDEX calls_device_call_at ON calls (device_id, call, at);`);
+    db.exec(`
+      CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
+      ALTER TABLE calls ADD COLUMN paid_at INTEGER;
+    `);
   },
 ];
 
@@ -247,6 +255,7 @@ interface CallRow {
   code: string | null;
   state: string | null;
   amount_fen: number | null;
+  paid_at: number | null;
   ms: number | null;
   at: number;
 }
@@ -283,6 +292,7 @@ function toCall(row: CallRow): CallRecord {
     code: row.code,
     state: row.state,
     amountFen: row.amount_fen,
+    paidAt: row.paid_at ?? null,
     ms: row.ms,
     at: row.at,
   };
@@ -435,8 +445,8 @@ export class SqliteBackendStore implements BackendStore {
         const row = this.db.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
         this.db
-          .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, ms = ? WHERE id = ?')
-          .run(result.outcome, result.code, result.state ?? null, Math.round(result.ms), id);
+          .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, paid_at = ?, ms = ? WHERE id = ?')
+          .run(result.outcome, result.code, result.state ?? null, result.paidAt ?? null, Math.round(result.ms), id);
         if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
       }).immediate(),
     );

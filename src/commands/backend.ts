@@ -14,7 +14,7 @@ import { migrateSqliteToPostgres, type MigrateProgress } from '../backend/store/
 import { openBackendStore, type OpenStore } from '../backend/store/open.js';
 import { PostgresBackendStore } from '../backend/store/postgres.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
-import { dayBounds, yesterday } from '../business-day.js';
+import { dayBounds, previousDay, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
 import { messageOf } from '../errors.js';
 import { DEVICE_ID, DEVICE_ID_RULE } from '../ids.js';
@@ -49,10 +49,11 @@ const USAGE = `usage:
                                                     change an enrolled box's policy (from its next request on)
   scanbox backend revoke DEVICE_ID                  cut a box off at once
   scanbox backend status [--json]                   boxes, last seen, calls and errors
-  scanbox backend reconcile [--date YYYYMMDD] [--json]
+  scanbox backend reconcile [--date YYYYMMDD | --days N] [--json]
                                                     the merchant's bill of the day (default yesterday, China time) against
                                                     the calls the backend forwarded, box by box; exit 0 matched,
-                                                    1 discrepancies, 3 the bill not available yet
+                                                    1 discrepancies, 3 the bill not available yet; --days N: the N days
+                                                    up to yesterday (the daily timer's catch-up)
   scanbox backend migrate --from FILE               copy a SQLite backend journal into the PostgreSQL database of
                                                     SCANBOX_BACKEND_DB, once (the target must be empty), checked`;
 
@@ -306,6 +307,30 @@ async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
  * Each discrepancy is logged at error level on stderr, as `scanbox reconcile` does on a box.
  */
 async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // --days N: the N days up to yesterday, oldest first (the daily timer's catch-up of days it missed).
+  const at = args.indexOf('--days');
+  if (at >= 0) {
+    const n = args[at + 1];
+    if (n === undefined || !/^[0-9]{1,2}$/.test(n) || Number(n) < 1 || Number(n) > 31) return usage('--days must be a whole number 1..31');
+    const rest = [...args.slice(0, at), ...args.slice(at + 2)];
+    if (rest.some((a) => a === '--date' || a.startsWith('--date='))) return usage('--days and --date do not go together');
+    let day = yesterday(Date.now(), BILL_TIME_ZONE);
+    const days: string[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      days.unshift(day);
+      day = previousDay(day);
+    }
+    // The worst result decides: configuration (2) stops at once; a bill not available yet (3) asks for a try
+    // later; discrepancies (1), each logged, otherwise.
+    let worst = 0;
+    for (const date of days) {
+      const code = await reconcileDay([...rest, '--date', date], env);
+      if (code === 2) return 2;
+      if (code === 3 || worst === 3) worst = 3;
+      else worst = Math.max(worst, code);
+    }
+    return worst;
+  }
   const parsed = parseDayArgs(args);
   if (typeof parsed === 'string') return usage(parsed);
   const loaded = loadBackendConfig({ env });
@@ -384,7 +409,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const notifier = createNotifier(env, log);
   let client;
   try {
-    client = clientFor(config.merchant, log);
+    client = clientFor(config.merchant, log, { payConnections: config.upstreamConnections });
   } catch (error) {
     if (error instanceof CertificateError) {
       process.stdout.write(`<3>configuration: merchant certificate: ${error.message}\n`);
@@ -396,7 +421,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const pki = BackendPki.openOrCreate(config.pkiDir, { hostnames: config.hostnames });
   let server: BackendServer;
   try {
-    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log });
+    server = await BackendServer.start({ listen: config.listen, store, pki, client, policy: config.policy, log, upstream: { connections: config.upstreamConnections }, connections: config.maxConnections });
   } catch (error) {
     log.error('backend cannot listen', { listen: `${config.listen.host}:${config.listen.port}`, error: messageOf(error) });
     await store.close();
@@ -411,6 +436,18 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   });
   // A chain (PostgreSQL): a revocation made through any backend cuts this one's open connections of the box at once.
   store.onRevoked?.(() => void server.recheck());
+  // A spare connection to WeChat Pay stands ready whenever the pool may grow: no handshake on a sale's path.
+  client.warm();
+  // The server certificate is renewed while running: twice a day the PKI re-issues it when it has less than
+  // 30 days left (or lacks a configured name), and new connections get the new one.
+  const renewal = setInterval(() => {
+    try {
+      server.useCertificate(BackendPki.openOrCreate(config.pkiDir, { hostnames: config.hostnames }));
+    } catch (error) {
+      log.error('backend: cannot renew the server certificate; the current one is kept', { error: messageOf(error) });
+    }
+  }, 12 * 3_600_000);
+  renewal.unref();
   notifier.ready('listening');
   await new Promise<void>((resolveStop) => {
     const stop = (): void => resolveStop();
@@ -419,6 +456,7 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   });
   notifier.stopping('stopping');
   log.info('backend stopping');
+  clearInterval(renewal);
   await server.close();
   await client.close();
   await store.close();

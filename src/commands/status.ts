@@ -2,6 +2,8 @@ import { configWarning, locateJournal, openJournalReadonly } from '../app/journa
 import { SALE_ALIGN, SALE_HEADERS, formatTime, print, saleRows, table } from '../app/table.js';
 import { askDaemon, controlSocketPath } from '../control.js';
 import type { Discrepancy } from '../books/reconcile.js';
+import { oldestNotReconciled } from '../books/catch-up.js';
+import { systemClock } from '../clock.js';
 import { asHealth, describeHealth } from '../health.js';
 import type { Journal } from '../journal/journal.js';
 import { SALE_STATES } from '../journal/states.js';
@@ -129,6 +131,8 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
         );
       }
     }
+    const behind = oldestNotReconciled(journal, systemClock.now());
+    if (behind !== null) out.push(`oldest day not reconciled: ${behind.day}: ${behind.why}`);
     if (counts.reverse_failed > 0) {
       out.push(
         `${counts.reverse_failed} reversal(s) refused by WeChat Pay for good (state reverse_failed): refund them in the merchant platform, ` +

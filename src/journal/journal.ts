@@ -55,6 +55,15 @@ export interface Sale {
   updatedAt: number;
 }
 
+/** A business day WeChat Pay's bill could not reconcile yet: since when it is tried, the last try and why. */
+export interface PendingReconciliation {
+  day: string;
+  since: number;
+  at: number;
+  tries: number;
+  reason: string;
+}
+
 /** A day's reconciliation against WeChat Pay's bill, as kept (result: the report as JSON). */
 export interface Reconciliation {
   day: string;
@@ -411,6 +420,7 @@ export class Journal {
     byRef: Statement<[string], SaleRow>;
     unfinished: Statement<[], SaleRow>;
     pendingReversals: Statement<[], SaleRow>;
+    refusedReversals: Statement<[], SaleRow>;
     recent: Statement<[number], SaleRow>;
     events: Statement<[number], EventRow>;
     counts: Statement<[], { state: SaleState; n: number }>;
@@ -529,6 +539,7 @@ export class Journal {
       pendingReversals: db.prepare(
         `SELECT ${cols} FROM sales WHERE state = 'reversing' ORDER BY next_reverse_at ASC NULLS FIRST, id`,
       ),
+      refusedReversals: db.prepare(`SELECT ${cols} FROM sales WHERE state = 'reverse_failed' ORDER BY id`),
       recent: db.prepare(`SELECT ${cols} FROM sales ORDER BY id DESC LIMIT ?`),
       events: db.prepare('SELECT id, sale_id, at, kind, detail FROM events WHERE sale_id = ? ORDER BY id'),
       counts: db.prepare('SELECT state, count(*) AS n FROM sales GROUP BY state'),
@@ -660,6 +671,11 @@ export class Journal {
     return this.read('list pending reversals', () => this.stmt.pendingReversals.all().map(toSale));
   }
 
+  /** Sales whose reversal WeChat Pay refused for good (REVERSE_EXPIRE ...): money it may keep, oldest first. */
+  refusedReversals(): Sale[] {
+    return this.read('list refused reversals', () => this.stmt.refusedReversals.all().map(toSale));
+  }
+
   /** Newest first. */
   recent(limit: number): Sale[] {
     checkCount('limit', limit);
@@ -715,14 +731,55 @@ export class Journal {
     return this.write('prune old events', () => this.txPrune(olderThanMs, batchSize));
   }
 
-  /** ONE transaction: a day's reconciliation result, replacing an earlier one of the same day. */
+  /** ONE transaction: a day's reconciliation result, replacing an earlier one of the same day; the day is no longer pending. */
   saveReconciliation(record: Reconciliation): void {
     if (!/^[0-9]{8}$/.test(record.day)) throw new TypeError('day must be YYYYMMDD');
-    this.write(`keep the reconciliation of ${record.day}`, () =>
+    this.write(`keep the reconciliation of ${record.day}`, () => {
       this.db
         .prepare('INSERT OR REPLACE INTO reconciliations (day, at, matched, discrepancies, result) VALUES (?, ?, ?, ?, ?)')
-        .run(record.day, record.at, record.matched, record.discrepancies, record.result),
+        .run(record.day, record.at, record.matched, record.discrepancies, record.result);
+      this.db.prepare('DELETE FROM reconcile_pending WHERE day = ?').run(record.day);
+    });
+  }
+
+  /** ONE transaction: the day could not be reconciled now (the bill not made, not reachable, not whole), and why. */
+  notReconciled(day: string, at: number, reason: string): void {
+    if (!/^[0-9]{8}$/.test(day)) throw new TypeError('day must be YYYYMMDD');
+    if (reason === '') throw new TypeError('a reason is needed');
+    this.write(`note that ${day} is not reconciled`, () =>
+      this.db
+        .prepare(
+          'INSERT INTO reconcile_pending (day, since, at, tries, reason) VALUES (?, ?, ?, 1, ?) ' +
+            'ON CONFLICT (day) DO UPDATE SET at = excluded.at, tries = tries + 1, reason = excluded.reason',
+        )
+        .run(day, at, at, reason.slice(0, 500)),
     );
+  }
+
+  /** The days of [fromDay, toDay] (YYYYMMDD) that have a kept reconciliation; none for a journal older than reconciliation. */
+  reconciledDays(fromDay: string, toDay: string): Set<string> {
+    return this.read('list the reconciled days', () => {
+      if (!this.hasTable('reconciliations')) return new Set<string>();
+      const rows = this.db.prepare('SELECT day FROM reconciliations WHERE day >= ? AND day <= ?').all(fromDay, toDay) as { day: string }[];
+      return new Set(rows.map((r) => r.day));
+    });
+  }
+
+  /** Why a day is not reconciled yet, as last noted; null when it was never tried (or the journal is older than that). */
+  pendingReconciliation(day: string): PendingReconciliation | null {
+    return this.read('read a pending reconciliation', () => {
+      if (!this.hasTable('reconcile_pending')) return null;
+      const row = this.db.prepare('SELECT day, since, at, tries, reason FROM reconcile_pending WHERE day = ?').get(day) as PendingReconciliation | undefined;
+      return row ?? null;
+    });
+  }
+
+  /** When the journal's first sale was opened (wall ms), or null when it has none: where a catch-up starts. */
+  firstSaleAt(): number | null {
+    return this.read('read the first sale', () => {
+      const row = this.db.prepare('SELECT min(created_at) AS at FROM sales').get() as { at: number | null };
+      return row.at;
+    });
   }
 
   /** The newest reconciliation (by the day it reconciled), or null; null too for a journal older than reconciliation. */

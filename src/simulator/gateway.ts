@@ -6,7 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import { systemClock, type Clock } from '../clock.js';
 import { maskCode, type Logger } from '../log.js';
-import { formatYuan } from '../money.js';
+import { formatYuan, parseYuan } from '../money.js';
 import { SIGN_TYPES, sign, verify, type SignType } from '../wechatpay/sign.js';
 import { decodeXml, encodeXml } from '../wechatpay/xml.js';
 import { createTestPki, type TestPki } from './ca.js';
@@ -454,6 +454,7 @@ export class GatewaySimulator {
   private readonly plantedRows: SimBillRow[] = [];
   private readonly droppedFromBill = new Set<string>();
   private readonly billAmendments = new Map<string, Partial<SimBillRow>>();
+  private readonly servedBills = new Map<string, string>();
   private readonly log: RequestRecord[] = [];
   private readonly listeners = new Set<(call: GatewayCall, outTradeNo: string | null) => void>();
   private readonly sockets = new Set<Socket>();
@@ -620,11 +621,25 @@ export class GatewaySimulator {
     this.billAmendments.set(key, { ...before, ...patch, ...(raw ? { raw } : {}) });
   }
 
-  /** Undoes plantBillRow, dropFromBill and amendBillRow. */
+  /**
+   * Serves `body` verbatim as the answer to downloadbill for `billDate` (every bill_type; gzipped when the
+   * request asks for GZIP and the body is not XML), in place of the bill made from the ledger: a bill in another
+   * layout, a copy cut short, a failure XML (`<xml><return_code>FAIL</return_code>...`). The request is still
+   * checked (signature, parameters) first. null stops serving it; clearBillChanges stops them all.
+   */
+  serveBill(billDate: string, body: string | null): void {
+    if (!/^\d{8}$/.test(billDate)) throw new TypeError('serveBill needs a bill date yyyyMMdd');
+    if (body === null) this.servedBills.delete(billDate);
+    else if (typeof body === 'string') this.servedBills.set(billDate, body);
+    else throw new TypeError('serveBill needs the body as a string, or null');
+  }
+
+  /** Undoes plantBillRow, dropFromBill, amendBillRow and serveBill. */
   clearBillChanges(): void {
     this.plantedRows.length = 0;
     this.droppedFromBill.clear();
     this.billAmendments.clear();
+    this.servedBills.clear();
   }
 
   requests(): RequestRecord[] {
@@ -1357,6 +1372,17 @@ export class GatewaySimulator {
     if (!BILL_TYPES.includes(billType)) return fail('invalid bill_type');
     if (has('tar_type') && fields.tar_type !== 'GZIP') return fail('invalid tar_type, Only GZIP supported');
     const billDate = fields.bill_date!;
+    const served = this.servedBills.get(billDate);
+    if (served !== undefined) {
+      const xml = served.replace(/^\ufeff/, '').trimStart().startsWith('<');
+      if (xml || !has('tar_type')) return this.sendRaw(res, record, 200, served, xml ? 'xml' : 'text');
+      const zipped = gzipSync(Buffer.from(served, 'utf8'));
+      record.status = 200;
+      if (res.destroyed || res.headersSent) return;
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': zipped.length, server: 'nginx' });
+      res.end(zipped);
+      return;
+    }
     const day = chinaDay(billDate);
     const now = this.clock.now();
     const today = chinaTime(now).slice(0, 8);
@@ -1494,12 +1520,15 @@ export class GatewaySimulator {
         ...line.raw,
       };
       out.push(columns.map((name) => '`' + (cells[name] ?? '')).join(','));
-      sum.settlement += line.settlementFen;
-      sum.refund += line.refundFen;
-      sum.couponRefund += line.couponRefundFen;
+      // The summary adds up the cells as written, so that a bill is whole also when a test wrote a cell raw
+      // (a raw cell that is not an amount, a damaged bill on purpose, counts as what the row held).
+      const written = (name: string, fen: number): number => (line.raw?.[name] === undefined ? fen : (parseYuan(line.raw[name]!) ?? fen));
+      sum.settlement += written('应结订单金额', line.settlementFen);
+      sum.refund += written('退款金额', line.refundFen);
+      sum.couponRefund += written('充值券退款金额', line.couponRefundFen);
       sum.fee += line.feeFen;
-      sum.order += line.orderFen;
-      sum.requested += line.requestedRefundFen;
+      sum.order += written('订单金额', line.orderFen);
+      sum.requested += written('申请退款金额', line.requestedRefundFen);
     }
     out.push(SUMMARY_COLUMNS.join(','));
     out.push(

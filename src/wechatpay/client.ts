@@ -123,6 +123,13 @@ export interface WechatPayClientOptions {
   nonce?: () => string;
   /** test/bench hook: called right before a request is written and right after its body is read. */
   onWire?: (call: ApiCall, phase: 'send' | 'receive') => void;
+  /**
+   * Connections per origin for micropay and orderquery; default 1 (a box: one sale at a time). The merchant
+   * backend serves many boxes at once and keeps a pool (SCANBOX_BACKEND_UPSTREAM_CONNECTIONS); while warm, a
+   * spare connection stands ready whenever the pool may grow, so a new connection is not handshaken on a
+   * sale's path.
+   */
+  payConnections?: number;
 }
 
 const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
@@ -421,6 +428,8 @@ export class WechatPayClient {
   private readonly log: Logger | undefined;
   private readonly nonce: () => string;
   private readonly onWire: ((call: ApiCall, phase: 'send' | 'receive') => void) | undefined;
+  /** Connections of payAgent per origin (options.payConnections). */
+  private readonly payConnections: number;
   /** micropay and orderquery: one keep-alive pool per origin, no client certificate. */
   private readonly payAgent: Agent;
   /** reverse only: presents the merchant certificate on every connection. */
@@ -462,6 +471,9 @@ export class WechatPayClient {
     this.nonce = options.nonce ?? (() => randomNonce());
     this.onWire = options.onWire;
 
+    const pool = options.payConnections ?? 1;
+    if (!Number.isSafeInteger(pool) || pool < 1 || pool > 1024) throw new TypeError('payConnections must be a whole number 1..1024');
+    this.payConnections = pool;
     const certificate = options.certificate ? certificateTlsOptions(options.certificate) : {};
     // Node's `ca` replaces the default roots; extra anchors are added to them instead.
     const extraCa = options.ca === undefined ? [] : Array.isArray(options.ca) ? options.ca : [options.ca];
@@ -488,13 +500,14 @@ export class WechatPayClient {
         servername: isIP(primary.hostname.replace(/^\[(.*)\]$/, '$1')) === 0 ? primary.hostname : '',
       } as Parameters<buildConnector.connector>[0],
       () => {
-        // A Client (one connection) says connected as a boolean, a Pool as a count.
+        // A Client (one connection) says connected as a boolean, a Pool as a count. Full: no spare needed.
         const connected: unknown = this.payAgent.stats[primary.origin]?.connected;
-        return connected === true || (typeof connected === 'number' && connected > 0);
+        const count = connected === true ? 1 : typeof connected === 'number' ? connected : 0;
+        return count >= this.payConnections;
       },
       this.log,
     );
-    this.payAgent = this.agent(trust, 1, MAX_RESPONSE_BYTES, { connect: payConnect, spareFor: primary.origin });
+    this.payAgent = this.agent(trust, this.payConnections, MAX_RESPONSE_BYTES, { connect: payConnect, spareFor: primary.origin });
     // A sale open while the pool lost its connection (the server closed it when idle): another spare.
     this.payAgent.on('disconnect', () => this.spare.ensure());
     this.secAgent = this.agent({ ...trust, ...certificate }, null);
@@ -515,7 +528,11 @@ export class WechatPayClient {
       if (own && `${opts.protocol}//${opts.host}` === own.spareFor) {
         const ready = this.spare.take();
         // Never synchronously: undici's client ignores a connection handed to it while it is still asking.
-        if (ready) return void queueMicrotask(() => callback(null, ready));
+        if (ready) {
+          // A pool that may grow further gets its next spare (a one-connection pool is full now: none).
+          if (this.payConnections > 1) setImmediate(() => this.spare.ensure());
+          return void queueMicrotask(() => callback(null, ready));
+        }
       }
       connect(opts, (...args: buildConnector.CallbackArgs) => {
         if (args[0] === null) {
@@ -910,7 +927,10 @@ export class WechatPayClient {
         return unknown('BAD_XML', `an XML answer with return_code=${clip(fields.return_code ?? '(none)')}: a bill is never XML`);
       }
       const said = returnMsg.trim().toLowerCase();
-      if (said === 'no bill exist') return { kind: 'no_bill', call, message: clip(returnMsg), ms: elapsed(started), origin };
+      // error_code (not err_code) is what real failures carry: 20002 with No Bill Exist, 20001 with invalid
+      // bill_date (a day WeChat Pay does not have a bill for: in the future, or past its 3 months).
+      const errorCodeText = (fields.error_code ?? '').trim();
+      if (said === 'no bill exist' || (errorCodeText === '20002' && said === '')) return { kind: 'no_bill', call, message: clip(returnMsg), ms: elapsed(started), origin };
       if (said === 'bill creating') return { kind: 'not_ready', call, message: clip(returnMsg), ms: elapsed(started), origin };
       const errorCode = fields.error_code ? ` error_code=${clip(fields.error_code)}` : '';
       return unknown('RETURN_FAIL', `return_code=FAIL return_msg=${clip(returnMsg)}${errorCode}`);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import t from 'tap';
-import { BillCache, cutBill } from '../../src/backend/bills.js';
+import { BillCache, cutBillFor } from '../../src/backend/bills.js';
 import { entriesOfBill } from '../../src/books/reconcile.js';
 import { memoryLogger } from '../../src/log.js';
 import { parseBill } from '../../src/wechatpay/bill.js';
@@ -126,7 +126,7 @@ t.test('a bill not ready is asked for again at most once a minute; a download no
   t.equal(started.length, 3, 'the next box starts a new download');
 });
 
-t.test('cutBill keeps the header, the kept rows as written and a recomputed summary', async (t) => {
+t.test('cutBillFor keeps the header, the kept rows as written and a recomputed summary', async (t) => {
   const header = '交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注';
   const row = (no: string, state: string, fen: string, refund: string, fee: string): string =>
     ['2026-11-29 10:00:00', 'wx1', '1900000109', '0', 'D', '4200000000000000000000000001', no, 'oUser', 'MICROPAY', state, 'OTHERS', 'CNY', fen, '0.00', state === 'REFUND' ? '5000' : '0', state === 'REFUND' ? `${no}R` : '0', refund, '0.00', '', '', 'x, with a comma', '', fee, '0.60%', fen, refund, '']
@@ -143,12 +143,12 @@ t.test('cutBill keeps the header, the kept rows as written and a recomputed summ
       '`3,`109.00,`4.00,`0.00,`0.63000,`109.00,`4.00',
     ].join('\r\n') +
     '\r\n';
-  const cut = cutBill(text, (r) => r.outTradeNo.startsWith('AAA'));
+  const cut = cutBillFor(text, (r) => r.outTradeNo.startsWith('AAA'));
   t.ok(cut);
   const bill = parseBill(cut!);
   t.same(bill.rows.map((r) => [r.outTradeNo, r.tradeState, r.body]), [['AAA1', 'SUCCESS', 'x, with a comma'], ['AAA1', 'REFUND', 'x, with a comma']]);
   t.match(bill.summary, { count: 2, settlementFen: 1000, refundFen: 400, feeFen: 4, orderFen: 1000, requestedRefundFen: 400 });
   t.ok(cut!.startsWith('\ufeff' + header + '\r\n'));
   t.notOk(cut!.includes('BBB1'));
-  t.equal(cutBill(text, () => false), null);
+  t.equal(cutBillFor(text, () => false), null);
 });

@@ -47,14 +47,27 @@ export interface BackendWorld {
 }
 
 export async function createBackendWorld(
-  options: { policy?: Partial<BackendPolicy>; client?: Partial<WechatPayClientOptions>; now?: () => number } = {},
+  options: {
+    policy?: Partial<BackendPolicy>;
+    client?: Partial<WechatPayClientOptions>;
+    now?: () => number;
+    /** The pool to WeChat Pay (the client's payConnections and the server's gate) and the send deadline. */
+    upstream?: { connections?: number; sendWithinMs?: number };
+    sim?: Partial<Parameters<typeof GatewaySimulator.start>[0]>;
+    connections?: { handshakeMs?: number; total?: number; perAddress?: number };
+  } = {},
 ): Promise<BackendWorld> {
   const clock = new VirtualClock();
-  const sim = await GatewaySimulator.start({ ...MERCHANT, clock });
+  const sim = await GatewaySimulator.start({ ...MERCHANT, clock, ...options.sim });
   const dir = tempDir('scanbox-backend-');
   const backendDir = join(dir, 'backend');
   const backendLog = memoryLogger('debug');
-  const upstream = new WechatPayClient({ ...clientOptions(sim), log: backendLog, ...options.client });
+  const upstream = new WechatPayClient({
+    ...clientOptions(sim),
+    log: backendLog,
+    ...(options.upstream?.connections ? { payConnections: options.upstream.connections } : {}),
+    ...options.client,
+  });
   const store = SqliteBackendStore.open(join(backendDir, 'backend.db'));
   const pki = BackendPki.openOrCreate(backendDir, { hostname: 'backend.test' });
   const server = await BackendServer.start({
@@ -66,6 +79,8 @@ export async function createBackendWorld(
     log: backendLog,
     recheckMs: 0,
     ...(options.now ? { now: options.now } : {}),
+    ...(options.upstream ? { upstream: options.upstream } : {}),
+    ...(options.connections ? { connections: options.connections } : {}),
   });
   const boxes: Box[] = [];
   const gateways: BackendGateway[] = [];

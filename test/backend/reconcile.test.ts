@@ -229,6 +229,13 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
     t.equal(empty.status, 0, empty.stdout + empty.stderr);
     t.match(JSON.parse(empty.stdout), { date: yesterday, matched: 0, discrepancies: [] });
     t.equal((await cli(['backend', 'reconcile', '--date', '20261331'], env)).status, 2);
+    // The timer's catch-up: the days up to yesterday, each reconciled (none with trades here: all clean).
+    const catchUp = await cli(['backend', 'reconcile', '--days', '3'], env);
+    t.equal(catchUp.status, 0, catchUp.stdout + catchUp.stderr);
+    t.equal((catchUp.stdout.match(/^reconciliation of /gm) ?? []).length, 3, 'three days, one report each');
+    t.match(catchUp.stdout, new RegExp(`reconciliation of ${yesterday.slice(0, 4)}-${yesterday.slice(4, 6)}-${yesterday.slice(6)} `), 'yesterday the last');
+    t.equal((await cli(['backend', 'reconcile', '--days', '0'], env)).status, 2);
+    t.equal((await cli(['backend', 'reconcile', '--days', '2', '--date', today], env)).status, 2);
     const unset = { ...env, SCANBOX_MCH_ID: '' };
     t.equal((await cli(['backend', 'reconcile', '--date', today], unset)).status, 2, 'no merchant configuration');
     const nowhere = await cli(['backend', 'reconcile', '--date', today], { ...env, SCANBOX_BACKEND_DB: join(dir, 'typo', 'backend.db') });
@@ -245,7 +252,7 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
 
 let id = 0;
 function call(deviceId: string, c: Partial<CallRecord> & Pick<CallRecord, 'call' | 'outcome' | 'at'>): CallRecord {
-  return { id: ++id, deviceId, outTradeNo: null, outRefundNo: null, code: null, state: null, amountFen: null, ms: 1, ...c };
+  return { id: ++id, deviceId, outTradeNo: null, outRefundNo: null, code: null, state: null, amountFen: null, ms: 1, paidAt: null, ...c };
 }
 
 t.test('what only the backend journal shows: hand-made days', async (t) => {
@@ -289,6 +296,17 @@ t.test('what only the backend journal shows: hand-made days', async (t) => {
     call('BOXA', { call: 'reverse', outTradeNo: 'BOXA00000003', outcome: 'success', state: 'REVERSED', at: endMs + 3600_000 }),
   ];
   t.match(run(late, [entry('BOXA00000003', 'SUCCESS', 300)]), { matched: 1, discrepancies: [] }, 'reversed after the bill was made');
+
+  // Begun 2 s before midnight, paid (time_end) 3 s after: the bill of the next day has it, this day's has not.
+  const midnight = [
+    call('BOXA', { call: 'micropay', outTradeNo: 'BOXA00000009', outcome: 'business', code: 'USERPAYING', amountFen: 700, at: endMs - 2000 }),
+    call('BOXA', { call: 'orderquery', outTradeNo: 'BOXA00000009', outcome: 'success', state: 'SUCCESS', paidAt: endMs + 3000, at: endMs + 4000 }),
+  ];
+  t.same(run(midnight, []).discrepancies, [], 'dated by WeChat Pay\'s payment time: not missing from the day it was begun in');
+  const nextDay = reconcileBackend({ date: '20261203', entries: [entry('BOXA00000009', 'SUCCESS', 700)], boxes, calls: midnight });
+  t.match(nextDay, { matched: 1, discrepancies: [] }, 'and matched on the day it was paid');
+  const undated = midnight.map((c) => ({ ...c, paidAt: null }));
+  t.equal(run(undated, []).discrepancies[0]?.kind, 'PAID_NOT_IN_BILL', 'without the payment time (a journal from before) the start dates it, as before');
 
   const refused = [call('BOXA', { call: 'micropay', outTradeNo: 'BOXA00000004', outcome: 'refused', code: 'AMOUNT_LIMIT', amountFen: 5000, at: noon })];
   t.same(

@@ -53,6 +53,8 @@ t.test('a box enrolled --refunds on refunds its paid sale; the backend tells WeC
   t.equal(world.sim.refunds().length, 1);
   t.equal(world.sim.refunds()[0]?.refundFee, 300);
   t.equal(world.sim.entry(sale.outTradeNo)?.totalFee, 900);
+  const micropay = (await world.store.calls({ deviceId: 'SHOPON' })).find((c) => c.call === 'micropay');
+  t.ok(micropay?.paidAt && Math.abs(micropay.paidAt - world.clock.now()) < 60_000, "the journal keeps WeChat Pay's payment time (time_end) for reconciliation");
 });
 
 t.test('attacker: a refund of an order the backend never charged is refused, nothing reaches WeChat Pay', async (t) => {

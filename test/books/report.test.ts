@@ -57,3 +57,29 @@ t.test('a day: paid, refunded, net, failures by code, reversed, by hour, still o
   // The same instants on another wall clock: 08:00 UTC is still the 29th in Berlin, at 09:00.
   t.same(dayReport(w.journal, '20261129', 'Europe/Berlin').hours.map((h) => h.hour), [9, 12]);
 });
+
+t.test('a reversal WeChat Pay refused for good (REVERSE_EXPIRE) is money kept that needs the merchant platform, never "nothing kept"', async (t) => {
+  const clock = new VirtualClock(Date.UTC(2026, 10, 29, 8, 0, 0));
+  const w = await createWorld({ clock });
+  t.teardown(() => w.close());
+  const sold = (await sell(w, null, { ref: 'K1', amount: 1880 })).sale;
+  await sell(w, { outcome: 'NOTENOUGH' }, { ref: 'K2', amount: 500 });
+  // Eight days later a technician tries to reverse it: past WeChat Pay's 7 days.
+  clock.set(Date.UTC(2026, 11, 7, 8, 0, 0));
+  const tried = await w.engine.manualReverse(sold.outTradeNo);
+  t.equal(tried.ok, false);
+  t.match(tried.sale, { state: 'reverse_failed', finalText: /REVERSE_EXPIRE/ });
+
+  const report = dayReport(w.journal, '20261129', 'Asia/Shanghai');
+  t.same(report.failures, [{ code: 'NOTENOUGH', count: 1, fen: 500 }], 'only the sale that took nothing');
+  t.match(report.kept, { count: 1, fen: 1880, sales: [{ outTradeNo: sold.outTradeNo, ref: 'K1', fen: 1880, code: 'REVERSE_EXPIRE' }] });
+  t.match(report.open.refusedReversals, [{ outTradeNo: sold.outTradeNo, fen: 1880, code: 'REVERSE_EXPIRE' }]);
+  const text = formatReport(report).join('\n');
+  t.match(text, /kept by WeChat Pay, reversal refused: 1 order\(s\) 18\.80 yuan: the box cannot give it back; refund each in the merchant platform/);
+  t.match(text, new RegExp(`refused reversal ${sold.outTradeNo} \\(ref K1\\) 18\\.80 yuan \\[REVERSE_EXPIRE\\]: money kept, refund it in the merchant platform`));
+  const from = text.indexOf('failed sales by code (nothing kept):');
+  const nothingKept = text.slice(from, text.indexOf('\n\n', from));
+  t.notMatch(nothingKept, /REVERSE_EXPIRE|18\.80/, 'not among the failures that kept nothing');
+  // Whatever day is asked, the refused reversal stays open until it is settled.
+  t.equal(dayReport(w.journal, '20261207', 'Asia/Shanghai').open.refusedReversals.length, 1);
+});

@@ -1,4 +1,8 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { withChecksum } from '../../src/devices/register-protocol.js';
 import { Rig } from '../../src/simulator/rig.js';
@@ -14,11 +18,11 @@ let n = 0;
 const code = (): string => `13${String(process.pid % 100000).padStart(5, '0')}8${String(++n).padStart(10, '0')}`;
 
 /** `scanbox ARGS` as a technician runs it; asynchronous, so the simulator in this process keeps answering. */
-function cli(rig: Rig, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function cli(rig: Rig, args: string[], extraEnv: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('SCANBOX_')) env[key] = value;
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...env, ...rig.env }, encoding: 'utf8', timeout: 90_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...env, ...rig.env, ...extraEnv }, encoding: 'utf8', timeout: 90_000 }, (error, stdout, stderr) => {
       const status = error ? (typeof error.code === 'number' ? error.code : null) : 0;
       resolve({ status, stdout, stderr });
     });
@@ -124,6 +128,54 @@ t.test('register refunds on the real daemon', async (t) => {
     const bad = await cli(rig, ['refund', 'RF-2', '12.5']);
     t.equal(bad.status, 2);
     t.equal(rig.sim.refunds().filter((r) => r.refundFee === 4000).length, 1);
+  });
+
+  await t.test('scanbox refund twice: the same REF and amount within 10 minutes refused without --id unless --again', async (t) => {
+    const rf2 = rig.sim.ledger().find((e) => e.attach === 'RF-2')!.outTradeNo;
+    const count = (): number => rig.sim.refunds().filter((r) => r.outTradeNo === rf2 && r.refundFee === 300).length;
+    const first = await cli(rig, ['refund', 'RF-2', '300']);
+    t.equal(first.status, 0, first.stdout + first.stderr);
+    const rid = /^refund (T[0-9A-Z]+): 300 fen of RF-2 \(a new RID; to ask about it again: scanbox refund RF-2 300 --id (T[0-9A-Z]+)\)$/m.exec(first.stdout);
+    t.ok(rid && rid[1] === rid[2], 'the RID and the command that follows it up, printed first');
+    t.ok(first.stdout.indexOf(`refund ${rid?.[1]}`) < first.stdout.indexOf('REFUNDED'), 'the RID before the outcome');
+    const twice = await cli(rig, ['refund', 'RF-2', '300']);
+    t.equal(twice.status, 1, 'a second one without --id: refused');
+    t.match(twice.stdout, new RegExp(`^refused: refund ${rid?.[1]} of 300 fen of RF-2 was asked less than a minute ago \\(state (accepted|succeeded)\\); nothing sent`, 'm'));
+    t.match(twice.stdout, new RegExp(`to follow that one up \\(nothing is refunded twice\\): scanbox refund RF-2 300 --id ${rid?.[1]}`));
+    t.match(twice.stdout, /scanbox refund RF-2 300 --again/);
+    t.equal(count(), 1, 'WeChat Pay refunded it once');
+    const followed = await cli(rig, ['refund', 'RF-2', '300', '--id', rid![1]!]);
+    t.equal(followed.status, 0);
+    t.match(followed.stdout, /nothing refunded again/);
+    const other = await cli(rig, ['refund', 'RF-2', '301']);
+    t.equal(other.status, 0, 'another amount is another refund');
+    const meant = await cli(rig, ['refund', 'RF-2', '300', '--again']);
+    t.equal(meant.status, 0, meant.stdout);
+    t.equal(count(), 2, '--again: refunded once more, on purpose');
+  });
+
+  await t.test('the daemon does not answer: the refund may be under way, and the command that follows it up', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'scanbox-mute-'));
+    const server = net.createServer((socket) => socket.once('data', () => socket.end()));
+    await new Promise<void>((resolve) => server.listen(join(dir, 'control.sock'), resolve));
+    t.teardown(() => {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const before = rig.sim.refunds().length;
+    const mute = await cli(rig, ['refund', 'RF-2', '200'], { RUNTIME_DIRECTORY: dir });
+    t.equal(mute.status, 1);
+    const rid = /^refund (T[0-9A-Z]+): 200 fen of RF-2/m.exec(mute.stdout)?.[1];
+    t.ok(rid, 'the RID first');
+    t.match(mute.stdout, /^no answer from the daemon: /m);
+    t.match(mute.stdout, new RegExp(`^the refund may be under way: do not refund again under a new RID; follow it up \\(nothing is refunded twice\\): scanbox refund RF-2 200 --id ${rid}$`, 'm'));
+    t.equal(rig.sim.refunds().length, before, 'nothing reached WeChat Pay through the mute socket');
+    const followed = await cli(rig, ['refund', 'RF-2', '200', '--id', rid!]);
+    t.equal(followed.status, 0, followed.stdout);
+    const again = await cli(rig, ['refund', 'RF-2', '200', '--id', rid!]);
+    t.match(again.stdout, /nothing refunded again/);
+    const rf2 = rig.sim.ledger().find((e) => e.attach === 'RF-2')!.outTradeNo;
+    t.equal(rig.sim.refunds().filter((r) => r.outTradeNo === rf2 && r.refundFee === 200).length, 1, 'the follow-up refunded it exactly once');
   });
 
   await t.test('scanbox refund with the daemon stopped: the command refunds itself, journalled the same way', async (t) => {

@@ -446,11 +446,16 @@ t.test(
     t.same(
       firstTree.filter((p) => !p.startsWith('opt/scanbox/')),
       [
-        'etc', 'etc/scanbox-backend', 'etc/scanbox-backend/backend.env', 'etc/systemd', 'etc/systemd/system', 'etc/systemd/system/scanbox-backend.service',
+        'etc', 'etc/scanbox-backend', 'etc/scanbox-backend/backend.env', 'etc/systemd', 'etc/systemd/system',
+        'etc/systemd/system/scanbox-backend-reconcile.service', 'etc/systemd/system/scanbox-backend-reconcile.timer', 'etc/systemd/system/scanbox-backend.service',
         'opt', 'opt/scanbox', 'usr', 'usr/local', 'usr/local/bin', 'usr/local/bin/scanbox', 'var', 'var/lib', 'var/lib/scanbox-backend',
       ],
-      'exactly the backend: its configuration, unit, state directory, the application and the command',
+      'exactly the backend: its configuration, units, state directory, the application and the command',
     );
+    const reconcileUnit = readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox-backend-reconcile.service'), 'utf8');
+    t.match(reconcileUnit, new RegExp(`^ExecStart=${join(NODE_DIR, 'node').replace(/[.+]/g, '\\$&')} /opt/scanbox/dist/cli\\.js backend reconcile --days 3$`, 'm'), 'the daily reconciliation, catching up 3 days, with the Node found');
+    t.equal(readFileSync(join(root, 'etc', 'systemd', 'system', 'scanbox-backend-reconcile.timer'), 'utf8'), readFileSync(join(REPO, 'systemd', 'scanbox-backend-reconcile.timer'), 'utf8'), 'its timer as it is');
+    t.match(first.stdout, /skipped, would run\) systemctl enable --now scanbox-backend-reconcile\.timer/, 'says it would enable the timer');
 
     // The operator's changes between runs: configuration, the secrets (one too open), the journal and the CA.
     const envEdited = readFileSync(envPath, 'utf8').replace(/^SCANBOX_MCH_ID=$/m, 'SCANBOX_MCH_ID=1900000109').replace(/^SCANBOX_APPID=$/m, 'SCANBOX_APPID=wx8888888888888888');
@@ -498,6 +503,8 @@ t.test(
     t.equal(removed.status, 0, 'uninstall succeeds', { output: show(removed) });
     t.match(removed.stdout, /skipped, would run\) systemctl disable --now scanbox-backend\.service/, 'says it would stop and disable the unit');
     t.notOk(existsSync(unitPath), 'the unit removed');
+    t.notOk(existsSync(join(systemDir, 'scanbox-backend-reconcile.timer')), 'the reconciliation timer removed');
+    t.notOk(existsSync(join(systemDir, 'scanbox-backend-reconcile.service')), 'and its service');
     t.notOk(present(wants), 'no longer wanted by multi-user.target');
     t.notOk(existsSync(opt), 'opt/scanbox removed');
     t.notOk(present(link), 'the command symlink removed');

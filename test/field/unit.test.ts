@@ -918,3 +918,28 @@ t.test('backend env template: as shipped and with its defaults uncommented, it l
   const typo = loadBackendConfig({ env: { ...parseEnv(backendEnvText), ...filled, CREDENTIALS_DIRECTORY: credentials, SCANBOX_BACKEND_LISTN: '0.0.0.0:8443' } });
   t.ok(!typo.ok && typo.errors.some((e) => e.startsWith('SCANBOX_BACKEND_LISTN:')), 'an unknown variable is an error');
 });
+
+const BACKEND_RECONCILE_PATH = join(REPO, 'systemd', 'scanbox-backend-reconcile.service');
+const BACKEND_TIMER_PATH = join(REPO, 'systemd', 'scanbox-backend-reconcile.timer');
+
+t.test('the backend reconciliation: its service and timer', async (t) => {
+  const service = readFileSync(BACKEND_RECONCILE_PATH, 'utf8');
+  const timer = readFileSync(BACKEND_TIMER_PATH, 'utf8');
+  t.match(service, /^ExecStart=\/usr\/bin\/node \/opt\/scanbox\/dist\/cli\.js backend reconcile --days 3$/m, 'the days up to yesterday, catching up 3');
+  t.match(service, /^Type=oneshot$/m);
+  t.match(service, /^RestartPreventExitStatus=1 2$/m, 'only a bill not ready (3) or a crash is tried again');
+  t.match(service, /^User=scanbox-backend$/m, "the backend's user");
+  t.match(service, /^EnvironmentFile=\/etc\/scanbox-backend\/backend\.env$/m);
+  for (const name of ['apikey', 'apiclient_cert.pem', 'apiclient_key.pem']) t.match(service, new RegExp(`^LoadCredential=${name.replace('.', '\\.')}:/etc/scanbox-backend/${name.replace('.', '\\.')}$`, 'm'));
+  t.match(timer, /^OnCalendar=\*-\*-\* 10:20:00 Asia\/Shanghai$/m, 'every morning after the bill is made');
+  t.match(timer, /^Persistent=true$/m, 'a missed run is made up');
+  t.match(timer, /^WantedBy=timers\.target$/m);
+});
+
+t.test('systemd-analyze: the backend reconciliation verifies and scores at most 2.0', { skip: HAVE_ANALYZE ? false : 'systemd-analyze is not installed' }, async (t) => {
+  const result = verify(BACKEND_RECONCILE_PATH, BACKEND_TIMER_PATH);
+  t.same(result.problems, [], 'no warnings or errors');
+  const score = security(BACKEND_RECONCILE_PATH);
+  t.comment(`exposure of systemd/scanbox-backend-reconcile.service: ${score.exposure}`);
+  t.ok(score.exposure !== null && score.exposure <= MAX_EXPOSURE, `exposure ${score.exposure} <= ${MAX_EXPOSURE}`);
+});

@@ -58,7 +58,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
   const file = path.join(dir, 'scanbox.db');
   const journal = openIn(t, file);
   t.same(journal.pragmas(), { journalMode: 'wal', synchronous: 'FULL', foreignKeys: true, busyTimeout: 5000, cacheSize: -512, userVersion: SCHEMA_VERSION });
-  t.equal(SCHEMA_VERSION, 3, 'schema 3: sales, refunds, reconciliations');
+  t.equal(SCHEMA_VERSION, 4, 'schema 4: sales, refunds, reconciliations, days not reconciled yet');
   journal.createSale('R-1', 1);
   t.ok(fs.existsSync(`${file}-wal`), 'writes go to the -wal file');
 
@@ -73,6 +73,7 @@ t.test('WAL and synchronous=FULL are really set', async (t) => {
       'events',
       'events_sale',
       'meta',
+      'reconcile_pending',
       'reconciliations',
       'refund_events',
       'refund_events_refund',

@@ -27,10 +27,27 @@ const REFUND = [
 ];
 const SUMMARY = ['3', '42.24', '260.00', '0.00', '-1.38000', '42.24', '260.00'];
 
+/** yuan text -> fen, for the test's own totals (two decimals at most in what these tests total). */
+const fenOf = (yuan: string): number => Math.round(Number(yuan) * 100);
+const yuanOf = (fen: number): string => `${fen < 0 ? '-' : ''}${Math.floor(Math.abs(fen) / 100)}.${String(Math.abs(fen) % 100).padStart(2, '0')}`;
+
+/** The 7-field summary of rows in the ALL layout (or `header`'s), computed here, independently of the parser. */
+function summaryOf(rows: string[][], header = ALL_HEADER): string[] {
+  const names = header.split(',');
+  const total = (name: string): string => {
+    const at = names.indexOf(name);
+    return yuanOf(at < 0 ? 0 : rows.reduce((s, row) => s + fenOf(row[at] || '0'), 0));
+  };
+  const fee = names.indexOf('手续费');
+  const feeTotal = fee < 0 ? 0 : rows.reduce((s, row) => s + fenOf(row[fee] || '0'), 0);
+  return [String(rows.length), total('应结订单金额'), total('退款金额'), total('充值券退款金额'), `${yuanOf(feeTotal)}000`, total('订单金额'), total('申请退款金额')];
+}
+
+/** A bill of these rows; its summary computed from them unless given (null: none). */
 function bill(rows: string[][], opts: { bom?: boolean; eol?: string; header?: string; summary?: string[] | null; summaryHeader?: string } = {}): string {
   const eol = opts.eol ?? '\r\n';
   const lines = [opts.header ?? ALL_HEADER, ...rows.map(tick)];
-  if (opts.summary !== null) lines.push(opts.summaryHeader ?? SUMMARY_HEADER, tick(opts.summary ?? SUMMARY));
+  if (opts.summary !== null) lines.push(opts.summaryHeader ?? SUMMARY_HEADER, tick(opts.summary ?? summaryOf(rows, opts.header)));
   return (opts.bom === false ? '' : '\ufeff') + lines.join(eol) + eol;
 }
 
@@ -113,10 +130,9 @@ t.test('a realistic ALL bill: BOM, CRLF, SUCCESS, REVOKED and REFUND rows, summa
   });
 });
 
-t.test('the same bill with LF, without a BOM, without a summary', async (t) => {
-  const b = parseBill(bill([SALE, REVOKED, REFUND], { bom: false, eol: '\n', summary: null }));
+t.test('the same bill with LF, without a BOM', async (t) => {
+  const b = parseBill(bill([SALE, REVOKED, REFUND], { bom: false, eol: '\n' }));
   t.same(b.rows, parseBill(FIXTURE).rows);
-  t.equal(b.summary, null);
   t.same(parseBill(FIXTURE.replace(/\r\n$/, '')).rows, parseBill(FIXTURE).rows, 'no final line end');
   t.same(parseBill(FIXTURE.replace('\r\n', '\r\n\r\n')).rows.length, 3, 'blank lines are skipped');
 });
@@ -185,7 +201,7 @@ t.test('an older bill: 总金额, 子商户号, coupon columns of another name, 
 });
 
 t.test('only 订单金额: settlementFen falls back to it; a header in backticks is read too', async (t) => {
-  const b = parseBill('`交易时间,`商户订单号,`交易状态,`订单金额\n`2026-11-29 10:00:00,`A-1,`SUCCESS,`5.00\n');
+  const b = parseBill('`交易时间,`商户订单号,`交易状态,`订单金额\n`2026-11-29 10:00:00,`A-1,`SUCCESS,`5.00\n总交易单数,订单总金额\n`1,`5.00\n');
   t.match(b.rows[0], { settlementFen: 500, orderFen: 500, feeFen: null, couponFen: null, appId: '' });
   t.same(b.header, ['交易时间', '商户订单号', '交易状态', '订单金额']);
 });
@@ -207,7 +223,7 @@ t.test('amounts: every form the bill writes, exactly', async (t) => {
     row[22] = yuan;
     return row;
   });
-  const b = parseBill(bill(rows, { summary: null }));
+  const b = parseBill(bill(rows));
   cases.forEach(([yuan, fen], i) => {
     t.equal(b.rows[i]!.settlementFen, fen, yuan);
     t.equal(b.rows[i]!.orderFen, fen, yuan);
@@ -223,7 +239,6 @@ t.test('every BillError names where, and none echoes a long line', async (t) => 
     ['empty', '', /empty/, null, null],
     ['blank lines only', '\ufeff\r\n \r\n', /empty/, null, null],
     ['an XML failure', '<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[No Bill Exist]]></return_msg></xml>', /XML/, null, null],
-    ['no 交易时间', '商户订单号,交易状态,订单金额\n`A,`SUCCESS,`1.00', /交易时间/, 1, null],
     ['no 商户订单号', '交易时间,交易状态,订单金额\n`t,`SUCCESS,`1.00', /商户订单号/, 1, null],
     ['no 交易状态', '交易时间,商户订单号,订单金额\n`t,`A,`1.00', /交易状态/, 1, null],
     ['no amount column', '交易时间,商户订单号,交易状态\n`t,`A,`SUCCESS', /amount column/, 1, null],
@@ -233,18 +248,25 @@ t.test('every BillError names where, and none echoes a long line', async (t) => 
     ['a row with a value missing', bill([SALE, SALE.slice(1)]), /26 values, the header 27/, 3, null],
     ['a comma in an amount', bill([SALE, SALE.map((v, i) => (i === 12 ? '12,34' : v))]), /not an amount.*"12,34"/, 3, '应结订单金额'],
     ['a word for an amount', bill([SALE, SALE.map((v, i) => (i === 16 ? 'abc' : v))]), /not an amount/, 3, '退款金额'],
-    ['a fraction of a fen', bill([SALE.map((v, i) => (i === 22 ? '0.00600' : v))]), /not an amount/, 2, '手续费'],
+    ['a fraction of a fen', bill([SALE.map((v, i) => (i === 24 ? '29.905' : v))]), /not an amount/, 2, '订单金额'],
     ['a float in exponent form', bill([SALE.map((v, i) => (i === 24 ? '1e3' : v))]), /not an amount/, 2, '订单金额'],
     ['an empty essential amount', bill([SALE.map((v, i) => (i === 12 ? '' : v))]), /empty/, 2, '应结订单金额'],
     ['an empty out_trade_no', bill([SALE.map((v, i) => (i === 6 ? '' : v))]), /empty/, 2, '商户订单号'],
-    ['an empty time', bill([SALE.map((v, i) => (i === 0 ? '' : v))]), /empty/, 2, '交易时间'],
+    ['a REFUND row without its number', bill([REFUND.map((v, i) => (i === 15 ? '' : v))]), /empty/, 2, '商户退款单号'],
+    ['a REFUND row without its amount', bill([REFUND.map((v, i) => (i === 25 || i === 16 ? '' : v))], { summary: ['1', '0.00', '', '0.00', '-1.56000', '0.00', ''] }), /REFUND row must have its amount/, 2, '申请退款金额'],
+    ['no summary', bill([SALE], { summary: null }), /ends without its summary/, 2, null],
+    ['a row fewer than the summary counts', bill([SALE], { summary: SUMMARY }), /not whole: its summary says 3 row\(s\), its rows are 1/, 4, '总交易单数'],
+    ['a settlement total that differs', bill([SALE], { summary: ['1', '29.91', '0.00', '0.00', '0', '29.90', '0.00'] }), /says 29\.91 yuan, its rows add up to 29\.90 yuan/, 4, '应结订单总金额'],
+    ['an order total that differs', bill([SALE], { summary: ['1', '29.90', '0.00', '0.00', '0', '29.91', '0.00'] }), /29\.91 yuan, its rows add up to 29\.90/, 4, '订单总金额'],
+    ['a requested-refund total that differs', bill([SALE], { summary: ['1', '29.90', '0.00', '0.00', '0', '29.9', '0.01'] }), /0\.01 yuan, its rows add up to 0\.00/, 4, '申请退款总金额'],
+    ['a refund total that differs', bill([REFUND], { summary: ['1', '0.00', '259.99', '0.00', '0', '0.00', '260.00'] }), /259\.99 yuan, its rows add up to 260\.00/, 4, '退款总金额'],
     ['an empty trade state', bill([SALE.map((v, i) => (i === 9 ? '' : v))]), /empty/, 2, '交易状态'],
     ['a summary header without its row', ALL_HEADER + '\r\n' + tick(SALE) + '\r\n' + SUMMARY_HEADER + '\r\n', /summary row/, 3, null],
     ['a summary with a value missing', bill([SALE], { summary: SUMMARY.slice(1) }), /summary row has 6 values/, 4, null],
     ['a summary count that is not one', bill([SALE], { summary: ['3.5', ...SUMMARY.slice(1)] }), /not a count/, 4, '总交易单数'],
     ['a summary amount that is not one', bill([SALE], { summary: [...SUMMARY.slice(0, 2), 'x', ...SUMMARY.slice(3)] }), /not an amount/, 4, '退款总金额'],
     ['a summary without a total', bill([SALE], { summaryHeader: '总交易单数,退款总金额', summary: ['1', '0.00'] }), /total amount/, 3, null],
-    ['text after the summary', FIXTURE + '`more\r\n', /after the summary/, 7, null],
+    ['text after the summary', FIXTURE + '`more\r\n', /after the summary/, 6, null],
   ];
   for (const [name, text, message, line, column] of cases) {
     const error = thrown(() => parseBill(text));
@@ -269,7 +291,7 @@ t.test('20,000 rows parse in well under a second', async (t) => {
     row[6] = `BOX1-20261129-${String(i).padStart(5, '0')}`;
     rows.push(row);
   }
-  const text = bill(rows, { summary: ['20000', '53820.00', '520000.00', '0.00', '0.00000', '53820.00', '520000.00'] });
+  const text = bill(rows, { summary: ['20000', '538200.00', '520000.00', '0.00', '0.00000', '538200.00', '520000.00'] });
   parseBill(text);
   const started = performance.now();
   const b = parseBill(text);

@@ -34,17 +34,20 @@ export interface MigrateSummary {
 const TABLES = {
   boxes: ['device_id', 'enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'refunds'],
   certificates: ['serial', 'device_id', 'issued_at', 'not_after', 'revoked_at'],
-  calls: ['id', 'device_id', 'call', 'out_trade_no', 'out_refund_no', 'outcome', 'code', 'state', 'amount_fen', 'ms', 'at'],
+  calls: ['id', 'device_id', 'call', 'out_trade_no', 'out_refund_no', 'outcome', 'code', 'state', 'amount_fen', 'paid_at', 'ms', 'at'],
 } as const;
 
+/** Columns a journal of an earlier schema step lacks: copied as NULL (the schema's own default). */
+const LATER: ReadonlySet<string> = new Set(['paid_at']);
+
 type Table = keyof typeof TABLES;
-const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'ms', 'at']);
+const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'paid_at', 'ms', 'at']);
 const PG_TYPES: Record<string, string> = { text: 'text[]', bigint: 'bigint[]' };
 
 /** Figures that any lost, doubled or changed row moves: the count, and per column sums and the non-null count. */
-function checkSql(table: Table, pg: boolean): string {
+function checkSql(table: Table, pg: boolean, present: ReadonlySet<string>): string {
   const parts = ['count(*) AS n'];
-  for (const c of TABLES[table]) {
+  for (const c of TABLES[table].filter((c) => present.has(c))) {
     // Two exact small sums per number column (no overflow over millions of rows of epoch milliseconds).
     if (NUMERIC.has(c)) parts.push(`coalesce(sum(${c} % 1000003), 0) AS m_${c}`, `coalesce(sum(${c} / 1000003), 0) AS d_${c}`, `count(${c}) AS c_${c}`);
     else parts.push(`coalesce(sum(${pg ? `octet_length(${c})` : `length(CAST(${c} AS BLOB))`}), 0) AS s_${c}`, `count(${c}) AS c_${c}`);
@@ -65,10 +68,12 @@ export async function migrateSqliteToPostgres(
   } catch (error) {
     throw new StoreError('IO', `cannot open ${file}: ${(error as Error).message}`, { cause: error });
   }
+  const sourceColumns = {} as Record<Table, Set<string>>;
   try {
     for (const table of Object.keys(TABLES) as Table[]) {
       const columns = (source.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name);
-      const missing = TABLES[table].filter((c) => !columns.includes(c));
+      const missing = TABLES[table].filter((c) => !columns.includes(c) && !LATER.has(c));
+      sourceColumns[table] = new Set(columns);
       if (columns.length === 0 || missing.length > 0) {
         throw new StoreError('CORRUPT', `${file} is not a scanbox backend journal (table ${table}${columns.length === 0 ? ' is missing' : ` lacks ${missing.join(', ')}`})`);
       }
@@ -94,7 +99,8 @@ export async function migrateSqliteToPostgres(
         const insert = `INSERT INTO ${table} (${columns.join(', ')}) SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${typeOf(table, c)}`).join(', ')})`;
         let done = 0;
         options.progress?.({ table, done, total: totals[table] });
-        const rows = source.prepare(`SELECT ${columns.join(', ')} FROM ${table} ORDER BY ${order}`).raw().iterate() as IterableIterator<unknown[]>;
+        const selected = columns.map((c) => (sourceColumns[table].has(c) ? c : 'NULL'));
+        const rows = source.prepare(`SELECT ${selected.join(', ')} FROM ${table} ORDER BY ${order}`).raw().iterate() as IterableIterator<unknown[]>;
         let chunk: unknown[][] = columns.map(() => []);
         let size = 0;
         const flush = async (): Promise<void> => {
@@ -114,8 +120,8 @@ export async function migrateSqliteToPostgres(
       await q(`SELECT setval(pg_get_serial_sequence('calls', 'id'), GREATEST((SELECT max(id) FROM calls), 1))`);
       // The check, inside the transaction: any difference and nothing is kept.
       for (const table of Object.keys(TABLES) as Table[]) {
-        const want = source.prepare(checkSql(table, false)).get() as Record<string, number>;
-        const got = (await q<Record<string, number>>(checkSql(table, true)))[0]!;
+        const want = source.prepare(checkSql(table, false, sourceColumns[table])).get() as Record<string, number>;
+        const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table])))[0]!;
         for (const [key, value] of Object.entries(want)) {
           if (Number(got[key]) !== Number(value)) {
             throw new StoreError('CORRUPT', `the copy of ${table} differs from ${file} (${key}: ${String(got[key])} in the database, ${value} in the file): nothing was kept`);

@@ -85,8 +85,10 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE INDEX calls_refund ON calls (out_refund_no) WHERE out_refund_no IS NOT NULL;
   CREATE INDEX calls_at ON calls (at);
   `,
-  // 2: the refund policy reads a box's refunds of a day (startRefund).
-  `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);`,
+  // 2: the refund policy reads a box's refunds of a day (startRefund); reconciliation dates a sale by WeChat Pay's
+  // payment time (paid_at, from time_end), not by the micropay's start.
+  `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
+   ALTER TABLE calls ADD COLUMN paid_at bigint;`,
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -116,6 +118,7 @@ interface CallRow {
   code: string | null;
   state: string | null;
   amount_fen: number | null;
+  paid_at: number | null;
   ms: number | null;
   at: number;
 }
@@ -123,7 +126,7 @@ interface CallRow {
 const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b.calls, b.errors, b.max_amount_fen, b.refunds, c.serial, c.not_after`;
 const BOX_FROM = `boxes b LEFT JOIN LATERAL (
   SELECT serial, not_after FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, seq DESC LIMIT 1) c ON true`;
-const CALL_COLUMNS = 'id, device_id, call, out_trade_no, out_refund_no, outcome, code, state, amount_fen, ms, at';
+const CALL_COLUMNS = 'id, device_id, call, out_trade_no, out_refund_no, outcome, code, state, amount_fen, paid_at, ms, at';
 
 function toBox(row: BoxRow): BoxRecord {
   return {
@@ -151,6 +154,7 @@ function toCall(row: CallRow): CallRecord {
     code: row.code,
     state: row.state,
     amountFen: row.amount_fen,
+    paidAt: row.paid_at ?? null,
     ms: row.ms,
     at: row.at,
   };
@@ -365,12 +369,12 @@ export class PostgresBackendStore implements BackendStore {
     return this.run(async () => {
       const rows = await this.db.query<{ n: number }>(
         `WITH c AS (
-           UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5 WHERE id = $1 AND outcome = 'sent' RETURNING device_id
+           UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent' RETURNING device_id
          ), b AS (
            UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
          )
          SELECT count(*)::int AS n FROM c`,
-        [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome)],
+        [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
       );
       if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
     });

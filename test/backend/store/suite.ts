@@ -86,7 +86,7 @@ export function storeSuite(t: Test, make: StoreMaker): void {
     const b = await s.startCall(call('C1', 'orderquery', 'C1-0001', T0 + 200));
     t.ok(b > a, 'ids grow');
     await s.finishCall(a, { outcome: 'unknown', code: 'TIMEOUT', ms: 5000.4 });
-    await s.finishCall(b, { outcome: 'success', code: null, state: 'SUCCESS', ms: 12 });
+    await s.finishCall(b, { outcome: 'success', code: null, state: 'SUCCESS', paidAt: T0 + 150, ms: 12 });
     await t.rejects(s.finishCall(a, { outcome: 'success', code: null, ms: 1 }), /not a call under way/);
     await s.refusedCall(call('C1', 'refund', 'C1-0001', T0 + 300, { outRefundNo: 'C1-R1', amountFen: 99 }), 'REFUNDS_OFF');
     const box = (await s.box('C1'))!;
@@ -101,6 +101,7 @@ export function storeSuite(t: Test, make: StoreMaker): void {
       ],
     );
     t.equal(calls[0]!.id, a);
+    t.same(calls.map((c) => c.paidAt), [null, T0 + 150, null], "WeChat Pay's payment time where an answer gave it");
     t.same((await s.calls({ limit: 2 })).map((c) => c.call), ['orderquery', 'refund'], 'the newest, oldest first');
     t.same(await s.calls({ deviceId: 'OTHER' }), []);
   });
