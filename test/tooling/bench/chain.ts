@@ -178,23 +178,28 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
   const proxy = await DelayProxy.start({ targetPort: Number(new URL(rig.sim.origin).port), oneWayMs: 25, connectRttMs: 0 });
   const apiBase = `https://127.0.0.1:${proxy.port}`;
   const cluster = await startPostgres();
-  const direct = new WechatPayClient({
-    merchant: { mchId: rig.merchant.mchId, appId: rig.merchant.appId, apiKey: rig.merchant.apiKey, signType: 'HMAC-SHA256' },
-    apiBase,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-  });
+  // One merchant client per simulated box, as boxes in direct mode would each have theirs.
+  const directs = Array.from(
+    { length: BOXES },
+    () =>
+      new WechatPayClient({
+        merchant: { mchId: rig.merchant.mchId, appId: rig.merchant.appId, apiKey: rig.merchant.apiKey, signType: 'HMAC-SHA256' },
+        apiBase,
+        backupBase: null,
+        ca: rig.sim.pki.ca.certPem,
+        certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
+      }),
+  );
   const daemons: Daemon[] = [];
   try {
     // Straight to the simulator (through the proxy): the reference latency at each rate.
     const directPaid: string[] = [];
     for (let i = 0; i < BOXES; i++) {
       const otn = `CBDIRECT${i}P${process.pid}`;
-      await direct.micropay({ outTradeNo: otn, totalFee: 100, authCode: payCode(), body: 'bench' });
+      await directs[i]!.micropay({ outTradeNo: otn, totalFee: 100, authCode: payCode(), body: 'bench' });
       directPaid.push(otn);
     }
-    const directGateways = Array.from({ length: BOXES }, () => direct);
+    const directGateways = directs;
     const directLatency = new Map<number, number[]>();
     for (const rate of RATES) {
       const r = await openLoop(rate, SECONDS, mixedCalls(directGateways, directGateways.map((_, i) => `CBDIRECT${i}`), directPaid));
@@ -284,7 +289,7 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
     }
   } finally {
     for (const d of daemons) await killDaemon(d);
-    await direct.close();
+    await Promise.all(directs.map((d) => d.close()));
     await cluster.close();
     await proxy.close();
     await rig.close();
