@@ -225,7 +225,14 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
         const p50 = quantile(r.ms, 0.5) - quantile(ref, 0.5);
         const p99 = quantile(r.ms, 0.99) - quantile(ref, 0.99);
         progress(`chain: ${label} at ${rate} calls/s: p50 ${quantile(r.ms, 0.5).toFixed(1)} ms, p99 ${quantile(r.ms, 0.99).toFixed(1)} ms, ${r.failed} not successful`);
-        rows.push({ metric: `chain ${label}: added p50 / p99 at ${rate} calls/s`, value: `${p50.toFixed(1)} / ${p99.toFixed(1)} ms`, target: rate === 150 ? 'p99 <= 10 ms' : '-', ok: rate === 150 ? p99 <= 10 : null });
+        // A reference that cannot keep up itself (the machine cannot make the rate) says nothing about the backend.
+        const measurable = quantile(ref, 0.99) < 200 && r.failed === 0;
+        rows.push({
+          metric: `chain ${label}: added p50 / p99 at ${rate} calls/s`,
+          value: measurable ? `${p50.toFixed(1)} / ${p99.toFixed(1)} ms` : `not measurable (reference p99 ${quantile(ref, 0.99).toFixed(0)} ms, ${r.failed} not successful)`,
+          target: rate === 150 ? 'p99 <= 10 ms' : '-',
+          ok: rate === 150 ? (measurable ? p99 <= 10 : false) : null,
+        });
         if (r.failed > 0) notes.push(`chain ${label} at ${rate} calls/s: ${r.failed} of ${r.ms.length} calls not successful`);
       }
       const sustained = await closedLoop(CONCURRENCY, SECONDS, mixedCalls(gateways, prefixes, paid));
