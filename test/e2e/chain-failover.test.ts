@@ -16,6 +16,9 @@ import { cli, kill, payCode, startBackend } from './chain-helpers.js';
  * log lines about it) is printed as test comments.
  */
 
+// Real servers and processes on a shared 2-core machine: more than the suite's default 120 s per file when it is busy.
+t.setTimeout(300_000);
+
 t.test('primary killed and standby promoted, with sales before, during and after', async (t) => {
   const cluster = await startPostgres({ standby: true });
   t.teardown(() => cluster.close());

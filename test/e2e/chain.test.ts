@@ -24,6 +24,9 @@ import { cli, kill, payCode, startBackend } from './chain-helpers.js';
  *   simulator, every FAILED nothing kept; the boxes of the dead one are served by the other within seconds.
  */
 
+// Real servers and processes on a shared 2-core machine: more than the suite's default 120 s per file when it is busy.
+t.setTimeout(300_000);
+
 t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by both; one backend SIGKILLed under load', async (t) => {
   const cluster = await startPostgres();
   t.teardown(() => cluster.close());
