@@ -27,6 +27,8 @@ t.test('primary killed and standby promoted, with sales before, during and after
   const dir = tempDir('scanbox-failover-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
+  // The box names two backends; the first is not there (a backend machine down): every call goes to the second.
+  const deadPort = await freePort();
   const dbEnv = {
     SCANBOX_BACKEND_DB: cluster.url.replace('postgres://', 'postgres://postgres@'),
     SCANBOX_BACKEND_DB_PASSWORD_FILE: cluster.passwordFile,
@@ -48,7 +50,7 @@ t.test('primary killed and standby promoted, with sales before, during and after
     ...dbEnv,
   });
   t.teardown(() => kill(backend));
-  await rig.startDaemon({
+  const boxEnv = {
     SCANBOX_MCH_ID: '',
     SCANBOX_APPID: '',
     SCANBOX_API_KEY_FILE: '',
@@ -56,11 +58,12 @@ t.test('primary killed and standby promoted, with sales before, during and after
     SCANBOX_CERT_KEY_FILE: '',
     SCANBOX_API_BASE: '',
     SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: `https://127.0.0.1:${port}`,
+    SCANBOX_BACKEND: `https://127.0.0.1:${deadPort},https://127.0.0.1:${port}`,
     SCANBOX_BACKEND_CERT_FILE: join(dir, 'box', 'backend_cert.pem'),
     SCANBOX_BACKEND_KEY_FILE: join(dir, 'box', 'backend_key.pem'),
     SCANBOX_BACKEND_CA_FILE: join(dir, 'box', 'backend_ca.pem'),
-  });
+  };
+  await rig.startDaemon(boxEnv);
   const reg = rig.register;
   const transcript: string[] = [];
   const t0 = performance.now();
@@ -126,6 +129,12 @@ t.test('primary killed and standby promoted, with sales before, during and after
     if (line.startsWith('PAID')) t.ok(entries.length === 1 && entries[0]!.charged && entries[0]!.micropayCount === 1, `${ref}: PAID, one kept charge`);
     else t.ok(entries.every((e) => !e.charged), `${ref}: FAILED, nothing kept (${entries.length} orders at WeChat Pay)`);
   }
+  // scanbox status on the box: each backend's state.
+  const boxStatus = await cli(['status'], { ...rig.env, ...boxEnv });
+  t.equal(boxStatus.status, 0, boxStatus.stderr);
+  t.match(boxStatus.stdout, new RegExp(`^backend: https://127\\.0\\.0\\.1:${deadPort}: UNREACHABLE since `, 'm'), 'the first backend: unreachable');
+  t.match(boxStatus.stdout, new RegExp(`^backend: https://127\\.0\\.0\\.1:${port} \\(in use\\): ok \\(last answer `, 'm'), 'the second: in use');
+  for (const line of boxStatus.stdout.split('\n').filter((l) => l.startsWith('backend:'))) transcript.push(`         scanbox status: ${line}`);
   const status = await cli(['backend', 'status', '--json'], dbEnv);
   t.equal(status.status, 0, status.stderr);
   t.match(JSON.parse(status.stdout), { boxes: [{ deviceId: 'BENCH01' }] }, 'the enrolment survived the failover');
