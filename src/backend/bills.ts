@@ -41,8 +41,12 @@ export interface BillCacheOptions {
   keepMs?: number;
   /** How long an answer without a bill (not ready, no bill, a failure) stands; default 60 s. */
   retryMs?: number;
-  /** Bills kept at once; default 4. */
+  /** Bills kept at once (the least recently asked for goes first); default 8. */
   maxBills?: number;
+  /** Downloads under way at once; default 4. */
+  maxFlights?: number;
+  /** Downloads one box may start (days not kept) in a minute; default 4. Asking for a kept day is free. */
+  perBoxPerMinute?: number;
 }
 
 interface Entry {
@@ -57,28 +61,36 @@ interface Entry {
  * One download of a day's bill for all the boxes: a bill being fetched is waited for (single flight), a
  * fetched one is kept `keepMs`, an answer without a bill `retryMs`, so no box can make the backend fetch a
  * day twice a minute however often it asks; the download is abandoned when every box that waited for it went
- * away. At most `maxBills` days are kept or fetched at once; past that a box is told to try later.
+ * away. At most `maxFlights` downloads are under way and `maxBills` days kept (the least recently asked for
+ * goes first), and one box may start at most `perBoxPerMinute` downloads a minute: past that it is told to try
+ * again later (its reconcile exits 3 and is run again), so no box can turn its calls into the merchant's bills.
  */
 export class BillCache {
   private readonly entries = new Map<string, Entry>();
   private readonly keepMs: number;
   private readonly retryMs: number;
   private readonly maxBills: number;
+  private readonly maxFlights: number;
+  private readonly perBox: number;
+  /** When each box started its recent downloads. */
+  private readonly started = new Map<string, number[]>();
   /** Downloads made upstream, for tests and the log. */
   fetches = 0;
 
   constructor(private readonly o: BillCacheOptions) {
     this.keepMs = o.keepMs ?? 6 * 3_600_000;
     this.retryMs = o.retryMs ?? 60_000;
-    this.maxBills = o.maxBills ?? 4;
+    this.maxBills = o.maxBills ?? 8;
+    this.maxFlights = o.maxFlights ?? 4;
+    this.perBox = o.perBoxPerMinute ?? 4;
   }
 
   /**
    * The bill of `billDate` cut to `keep`'s rows. `signal`: the asking box went away (its wait no longer counts).
    */
-  async bill(req: { billDate: string; billType?: BillType }, keep: Keep, signal?: AbortSignal): Promise<BillOutcome> {
+  async bill(req: { billDate: string; billType?: BillType }, keep: Keep, signal?: AbortSignal, box = '-'): Promise<BillOutcome> {
     const started = this.o.now();
-    const whole = await this.whole(req.billDate, req.billType ?? 'ALL', signal);
+    const whole = await this.whole(req.billDate, req.billType ?? 'ALL', signal, box);
     if (whole.kind !== 'bill') return whole;
     try {
       const text = cutBillFor(whole.text, keep);
@@ -90,22 +102,30 @@ export class BillCache {
     }
   }
 
-  private whole(billDate: string, billType: BillType, signal?: AbortSignal): Promise<BillOutcome> {
+  private whole(billDate: string, billType: BillType, signal?: AbortSignal, box = '-'): Promise<BillOutcome> {
     const key = `${billDate}:${billType}`;
     const now = this.o.now();
     this.expire(now);
     let entry = this.entries.get(key);
-    if (entry?.outcome) return Promise.resolve(entry.outcome);
+    if (entry?.outcome) {
+      // Most recently asked for: kept the longest when the cache is full.
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+      return Promise.resolve(entry.outcome);
+    }
     if (entry === undefined) {
-      if (this.entries.size >= this.maxBills) {
-        return Promise.resolve({
-          kind: 'unknown',
-          call: 'downloadbill',
-          failure: 'HTTP_STATUS',
-          message: 'the backend is fetching other days\' bills: try again in a minute',
-          ms: 0,
-          origin: null,
-        });
+      const later = (why: string): Promise<BillOutcome> =>
+        Promise.resolve({ kind: 'unknown', call: 'downloadbill', failure: 'HTTP_STATUS', message: `${why}: try again in a minute`, ms: 0, origin: null });
+      const flights = [...this.entries.values()].filter((e) => e.outcome === null).length;
+      if (flights >= this.maxFlights) return later("the backend is fetching other days' bills");
+      const recent = (this.started.get(box) ?? []).filter((at) => now - at < 60_000);
+      if (recent.length >= this.perBox) return later(`this box asked for ${recent.length} bills not kept in the last minute`);
+      recent.push(now);
+      this.started.set(box, recent);
+      // Room for the new one: the least recently asked for kept bill goes.
+      for (const [k, e] of this.entries) {
+        if (this.entries.size < this.maxBills) break;
+        if (e.outcome !== null) this.entries.delete(k);
       }
       const controller = new AbortController();
       const created: Entry = { at: now, outcome: null, flight: null, controller, waiting: 0 };
@@ -152,6 +172,7 @@ export class BillCache {
   }
 
   private expire(now: number): void {
+    for (const [box, times] of this.started) if (times.every((at) => now - at >= 60_000)) this.started.delete(box);
     for (const [key, entry] of this.entries) {
       if (entry.outcome === null) continue;
       const ttl = entry.outcome.kind === 'bill' ? this.keepMs : this.retryMs;

@@ -637,7 +637,7 @@ export class BackendServer {
         return c.refundquery(value.request);
       case 'downloadbill':
         // The box's own trades only, from the one download of the day all boxes share.
-        return this.bills.bill(value.request, boxTrades(deviceId), signal);
+        return this.bills.bill(value.request, boxTrades(deviceId), signal, deviceId);
     }
   }
 

@@ -152,3 +152,30 @@ t.test('cutBillFor keeps the header, the kept rows as written and a recomputed s
   t.notOk(cut!.includes('BBB1'));
   t.equal(cutBillFor(text, () => false), null);
 });
+
+t.test('no box turns its calls into the merchant\'s bills: a budget of downloads per box, the least recently asked bill evicted', async (t) => {
+  let now = 5_000_000;
+  let downloads = 0;
+  const client = {
+    downloadbill(): Promise<BillOutcome> {
+      downloads++;
+      return Promise.resolve({ kind: 'no_bill', call: 'downloadbill', message: 'No Bill Exist', ms: 1, origin: 'x' } as BillOutcome);
+    },
+  };
+  const cache = new BillCache({ client, log: memoryLogger('debug'), now: () => now, maxBills: 3, perBoxPerMinute: 4, retryMs: 3_600_000 });
+  const all = (): boolean => true;
+  const days = ['20261101', '20261102', '20261103', '20261104', '20261105'];
+  const outcomes = [];
+  for (const day of days) outcomes.push(await cache.bill({ billDate: day }, all, undefined, 'THIEF'));
+  t.same(outcomes.map((o) => o.kind), ['no_bill', 'no_bill', 'no_bill', 'no_bill', 'unknown'], 'the fifth new day in a minute: try again later');
+  t.match(outcomes[4]!.kind === 'unknown' && outcomes[4]!.message, /try again in a minute/);
+  t.equal(downloads, 4);
+  // Another box is not held up: the thief's days are kept at most 3 (the oldest went), yesterday still comes.
+  t.equal((await cache.bill({ billDate: '20261128' }, all, undefined, 'SHOP1')).kind, 'no_bill');
+  t.equal(downloads, 5);
+  t.equal((await cache.bill({ billDate: '20261128' }, all, undefined, 'THIEF')).kind, 'no_bill', 'a kept day is free, even past the budget');
+  t.equal(downloads, 5);
+  now += 60_000;
+  t.equal((await cache.bill({ billDate: days[4]! }, all, undefined, 'THIEF')).kind, 'no_bill', 'a minute later the budget is back');
+  t.equal(downloads, 6);
+});
