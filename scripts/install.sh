@@ -3,7 +3,8 @@
 #
 #   sudo scripts/install.sh [--root DIR] [--no-enable] [--scanner-usb VID:PID[:SERIAL]] [--register-usb VID:PID[:SERIAL]]
 #   sudo scripts/install.sh --uninstall [--root DIR]
-#   sudo scripts/install.sh --backend [--root DIR] [--no-enable]      the merchant backend instead of a box
+#   sudo scripts/install.sh --backend [--backend-db URL] [--root DIR] [--no-enable]
+#                                                                     the merchant backend instead of a box
 #   sudo scripts/install.sh --backend --uninstall [--root DIR]
 #
 # Run it from a checkout or an unpacked release in which `npm ci` (or `npm install`) has built dist/.
@@ -37,6 +38,7 @@ ROOT=""
 UNINSTALL=0
 ENABLE=1
 BACKEND=0
+BACKEND_DB=""
 SCANNER_USB=""
 REGISTER_USB=""
 
@@ -59,6 +61,11 @@ usage: sudo scripts/install.sh [options]
                                    server) instead of a box: the user scanbox-backend, /etc/scanbox-backend,
                                    /var/lib/scanbox-backend and scanbox-backend.service; with --uninstall,
                                    remove it (keeps its journal, CA, configuration and credentials)
+  --backend-db URL                 with --backend: its journal in PostgreSQL (a chain: several backends
+                                   on one database), postgres://USER@HOST[:PORT][,HOST[:PORT]...]/DB
+                                   naming the primary and its standbys; never a password in it: put the
+                                   password in /etc/scanbox-backend/dbpassword (root, 0600), loaded as the
+                                   credential dbpassword
   -h, --help                       this text
 EOF
 }
@@ -91,6 +98,12 @@ while [ $# -gt 0 ]; do
     --uninstall) UNINSTALL=1; shift ;;
     --no-enable) ENABLE=0; shift ;;
     --backend) BACKEND=1; shift ;;
+    --backend-db)
+      [ $# -ge 2 ] || usage_error "--backend-db needs a postgres:// URL"
+      BACKEND_DB=$2
+      shift 2
+      ;;
+    --backend-db=*) BACKEND_DB=${1#--backend-db=}; shift ;;
     --scanner-usb)
       [ $# -ge 2 ] || usage_error "--scanner-usb needs VID:PID[:SERIAL]"
       SCANNER_USB=$2
@@ -119,6 +132,19 @@ parse_usb() {
 [ -z "$REGISTER_USB" ] || parse_usb --register-usb "$REGISTER_USB"
 if [ "$BACKEND" = 1 ] && { [ -n "$SCANNER_USB" ] || [ -n "$REGISTER_USB" ]; }; then
   usage_error "--scanner-usb and --register-usb are for a box, not for --backend (the backend has no serial devices)"
+fi
+
+if [ -n "$BACKEND_DB" ]; then
+  [ "$BACKEND" = 1 ] || usage_error "--backend-db is for --backend"
+  # The URL is never echoed: a mistaken one may hold a password.
+  password_re='^postgres(ql)?://[^/@]*:[^/@]*@|[?&]password='
+  if [[ "$BACKEND_DB" =~ $password_re ]]; then
+    usage_error "--backend-db: the URL holds a password; put it in /etc/scanbox-backend/dbpassword instead"
+  fi
+  local_re='^postgres(ql)?://[A-Za-z0-9_.@:,-]+/[A-Za-z_][A-Za-z0-9_-]*([?][A-Za-z0-9_=&.-]*)?$'
+  if ! [[ "$BACKEND_DB" =~ $local_re ]]; then
+    usage_error "--backend-db: not a PostgreSQL URL (postgres://USER@HOST[:PORT][,HOST[:PORT]...]/DATABASE; an IPv6 host: edit backend.env)"
+  fi
 fi
 
 if [ -n "$ROOT" ]; then
@@ -300,8 +326,36 @@ install_backend() {
     install -m 0640 -- "$SRC/systemd/backend.env" "$env_file"
     say "created /etc/scanbox-backend/backend.env from the template: fill in SCANBOX_MCH_ID, SCANBOX_APPID and SCANBOX_BACKEND_HOSTNAMES"
   fi
+  if [ -n "$BACKEND_DB" ]; then
+    if grep -qxF "SCANBOX_BACKEND_DB=$BACKEND_DB" "$env_file"; then
+      say "backend.env already names that database"
+    elif grep -qE '^SCANBOX_BACKEND_DB=.' "$env_file"; then
+      warn "backend.env names another SCANBOX_BACKEND_DB: left as it is (edit it by hand to move; README \"A chain\")"
+    else
+      local tmp_env
+      tmp_env=$(mktemp "$env_file.XXXXXX")
+      awk -v line="SCANBOX_BACKEND_DB=$BACKEND_DB" '/^#?SCANBOX_BACKEND_DB=/ && !done { print line; done = 1; next } { print } END { if (!done) print line }' "$env_file" >"$tmp_env"
+      mv -- "$tmp_env" "$env_file"
+      say "backend.env: SCANBOX_BACKEND_DB set to the PostgreSQL URL given"
+    fi
+  fi
   chmod 0640 "$env_file"
   own root "$BACKEND_USER" "$env_file"
+
+  # The PostgreSQL password, as the credential dbpassword (a drop-in: the unit itself must start without it).
+  local dropin_dir=$ROOT/etc/systemd/system/$BACKEND_UNIT.d
+  local dbpassword_missing=0
+  if [ -n "$BACKEND_DB" ] || grep -qE '^SCANBOX_BACKEND_DB=postgres' "$env_file"; then
+    if [ -f "$BACKEND_ETC/dbpassword" ]; then
+      chmod 0600 "$BACKEND_ETC/dbpassword"
+      mkdir -p -- "$dropin_dir"
+      printf '[Service]\n# Written by install.sh --backend-db: the PostgreSQL password (never in the URL).\nLoadCredential=dbpassword:/etc/scanbox-backend/dbpassword\n' >"$dropin_dir/dbpassword.conf"
+      chmod 0644 "$dropin_dir/dbpassword.conf"
+      say "installed $BACKEND_UNIT.d/dbpassword.conf: the password in /etc/scanbox-backend/dbpassword is the credential dbpassword"
+    else
+      dbpassword_missing=1
+    fi
+  fi
 
   local missing=() s
   for s in "${SECRETS[@]}"; do
@@ -412,6 +466,7 @@ install_backend() {
   row "/etc/systemd/system/$BACKEND_UNIT" "the backend (hardened; runs as the user $BACKEND_USER, HTTPS on 8443)"
   row /etc/scanbox-backend/backend.env "the configuration (mode 0640, root:$BACKEND_USER)"
   row /var/lib/scanbox-backend "its journal and its CA (mode 0700; kept across updates and --uninstall)"
+  if [ -n "$BACKEND_DB" ]; then row "SCANBOX_BACKEND_DB" "a PostgreSQL database (the journal; the CA stays in /var/lib/scanbox-backend)"; fi
   printf '\nNext steps (README.md, "Merchant-backend mode", has the details):\n'
   local n=1
   step() {
@@ -427,6 +482,11 @@ install_backend() {
     step "Put the merchant's secret files in /etc/scanbox-backend, owned by root, mode 0600 (missing now: ${missing[*]}):" \
       "sudo install -m 0600 -o root -g root apikey apiclient_cert.pem apiclient_key.pem /etc/scanbox-backend/" \
       "(apikey: the 32-character API key; the certificate pair from the merchant platform's API security page)"
+  fi
+  if [ "$dbpassword_missing" = 1 ]; then
+    step "Put the PostgreSQL password in /etc/scanbox-backend/dbpassword (root, mode 0600; one line) and run" \
+      "this installer again with the same options: it loads the file as the credential dbpassword" \
+      "(or leave it out where the database trusts this machine by other means)."
   fi
   if [ "$running" = 1 ] && [ "$was_active" = 1 ]; then
     step "sudo systemctl restart scanbox-backend   after changing the configuration"

@@ -80,7 +80,10 @@ export interface Config {
 }
 
 export interface BackendAccess {
+  /** The first backend's origin (the one a box with a single backend has). */
   origin: string;
+  /** Every backend's origin, in SCANBOX_BACKEND's order (a chain: §8). */
+  origins: readonly string[];
   certPem: string;
   keyPem: string;
   caPem: string;
@@ -708,15 +711,24 @@ function hideSecrets<T extends object>(target: T, view: () => unknown): T {
  * credentials backend_cert.pem, backend_key.pem and backend_ca.pem (what `scanbox backend enroll` writes).
  */
 function readBackendAccess(r: Reader, credentialsDir: string | undefined, raw: string): BackendAccess | null {
-  const parsed = parseApiBase(raw);
-  if (!parsed.ok) {
-    r.error('SCANBOX_BACKEND', `${shown(raw)} ${parsed.problem}`);
-    return null;
-  }
-  // The backend answers at its origin's root (/v1/<call>): a path is refused here as the gateway refuses it.
-  if (parsed.base !== new URL(parsed.base).origin) {
-    r.error('SCANBOX_BACKEND', `${shown(raw)} must be the backend's origin only, scheme, host and port (e.g. https://pay.example.com:8443), without a path`);
-    return null;
+  const origins: string[] = [];
+  for (const part of raw.split(',')) {
+    const one = part.trim();
+    const parsed = parseApiBase(one);
+    if (!parsed.ok) {
+      r.error('SCANBOX_BACKEND', `${shown(one)} ${parsed.problem}`);
+      return null;
+    }
+    // The backend answers at its origin's root (/v1/<call>): a path is refused here as the gateway refuses it.
+    if (parsed.base !== new URL(parsed.base).origin) {
+      r.error('SCANBOX_BACKEND', `${shown(one)} must be the backend's origin only, scheme, host and port (e.g. https://pay.example.com:8443), without a path`);
+      return null;
+    }
+    if (origins.includes(parsed.base)) {
+      r.error('SCANBOX_BACKEND', `${shown(one)} is named twice`);
+      return null;
+    }
+    origins.push(parsed.base);
   }
   const files: Array<[string, string]> = [
     ['SCANBOX_BACKEND_CERT_FILE', 'backend_cert.pem'],
@@ -779,7 +791,7 @@ function readBackendAccess(r: Reader, credentialsDir: string | undefined, raw: s
     r.error('SCANBOX_BACKEND_CERT_FILE', `the backend credentials cannot be read (${opensslCode(error)})`);
     return null;
   }
-  return { origin: parsed.base, certPem, keyPem, caPem, source: sources.join(' + ') };
+  return { origin: origins[0]!, origins, certPem, keyPem, caPem, source: sources.join(' + ') };
 }
 
 export function loadConfig(sources: ConfigSources): ConfigResult {
@@ -975,7 +987,7 @@ export function describeConfig(config: Config): string[] {
       ? 'SCANBOX_API_KEY_FILE=none (backend mode: the backend holds the API key)'
       : `SCANBOX_API_KEY_FILE=set (${config.apiKey.length} chars, from ${config.apiKeySource})`,
     certificateLine(config),
-    `SCANBOX_BACKEND=${config.backend ? `${config.backend.origin} (box certificate: ${config.backend.source})` : 'unset (the box talks to WeChat Pay itself)'}`,
+    `SCANBOX_BACKEND=${config.backend ? `${config.backend.origins.join(",")} (box certificate: ${config.backend.source})` : 'unset (the box talks to WeChat Pay itself)'}`,
     `SCANBOX_API_BASE=${config.apiBase}`,
     `SCANBOX_API_BACKUP_BASE=${config.backupBase ?? 'none'}`,
     `SCANBOX_SIGN_TYPE=${config.signType}`,

@@ -1036,3 +1036,22 @@ t.test('SCANBOX_METRICS_FILE: the absolute path of a .prom file', async (t) => {
   t.equal(ok(t, load(b, { SCANBOX_METRICS_FILE: '/var/lib/prometheus/node-exporter/scanbox.prom' })).metricsFile, '/var/lib/prometheus/node-exporter/scanbox.prom');
   for (const bad of ['scanbox.prom', '/var/lib/x/scanbox.txt']) onlyError(t, load(b, { SCANBOX_METRICS_FILE: bad }), 'SCANBOX_METRICS_FILE', /absolute path of a \.prom file/);
 });
+
+t.test('backend mode with a chain: SCANBOX_BACKEND names several origins, in order, each checked, none twice', async (t) => {
+  const dir = t.testdir({});
+  const pki = createTestPki({ mchId: '1900000109' });
+  writeFileSync(join(dir, 'backend_cert.pem'), pki.client.certPem);
+  writeFileSync(join(dir, 'backend_key.pem'), pki.client.keyPem);
+  writeFileSync(join(dir, 'backend_ca.pem'), pki.ca.certPem);
+  const base = { SCANBOX_SCANNER_PORT: '/dev/ttyUSB0', SCANBOX_REGISTER_PORT: '/dev/ttyUSB1', SCANBOX_DEVICE_ID: 'BOX1', SCANBOX_DB: join(dir, 'scanbox.db'), CREDENTIALS_DIRECTORY: dir };
+  const ok = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'https://pay1.example:8443, https://pay2.example:8443' } });
+  if (!ok.ok) throw new Error(ok.errors.join('\n'));
+  t.match(ok.config.backend, { origin: 'https://pay1.example:8443', origins: ['https://pay1.example:8443', 'https://pay2.example:8443'] });
+  t.match(describeConfig(ok.config).join('\n'), /^SCANBOX_BACKEND=https:\/\/pay1\.example:8443,https:\/\/pay2\.example:8443 \(box certificate: /m);
+  const twice = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'https://pay1.example:8443,https://pay1.example:8443' } });
+  t.notOk(twice.ok);
+  if (!twice.ok) t.match(twice.errors.join('\n'), /SCANBOX_BACKEND: "https:\/\/pay1\.example:8443" is named twice/);
+  const bad = loadConfig({ env: { ...base, SCANBOX_BACKEND: 'https://pay1.example:8443,http://pay2.example' } });
+  t.notOk(bad.ok);
+  if (!bad.ok) t.match(bad.errors.join('\n'), /SCANBOX_BACKEND: "http:\/\/pay2\.example" must be an https:\/\/ URL/);
+});

@@ -1,6 +1,7 @@
 import { Box, FaultBox } from '../box.js';
 import { clockTrusted, systemClock } from '../clock.js';
 import { loadConfig, type Config } from '../config.js';
+import { BackendChain } from '../backend/chain.js';
 import { ControlServer, controlSocketPath, refundAnswer, reverseAnswer, type ControlHandlers } from '../control.js';
 import { errnoOf, messageOf } from '../errors.js';
 import { describeHealth, type Health } from '../health.js';
@@ -57,7 +58,7 @@ export async function runDaemon(env: NodeJS.ProcessEnv = process.env): Promise<n
           mode: config.display.mode,
         }
       : {}),
-    api: config.backend ? `backend ${config.backend.origin}` : config.apiBase,
+    api: config.backend ? `backend ${config.backend.origins.join(',')}` : config.apiBase,
     backup: config.backend ? '-' : (config.backupBase ?? '-'),
     db: config.dbPath,
   });
@@ -134,7 +135,11 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
   // the socket is up during recovery too, which can take minutes while WeChat Pay is unreachable.
   let recovering = true;
   const control = await listenControl(env, log, {
-    health: () => (recovering ? { kind: 'OFFLINE', text: 'recovering unfinished sales' } : box.health()),
+    health: () => ({
+      ...(recovering ? { kind: 'OFFLINE', text: 'recovering unfinished sales' } : box.health()),
+      // A chain's box (several SCANBOX_BACKEND origins): each backend's state, for scanbox status.
+      ...(client instanceof BackendChain ? { backends: client.backends() } : {}),
+    }),
     reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
     refund: async (request) => refundAnswer(await refunds.technicianRefund(request, TECHNICIAN_REFUND_WAIT_MS)),
     ...displayHandler(config, devices),

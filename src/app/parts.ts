@@ -11,6 +11,7 @@ import { createLogger, type Level, type Logger } from '../log.js';
 import { PaymentEngine, type PaymentGateway } from '../payment/engine.js';
 import { RefundEngine, type RefundGateway } from '../payment/refund.js';
 import type { ApiOutcome } from '../wechatpay/client.js';
+import { BackendChain } from '../backend/chain.js';
 import { BackendGateway } from '../backend/gateway.js';
 import { WechatPayClient } from '../wechatpay/client.js';
 
@@ -39,6 +40,14 @@ export type Upstream = Pick<
 
 /** The box's way to WeChat Pay (contract §8): the backend when SCANBOX_BACKEND is set, else WeChat Pay itself. */
 export function upstreamFor(config: Config, log: Logger): Upstream {
+  if (config.backend && config.backend.origins.length > 1) {
+    return new BackendChain({
+      origins: config.backend.origins,
+      certificate: { certPem: config.backend.certPem, keyPem: config.backend.keyPem },
+      caPem: config.backend.caPem,
+      log,
+    });
+  }
   if (config.backend) {
     return new BackendGateway({
       origin: config.backend.origin,

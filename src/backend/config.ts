@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { CONFIG_VARIABLES, loadConfig, type Config, type ConfigSources } from '../config.js';
 import { LEVELS, type Level } from '../log.js';
 import { checkHostname } from './pki.js';
+import { describePgTarget, parsePgUrl, type PgTarget } from './store/connection.js';
 import type { BackendPolicy } from './server.js';
 
 /**
@@ -12,7 +14,9 @@ import type { BackendPolicy } from './server.js';
  *
  * | variable | default | meaning |
  * | SCANBOX_BACKEND_LISTEN | 0.0.0.0:8443 | host:port of the HTTPS listener ([::]:8443 for IPv6) |
- * | SCANBOX_BACKEND_DB | $STATE_DIRECTORY/backend.db, else /var/lib/scanbox-backend/backend.db | the backend's journal; its CA and server certificate live beside it |
+ * | SCANBOX_BACKEND_DB | $STATE_DIRECTORY/backend.db, else /var/lib/scanbox-backend/backend.db | the backend's journal: a SQLite file, or a postgres:// URL naming one host or several (a chain: §8) |
+ * | SCANBOX_BACKEND_DB_PASSWORD_FILE | credential dbpassword, else none | the PostgreSQL password (never in the URL) |
+ * | SCANBOX_BACKEND_PKI | beside a SQLite journal; on PostgreSQL $STATE_DIRECTORY, else /var/lib/scanbox-backend | the CA and server certificate, shared by a chain's backends |
  * | SCANBOX_BACKEND_HOSTNAMES | unset | comma-separated extra names (DNS or IP) of the server certificate, besides the hostname, localhost and 127.0.0.1 |
  * | SCANBOX_BACKEND_MAX_AMOUNT | 1000000 | largest micropay total_fee and refund refund_fee in fen, for boxes without their own (`enroll --max-amount`) |
  * | SCANBOX_BACKEND_REFUNDS | off | on/off: whether boxes may refund, for boxes without their own (`enroll --refunds`) |
@@ -30,7 +34,11 @@ export interface BackendConfig {
   /** The merchant part of a box Config (mch_id, appid, key, certificate, API bases, sign type): what clientFor reads. */
   merchant: Readonly<Config>;
   listen: { host: string; port: number };
+  /** A SQLite journal's path, or the PostgreSQL URL as shown (no password). */
   dbPath: string;
+  database: BackendDatabase;
+  /** Where the CA and the server certificate live. */
+  pkiDir: string;
   hostnames: readonly string[];
   policy: Readonly<BackendPolicy>;
   /** Connections to WeChat Pay for micropay and orderquery (SCANBOX_BACKEND_UPSTREAM_CONNECTIONS). */
@@ -45,6 +53,8 @@ export interface BackendConfig {
 export const BACKEND_VARIABLES: readonly string[] = [
   'SCANBOX_BACKEND_LISTEN',
   'SCANBOX_BACKEND_DB',
+  'SCANBOX_BACKEND_DB_PASSWORD_FILE',
+  'SCANBOX_BACKEND_PKI',
   'SCANBOX_BACKEND_HOSTNAMES',
   'SCANBOX_BACKEND_MAX_AMOUNT',
   'SCANBOX_BACKEND_REFUNDS',
@@ -131,6 +141,51 @@ export function backendDbPath(env: Record<string, string | undefined>): { ok: tr
   return { ok: true, path: DEFAULT_BACKEND_DB };
 }
 
+export type BackendDatabase = { kind: 'sqlite'; path: string } | { kind: 'postgres'; target: PgTarget; password: string | null };
+
+const DEFAULT_STATE = '/var/lib/scanbox-backend';
+
+/**
+ * SCANBOX_BACKEND_DB as a SQLite file or a PostgreSQL URL (with its password from SCANBOX_BACKEND_DB_PASSWORD_FILE
+ * or the credential dbpassword), and where the CA lives (SCANBOX_BACKEND_PKI; by default beside a SQLite journal,
+ * or the state directory). No message here ever holds a password.
+ */
+export function backendDatabase(
+  env: Record<string, string | undefined>,
+  readFile: (path: string) => Buffer = readFileSync,
+): { ok: true; database: BackendDatabase; pkiDir: string; shown: string } | { ok: false; problems: string[] } {
+  const given = value(env, 'SCANBOX_BACKEND_DB');
+  const problems: string[] = [];
+  const pkiGiven = value(env, 'SCANBOX_BACKEND_PKI');
+  if (pkiGiven !== undefined && (!posix.isAbsolute(pkiGiven) || CONTROL.test(pkiGiven))) problems.push('SCANBOX_BACKEND_PKI: must be an absolute directory path');
+  const state = env.STATE_DIRECTORY?.split(':')[0] || DEFAULT_STATE;
+  if (given !== undefined && /^postgres(ql)?:/i.test(given)) {
+    const parsed = parsePgUrl(given);
+    if (!parsed.ok) problems.push(parsed.problem);
+    let password: string | null = null;
+    const file = value(env, 'SCANBOX_BACKEND_DB_PASSWORD_FILE');
+    const creds = value(env, 'CREDENTIALS_DIRECTORY');
+    const path = file ?? (creds !== undefined ? posix.join(creds, 'dbpassword') : undefined);
+    if (file !== undefined && !posix.isAbsolute(file)) problems.push('SCANBOX_BACKEND_DB_PASSWORD_FILE: must be an absolute path');
+    else if (path !== undefined) {
+      try {
+        password = readFile(path).toString('utf8').replace(/\r?\n$/, '');
+        if (password === '' || /[\r\n]/.test(password)) problems.push(`${file !== undefined ? 'SCANBOX_BACKEND_DB_PASSWORD_FILE' : 'credential dbpassword'}: ${path} must hold the password on one line`);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        // No credential dbpassword is no password (trust or certificate authentication); a named file must be there.
+        if (file !== undefined || code !== 'ENOENT') problems.push(`${file !== undefined ? 'SCANBOX_BACKEND_DB_PASSWORD_FILE' : 'credential dbpassword'}: ${path} cannot be read (${code ?? 'error'})`);
+      }
+    }
+    if (!parsed.ok || problems.length > 0) return { ok: false, problems };
+    return { ok: true, database: { kind: 'postgres', target: parsed.target, password }, pkiDir: pkiGiven ?? state, shown: describePgTarget(parsed.target) };
+  }
+  const db = backendDbPath(env);
+  if (!db.ok) problems.push(db.problem.replace('must be the absolute path of the journal file', 'must be the absolute path of the journal file or a postgres:// URL'));
+  if (!db.ok || problems.length > 0) return { ok: false, problems };
+  return { ok: true, database: { kind: 'sqlite', path: db.path }, pkiDir: pkiGiven ?? posix.dirname(db.path), shown: db.path };
+}
+
 /** SCANBOX_BACKEND_HOSTNAMES as a list, each name checked. */
 export function backendHostnames(env: Record<string, string | undefined>): { names: string[]; errors: string[] } {
   const raw = value(env, 'SCANBOX_BACKEND_HOSTNAMES');
@@ -184,8 +239,8 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
   const listenRaw = value(env, 'SCANBOX_BACKEND_LISTEN') ?? DEFAULT_LISTEN;
   const listen = parseListen(listenRaw);
   if (!listen.ok) errors.push(`SCANBOX_BACKEND_LISTEN: ${listen.problem}`);
-  const db = backendDbPath(env);
-  if (!db.ok) errors.push(db.problem);
+  const db = backendDatabase(env, sources.readFile);
+  if (!db.ok) errors.push(...db.problems);
   const hostnames = backendHostnames(env);
   errors.push(...hostnames.errors);
   const policy: BackendPolicy = {
@@ -219,7 +274,9 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
     config: Object.freeze({
       merchant: merchant.config,
       listen: { host: listen.host, port: listen.port },
-      dbPath: db.path,
+      dbPath: db.shown,
+      database: db.database,
+      pkiDir: db.pkiDir,
       hostnames: Object.freeze(hostnames.names),
       policy: Object.freeze(policy),
       upstreamConnections,
@@ -235,6 +292,7 @@ export function describeBackendConfig(config: BackendConfig): string[] {
   return [
     `SCANBOX_BACKEND_LISTEN=${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${config.listen.port}`,
     `SCANBOX_BACKEND_DB=${config.dbPath}`,
+    `SCANBOX_BACKEND_PKI=${config.pkiDir}`,
     `SCANBOX_BACKEND_HOSTNAMES=${config.hostnames.join(',') || 'unset'}`,
     `SCANBOX_BACKEND_MAX_AMOUNT=${config.policy.maxAmountFen}`,
     `SCANBOX_BACKEND_REFUNDS=${config.policy.refunds}`,

@@ -4,7 +4,7 @@ import { parseDayArgs } from '../app/args.js';
 import { fetchBillEntries } from '../app/fetch-bill.js';
 import { clientFor } from '../app/parts.js';
 import { formatTime, print, table } from '../app/table.js';
-import { backendDbPath, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
+import { backendDatabase, backendHostnames, describeBackendConfig, loadBackendConfig } from '../backend/config.js';
 import { EnrolError, enrolBox } from '../backend/enrol.js';
 import { ADMIN_USAGE, adminCommand } from '../backend/console/admin-command.js';
 import { BackendMetrics } from '../backend/console/metrics.js';
@@ -12,7 +12,10 @@ import { ConsoleServer } from '../backend/console/server.js';
 import { BackendPki, PkiError, writeBoxFiles } from '../backend/pki.js';
 import { formatBackendReconciliation, reconcileBackend, type BackendReconcileResult } from '../backend/reconcile.js';
 import { BackendServer } from '../backend/server.js';
-import { SqliteBackendStore, StoreError, type BoxPolicy } from '../backend/store.js';
+import { StoreError, type BoxPolicy } from '../backend/store.js';
+import { migrateSqliteToPostgres, type MigrateProgress } from '../backend/store/migrate.js';
+import { openBackendStore, type OpenStore } from '../backend/store/open.js';
+import { PostgresBackendStore } from '../backend/store/postgres.js';
 import { BILL_TIME_ZONE } from '../books/reconcile.js';
 import { dayBounds, previousDay, yesterday } from '../business-day.js';
 import { clockTrusted } from '../clock.js';
@@ -37,6 +40,7 @@ import { CertificateError } from '../wechatpay/certificate.js';
  *                                            the merchant's whole bill of the day against the backend's journal,
  *                                            box by box (backend/reconcile.ts); exit 0 matched, 1 discrepancies,
  *                                            3 the bill not available yet, as scanbox reconcile
+ *   scanbox backend migrate --from FILE      a SQLite journal into the PostgreSQL database, once (store/migrate.ts)
  * Exit codes: 0 ok, 1 runtime failure (or no such box), 2 usage or configuration.
  */
 
@@ -53,6 +57,8 @@ const USAGE = `usage:
                                                     the calls the backend forwarded, box by box; exit 0 matched,
                                                     1 discrepancies, 3 the bill not available yet; --days N: the N days
                                                     up to yesterday (the daily timer's catch-up)
+  scanbox backend migrate --from FILE               copy a SQLite backend journal into the PostgreSQL database of
+                                                    SCANBOX_BACKEND_DB, once (the target must be empty), checked
 ${ADMIN_USAGE}`;
 
 function usage(problem: string): number {
@@ -77,7 +83,12 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
       case 'reconcile':
         return await reconcileDay(rest, env);
       case 'admin':
-        return await adminCommand(rest, () => openStore(env), { out: (line) => print(line), err: (line) => void process.stderr.write(`${line}\n`) });
+        return await adminCommand(rest, async () => {
+          const opened = await openStore(env);
+          return typeof opened === 'number' ? opened : opened.store;
+        }, { out: (line) => print(line), err: (line) => void process.stderr.write(`${line}\n`) });
+      case 'migrate':
+        return await migrate(rest, env);
       case 'help':
       case '--help':
         print(USAGE);
@@ -94,13 +105,15 @@ export async function backendCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
   }
 }
 
-function openStore(env: NodeJS.ProcessEnv): SqliteBackendStore | number {
-  const db = backendDbPath(env);
+/** The journal of SCANBOX_BACKEND_DB (SQLite or PostgreSQL) and where the CA lives, or an exit code. */
+async function openStore(env: NodeJS.ProcessEnv): Promise<{ store: OpenStore; pkiDir: string } | number> {
+  const db = backendDatabase(env);
   if (!db.ok) {
-    process.stderr.write(`${db.problem}\n`);
+    process.stderr.write(`${db.problems.join('\n')}\n`);
     return 2;
   }
-  return SqliteBackendStore.open(db.path);
+  const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
+  return { store: await openBackendStore(db.database, log), pkiDir: db.pkiDir };
 }
 
 async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -134,10 +147,11 @@ async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
     process.stderr.write(`${hostnames.errors.join('\n')}\n`);
     return 2;
   }
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store, pkiDir } = opened;
   try {
-    const pki = BackendPki.openOrCreate(dirname(store.path), { hostnames: hostnames.names });
+    const pki = BackendPki.openOrCreate(pkiDir, { hostnames: hostnames.names });
     const { certificate, box } = await enrolBox(pki, store, deviceId, { policy });
     const dir = isAbsolute(out) ? out : resolve(out);
     const files = writeBoxFiles(dir, certificate);
@@ -177,8 +191,9 @@ async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number
   }
   if (deviceId === undefined || !DEVICE_ID.test(deviceId)) return usage('policy needs DEVICE_ID');
   if (Object.keys(policy).length === 0) return usage('policy needs --max-amount or --refunds');
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     if (!(await store.setPolicy(deviceId, policy))) {
       process.stderr.write(`no box ${deviceId} is enrolled\n`);
@@ -194,11 +209,55 @@ async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number
   }
 }
 
+/**
+ * The SQLite journal FILE into the PostgreSQL database of SCANBOX_BACKEND_DB, once: refused unless the target is
+ * empty; progress on a terminal (stderr); a summary at the end. The CA directory is not moved: point
+ * SCANBOX_BACKEND_PKI at the old one (or copy its files) so the boxes' certificates stay good.
+ */
+async function migrate(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (args.length !== 2 || args[0] !== '--from') return usage('migrate needs --from FILE (the SQLite backend journal)');
+  const file = resolve(args[1]!);
+  if (!existsSync(file)) {
+    process.stderr.write(`no SQLite journal at ${file}\n`);
+    return 2;
+  }
+  const db = backendDatabase(env);
+  if (!db.ok) {
+    process.stderr.write(`${db.problems.join('\n')}\n`);
+    return 2;
+  }
+  if (db.database.kind !== 'postgres') return usage('migrate copies into PostgreSQL: SCANBOX_BACKEND_DB must be a postgres:// URL');
+  const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
+  const store = await PostgresBackendStore.open({ target: db.database.target, password: db.database.password, log, statementMs: 600_000 });
+  const tty = process.stderr.isTTY === true;
+  let shown = 0;
+  const progress = (p: MigrateProgress): void => {
+    if (!tty) return;
+    const now = Date.now();
+    if (p.done !== p.total && now - shown < 200) return;
+    shown = now;
+    const pct = p.total === 0 ? 100 : Math.floor((p.done * 100) / p.total);
+    process.stderr.write(`\r${p.table}: ${p.done} of ${p.total} rows (${pct}%)\u001b[K${p.done === p.total ? '\n' : ''}`);
+  };
+  try {
+    print(`copying ${file} into ${db.shown}`);
+    const summary = await migrateSqliteToPostgres(file, store, { progress });
+    print([
+      `copied and checked in ${(summary.ms / 1000).toFixed(1)} s: ${summary.boxes} boxes, ${summary.certificates} certificates, ${summary.calls} calls`,
+      `next: set SCANBOX_BACKEND_DB=${db.shown} and SCANBOX_BACKEND_PKI=${dirname(file)} (or copy its backend_ca*.pem and backend_server*.pem files) on every backend, then start them`,
+    ]);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   if (args.length !== 1 || !DEVICE_ID.test(args[0]!)) return usage('revoke needs one DEVICE_ID');
   const deviceId = args[0]!;
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     if (!(await store.revoke(deviceId, Date.now()))) {
       process.stderr.write(`no box ${deviceId} is enrolled\n`);
@@ -214,8 +273,9 @@ async function revoke(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
 async function status(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const json = args.includes('--json');
   if (args.some((a) => a !== '--json')) return usage(`unexpected argument: ${args.find((a) => a !== '--json')}`);
-  const store = openStore(env);
-  if (typeof store === 'number') return store;
+  const opened = await openStore(env);
+  if (typeof opened === 'number') return opened;
+  const { store } = opened;
   try {
     const boxes = await store.boxes();
     if (json) {
@@ -290,7 +350,7 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
   }
   const config = loaded.config;
   // A journal that is not there (a mistyped SCANBOX_BACKEND_DB) would make every row of the bill an unknown order.
-  if (!existsSync(config.dbPath)) {
+  if (config.database.kind === 'sqlite' && !existsSync(config.database.path)) {
     print(`no backend journal at ${config.dbPath} (SCANBOX_BACKEND_DB): nothing to reconcile the bill against`);
     return 2;
   }
@@ -319,7 +379,7 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
   }
   if ('exit' in fetched) return fetched.exit;
   const entries = fetched.entries;
-  const store = SqliteBackendStore.open(config.dbPath);
+  const store = await openBackendStore(config.database, log);
   let result: BackendReconcileResult;
   try {
     const { startMs, endMs } = dayBounds(date, BILL_TIME_ZONE);
@@ -366,8 +426,8 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     }
     throw error;
   }
-  const store = SqliteBackendStore.open(config.dbPath);
-  const pki = BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames });
+  const store = await openBackendStore(config.database, log, { lazy: true });
+  const pki = BackendPki.openOrCreate(config.pkiDir, { hostnames: config.hostnames });
   const metrics = new BackendMetrics(store);
   let server: BackendServer;
   try {
@@ -403,13 +463,15 @@ async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     mch_id: config.merchant.mchId,
     settings: describeBackendConfig(config).slice(3).join(' '),
   });
+  // A chain (PostgreSQL): a revocation made through any backend cuts this one's open connections of the box at once.
+  store.onRevoked?.(() => void server.recheck());
   // A spare connection to WeChat Pay stands ready whenever the pool may grow: no handshake on a sale's path.
   client.warm();
   // The server certificate is renewed while running: twice a day the PKI re-issues it when it has less than
   // 30 days left (or lacks a configured name), and new connections get the new one.
   const renewal = setInterval(() => {
     try {
-      server.useCertificate(BackendPki.openOrCreate(dirname(config.dbPath), { hostnames: config.hostnames }));
+      server.useCertificate(BackendPki.openOrCreate(config.pkiDir, { hostnames: config.hostnames }));
     } catch (error) {
       log.error('backend: cannot renew the server certificate; the current one is kept', { error: messageOf(error) });
     }

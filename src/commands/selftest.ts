@@ -367,18 +367,28 @@ async function checkReach(deps: SelftestDeps, name: string, base: string): Promi
   }
 }
 
-/** Backend mode: the backend answers this box over mutual TLS, and has not revoked it. */
+/**
+ * Backend mode: the backend answers this box over mutual TLS, and has not revoked it. With several backends (a
+ * chain) each is asked on its own: all answer PASS, some WARN (the box moves to one that answers), none FAIL.
+ */
 async function checkBackend(deps: SelftestDeps, config: Readonly<Config>): Promise<CheckResult> {
   const name = 'backend';
-  const origin = config.backend!.origin;
-  const outcome = await deps.probeBackend(config);
-  if (outcome.kind !== 'unknown') {
-    return { status: 'PASS', name, detail: `${origin} answers this box (${config.deviceId}) over mutual TLS in ${outcome.ms} ms; WeChat Pay answered through it` };
+  const origins = config.backend!.origins;
+  const results: Array<{ ok: boolean; refused: boolean; text: string }> = [];
+  for (const origin of origins) {
+    const outcome = await deps.probeBackend(origins.length === 1 ? config : { ...config, backend: { ...config.backend!, origin, origins: [origin] } });
+    if (outcome.kind !== 'unknown') {
+      results.push({ ok: true, refused: false, text: `${origin} answers this box (${config.deviceId}) over mutual TLS in ${outcome.ms} ms; WeChat Pay answered through it` });
+    } else if (outcome.failure === 'CERT_REJECTED') {
+      results.push({ ok: false, refused: true, text: `${origin} refuses this box: ${outcome.message} (enroll it again: scanbox backend enroll ${config.deviceId} --out DIR)` });
+    } else {
+      results.push({ ok: false, refused: false, text: `${origin} cannot be asked (${outcome.failure}): ${outcome.message}` });
+    }
   }
-  if (outcome.failure === 'CERT_REJECTED') {
-    return { status: 'FAIL', name, detail: `${origin} refuses this box: ${outcome.message} (enroll it again: scanbox backend enroll ${config.deviceId} --out DIR)` };
-  }
-  return { status: 'FAIL', name, detail: `${origin} cannot be asked (${outcome.failure}): ${outcome.message}` };
+  const detail = results.map((r) => r.text).join('; ');
+  if (results.every((r) => r.ok)) return { status: 'PASS', name, detail };
+  if (results.some((r) => r.ok) && !results.some((r) => r.refused)) return { status: 'WARN', name, detail: `${results.filter((r) => r.ok).length} of ${results.length} backends answer: ${detail}` };
+  return { status: 'FAIL', name, detail };
 }
 
 function checkCertificate(deps: SelftestDeps, config: Readonly<Config> | null): CheckResult {

@@ -29,6 +29,7 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
   // The health line: the daemon's own word; only a daemon known to be stopped is judged from the journal.
   let health: string | null = null;
   let stopped = false;
+  let backends: string[] = [];
   try {
     const answer = await askDaemon(socket, { cmd: 'health' }, 3000);
     if (answer === null) {
@@ -38,6 +39,7 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
       const said = asHealth(answer);
       health = said ? describeHealth(said) : 'unknown (the daemon answered something unexpected)';
       out.push(said ? `daemon: running (${socket})` : `daemon: answered something unexpected on ${socket}: ${JSON.stringify(answer).slice(0, 200)}`);
+      backends = backendLines(answer.backends);
     }
   } catch (error) {
     health = 'unknown (the daemon cannot be asked)';
@@ -63,6 +65,7 @@ export async function statusCommand(args: string[], env: NodeJS.ProcessEnv = pro
       health = check === 'ok' ? 'stopped' : `FAULT journal ${journal.path} failed its integrity check: ${check}`;
     }
     out.push(`health: ${health}`);
+    out.push(...backends);
     out.push(`journal: ${journal.path} (tag ${journal.tag})`);
     if (warning) out.push(warning);
 
@@ -155,4 +158,17 @@ function parseKept(result: string): Discrepancy[] {
   } catch {
     return [];
   }
+}
+
+/** A chain's box: one line per backend from the daemon's health answer (current, ok / unreachable, when). */
+function backendLines(raw: unknown): string[] {
+  if (!Array.isArray(raw)) return [];
+  const lines: string[] = [];
+  for (const b of raw as Array<Record<string, unknown>>) {
+    if (typeof b?.origin !== 'string') continue;
+    const when = (at: unknown): string => (typeof at === 'number' ? formatTime(at) : 'never');
+    const state = b.state === 'unreachable' ? `UNREACHABLE since ${when(b.lastFailureAt)}: ${String(b.lastFailure ?? '').slice(0, 120)}` : b.state === 'ok' ? `ok (last answer ${when(b.lastOkAt)})` : 'not asked yet';
+    lines.push(`backend: ${b.origin}${b.current === true ? ' (in use)' : ''}: ${state}`);
+  }
+  return lines;
 }

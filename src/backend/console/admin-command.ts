@@ -14,7 +14,7 @@ export const ADMIN_USAGE = `  scanbox backend admin add NAME [--password-file FI
 
 export async function adminCommand(
   args: string[],
-  openStore: () => BackendStore | number,
+  openStore: () => BackendStore | number | Promise<BackendStore | number>,
   io: { out: (line: string) => void; err: (line: string) => void; askPassword?: (prompt: string) => Promise<string> } ,
 ): Promise<number> {
   const [sub, name, ...rest] = args;
@@ -51,7 +51,7 @@ export async function adminCommand(
     io.err(`unexpected argument: ${rest[0]}`);
     return 2;
   }
-  const store = openStore();
+  const store = await openStore();
   if (typeof store === 'number') return store;
   const who = `${process.env.SUDO_USER ?? safeUser()} (command line)`;
   try {

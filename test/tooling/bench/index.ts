@@ -9,6 +9,7 @@ import { paymentCode, type Scenario } from '../../../src/simulator/scenarios.js'
 import { sign } from '../../../src/wechatpay/sign.js';
 import { encodeXml } from '../../../src/wechatpay/xml.js';
 import { mean, median, quantile, type Row } from './common.js';
+import { chainPhase } from './chain.js';
 import { connectionPhase } from './connection.js';
 import { billDay, reconcilePhase } from './reconcile-scale.js';
 import { voicePhase } from './voice.js';
@@ -64,7 +65,7 @@ import { makeYearJournal } from './year-journal.js';
  * - The voice (PAID line -> the announcement's first byte at the player; memory with the pack loaded):
  *   voice.ts beside this file.
  *
- * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, voice, fleet: the parts to run), BENCH_VOICE_SALES, BENCH_SALES,
+ * Knobs for short runs: BENCH_ONLY (sales, year, connection, reconcile, voice, fleet, chain: the parts to run), BENCH_VOICE_SALES, BENCH_SALES,
  * BENCH_YEAR_SALES, BENCH_GATEWAY_MS, BENCH_NODE_OPTIONS here; BENCH_SPACED_SALES, BENCH_SPACING_SCALE,
  * BENCH_DELAY_MS, BENCH_SCAN_GAP_MS, BENCH_CONN_WARMUP in connection.ts; BENCH_BILL_ROWS in reconcile-scale.ts.
  */
@@ -428,8 +429,8 @@ async function yearPart(rig: Rig, yearPath: string): Promise<Row[]> {
   return rows;
 }
 
-/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, voice, fleet); default all of them. */
-const ALL_PARTS = 'sales,year,connection,reconcile,voice,fleet';
+/** BENCH_ONLY: the parts to run, comma-separated (sales, year, connection, reconcile, voice, fleet, chain); default all of them. */
+const ALL_PARTS = 'sales,year,connection,reconcile,voice,fleet,chain';
 const PARTS = new Set((process.env.BENCH_ONLY ?? ALL_PARTS).split(',').map((p) => p.trim()));
 
 async function main(): Promise<void> {
@@ -486,6 +487,12 @@ async function main(): Promise<void> {
     if (PARTS.has('fleet')) {
       rows.push(...(await fleetPagePhase(rig.dir, progress)));
       rows.push(...(await heartbeatPhase(rig.dir, progress)));
+    }
+    // ---- a chain: backends on PostgreSQL (and one on SQLite) against a 50 ms WeChat Pay, one killed at full load ----
+    if (PARTS.has('chain')) {
+      const chain = await chainPhase(progress);
+      rows.push(...chain.rows);
+      notes.push(...chain.notes);
     }
 
     // ---- the table ----

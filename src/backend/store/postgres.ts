@@ -1,0 +1,518 @@
+import type { Logger } from '../../log.js';
+import type { ApiCall } from '../../wechatpay/client.js';
+import {
+  StoreError,
+  type BackendStore,
+  type BoxPolicy,
+  type BoxRecord,
+  type BoxRefunds,
+  type CallOutcomeKind,
+  type CallRecord,
+  type CertificateRecord,
+  type EnrolResult,
+  type FinishedCall,
+  type NewCall,
+  type NewRefundCall,
+  type RefundLimits,
+  type RefundStart,
+} from '../store.js';
+import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type PgTarget } from './connection.js';
+
+/**
+ * The backend's journal in PostgreSQL (contract §8 "A chain"): what `SqliteBackendStore` keeps, for any number
+ * of backend processes sharing one database.
+ *
+ * Every change is one statement or one short READ COMMITTED transaction with no call outside the database in it
+ * (the server records a call, then makes the WeChat Pay call, then records its outcome: three separate
+ * changes). Compare-and-set where a row moves on (`finishCall` only from `sent`), `INSERT ... ON CONFLICT` where
+ * a row may already be there; enrolments are serialised by a transaction-scoped advisory lock, because the rule
+ * that no device id is a prefix of another spans rows no unique key can cover. A revocation is told to every
+ * backend by `NOTIFY scanbox_revoked` in the same transaction (delivered at its commit); each backend LISTENs and
+ * rechecks its open connections at once (`onRevoked`).
+ *
+ * Schema: versioned steps in `scanbox_schema`, each run once in its own transaction under an advisory lock, so
+ * that backends starting together migrate once; a shipped step is never edited; a database newer than this
+ * scanbox is refused.
+ */
+
+export const REVOKED_CHANNEL = 'scanbox_revoked';
+
+/** Advisory lock keys (one number space per database): the schema steps, enrolments. */
+const LOCK_SCHEMA = 7_246_001;
+const LOCK_ENROL = 7_246_002;
+/** With a second key, hashtext(device_id): one box's refunds, checked and recorded one at a time. */
+const LOCK_REFUND = 7_246_003;
+
+/** One step per version; a shipped step is never edited. */
+export const PG_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE boxes (
+    device_id      text PRIMARY KEY,
+    enrolled_at    bigint NOT NULL,
+    revoked_at     bigint,
+    last_seen_at   bigint,
+    calls          bigint NOT NULL DEFAULT 0,
+    errors         bigint NOT NULL DEFAULT 0,
+    max_amount_fen bigint CHECK (max_amount_fen IS NULL OR max_amount_fen > 0),
+    refunds        text CHECK (refunds IS NULL OR refunds IN ('on', 'off'))
+  );
+
+  CREATE TABLE certificates (
+    seq        bigserial UNIQUE,
+    serial     text PRIMARY KEY,
+    device_id  text NOT NULL REFERENCES boxes (device_id),
+    issued_at  bigint NOT NULL,
+    not_after  bigint NOT NULL,
+    revoked_at bigint
+  );
+  CREATE INDEX certificates_device ON certificates (device_id);
+
+  CREATE TABLE calls (
+    id            bigserial PRIMARY KEY,
+    device_id     text NOT NULL,
+    call          text NOT NULL,
+    out_trade_no  text,
+    out_refund_no text,
+    outcome       text NOT NULL CHECK (outcome IN ('sent', 'success', 'business', 'unknown', 'bill', 'no_bill', 'not_ready', 'refused')),
+    code          text,
+    state         text,
+    amount_fen    bigint CHECK (amount_fen IS NULL OR amount_fen > 0),
+    ms            bigint,
+    at            bigint NOT NULL
+  );
+  CREATE INDEX calls_device ON calls (device_id, id);
+  CREATE INDEX calls_trade ON calls (out_trade_no) WHERE out_trade_no IS NOT NULL;
+  CREATE INDEX calls_refund ON calls (out_refund_no) WHERE out_refund_no IS NOT NULL;
+  CREATE INDEX calls_at ON calls (at);
+  `,
+  // 2: the refund policy reads a box's refunds of a day (startRefund); reconciliation dates a sale by WeChat Pay's
+  // payment time (paid_at, from time_end), not by the micropay's start.
+  `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
+   ALTER TABLE calls ADD COLUMN paid_at bigint;`,
+];
+
+/** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
+const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
+  AND NOT EXISTS (SELECT 1 FROM calls q WHERE q.call = 'refundquery' AND q.out_refund_no = r.out_refund_no AND q.state = 'REFUNDCLOSE')`;
+
+interface BoxRow {
+  device_id: string;
+  enrolled_at: number;
+  revoked_at: number | null;
+  last_seen_at: number | null;
+  calls: number;
+  errors: number;
+  max_amount_fen: number | null;
+  refunds: BoxRefunds | null;
+  serial: string | null;
+  not_after: number | null;
+}
+
+interface CallRow {
+  id: number;
+  device_id: string;
+  call: ApiCall;
+  out_trade_no: string | null;
+  out_refund_no: string | null;
+  outcome: CallOutcomeKind;
+  code: string | null;
+  state: string | null;
+  amount_fen: number | null;
+  paid_at: number | null;
+  ms: number | null;
+  at: number;
+}
+
+const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b.calls, b.errors, b.max_amount_fen, b.refunds, c.serial, c.not_after`;
+const BOX_FROM = `boxes b LEFT JOIN LATERAL (
+  SELECT serial, not_after FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, seq DESC LIMIT 1) c ON true`;
+const CALL_COLUMNS = 'id, device_id, call, out_trade_no, out_refund_no, outcome, code, state, amount_fen, paid_at, ms, at';
+
+function toBox(row: BoxRow): BoxRecord {
+  return {
+    deviceId: row.device_id,
+    serial: row.serial,
+    notAfter: row.not_after,
+    enrolledAt: row.enrolled_at,
+    revokedAt: row.revoked_at,
+    lastSeenAt: row.last_seen_at,
+    calls: row.calls,
+    errors: row.errors,
+    maxAmountFen: row.max_amount_fen,
+    refunds: row.refunds,
+  };
+}
+
+function toCall(row: CallRow): CallRecord {
+  return {
+    id: row.id,
+    deviceId: row.device_id,
+    call: row.call,
+    outTradeNo: row.out_trade_no,
+    outRefundNo: row.out_refund_no,
+    outcome: row.outcome,
+    code: row.code,
+    state: row.state,
+    amountFen: row.amount_fen,
+    paidAt: row.paid_at ?? null,
+    ms: row.ms,
+    at: row.at,
+  };
+}
+
+const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
+
+export interface PostgresStoreOptions {
+  target: PgTarget;
+  password: string | null;
+  log: Logger;
+  max?: number;
+  connectMs?: number;
+  statementMs?: number;
+  retryMs?: number;
+}
+
+export class PostgresBackendStore implements BackendStore {
+  readonly db: PgConnection;
+  private migrated: Promise<void> | null = null;
+  private schemaReady = false;
+  private readonly revokedListeners = new Set<(deviceId: string) => void>();
+
+  /**
+   * Connects (to the writable host of the URL's) and brings the schema up to date. Throws StoreError when no
+   * host accepts writes within `waitMs` (default 10 s) or the schema is newer than this scanbox; once open, a
+   * database that goes away only makes calls fail until one accepts writes again.
+   */
+  static async open(options: PostgresStoreOptions & { waitMs?: number; lazy?: boolean }): Promise<PostgresBackendStore> {
+    const store = new PostgresBackendStore(options);
+    const deadline = Date.now() + (options.waitMs ?? 10_000);
+    for (;;) {
+      await store.db.start();
+      try {
+        await store.migrate();
+        return store;
+      } catch (error) {
+        if (error instanceof DatabaseUnavailable && options.lazy) {
+          // The server listens anyway and refuses every call until a database accepts writes (and is migrated).
+          options.log.error('backend: no database accepts writes at start; calls are refused until one does', { database: store.path });
+          return store;
+        }
+        if (!(error instanceof DatabaseUnavailable) || Date.now() >= deadline) {
+          await store.close();
+          if (error instanceof StoreError) throw error;
+          throw new StoreError('IO', `backend database ${describePgTarget(options.target)}: ${(error as Error).message}`, { cause: error });
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  private constructor(options: PostgresStoreOptions) {
+    this.db = new PgConnection({ ...options, listen: [REVOKED_CHANNEL] });
+    this.db.on('notification', (channel: string, payload: string) => {
+      if (channel === REVOKED_CHANNEL) for (const listener of this.revokedListeners) listener(payload);
+    });
+    // After a reconnection notifications may have been missed: listeners hear an empty device id (check all).
+    this.db.on('listening', () => {
+      for (const listener of this.revokedListeners) listener('');
+    });
+  }
+
+  get path(): string {
+    return describePgTarget(this.db.target);
+  }
+
+  get state(): PgState {
+    return this.db.state;
+  }
+
+  /** Calls `listener` when any backend revokes a box (its device id), and with '' after a reconnection. */
+  onRevoked(listener: (deviceId: string) => void): () => void {
+    this.revokedListeners.add(listener);
+    return () => this.revokedListeners.delete(listener);
+  }
+
+  private migrate(): Promise<void> {
+    if (this.schemaReady) return Promise.resolve();
+    this.migrated ??= this.db
+      .transaction(async (q) => {
+        await q('SELECT pg_advisory_xact_lock($1)', [LOCK_SCHEMA]);
+        await q('CREATE TABLE IF NOT EXISTS scanbox_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+        const rows = await q<{ v: number | null }>('SELECT max(version) AS v FROM scanbox_schema');
+        const version = rows[0]?.v ?? 0;
+        if (version > PG_MIGRATIONS.length) {
+          throw new StoreError('NEWER', `backend database is schema ${version}, newer than this scanbox (${PG_MIGRATIONS.length})`);
+        }
+        for (let step = version; step < PG_MIGRATIONS.length; step++) {
+          await q(PG_MIGRATIONS[step]!);
+          await q('INSERT INTO scanbox_schema (version) VALUES ($1)', [step + 1]);
+        }
+      })
+      .then(() => {
+        this.schemaReady = true;
+      })
+      .catch((error: unknown) => {
+        this.migrated = null;
+        throw error;
+      });
+    return this.migrated;
+  }
+
+  /** Schema version of the database (for `migrate` and tests). */
+  async schemaVersion(): Promise<number> {
+    const rows = await this.db.query<{ v: number | null }>('SELECT max(version) AS v FROM scanbox_schema');
+    return rows[0]?.v ?? 0;
+  }
+
+  private async run<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      await this.migrate();
+      return await work();
+    } catch (error) {
+      if (error instanceof StoreError) throw error;
+      throw new StoreError('IO', `backend database ${this.db.state.state === 'writable' ? this.db.state.host : 'unavailable'}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy: Partial<BoxPolicy> = {}): Promise<EnrolResult> {
+    return this.run(() =>
+      this.db.transaction(async (q): Promise<EnrolResult> => {
+        await q('SELECT pg_advisory_xact_lock($1)', [LOCK_ENROL]);
+        const clash = await q<{ device_id: string }>(
+          `SELECT device_id FROM boxes WHERE device_id <> $1 AND (starts_with(device_id, $1) OR starts_with($1, device_id)) LIMIT 1`,
+          [cert.deviceId],
+        );
+        if (clash[0]) {
+          return {
+            ok: false,
+            problem: `device id ${cert.deviceId} and the enrolled box ${clash[0].device_id} begin alike: each box owns the out_trade_no beginning with its id, so neither may be a prefix of the other`,
+          };
+        }
+        await q(
+          `INSERT INTO boxes (device_id, enrolled_at, max_amount_fen, refunds) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (device_id) DO UPDATE SET enrolled_at = EXCLUDED.enrolled_at, revoked_at = NULL,
+             max_amount_fen = CASE WHEN $5 THEN EXCLUDED.max_amount_fen ELSE boxes.max_amount_fen END,
+             refunds = CASE WHEN $6 THEN EXCLUDED.refunds ELSE boxes.refunds END`,
+          [cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null, policy.maxAmountFen !== undefined, policy.refunds !== undefined],
+        );
+        await q('UPDATE certificates SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL', [cert.deviceId, cert.at]);
+        await q('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES ($1, $2, $3, $4)', [cert.serial, cert.deviceId, cert.at, cert.notAfter]);
+        const rows = await q<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = $1`, [cert.deviceId]);
+        return { ok: true, box: toBox(rows[0]!) };
+      }),
+    );
+  }
+
+  setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
+    return this.run(async () => {
+      const rows = await this.db.query(
+        `UPDATE boxes SET max_amount_fen = CASE WHEN $2 THEN $3::bigint ELSE max_amount_fen END, refunds = CASE WHEN $4 THEN $5::text ELSE refunds END
+         WHERE device_id = $1 RETURNING device_id`,
+        [deviceId, policy.maxAmountFen !== undefined, policy.maxAmountFen ?? null, policy.refunds !== undefined, policy.refunds ?? null],
+      );
+      return rows.length === 1;
+    });
+  }
+
+  revoke(deviceId: string, at: number): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(async (q) => {
+        const found = await q('UPDATE boxes SET revoked_at = COALESCE(revoked_at, $2) WHERE device_id = $1 RETURNING device_id', [deviceId, at]);
+        if (found.length === 0) return false;
+        await q('UPDATE certificates SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL', [deviceId, at]);
+        await q('SELECT pg_notify($1, $2)', [REVOKED_CHANNEL, deviceId]);
+        return true;
+      }),
+    );
+  }
+
+  box(deviceId: string): Promise<BoxRecord | undefined> {
+    return this.run(async () => {
+      const rows = await this.db.query<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = $1`, [deviceId]);
+      return rows[0] ? toBox(rows[0]) : undefined;
+    });
+  }
+
+  boxes(): Promise<BoxRecord[]> {
+    return this.run(async () => (await this.db.query<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id COLLATE "C"`)).map(toBox));
+  }
+
+  certificate(serial: string): Promise<CertificateRecord | undefined> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }>(
+        'SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = $1',
+        [serial],
+      );
+      const row = rows[0];
+      return row ? { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at } : undefined;
+    });
+  }
+
+  startCall(call: NewCall): Promise<number> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ id: number }>(
+        `WITH c AS (
+           INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES ($1, $2, $3, $4, $5, 'sent', $6) RETURNING id
+         ), b AS (
+           UPDATE boxes SET calls = calls + 1, last_seen_at = GREATEST(COALESCE(last_seen_at, $6), $6) WHERE device_id = $1
+         )
+         SELECT id FROM c`,
+        [call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at],
+      );
+      return rows[0]!.id;
+    });
+  }
+
+  finishCall(id: number, result: FinishedCall): Promise<void> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ n: number }>(
+        `WITH c AS (
+           UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent' RETURNING device_id
+         ), b AS (
+           UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
+         )
+         SELECT count(*)::int AS n FROM c`,
+        [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
+      );
+      if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
+    });
+  }
+
+  startRefund(call: NewRefundCall, limits: RefundLimits): Promise<RefundStart> {
+    return this.run(() =>
+      this.db.transaction(async (q): Promise<RefundStart> => {
+        // Two refunds of one box at once (through two backends) cannot both pass a limit: they take turns here.
+        await q('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_REFUND, call.deviceId]);
+        const earlier = (
+          await q<{ out_trade_no: string; amount_fen: number | null; device_id: string }>(
+            `SELECT out_trade_no, amount_fen, device_id FROM calls WHERE call = 'refund' AND out_refund_no = $1 AND outcome <> 'refused' ORDER BY id LIMIT 1`,
+            [call.outRefundNo],
+          )
+        )[0];
+        if (earlier !== undefined && (earlier.out_trade_no !== call.outTradeNo || earlier.amount_fen !== call.amountFen || earlier.device_id !== call.deviceId)) {
+          return { ok: false, code: 'BAD_REQUEST', text: `out_refund_no ${call.outRefundNo} was used before for another order or amount` };
+        }
+        const sale = (
+          await q<{ amount_fen: number }>(
+            `SELECT amount_fen FROM calls WHERE device_id = $1 AND call = 'micropay' AND out_trade_no = $2 AND amount_fen IS NOT NULL ORDER BY id LIMIT 1`,
+            [call.deviceId, call.outTradeNo],
+          )
+        )[0];
+        const paid =
+          sale !== undefined &&
+          (
+            await q(
+              `SELECT 1 FROM calls WHERE device_id = $1 AND out_trade_no = $2
+                 AND ((call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND'))) LIMIT 1`,
+              [call.deviceId, call.outTradeNo],
+            )
+          ).length === 1 &&
+          (
+            await q(
+              `SELECT 1 FROM calls WHERE out_trade_no = $1 AND ((call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED'))) LIMIT 1`,
+              [call.outTradeNo],
+            )
+          ).length === 0;
+        if (!paid || sale === undefined) {
+          return { ok: false, code: 'NOT_CHARGED', text: `the backend's journal shows no paid order ${call.outTradeNo} of this box` };
+        }
+        const totalFeeFen = sale.amount_fen;
+        if (call.claimedTotalFeeFen !== totalFeeFen) {
+          return { ok: false, code: 'BAD_REQUEST', text: `totalFee ${call.claimedTotalFeeFen} is not the order's amount as the backend charged it` };
+        }
+        if (earlier === undefined) {
+          const held = (
+            await q<{ fen: number }>(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen FROM calls r WHERE call = 'refund' AND out_trade_no = $1 AND ${HOLDING_REFUND} GROUP BY out_refund_no) s`,
+              [call.outTradeNo],
+            )
+          )[0]!;
+          if (held.fen + call.amountFen > totalFeeFen) {
+            return { ok: false, code: 'OVER_AMOUNT', text: `refunds of ${call.outTradeNo} would pass its amount: ${totalFeeFen - held.fen} fen left` };
+          }
+          const day = (
+            await q<{ fen: number }>(
+              `SELECT coalesce(sum(fen), 0) AS fen FROM (
+                 SELECT max(amount_fen) AS fen, min(at) AS first FROM calls r WHERE device_id = $1 AND call = 'refund' AND ${HOLDING_REFUND}
+                   AND at >= $2::bigint - 86400000 GROUP BY out_refund_no) s WHERE first >= $2 AND first < $3`,
+              [call.deviceId, limits.dayFrom, limits.dayTo],
+            )
+          )[0]!;
+          if (day.fen + call.amountFen > limits.dayMaxFen) {
+            return { ok: false, code: 'REFUND_LIMIT', text: `the box's refunds today would pass ${limits.dayMaxFen} fen (${day.fen} fen refunded)` };
+          }
+        }
+        const rows = await q<{ id: number }>(
+          `WITH c AS (
+             INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES ($1, 'refund', $2, $3, $4, 'sent', $5) RETURNING id
+           ), b AS (
+             UPDATE boxes SET calls = calls + 1, last_seen_at = GREATEST(COALESCE(last_seen_at, $5), $5) WHERE device_id = $1
+           )
+           SELECT id FROM c`,
+          [call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at],
+        );
+        return { ok: true, id: rows[0]!.id, totalFeeFen, again: earlier !== undefined };
+      }),
+    );
+  }
+
+  orderStartedBefore(deviceId: string, outTradeNo: string, before: number): Promise<boolean> {
+    return this.run(
+      async () =>
+        (
+          await this.db.query(`SELECT 1 FROM calls WHERE device_id = $1 AND call = 'micropay' AND out_trade_no = $2 AND outcome <> 'refused' AND at < $3 LIMIT 1`, [
+            deviceId,
+            outTradeNo,
+            before,
+          ])
+        ).length === 1,
+    );
+  }
+
+  refusedCall(call: NewCall, code: string): Promise<void> {
+    return this.run(async () => {
+      await this.db.query(
+        `WITH c AS (
+           INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, code, at) VALUES ($1, $2, $3, $4, $5, 'refused', $6, $7)
+         )
+         UPDATE boxes SET calls = calls + 1, errors = errors + 1, last_seen_at = GREATEST(COALESCE(last_seen_at, $7), $7) WHERE device_id = $1`,
+        [call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, code, call.at],
+      );
+    });
+  }
+
+  calls(options: { deviceId?: string; limit?: number } = {}): Promise<CallRecord[]> {
+    const limit = options.limit ?? 1000;
+    return this.run(async () => {
+      const rows =
+        options.deviceId === undefined
+          ? await this.db.query<CallRow>(`SELECT ${CALL_COLUMNS} FROM calls ORDER BY id DESC LIMIT $1`, [limit])
+          : await this.db.query<CallRow>(`SELECT ${CALL_COLUMNS} FROM calls WHERE device_id = $1 ORDER BY id DESC LIMIT $2`, [options.deviceId, limit]);
+      return rows.map(toCall).reverse();
+    });
+  }
+
+  tradeCalls(options: { from: number; to: number; outTradeNos?: readonly string[] }): Promise<CallRecord[]> {
+    return this.run(async () => {
+      const rows = await this.db.query<CallRow>(
+        `WITH trades AS (
+           SELECT out_trade_no FROM calls WHERE at >= $1 AND at < $2 AND out_trade_no IS NOT NULL
+           UNION SELECT unnest($3::text[])
+         ),
+         refunds AS (SELECT out_refund_no FROM calls WHERE out_trade_no IN (SELECT out_trade_no FROM trades) AND out_refund_no IS NOT NULL)
+         SELECT ${CALL_COLUMNS} FROM calls
+         WHERE out_trade_no IN (SELECT out_trade_no FROM trades) OR (out_trade_no IS NULL AND out_refund_no IN (SELECT out_refund_no FROM refunds))
+         ORDER BY id`,
+        [options.from, options.to, [...(options.outTradeNos ?? [])]],
+      );
+      return rows.map(toCall);
+    });
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
