@@ -1,7 +1,10 @@
 import type { Logger } from '../../log.js';
 import type { ApiCall } from '../../wechatpay/client.js';
+import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from '../heartbeat.js';
 import {
   StoreError,
+  type AdminActionRecord,
+  type AdminRecord,
   type BackendStore,
   type BoxPolicy,
   type BoxRecord,
@@ -11,6 +14,8 @@ import {
   type CertificateRecord,
   type EnrolResult,
   type FinishedCall,
+  type MoneyBucket,
+  type NewAdminAction,
   type NewCall,
   type NewRefundCall,
   type RefundLimits,
@@ -44,6 +49,16 @@ const LOCK_ENROL = 7_246_002;
 const LOCK_REFUND = 7_246_003;
 
 /** One step per version; a shipped step is never edited. */
+/**
+ * The calls moneyBuckets reads: every micropay and refund (their amounts), and the answers that pay, give back
+ * or fail them. The rest (an orderquery of a sale still waiting for the password, say) changes no sum. The same
+ * condition as the partial index calls_money of schema step 3 (written out there: a shipped step never changes).
+ */
+const MONEY_ROWS = `(call IN ('micropay', 'refund')
+  OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND', 'REVOKED', 'CLOSED', 'PAYERROR'))
+  OR (call = 'reverse' AND state = 'REVERSED')
+  OR (call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE')))`;
+
 export const PG_MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE boxes (
@@ -89,6 +104,45 @@ export const PG_MIGRATIONS: readonly string[] = [
   // payment time (paid_at, from time_end), not by the micropay's start.
   `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
    ALTER TABLE calls ADD COLUMN paid_at bigint;`,
+  // 3: the fleet (contract §11): heartbeats (with each box's latest in a row of its own, so that the fleet page
+  // does not read every box's history), the console's admins and what they did, and an index that holds just
+  // the calls that move money, with what moneyBuckets reads of them (an index-only scan of a window).
+  `CREATE TABLE heartbeats (
+     id        bigserial PRIMARY KEY,
+     device_id text NOT NULL,
+     at        bigint NOT NULL,
+     report    text NOT NULL
+   );
+   CREATE INDEX heartbeats_device ON heartbeats (device_id, id);
+
+   CREATE TABLE heartbeat_latest (
+     device_id    text PRIMARY KEY,
+     received     bigint NOT NULL DEFAULT 1,
+     heartbeat_id bigint NOT NULL,
+     at           bigint NOT NULL,
+     report       text NOT NULL
+   );
+
+   CREATE TABLE admins (
+     name          text PRIMARY KEY,
+     password_hash text NOT NULL,
+     created_at    bigint NOT NULL
+   );
+
+   CREATE TABLE admin_actions (
+     id        bigserial PRIMARY KEY,
+     admin     text NOT NULL,
+     action    text NOT NULL,
+     device_id text,
+     detail    text NOT NULL,
+     at        bigint NOT NULL
+   );
+
+   CREATE INDEX calls_money ON calls (at) INCLUDE (device_id, call, out_trade_no, out_refund_no, state, amount_fen) 
+     WHERE call IN ('micropay', 'refund')
+       OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND', 'REVOKED', 'CLOSED', 'PAYERROR'))
+       OR (call = 'reverse' AND state = 'REVERSED')
+       OR (call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE'));`,
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -158,6 +212,27 @@ function toCall(row: CallRow): CallRecord {
     ms: row.ms,
     at: row.at,
   };
+}
+
+/** A box's history is pruned at every HEARTBEAT_PRUNE_EVERY-th heartbeat it sends (its own count). */
+const HEARTBEAT_PRUNE_EVERY = 32;
+
+interface HeartbeatRow {
+  device_id: string;
+  at: number;
+  report: string;
+}
+
+/** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
+function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(row.report);
+  } catch {
+    return [];
+  }
+  const parsed = parseHeartbeatReport(json);
+  return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
 }
 
 const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
@@ -510,6 +585,154 @@ export class PostgresBackendStore implements BackendStore {
       );
       return rows.map(toCall);
     });
+  }
+
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+    return this.run(async () => {
+      // One statement: the history's row, and the box's latest (the newest by id wins, whichever backend commits
+      // first) with its count of heartbeats received.
+      const rows = await this.db.query<{ received: number }>(
+        `WITH h AS (
+           INSERT INTO heartbeats (device_id, at, report) VALUES ($1, $2, $3) RETURNING id
+         ), l AS (
+           INSERT INTO heartbeat_latest (device_id, heartbeat_id, at, report) SELECT $1::text, id, $2::bigint, $3::text FROM h
+           ON CONFLICT (device_id) DO UPDATE SET
+             received = heartbeat_latest.received + 1,
+             at = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.at ELSE heartbeat_latest.at END,
+             report = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.report ELSE heartbeat_latest.report END,
+             heartbeat_id = GREATEST(EXCLUDED.heartbeat_id, heartbeat_latest.heartbeat_id)
+           RETURNING received
+         )
+         SELECT received FROM l`,
+        [heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report)],
+      );
+      // Pruning walks HEARTBEAT_HISTORY index entries: done at one heartbeat in HEARTBEAT_PRUNE_EVERY of the box's
+      // own, so a box keeps at most that many more than HEARTBEAT_HISTORY (a prune that fails is done at the next).
+      if ((rows[0]?.received ?? 1) % HEARTBEAT_PRUNE_EVERY !== 0) return;
+      await this.db.query(
+        `DELETE FROM heartbeats WHERE device_id = $1
+           AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
+        [heartbeat.deviceId, HEARTBEAT_HISTORY],
+      );
+    });
+  }
+
+  latestHeartbeats(): Promise<HeartbeatRecord[]> {
+    return this.run(async () =>
+      (await this.db.query<HeartbeatRow>('SELECT device_id, at, report FROM heartbeat_latest ORDER BY device_id COLLATE "C"')).flatMap(toHeartbeat),
+    );
+  }
+
+  heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
+    const limit = Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY);
+    return this.run(async () =>
+      (await this.db.query<HeartbeatRow>('SELECT device_id, at, report FROM heartbeats WHERE device_id = $1 ORDER BY id DESC LIMIT $2', [deviceId, limit])).flatMap(
+        toHeartbeat,
+      ),
+    );
+  }
+
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
+    return this.run(async () => {
+      // One statement, race-free: a row this statement inserted has no xmax; one it updated has its own.
+      const rows = await this.db.query<{ inserted: boolean }>(
+        `INSERT INTO admins (name, password_hash, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET password_hash = EXCLUDED.password_hash
+         RETURNING (xmax = 0) AS inserted`,
+        [admin.name, admin.passwordHash, admin.at],
+      );
+      return rows[0]!.inserted;
+    });
+  }
+
+  removeAdmin(name: string): Promise<boolean> {
+    return this.run(async () => (await this.db.query('DELETE FROM admins WHERE name = $1 RETURNING name', [name])).length === 1);
+  }
+
+  admin(name: string): Promise<AdminRecord | undefined> {
+    return this.run(async () => {
+      const row = (
+        await this.db.query<{ name: string; password_hash: string; created_at: number }>('SELECT name, password_hash, created_at FROM admins WHERE name = $1', [name])
+      )[0];
+      return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
+    });
+  }
+
+  recordAdminAction(action: NewAdminAction): Promise<void> {
+    return this.run(async () => {
+      await this.db.query('INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES ($1, $2, $3, $4, $5)', [
+        action.admin,
+        action.action,
+        action.deviceId,
+        action.detail,
+        action.at,
+      ]);
+    });
+  }
+
+  adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
+    return this.run(async () =>
+      (
+        await this.db.query<{ id: number; admin: string; action: string; device_id: string | null; detail: string; at: number }>(
+          'SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT $1',
+          [options.limit ?? 100],
+        )
+      ).map((r) => ({ id: r.id, admin: r.admin, action: r.action, deviceId: r.device_id, detail: r.detail, at: r.at })),
+    );
+  }
+
+  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+    const { from, to, bucketMs, offsetMs } = options;
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    const values: unknown[] = [from - 86_400_000, from, to, offsetMs, bucketMs];
+    // Only the money rows of the window (the partial index calls_money; one box's through calls_device_call_at).
+    let where = `at >= $1 AND at < $3 AND ${MONEY_ROWS}`;
+    if (options.deviceId !== undefined) {
+      values.push(options.deviceId);
+      where += ' AND device_id = $6';
+    }
+    return this.run(async () => {
+      const rows = await this.db.query<{ device_id: string; bucket: number; paid_count: number; paid_fen: number; refund_count: number; refund_fen: number }>(
+        `WITH trades AS (
+           SELECT device_id,
+             min(at) FILTER (WHERE (call = 'micropay' AND state = 'SUCCESS') OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND'))) AS paid_at,
+             max(amount_fen) FILTER (WHERE call = 'micropay') AS amount,
+             coalesce(bool_or((call = 'reverse' AND state = 'REVERSED') OR (call = 'orderquery' AND state IN ('REVOKED', 'CLOSED', 'PAYERROR'))), false) AS undone
+           FROM calls
+           WHERE ${where} AND out_trade_no IS NOT NULL AND call IN ('micropay', 'orderquery', 'reverse')
+           GROUP BY device_id, out_trade_no
+         ),
+         refunds AS (
+           SELECT device_id,
+             min(at) FILTER (WHERE call = 'refund' AND state = 'ACCEPTED') AS accepted_at,
+             max(amount_fen) FILTER (WHERE call = 'refund') AS amount,
+             coalesce(bool_or(call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE')), false) AS failed
+           FROM calls
+           WHERE ${where} AND out_refund_no IS NOT NULL AND call IN ('refund', 'refundquery')
+           GROUP BY device_id, out_refund_no
+         ),
+         money AS (
+           SELECT device_id, (paid_at + $4::bigint) / $5::bigint AS bucket, 1 AS paid, amount AS paid_fen, 0 AS refunded, 0::bigint AS refund_fen
+             FROM trades WHERE paid_at >= $2 AND paid_at < $3 AND NOT undone AND amount > 0
+           UNION ALL
+           SELECT device_id, (accepted_at + $4::bigint) / $5::bigint, 0, 0::bigint, 1, amount
+             FROM refunds WHERE accepted_at >= $2 AND accepted_at < $3 AND NOT failed AND amount > 0
+         )
+         SELECT device_id, bucket, sum(paid)::bigint AS paid_count, sum(paid_fen)::bigint AS paid_fen, sum(refunded)::bigint AS refund_count,
+           sum(refund_fen)::bigint AS refund_fen
+         FROM money GROUP BY device_id, bucket ORDER BY device_id COLLATE "C", bucket`,
+        values,
+      );
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  attentionCalls(options: { from: number }): Promise<CallRecord[]> {
+    return this.run(async () =>
+      (await this.db.query<CallRow>(`SELECT ${CALL_COLUMNS} FROM calls WHERE at >= $1 AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id`, [options.from])).map(
+        toCall,
+      ),
+    );
   }
 
   close(): Promise<void> {

@@ -1,5 +1,6 @@
 import type { Test } from 'tap';
 import type { BackendStore, NewCall, NewRefundCall } from '../../../src/backend/store.js';
+import { fleetSuite } from './fleet.js';
 
 /**
  * The store suite: what every BackendStore must do, run against SQLite and PostgreSQL alike
@@ -19,6 +20,9 @@ function call(deviceId: string, c: NewCall['call'], outTradeNo: string | null, a
 }
 
 export function storeSuite(t: Test, make: StoreMaker): void {
+  // The fleet's methods (heartbeats, admins, moneyBuckets, attentionCalls).
+  fleetSuite(t, make);
+
   t.test('enrol: a new box, its certificate current, the policy kept', async (t) => {
     const s = await make.fresh();
     t.teardown(() => s.close());

@@ -1,0 +1,116 @@
+import type { Test } from 'tap';
+import { HEARTBEAT_HISTORY, type HeartbeatReport } from '../../../src/backend/heartbeat.js';
+import type { NewCall } from '../../../src/backend/store.js';
+import type { StoreMaker } from './suite.js';
+
+/**
+ * The store methods the fleet added (heartbeats, admins and their actions, policy, moneyBuckets,
+ * attentionCalls): what any BackendStore must answer, with calls as the server records them. Part of the store
+ * suite (suite.ts), so run on SQLite and on PostgreSQL alike.
+ */
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const CHINA = 8 * HOUR;
+// 2026-12-07 00:00 China time.
+const DAY_START = Date.UTC(2026, 11, 6, 16, 0, 0);
+
+export function fleetSuite(t: Test, make: StoreMaker): void {
+  t.test('moneyBuckets: paid by micropay or orderquery, given back by reverse, refunds accepted and not CHANGE', async (t) => {
+    const store = await make.fresh();
+    t.teardown(() => store.close());
+    const call = async (c: Partial<NewCall> & { call: NewCall['call']; at: number }, outcome: 'success' | 'business' | 'refused', state: string | null) => {
+      const full: NewCall = { deviceId: 'A1', outTradeNo: null, outRefundNo: null, ...c };
+      if (outcome === 'refused') return store.refusedCall(full, 'AMOUNT_LIMIT');
+      const id = await store.startCall(full);
+      await store.finishCall(id, { outcome, code: null, state, ms: 10 });
+    };
+    const h = (n: number) => DAY_START + n * HOUR + 60_000;
+    await call({ call: 'micropay', outTradeNo: 'A1X1', amountFen: 1000, at: h(9) }, 'success', 'SUCCESS');
+    // Paid after the password: micropay USERPAYING, then orderquery SUCCESS an hour later.
+    await call({ call: 'micropay', outTradeNo: 'A1X2', amountFen: 500, at: h(9) }, 'business', null);
+    await call({ call: 'orderquery', outTradeNo: 'A1X2', at: h(10) }, 'success', 'SUCCESS');
+    // Reversed: not paid.
+    await call({ call: 'micropay', outTradeNo: 'A1X3', amountFen: 700, at: h(11) }, 'business', null);
+    await call({ call: 'reverse', outTradeNo: 'A1X3', at: h(11) }, 'success', 'REVERSED');
+    // Refused by the backend: nothing.
+    await call({ call: 'micropay', outTradeNo: 'A1X4', amountFen: 9_999_999, at: h(11) }, 'refused', null);
+    // Another box, the day before (begun before midnight, paid after midnight counts today).
+    await call({ deviceId: 'B2', call: 'micropay', outTradeNo: 'B2X1', amountFen: 300, at: DAY_START - 1000 }, 'business', null);
+    await call({ deviceId: 'B2', call: 'orderquery', outTradeNo: 'B2X1', at: DAY_START + 1000 }, 'success', 'SUCCESS');
+    await call({ deviceId: 'B2', call: 'micropay', outTradeNo: 'B2X0', amountFen: 200, at: DAY_START - HOUR }, 'success', 'SUCCESS');
+    // Refunds: one accepted, one accepted and then CHANGE.
+    await call({ call: 'refund', outTradeNo: 'A1X1', outRefundNo: 'A1R1', amountFen: 100, at: h(12) }, 'success', 'ACCEPTED');
+    await call({ call: 'refund', outTradeNo: 'A1X1', outRefundNo: 'A1R2', amountFen: 200, at: h(12) }, 'success', 'ACCEPTED');
+    await call({ call: 'refundquery', outRefundNo: 'A1R2', at: h(13) }, 'success', 'CHANGE');
+
+    const days = await store.moneyBuckets({ from: DAY_START - DAY, to: DAY_START + DAY, bucketMs: DAY, offsetMs: CHINA });
+    const today = Math.floor((DAY_START + CHINA) / DAY);
+    t.same(days, [
+      { deviceId: 'A1', bucket: today, paidCount: 2, paidFen: 1500, refundCount: 1, refundFen: 100 },
+      { deviceId: 'B2', bucket: today - 1, paidCount: 1, paidFen: 200, refundCount: 0, refundFen: 0 },
+      { deviceId: 'B2', bucket: today, paidCount: 1, paidFen: 300, refundCount: 0, refundFen: 0 },
+    ]);
+    const hours = await store.moneyBuckets({ from: DAY_START, to: DAY_START + DAY, bucketMs: HOUR, offsetMs: CHINA, deviceId: 'A1' });
+    t.same(
+      hours.map((b) => [b.bucket % 24, b.paidFen, b.refundFen]),
+      [
+        [9, 1000, 0],
+        [10, 500, 0],
+        [12, 0, 100],
+      ],
+      'China hours, one box',
+    );
+    const attention = await store.attentionCalls({ from: DAY_START });
+    t.same(attention.map((c) => c.call), ['reverse', 'refund', 'refund', 'refundquery']);
+  });
+
+  t.test('heartbeats, policy, admins and their actions', async (t) => {
+    const store = await make.fresh();
+    t.teardown(() => store.close());
+    const r: HeartbeatReport = {
+      version: '0.1.0', health: 'READY', healthText: '', uptimeS: 1, clockSynced: true, openSale: null, pendingReversals: 0,
+      pendingRefunds: 0, reconciliation: null, diskFreeBytes: null, journalBytes: null, sentAt: 5,
+    };
+    await store.recordHeartbeat({ deviceId: 'A1', at: 1, report: r });
+    await store.recordHeartbeat({ deviceId: 'A1', at: 2, report: { ...r, health: 'BUSY', openSale: 'R9' } });
+    await store.recordHeartbeat({ deviceId: 'B2', at: 3, report: r });
+    t.same((await store.latestHeartbeats()).map((h) => [h.deviceId, h.at, h.report.openSale]), [['A1', 2, 'R9'], ['B2', 3, null]]);
+    t.same((await store.heartbeats('A1')).map((h) => h.at), [2, 1]);
+    t.equal(await store.setPolicy('A1', { maxAmountFen: 5 }), false, 'no such box');
+    await store.enrol({ deviceId: 'A1', serial: 'aa', notAfter: 1e13, at: 1 });
+    t.equal(await store.setPolicy('A1', { maxAmountFen: 5, refunds: 'off' }), true);
+    t.match(await store.box('A1'), { maxAmountFen: 5, refunds: 'off' });
+    t.equal(await store.putAdmin({ name: 'x', passwordHash: 'scrypt$h1', at: 1 }), true);
+    t.equal(await store.putAdmin({ name: 'x', passwordHash: 'scrypt$h2', at: 2 }), false, 'replaced');
+    t.match(await store.admin('x'), { name: 'x', passwordHash: 'scrypt$h2', createdAt: 1 });
+    t.equal(await store.removeAdmin('x'), true);
+    t.equal(await store.removeAdmin('x'), false);
+    await store.recordAdminAction({ admin: 'x', action: 'revoke', deviceId: 'A1', detail: '', at: 7 });
+    await store.recordAdminAction({ admin: 'x', action: 'login', deviceId: null, detail: 'from 127.0.0.1', at: 8 });
+    t.match(await store.adminActions({ limit: 1 }), [{ action: 'login', at: 8 }]);
+  });
+
+  t.test('heartbeats: a box keeps a bounded history of its own, whatever the others send; the latest is the newest', async (t) => {
+    const store = await make.fresh();
+    t.teardown(() => store.close());
+    const r: HeartbeatReport = {
+      version: '0.1.0', health: 'READY', healthText: '', uptimeS: 1, clockSynced: true, openSale: null, pendingReversals: 0,
+      pendingRefunds: 0, reconciliation: null, diskFreeBytes: null, journalBytes: null, sentAt: 5,
+    };
+    const total = HEARTBEAT_HISTORY + 40;
+    // Two boxes in turn, as a fleet's heartbeats interleave.
+    for (let i = 1; i <= total; i++) {
+      await store.recordHeartbeat({ deviceId: 'H1', at: i, report: { ...r, uptimeS: i } });
+      if (i % 100 === 0) await store.recordHeartbeat({ deviceId: 'H2', at: i, report: r });
+    }
+    const history = await store.heartbeats('H1');
+    t.equal(history.length, HEARTBEAT_HISTORY, 'never more than the history');
+    t.equal(history[0]!.at, total, 'newest first');
+    t.equal(history.at(-1)!.at, total - HEARTBEAT_HISTORY + 1);
+    t.same((await store.heartbeats('H1', { limit: 3 })).map((h) => h.report.uptimeS), [total, total - 1, total - 2]);
+    t.same((await store.heartbeats('H2')).length, Math.floor(total / 100));
+    t.same((await store.latestHeartbeats()).map((h) => [h.deviceId, h.at]), [['H1', total], ['H2', Math.floor(total / 100) * 100]]);
+    t.same(await store.heartbeats('NONE'), []);
+  });
+}
