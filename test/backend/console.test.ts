@@ -1,163 +1,26 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
-import { adminCommand } from '../../src/backend/console/admin-command.js';
-import { BackendMetrics } from '../../src/backend/console/metrics.js';
-import { hashPassword, verifyPassword } from '../../src/backend/console/password.js';
-import { consoleApp } from '../../src/backend/console/server.js';
-import { SESSION_MS } from '../../src/backend/console/sessions.js';
-import type { HeartbeatReport } from '../../src/backend/heartbeat.js';
+import t from 'tap';
 import { SqliteBackendStore } from '../../src/backend/store.js';
-import { memoryLogger } from '../../src/log.js';
 import { tempDir } from '../helpers/world.js';
+import { consoleSuite } from './console-suite.js';
 
-/**
- * The console's rules without a browser (hono's app.request, the real store): the login limit, sessions that
- * end, an admin removed, CSRF on the policy form, escaping of what boxes send, the language, and the admin
- * command. The browser test (test/e2e/console.test.ts) covers the pages as people see them.
- */
-
-const PASSWORD = 'a long enough password';
-
-const report = (over: Partial<HeartbeatReport> = {}): HeartbeatReport => ({
-  version: '0.1.0',
-  health: 'READY',
-  healthText: '',
-  uptimeS: 60,
-  clockSynced: true,
-  openSale: null,
-  pendingReversals: 0,
-  pendingRefunds: 0,
-  reconciliation: null,
-  diskFreeBytes: 1e9,
-  journalBytes: 1e6,
-  sentAt: 0,
-  ...over,
-});
-
-async function world(t: Test) {
-  const dir = tempDir('scanbox-console-');
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
-  t.teardown(() => store.close());
-  let now = Date.UTC(2026, 11, 7, 4, 0, 0);
-  const revoked: string[] = [];
-  const app = consoleApp({
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: null,
-    store,
-    metrics: new BackendMetrics(store, () => now),
-    revoke: async (id) => {
-      revoked.push(id);
-      return store.revoke(id, now);
-    },
-    log: memoryLogger('debug'),
-    now: () => now,
-  });
-  await store.putAdmin({ name: 'alice', passwordHash: await hashPassword(PASSWORD), at: now });
-  await store.enrol({ deviceId: 'SHOP1', serial: 'aa01', notAfter: now + 365 * 86_400_000, at: now });
-  const form = (fields: Record<string, string>) => ({ method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
-  const login = async (password = PASSWORD, name = 'alice') => app.request('/login', form({ name, password }));
-  const cookieOf = (res: Response): string => /scanbox_console=([^;]+)/.exec(res.headers.get('set-cookie') ?? '')?.[1] ?? '';
-  return { dir, store, app, form, login, cookieOf, revoked, clock: { get: () => now, add: (ms: number) => (now += ms) } };
-}
-
-t.test('login: a session cookie as the contract says, and attempts limited', async (t) => {
-  const w = await world(t);
-  const ok = await w.login();
-  t.equal(ok.status, 303);
-  const cookie = ok.headers.get('set-cookie') ?? '';
-  t.match(cookie, /HttpOnly/);
-  t.match(cookie, /SameSite=Strict/);
-  t.match(cookie, /Max-Age=28800/);
-  t.notMatch(cookie, /Secure/, 'not Secure without TLS (the browser would not send it back)');
-  for (let i = 0; i < 5; i++) t.equal((await w.login('wrong password!!')).status, 401);
-  const blocked = await w.login();
-  t.equal(blocked.status, 429, 'the right password too, once the name is blocked');
-  t.match(await blocked.text(), '尝试次数过多');
-  w.clock.add(15 * 60_000 + 1);
-  t.equal((await w.login()).status, 303, 'allowed again after the window');
-  const refused = (await w.store.adminActions()).filter((a) => a.action === 'login_refused');
-  t.equal(refused.length, 5, 'each refused login journalled');
-  t.notOk(JSON.stringify(await w.store.adminActions()).includes('wrong password'), 'never the password');
-});
-
-t.test('sessions end: after 8 hours, and when the admin is removed', async (t) => {
-  const w = await world(t);
-  const token = w.cookieOf(await w.login());
-  const page = (path = '/') => w.app.request(path, { headers: { cookie: `scanbox_console=${token}` } });
-  t.equal((await page()).status, 200);
-  w.clock.add(SESSION_MS);
-  const expired = await page();
-  t.equal(expired.status, 303);
-  t.equal(expired.headers.get('location'), '/login');
-  const token2 = w.cookieOf(await w.login());
-  await w.store.removeAdmin('alice');
-  t.equal((await w.app.request('/', { headers: { cookie: `scanbox_console=${token2}` } })).status, 303, 'removed: out at the next request');
-});
-
-t.test('policy: CSRF enforced, the store changed, journalled; bad input refused', async (t) => {
-  const w = await world(t);
-  const token = w.cookieOf(await w.login());
-  const page = await (await w.app.request('/box/SHOP1', { headers: { cookie: `scanbox_console=${token}` } })).text();
-  const csrf = /name="_csrf" value="([^"]+)"/.exec(page)![1]!;
-  const post = (fields: Record<string, string>) => {
-    const f = w.form(fields);
-    return w.app.request('/box/SHOP1/policy', { ...f, headers: { ...f.headers, cookie: `scanbox_console=${token}` } });
-  };
-  t.equal((await post({ max_amount: '50.00', refunds: 'on' })).status, 403, 'without the token');
-  t.equal((await w.store.box('SHOP1'))!.maxAmountFen, null, 'nothing changed');
-  t.equal((await post({ _csrf: csrf, max_amount: '50.00', refunds: 'on' })).status, 303);
-  t.match(await w.store.box('SHOP1'), { maxAmountFen: 5000, refunds: 'on' });
-  t.match((await w.store.adminActions())[0], { admin: 'alice', action: 'policy', deviceId: 'SHOP1', detail: 'max_amount=5000 refunds=on' });
-  t.equal((await post({ _csrf: csrf, max_amount: '12.345', refunds: 'on' })).status, 400, 'not a yuan amount');
-  t.equal((await post({ _csrf: csrf, max_amount: '', refunds: 'maybe' })).status, 400);
-  t.equal((await post({ _csrf: csrf, max_amount: '', refunds: 'default' })).status, 303, 'back to the defaults');
-  t.match(await w.store.box('SHOP1'), { maxAmountFen: null, refunds: null });
-  t.same(w.revoked, [], 'no revoke on the way');
-});
-
-t.test("what a box sends is escaped; English on request; a box's problems", async (t) => {
-  const w = await world(t);
-  await w.store.recordHeartbeat({ deviceId: 'SHOP1', at: w.clock.get(), report: report({ health: 'FAULT', healthText: '<script>alert(1)</script>', pendingReversals: 2 }) });
-  const token = w.cookieOf(await w.login());
-  const res = await w.app.request('/', { headers: { cookie: `scanbox_console=${token}`, 'accept-language': 'en-US,en;q=0.9,zh;q=0.5' } });
-  const html = await res.text();
-  t.notMatch(html, /<script>/);
-  t.match(html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
-  t.match(html, /<html lang="en">/);
-  t.match(html, /Box in FAULT/);
-  t.match(html, /Reversals pending/);
-  t.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'/);
-  const zh = await (await w.app.request('/', { headers: { cookie: `scanbox_console=${token}`, 'accept-language': 'zh-CN,zh;q=0.9,en;q=0.5' } })).text();
-  t.match(zh, /<html lang="zh-CN">/);
-  t.match(zh, /设备故障/);
-});
-
-t.test('scanbox backend admin add / remove', async (t) => {
-  const w = await world(t);
-  const out: string[] = [];
-  const err: string[] = [];
-  const io = { out: (l: string) => void out.push(l), err: (l: string) => void err.push(l) };
-  const file = join(w.dir, 'pw');
-  writeFileSync(file, 'bob has a long password\n');
-  const open = () => SqliteBackendStore.open(w.store.path);
-  t.equal(await adminCommand(['add', 'bob', '--password-file', file], open, io), 0);
-  const bob = await w.store.admin('bob');
-  t.ok(bob && bob.passwordHash.startsWith('scrypt$'), 'a scrypt hash');
-  t.notOk(readFileSync(w.store.path).includes(Buffer.from('bob has a long password')), 'never the password itself');
-  t.ok(await verifyPassword('bob has a long password', bob!.passwordHash));
-  t.notOk(await verifyPassword('bob has a long passwore', bob!.passwordHash));
-  writeFileSync(file, 'short\n');
-  t.equal(await adminCommand(['add', 'carol', '--password-file', file], open, io), 2);
-  t.match(err.at(-1), /at least 10 characters/);
-  t.equal(await adminCommand(['add', 'bad name', '--password-file', file], open, io), 2);
-  t.equal(await adminCommand(['add', 'dave'], open, { ...io, askPassword: async () => 'dave typed this one' }), 0, 'asked on the terminal');
-  t.equal(await adminCommand(['remove', 'bob'], open, io), 0);
-  t.equal(await w.store.admin('bob'), undefined);
-  t.equal(await adminCommand(['remove', 'bob'], open, io), 1);
-  t.same(
-    (await w.store.adminActions()).map((a) => `${a.action} ${a.detail}`),
-    ['admin_remove bob', 'admin_add dave', 'admin_add bob'],
-  );
+// The console's rules on SQLite, the embedded default (the same suite runs on PostgreSQL in console-postgres.test.ts).
+consoleSuite(t, {
+  async fresh() {
+    return SqliteBackendStore.open(join(tempDir('scanbox-console-store-'), 'backend.db'));
+  },
+  async again(store) {
+    return SqliteBackendStore.open((store as SqliteBackendStore).path);
+  },
+  async holds(store, text) {
+    const path = (store as SqliteBackendStore).path;
+    return [path, `${path}-wal`].some((file) => {
+      try {
+        return readFileSync(file).includes(Buffer.from(text));
+      } catch {
+        return false;
+      }
+    });
+  },
 });
