@@ -64,6 +64,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
   const dir = tempDir('scanbox-backend-crash-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
+  const adminPort = await freePort();
   const dbPath = join(dir, 'backend', 'backend.db');
   const backendEnv: Record<string, string> = {
     SCANBOX_MCH_ID: rig.merchant.mchId,
@@ -76,6 +77,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     SCANBOX_API_BACKUP_BASE: 'none',
     NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
+    SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     SCANBOX_BACKEND_DB: dbPath,
     SCANBOX_LOG_LEVEL: 'debug',
   };

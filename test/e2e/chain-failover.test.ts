@@ -29,6 +29,7 @@ t.test('primary killed and standby promoted, with sales before, during and after
   const port = await freePort();
   // The box names two backends; the first is not there (a backend machine down): every call goes to the second.
   const deadPort = await freePort();
+  const adminPort = await freePort();
   const dbEnv = {
     SCANBOX_BACKEND_DB: cluster.url.replace('postgres://', 'postgres://postgres@'),
     SCANBOX_BACKEND_DB_PASSWORD_FILE: cluster.passwordFile,
@@ -46,6 +47,7 @@ t.test('primary killed and standby promoted, with sales before, during and after
     SCANBOX_API_BACKUP_BASE: 'none',
     NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
+    SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     SCANBOX_LOG_LEVEL: 'debug',
     ...dbEnv,
   });

@@ -37,6 +37,11 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
   const url = cluster.url.replace('postgres://', 'postgres://postgres@');
   const dbEnv = { SCANBOX_BACKEND_DB: url, SCANBOX_BACKEND_DB_PASSWORD_FILE: cluster.passwordFile, SCANBOX_BACKEND_PKI: join(dir, 'pki') };
   const [portA, portB] = [await freePort(), await freePort()];
+  // Each backend's console and /metrics on a port of its own (the default one would be taken by the first).
+  const adminPorts = new Map([
+    [portA, await freePort()],
+    [portB, await freePort()],
+  ]);
   const envFor = (port: number): Record<string, string> => ({
     SCANBOX_MCH_ID: rig.merchant.mchId,
     SCANBOX_APPID: rig.merchant.appId,
@@ -47,6 +52,7 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
     SCANBOX_API_BACKUP_BASE: 'none',
     NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
+    SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPorts.get(port)!}`,
     SCANBOX_BACKEND_RATE: '100000',
     SCANBOX_LOG_LEVEL: 'debug',
     ...dbEnv,

@@ -85,7 +85,7 @@ async function closedLoop(concurrency: number, seconds: number, call: Call): Pro
   return done / seconds;
 }
 
-function backendEnv(rig: Rig, port: number, apiBase: string, db: Record<string, string>): Record<string, string> {
+function backendEnv(rig: Rig, port: number, adminPort: number, apiBase: string, db: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('SCANBOX_') && k !== 'CREDENTIALS_DIRECTORY' && k !== 'STATE_DIRECTORY' && k !== 'NOTIFY_SOCKET') env[k] = v;
   return {
@@ -99,6 +99,8 @@ function backendEnv(rig: Rig, port: number, apiBase: string, db: Record<string, 
     SCANBOX_API_BACKUP_BASE: 'none',
     NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
+    // Each backend's console and /metrics on a port of its own.
+    SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     SCANBOX_BACKEND_RATE: '100000',
     SCANBOX_LOG_LEVEL: 'warning',
     ...db,
@@ -150,7 +152,7 @@ async function setup(rig: Rig, dir: string, apiBase: string, db: { kind: 'pg'; c
   const origins: string[] = [];
   for (let i = 0; i < count; i++) {
     const port = await freePort();
-    backends.push(await startBackend(backendEnv(rig, port, apiBase, dbEnv)));
+    backends.push(await startBackend(backendEnv(rig, port, await freePort(), apiBase, dbEnv)));
     origins.push(`https://127.0.0.1:${port}`);
   }
   return { origins, certs, caPem: pki.caPem, backends };
