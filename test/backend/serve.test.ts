@@ -4,8 +4,9 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createTestPki } from '../../src/simulator/ca.js';
+import { startPostgres } from '../helpers/postgres.js';
 import { MERCHANT, tempDir } from '../helpers/world.js';
 
 /**
@@ -44,11 +45,11 @@ function env(dir: string, extra: Record<string, string>): NodeJS.ProcessEnv {
   };
 }
 
-t.test('scanbox backend: /metrics and the console on the admin listener', async (t) => {
+async function consoleServed(t: Test, database: (dir: string) => Promise<Record<string, string>>): Promise<void> {
   const dir = tempDir('scanbox-backend-serve-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const [boxes, admin] = [await freePort(), await freePort()];
-  const e = env(dir, { SCANBOX_BACKEND_LISTEN: `127.0.0.1:${boxes}`, SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${admin}` });
+  const e = env(dir, { SCANBOX_BACKEND_LISTEN: `127.0.0.1:${boxes}`, SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${admin}`, ...(await database(dir)) });
   writeFileSync(join(dir, 'pw'), 'a long enough password\n');
   const added = spawnSync(process.execPath, [CLI, 'backend', 'admin', 'add', 'ops', '--password-file', join(dir, 'pw')], { env: e, encoding: 'utf8' });
   t.equal(added.status, 0, added.stderr);
@@ -84,6 +85,15 @@ t.test('scanbox backend: /metrics and the console on the admin listener', async 
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'stops cleanly');
+}
+
+t.test('scanbox backend: /metrics and the console on the admin listener', (t) => consoleServed(t, async () => ({})));
+
+t.test('scanbox backend on a PostgreSQL database: the admin command and the console use it', async (t) => {
+  const cluster = await startPostgres();
+  t.teardown(() => cluster.close());
+  const url = (await cluster.newDatabase()).replace('postgres://', 'postgres://postgres@');
+  await consoleServed(t, async (dir) => ({ SCANBOX_BACKEND_DB: url, SCANBOX_BACKEND_DB_PASSWORD_FILE: cluster.passwordFile, SCANBOX_BACKEND_PKI: join(dir, 'pki') }));
 });
 
 t.test('a console on the LAN without TLS is refused at start', async (t) => {
