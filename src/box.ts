@@ -155,6 +155,11 @@ export class Box {
   private reply: Reply = notListening;
   /** The open sale's id when its amount came from the display line. */
   private displaySaleId: number | null = null;
+  /**
+   * Until when a display sale's paid or failed pattern plays: "waiting for scan" must not cut it short (the
+   * watch loop, a new total), so the light is refreshed once it has played.
+   */
+  private resultPlaysUntil = 0;
   private readonly background = new AbortController();
   private readonly tasks: Promise<void>[] = [];
   /**
@@ -218,7 +223,10 @@ export class Box {
     if (this.fault || this.offlineReason()) return this.o.indicator.show('offline');
     const display = this.o.display;
     // A total armed from the display line: the customer light says a scan is awaited (contract §10).
-    if (display && display.mode === 'charge' && display.armedFen !== null) return this.o.indicator.show('waiting_scan');
+    if (display && display.mode === 'charge' && display.armedFen !== null) {
+      if (this.o.clock.now() < this.resultPlaysUntil) return;
+      return this.o.indicator.show('waiting_scan');
+    }
     this.o.indicator.show('ready');
   }
 
@@ -652,10 +660,10 @@ export class Box {
       } finally {
         this.settlingDisplay = false;
       }
-      // Still armed (nothing was taken): once the failed pattern has played, the light says a scan is awaited again.
-      if (this.o.display.armedFen !== null) {
-        void this.o.clock.sleep(FAILED_PATTERN_MS, this.background.signal).then(() => this.refreshLight(), () => undefined);
-      }
+      // Once the pattern has played the light says what is next: a scan awaited again if a total is armed (still
+      // armed after nothing was taken, or a new total shown meanwhile), else ready.
+      this.resultPlaysUntil = this.o.clock.now() + FAILED_PATTERN_MS;
+      void this.o.clock.sleep(FAILED_PATTERN_MS, this.background.signal).then(() => this.refreshLight(), () => undefined);
     }
     this.o.onSaleFinished?.(sale);
   }

@@ -116,6 +116,8 @@ t.test('a failure that took nothing leaves the total armed; the next code pays i
   world.sim.setScenario(poor, { outcome: 'NOTENOUGH' });
   await c.scan(poor);
   await c.until(() => world.journal.recent(1)[0]?.state === 'failed', 'the failure');
+  // The journal is written before the light is told (a money rule): wait for the light, not only the row.
+  await c.until(() => c.indicator.state !== 'paying', 'the light told');
   t.equal(c.display.armedFen, 700, 'still armed');
   t.equal(c.indicator.state, 'failed', 'the failure shows first');
   await clock.sleep(3200);

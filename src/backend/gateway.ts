@@ -253,6 +253,11 @@ export class BackendGateway {
       };
     }
     if (call !== 'micropay') return this.refusedUnknown(call, refusal, started);
+    // The backend refuses BACKEND_UNAVAILABLE only before anything went upstream (it could not read or record
+    // the call): provably unsent, so the sale ends OFFLINE at once (contract §8), with nothing to query or reverse.
+    if (refusal.code === 'BACKEND_UNAVAILABLE') {
+      return this.unknown(call, 'NETWORK', `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin, true);
+    }
     const errCode = MICROPAY_REFUSAL_CODE[refusal.code];
     // Belt and braces: a code the engine would query and reverse must never stand for "nothing was sent".
     if (micropayAction(errCode) === 'unknown') throw new Error(`refusal ${refusal.code} maps to ${errCode}, which is not final`);

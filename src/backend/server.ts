@@ -521,7 +521,12 @@ export class BackendServer {
     } catch (error) {
       if (!(error instanceof Refused)) {
         log.error('backend: request failed', { error: messageOf(error) });
-        if (!res.headersSent) this.answer(res, 500, { refused: { code: 'BACKEND_UNAVAILABLE', text: 'internal error' } });
+        // The call may have gone upstream before the error: unknown, never "refused" (the box queries and
+        // reverses what it does not know), while BACKEND_UNAVAILABLE means nothing was sent.
+        if (!res.headersSent) {
+          if (call === null) this.answer(res, 500, { refused: { code: 'BAD_REQUEST', text: 'internal error' } });
+          else this.answer(res, 200, { outcome: { kind: 'unknown', call, failure: 'HTTP_STATUS', message: 'the backend failed while handling the call (internal error)', ms: Math.round(performance.now() - arrivedAt), origin: null } });
+        }
         return;
       }
       this.observe(call ?? (path === HEARTBEAT_PATH ? 'heartbeat' : null), 'refused', { refusal: error.code });

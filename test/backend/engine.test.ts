@@ -117,6 +117,25 @@ t.test('a micropay the backend refuses by policy fails at once: nothing upstream
   t.equal((await world.store.box(box.deviceId))?.errors, 1);
 });
 
+t.test('a backend that cannot record the call sends nothing: the box ends the sale OFFLINE at once, nothing to reverse', async (t) => {
+  const box = await world.box('SHOPNR');
+  const before = world.sim.requests().length;
+  // The backend's journal refuses writes (a full disk, a database with no writable host).
+  const startCall = world.store.startCall.bind(world.store);
+  world.store.startCall = async () => {
+    throw new Error('SQLITE_FULL: database or disk is full');
+  };
+  t.teardown(() => {
+    world.store.startCall = startCall;
+  });
+  const sale = await paySale(box, 'R-NR', 500, freshCode());
+  t.equal(sale.state, 'failed');
+  t.equal(sale.finalCode, 'OFFLINE', 'the register is told OFFLINE, not a WeChat Pay error');
+  t.equal(world.sim.requests().length, before, 'nothing reached WeChat Pay');
+  const events = box.journal.events(sale.id).map((e) => e.kind);
+  t.notOk(events.includes('reverse_started'), 'nothing to reverse');
+});
+
 t.test('another box\'s orders are refused, and nothing reaches WeChat Pay', async (t) => {
   const mine = await world.box('SHOPA1');
   const thief = await world.box('SHOPB2');
