@@ -16,6 +16,7 @@ import {
   type RefundLimits,
   type RefundStart,
 } from '../store.js';
+import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from '../heartbeat.js';
 import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type PgTarget } from './connection.js';
 
 /**
@@ -89,7 +90,59 @@ export const PG_MIGRATIONS: readonly string[] = [
   // payment time (paid_at, from time_end), not by the micropay's start.
   `CREATE INDEX calls_device_call_at ON calls (device_id, call, at);
    ALTER TABLE calls ADD COLUMN paid_at bigint;`,
+  // 3: the fleet (contract §11): heartbeats, the console's admins and what they did (SQLite's fleet step).
+  `CREATE TABLE heartbeats (
+     id        bigserial PRIMARY KEY,
+     device_id text NOT NULL,
+     at        bigint NOT NULL,
+     report    text NOT NULL
+   );
+   CREATE INDEX heartbeats_device ON heartbeats (device_id, id);
+
+   CREATE TABLE admins (
+     name          text PRIMARY KEY,
+     password_hash text NOT NULL,
+     created_at    bigint NOT NULL
+   );
+
+   CREATE TABLE admin_actions (
+     id        bigserial PRIMARY KEY,
+     admin     text NOT NULL,
+     action    text NOT NULL,
+     device_id text,
+     detail    text NOT NULL,
+     at        bigint NOT NULL
+   );`,
 ];
+
+/** The console's people and what they did (the fleet's part of the store, as SQLite keeps it). */
+export interface PgAdminRecord {
+  name: string;
+  passwordHash: string;
+  createdAt: number;
+}
+
+export interface PgNewAdminAction {
+  admin: string;
+  action: string;
+  deviceId: string | null;
+  detail: string;
+  at: number;
+}
+
+export type PgAdminActionRecord = PgNewAdminAction & { id: number };
+
+/** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
+function toHeartbeat(row: { device_id: string; at: number; report: string }): HeartbeatRecord[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(row.report);
+  } catch {
+    return [];
+  }
+  const parsed = parseHeartbeatReport(json);
+  return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
+}
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
 const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
@@ -510,6 +563,89 @@ export class PostgresBackendStore implements BackendStore {
       );
       return rows.map(toCall);
     });
+  }
+
+  // ---- the fleet (contract §11): heartbeats, admins, their actions ----
+
+  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+    return this.run(() =>
+      this.db.transaction(async (q) => {
+        await q('INSERT INTO heartbeats (device_id, at, report) VALUES ($1, $2, $3)', [heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report)]);
+        await q(
+          `DELETE FROM heartbeats WHERE device_id = $1 AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)`,
+          [heartbeat.deviceId, HEARTBEAT_HISTORY],
+        );
+      }),
+    );
+  }
+
+  latestHeartbeats(): Promise<HeartbeatRecord[]> {
+    return this.run(async () =>
+      (
+        await this.db.query<{ device_id: string; at: number; report: string }>(
+          `SELECT device_id, at, report FROM (SELECT DISTINCT ON (device_id) device_id, at, report FROM heartbeats ORDER BY device_id, id DESC) h
+           ORDER BY device_id COLLATE "C"`,
+        )
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
+    return this.run(async () =>
+      (
+        await this.db.query<{ device_id: string; at: number; report: string }>('SELECT device_id, at, report FROM heartbeats WHERE device_id = $1 ORDER BY id DESC LIMIT $2', [
+          deviceId,
+          options.limit ?? HEARTBEAT_HISTORY,
+        ])
+      ).flatMap(toHeartbeat),
+    );
+  }
+
+  /** Adds or replaces an admin; true when it was new. */
+  putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ inserted: boolean }>(
+        `INSERT INTO admins (name, password_hash, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET password_hash = EXCLUDED.password_hash
+         RETURNING (xmax = 0) AS inserted`,
+        [admin.name, admin.passwordHash, admin.at],
+      );
+      return rows[0]!.inserted;
+    });
+  }
+
+  removeAdmin(name: string): Promise<boolean> {
+    return this.run(async () => (await this.db.query('DELETE FROM admins WHERE name = $1 RETURNING name', [name])).length === 1);
+  }
+
+  admin(name: string): Promise<PgAdminRecord | undefined> {
+    return this.run(async () => {
+      const row = (await this.db.query<{ name: string; password_hash: string; created_at: number }>('SELECT name, password_hash, created_at FROM admins WHERE name = $1', [name]))[0];
+      return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
+    });
+  }
+
+  recordAdminAction(action: PgNewAdminAction): Promise<void> {
+    return this.run(async () => {
+      await this.db.query('INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES ($1, $2, $3, $4, $5)', [
+        action.admin,
+        action.action,
+        action.deviceId,
+        action.detail,
+        action.at,
+      ]);
+    });
+  }
+
+  adminActions(options: { limit?: number } = {}): Promise<PgAdminActionRecord[]> {
+    return this.run(async () =>
+      (
+        await this.db.query<{ id: number; admin: string; action: string; device_id: string | null; detail: string; at: number }>(
+          'SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT $1',
+          [options.limit ?? 100],
+        )
+      ).map((r) => ({ id: r.id, admin: r.admin, action: r.action, deviceId: r.device_id, detail: r.detail, at: r.at })),
+    );
   }
 
   close(): Promise<void> {
