@@ -109,9 +109,9 @@ t.test('primary killed and standby promoted, with sales before, during and after
   await backend.waitFor(/database unavailable|database connection lost/, 10_000, backendMark);
   const upstream = rig.sim.requests().length;
   const f4 = await sale('F4', 104);
-  t.match(f4, /^FAILED F4 /, 'refused while no database accepts writes');
+  t.match(f4, /^FAILED F4 OFFLINE /, 'refused while no database accepts writes: OFFLINE at once (contract §8)');
   const f5 = await sale('F5', 105);
-  t.match(f5, /^FAILED F5 /);
+  t.match(f5, /^FAILED F5 OFFLINE /);
   t.equal(rig.sim.requests().length, upstream, 'nothing reached WeChat Pay while no database accepted writes');
 
   // The standby promoted.

@@ -35,13 +35,22 @@ const TABLES = {
   boxes: ['device_id', 'enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'refunds'],
   certificates: ['serial', 'device_id', 'issued_at', 'not_after', 'revoked_at'],
   calls: ['id', 'device_id', 'call', 'out_trade_no', 'out_refund_no', 'outcome', 'code', 'state', 'amount_fen', 'paid_at', 'ms', 'at'],
+  // The fleet's tables (schema step 3 here): copied when the journal has them.
+  heartbeats: ['id', 'device_id', 'at', 'report'],
+  admins: ['name', 'password_hash', 'created_at'],
+  admin_actions: ['id', 'admin', 'action', 'device_id', 'detail', 'at'],
 } as const;
+
+/** Tables a journal of an earlier schema step lacks: nothing to copy. */
+const LATER_TABLES: ReadonlySet<string> = new Set(['heartbeats', 'admins', 'admin_actions']);
+/** Tables whose ids are copied, with the sequence moved past them. */
+const SERIAL: ReadonlySet<string> = new Set(['calls', 'heartbeats', 'admin_actions']);
 
 /** Columns a journal of an earlier schema step lacks: copied as NULL (the schema's own default). */
 const LATER: ReadonlySet<string> = new Set(['paid_at']);
 
 type Table = keyof typeof TABLES;
-const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'paid_at', 'ms', 'at']);
+const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'paid_at', 'ms', 'at', 'created_at']);
 const PG_TYPES: Record<string, string> = { text: 'text[]', bigint: 'bigint[]' };
 
 /** Figures that any lost, doubled or changed row moves: the count, and per column sums and the non-null count. */
@@ -74,28 +83,32 @@ export async function migrateSqliteToPostgres(
       const columns = (source.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name);
       const missing = TABLES[table].filter((c) => !columns.includes(c) && !LATER.has(c));
       sourceColumns[table] = new Set(columns);
+      if (columns.length === 0 && LATER_TABLES.has(table)) continue;
       if (columns.length === 0 || missing.length > 0) {
         throw new StoreError('CORRUPT', `${file} is not a scanbox backend journal (table ${table}${columns.length === 0 ? ' is missing' : ` lacks ${missing.join(', ')}`})`);
       }
     }
-    const totals = Object.fromEntries((Object.keys(TABLES) as Table[]).map((t) => [t, (source.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n])) as Record<Table, number>;
+    const copied = (Object.keys(TABLES) as Table[]).filter((t) => sourceColumns[t].size > 0);
+    const totals = Object.fromEntries(copied.map((t) => [t, (source.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n])) as Record<Table, number>;
     await target.schemaVersion();
     const summary = await target.db.transaction(async (q) => {
       await q('SET LOCAL statement_timeout = 0');
       await q('SET LOCAL idle_in_transaction_session_timeout = 0');
       // Nobody else writes these tables while the copy is under way (a backend started on the target waits).
-      await q('LOCK TABLE boxes, certificates, calls IN EXCLUSIVE MODE');
-      const present = await q<{ n: number }>('SELECT (SELECT count(*) FROM boxes) + (SELECT count(*) FROM certificates) + (SELECT count(*) FROM calls) AS n');
+      const all = Object.keys(TABLES);
+      await q(`LOCK TABLE ${all.join(', ')} IN EXCLUSIVE MODE`);
+      const present = await q<{ n: number }>(`SELECT ${all.map((t) => `(SELECT count(*) FROM ${t})`).join(' + ')} AS n`);
       if (present[0]!.n > 0) {
-        throw new StoreError('IO', `the target database is not empty (${present[0]!.n} rows in boxes, certificates and calls): migrate copies into an empty database only, once`);
+        throw new StoreError('IO', `the target database is not empty (${present[0]!.n} rows in ${all.join(', ')}): migrate copies into an empty database only, once`);
       }
       const types = await q<{ table_name: string; column_name: string; data_type: string }>(
-        `SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name IN ('boxes', 'certificates', 'calls')`,
+        `SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ANY($1::text[])`,
+        [all],
       );
       const typeOf = (table: string, column: string): string => PG_TYPES[types.find((r) => r.table_name === table && r.column_name === column)!.data_type]!;
-      for (const table of Object.keys(TABLES) as Table[]) {
+      for (const table of copied) {
         const columns = TABLES[table];
-        const order = table === 'calls' ? 'id' : table === 'certificates' ? 'rowid' : 'device_id';
+        const order = SERIAL.has(table) ? 'id' : table === 'certificates' ? 'rowid' : table === 'admins' ? 'name' : 'device_id';
         const insert = `INSERT INTO ${table} (${columns.join(', ')}) SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${typeOf(table, c)}`).join(', ')})`;
         let done = 0;
         options.progress?.({ table, done, total: totals[table] });
@@ -117,9 +130,16 @@ export async function migrateSqliteToPostgres(
         }
         await flush();
       }
-      await q(`SELECT setval(pg_get_serial_sequence('calls', 'id'), GREATEST((SELECT max(id) FROM calls), 1))`);
+      for (const table of SERIAL) await q(`SELECT setval(pg_get_serial_sequence('${table}', 'id'), GREATEST((SELECT max(id) FROM ${table}), 1))`);
+      // Each box's newest heartbeat, which the fleet page reads (PostgreSQL keeps it apart from the history).
+      if (copied.includes('heartbeats')) {
+        await q(
+          `INSERT INTO heartbeat_latest (device_id, heartbeat_id, at, report)
+           SELECT DISTINCT ON (device_id) device_id, id, at, report FROM heartbeats ORDER BY device_id, id DESC`,
+        );
+      }
       // The check, inside the transaction: any difference and nothing is kept.
-      for (const table of Object.keys(TABLES) as Table[]) {
+      for (const table of copied) {
         const want = source.prepare(checkSql(table, false, sourceColumns[table])).get() as Record<string, number>;
         const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table])))[0]!;
         for (const [key, value] of Object.entries(want)) {
