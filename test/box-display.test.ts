@@ -4,7 +4,7 @@ import { Box } from '../src/box.js';
 import { businessDay } from '../src/business-day.js';
 import { VirtualClock } from '../src/clock.js';
 import { CustomerDisplay, type DisplayMode } from '../src/devices/display/display.js';
-import { Indicator } from '../src/devices/indicator.js';
+import { Indicator, type LightState } from '../src/devices/indicator.js';
 import { LinePort } from '../src/devices/line-port.js';
 import type { Voice } from '../src/devices/voice/announcer.js';
 import type { Announcement } from '../src/devices/voice/phrases.js';
@@ -29,6 +29,13 @@ async function counter(t: Test, world: World, clock: VirtualClock, mode: Display
   const lineClock = new ManualClock(clock.now());
   const display = new CustomerDisplay({ family: 'led8', mode, settleMs: 400, maxAmountFen: 100_000, clock: lineClock, log: world.log });
   const indicator = new Indicator({ pins: { green: null, red: null, buzzer: null }, backend: null, log: world.log, clock });
+  // What the light was told, and when on the box's clock (the clock runs ahead on its own while nothing waits).
+  const shown: { state: LightState; at: number }[] = [];
+  const show = indicator.show.bind(indicator);
+  indicator.show = (state: LightState): void => {
+    shown.push({ state, at: clock.now() });
+    show(state);
+  };
   const said: Announcement[] = [];
   const voice: Voice = { announce: (announcement) => void said.push(announcement) };
   const box = new Box({
@@ -57,6 +64,7 @@ async function counter(t: Test, world: World, clock: VirtualClock, mode: Display
     box,
     display,
     indicator,
+    shown,
     said,
     /** One burst, then the line quiet for the settle time. */
     async burst(bytes: Buffer): Promise<void> {
@@ -116,13 +124,14 @@ t.test('a failure that took nothing leaves the total armed; the next code pays i
   world.sim.setScenario(poor, { outcome: 'NOTENOUGH' });
   await c.scan(poor);
   await c.until(() => world.journal.recent(1)[0]?.state === 'failed', 'the failure');
-  // The journal is written before the light is told (a money rule): wait for the light, not only the row.
-  await c.until(() => c.indicator.state !== 'paying', 'the light told');
+  await c.until(() => c.shown.some((s) => s.state === 'failed'), 'the failure shown');
+  const failedAt = c.shown.find((s) => s.state === 'failed')!.at;
+  await c.until(() => c.shown.some((s) => s.at > failedAt && s.state === 'waiting_scan'), 'a scan awaited again');
   t.equal(c.display.armedFen, 700, 'still armed');
-  t.equal(c.indicator.state, 'failed', 'the failure shows first');
-  await clock.sleep(3200);
-  await settle();
-  t.equal(c.indicator.state, 'waiting_scan', 'then the light says a scan is awaited again');
+  const after = c.shown.filter((s) => s.at >= failedAt && s.state !== 'failed');
+  t.equal(after[0]?.state, 'waiting_scan', 'then the light says a scan is awaited again');
+  t.ok(after[0]!.at - failedAt >= 3000, `the failed pattern plays whole first (${after[0]!.at - failedAt} ms)`);
+  t.equal(c.indicator.state, 'waiting_scan');
   t.match(c.said.at(-1), { kind: 'failed', reason: 'notEnough' });
   await c.scan(freshCode());
   await c.until(() => world.journal.recent(1)[0]?.state === 'paid', 'paid');

@@ -255,8 +255,10 @@ export class BackendGateway {
     if (call !== 'micropay') return this.refusedUnknown(call, refusal, started);
     // The backend refuses BACKEND_UNAVAILABLE only before anything went upstream (it could not read or record
     // the call): provably unsent, so the sale ends OFFLINE at once (contract §8), with nothing to query or reverse.
+    // Not NETWORK: the backend did answer, so the box does not count WeChat Pay unreachable and refuse the next
+    // sales itself; each one asks the backend again and goes through as soon as its database takes writes.
     if (refusal.code === 'BACKEND_UNAVAILABLE') {
-      return this.unknown(call, 'NETWORK', `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin, true);
+      return this.unknown(call, 'HTTP_STATUS', `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin, true);
     }
     const errCode = MICROPAY_REFUSAL_CODE[refusal.code];
     // Belt and braces: a code the engine would query and reverse must never stand for "nothing was sent".

@@ -46,11 +46,8 @@ async function sqliteJournal(calls: number): Promise<string> {
       insert.run(i % 2 ? 'M1' : 'M2', i % 3 ? 'orderquery' : 'micropay', `M${1 + (i % 2)}-${i}`, i % 7 ? 'success' : 'unknown', i % 7 ? null : 'TIMEOUT', i % 7 ? 'SUCCESS' : null, i % 3 ? null : 100 + i, i % 50, T0 + 1000 + i * 997);
     }
   })();
-  // The fleet's tables, as the console's schema step makes them in SQLite.
+  // The fleet's tables (the SQLite store's step 3): heartbeats, admins and what they did.
   db.exec(`
-    CREATE TABLE heartbeats (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, at INTEGER NOT NULL, report TEXT NOT NULL) STRICT;
-    CREATE TABLE admins (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT;
-    CREATE TABLE admin_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, admin TEXT NOT NULL, action TEXT NOT NULL, device_id TEXT, detail TEXT NOT NULL, at INTEGER NOT NULL) STRICT;
     INSERT INTO heartbeats (device_id, at, report) VALUES ('M1', 1, '{}'), ('M1', 2, '{}'), ('M2', 3, '{}');
     INSERT INTO admins VALUES ('ops', 'scrypt$x', 5), ('chef', 'scrypt$y', 6);
     INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES ('ops', 'revoke', 'M3', 'lost', 9);
@@ -82,6 +79,8 @@ t.test('a SQLite journal copied once, row for row, checked; a second run refused
     'SELECT (SELECT count(*) FROM heartbeats)::int AS h, (SELECT count(*) FROM admins)::int AS a, (SELECT count(*) FROM admin_actions)::int AS x',
   );
   t.same(fleet[0], { h: 3, a: 2, x: 1 }, "the fleet's tables too: heartbeats, admins, their actions");
+  const latest = await pg.db.query<{ device_id: string; at: string }>('SELECT device_id, at FROM heartbeat_latest ORDER BY device_id');
+  t.same(latest.map((r) => [r.device_id, Number(r.at)]), [['M1', 2], ['M2', 3]], "each box's newest heartbeat, for the fleet page");
   // The copy goes on as the journal: new ids after the copied ones.
   const next = await pg.startCall({ deviceId: 'M1', call: 'orderquery', outTradeNo: 'M1-1', outRefundNo: null, at: T0 + 1e9 });
   t.equal(next, 12_003);

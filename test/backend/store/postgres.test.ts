@@ -107,34 +107,3 @@ t.test('a revoke through one store is heard by every other at once (LISTEN/NOTIF
   await one.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`);
   t.equal(await again, '', 'a recheck of all after the reconnection');
 });
-
-// The fleet's part of the store (the console branch's SQLite methods, in PostgreSQL ahead of their merge; to join
-// the shared suite then).
-t.test('fleet: heartbeats kept per box up to the history, the latest of each; admins and their actions', async (t) => {
-  const { HEARTBEAT_HISTORY } = await import('../../../src/backend/heartbeat.js');
-  const store = await open(await cluster.newDatabase());
-  t.teardown(() => store.close());
-  const report = (n: number) => ({
-    version: '0.1.0', health: 'READY' as const, healthText: '', uptimeS: n, clockSynced: true, openSale: null, pendingReversals: 0, pendingRefunds: 0,
-    reconciliation: null, diskFreeBytes: 1e9, journalBytes: 1e6, sentAt: 1_700_000_000_000 + n,
-  });
-  for (let i = 0; i < 3; i++) await store.recordHeartbeat({ deviceId: 'H2', at: 1000 + i, report: report(i) });
-  await store.recordHeartbeat({ deviceId: 'H1', at: 5000, report: report(9) });
-  await store.db.query(`INSERT INTO heartbeats (device_id, at, report) VALUES ('H1', 5001, 'not json')`);
-  t.same((await store.latestHeartbeats()).map((h) => [h.deviceId, h.at]), [['H2', 1002]], "a report that does not parse is left out (H1's newest)");
-  t.same((await store.heartbeats('H2', { limit: 2 })).map((h) => h.report.uptimeS), [2, 1], 'newest first');
-  await store.db.query(`INSERT INTO heartbeats (device_id, at, report) SELECT 'H3', g, $1 FROM generate_series(1, $2) g`, [JSON.stringify(report(0)), HEARTBEAT_HISTORY]);
-  await store.recordHeartbeat({ deviceId: 'H3', at: 99_999, report: report(1) });
-  const kept = await store.db.query<{ n: number; first: number }>(`SELECT count(*)::int AS n, min(at) AS first FROM heartbeats WHERE device_id = 'H3'`);
-  t.same(kept[0], { n: HEARTBEAT_HISTORY, first: 2 }, 'the oldest dropped in the same change');
-
-  t.equal(await store.putAdmin({ name: 'ops', passwordHash: 'scrypt$1', at: 10 }), true, 'new');
-  t.equal(await store.putAdmin({ name: 'ops', passwordHash: 'scrypt$2', at: 20 }), false, 'replaced');
-  t.same(await store.admin('ops'), { name: 'ops', passwordHash: 'scrypt$2', createdAt: 10 });
-  t.equal(await store.removeAdmin('ops'), true);
-  t.equal(await store.removeAdmin('ops'), false);
-  t.equal(await store.admin('ops'), undefined);
-  await store.recordAdminAction({ admin: 'ops', action: 'login', deviceId: null, detail: '', at: 1 });
-  await store.recordAdminAction({ admin: 'ops', action: 'revoke', deviceId: 'H1', detail: 'lost', at: 2 });
-  t.match(await store.adminActions({ limit: 5 }), [{ action: 'revoke', deviceId: 'H1', detail: 'lost', at: 2 }, { action: 'login', deviceId: null }]);
-});
