@@ -493,19 +493,7 @@ export class BackendServer {
       if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
       recordable = { deviceId: box.deviceId, call, outTradeNo: null, outRefundNo: null, at: this.now() };
       if (!this.rate.take(box.deviceId)) throw new Refused('RATE_LIMITED', `more than ${this.o.policy.ratePerMinute} calls in a minute`);
-      const type = req.headers['content-type'] ?? '';
-      if (!/^application\/json(\s*;\s*charset=utf-8)?$/i.test(type)) throw new Refused('BAD_REQUEST', 'content-type must be application/json');
-      const raw = await readBody(req);
-      if (raw === null) {
-        res.setHeader('connection', 'close');
-        throw new Refused('BAD_REQUEST', `body larger than ${MAX_REQUEST_BYTES} bytes`);
-      }
-      let json: unknown;
-      try {
-        json = JSON.parse(raw);
-      } catch {
-        throw new Refused('BAD_REQUEST', 'the body is not JSON');
-      }
+      const json = await readJsonBody(req, res);
       const parsed = parseRequest(call, json);
       if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
       recordable = { ...recordable, ...idsOf(parsed.value), amountFen: amountOf(parsed.value) };
@@ -545,19 +533,7 @@ export class BackendServer {
   private async heartbeat(box: BoxRecord, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'POST') throw new Refused('BAD_REQUEST', 'only POST');
     if (!this.heartbeatRate.take(box.deviceId)) throw new Refused('RATE_LIMITED', `more than ${HEARTBEATS_PER_MINUTE} heartbeats in a minute`);
-    const type = req.headers['content-type'] ?? '';
-    if (!/^application\/json(\s*;\s*charset=utf-8)?$/i.test(type)) throw new Refused('BAD_REQUEST', 'content-type must be application/json');
-    const raw = await readBody(req);
-    if (raw === null) {
-      res.setHeader('connection', 'close');
-      throw new Refused('BAD_REQUEST', `body larger than ${MAX_REQUEST_BYTES} bytes`);
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch {
-      throw new Refused('BAD_REQUEST', 'the body is not JSON');
-    }
+    const json = await readJsonBody(req, res);
     const parsed = parseHeartbeatReport(json);
     if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
     const at = this.now();
@@ -719,6 +695,22 @@ export class BackendServer {
     const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
     res.end(text);
+  }
+}
+
+/** A box's JSON request body, or a Refused saying what is wrong with it (an oversized one closes the connection). */
+async function readJsonBody(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
+  const type = req.headers['content-type'] ?? '';
+  if (!/^application\/json(\s*;\s*charset=utf-8)?$/i.test(type)) throw new Refused('BAD_REQUEST', 'content-type must be application/json');
+  const raw = await readBody(req);
+  if (raw === null) {
+    res.setHeader('connection', 'close');
+    throw new Refused('BAD_REQUEST', `body larger than ${MAX_REQUEST_BYTES} bytes`);
+  }
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    throw new Refused('BAD_REQUEST', 'the body is not JSON');
   }
 }
 

@@ -324,7 +324,8 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
 const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
   AND NOT EXISTS (SELECT 1 FROM calls q WHERE q.call = 'refundquery' AND q.out_refund_no = r.out_refund_no AND q.state = 'REFUNDCLOSE')`;
 
-interface BoxRow {
+/** A box row as both stores read it (with its current certificate joined). */
+export interface BoxRow {
   device_id: string;
   enrolled_at: number;
   revoked_at: number | null;
@@ -337,7 +338,8 @@ interface BoxRow {
   not_after: number | null;
 }
 
-interface CallRow {
+/** A call row as both stores read it. */
+export interface CallRow {
   id: number;
   device_id: string;
   call: ApiCall;
@@ -358,7 +360,7 @@ const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b
 const BOX_FROM = `boxes b LEFT JOIN certificates c ON c.serial = (
   SELECT serial FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, rowid DESC LIMIT 1)`;
 
-function toBox(row: BoxRow): BoxRecord {
+export function toBox(row: BoxRow): BoxRecord {
   return {
     deviceId: row.device_id,
     serial: row.serial,
@@ -373,7 +375,7 @@ function toBox(row: BoxRow): BoxRecord {
   };
 }
 
-function toCall(row: CallRow): CallRecord {
+export function toCall(row: CallRow): CallRecord {
   return {
     id: row.id,
     deviceId: row.device_id,
@@ -390,16 +392,17 @@ function toCall(row: CallRow): CallRecord {
   };
 }
 
-const HEARTBEAT_PRUNE_EVERY = 32;
+/** A box's heartbeat history is pruned at one heartbeat in this many (both stores). */
+export const HEARTBEAT_PRUNE_EVERY = 32;
 
-interface HeartbeatRow {
+export interface HeartbeatRow {
   device_id: string;
   at: number;
   report: string;
 }
 
 /** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
-function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
+export function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
   let json: unknown;
   try {
     json = JSON.parse(row.report);

@@ -1,14 +1,19 @@
 import type { Logger } from '../../log.js';
-import type { ApiCall } from '../../wechatpay/client.js';
-import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from '../heartbeat.js';
+import { HEARTBEAT_HISTORY, type HeartbeatRecord, type HeartbeatReport } from '../heartbeat.js';
 import {
+  HEARTBEAT_PRUNE_EVERY,
   StoreError,
+  toBox,
+  toCall,
+  toHeartbeat,
+  type BoxRow,
+  type CallRow,
+  type HeartbeatRow,
   type AdminActionRecord,
   type AdminRecord,
   type BackendStore,
   type BoxPolicy,
   type BoxRecord,
-  type BoxRefunds,
   type CallOutcomeKind,
   type CallRecord,
   type CertificateRecord,
@@ -149,91 +154,10 @@ export const PG_MIGRATIONS: readonly string[] = [
 const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
   AND NOT EXISTS (SELECT 1 FROM calls q WHERE q.call = 'refundquery' AND q.out_refund_no = r.out_refund_no AND q.state = 'REFUNDCLOSE')`;
 
-interface BoxRow {
-  device_id: string;
-  enrolled_at: number;
-  revoked_at: number | null;
-  last_seen_at: number | null;
-  calls: number;
-  errors: number;
-  max_amount_fen: number | null;
-  refunds: BoxRefunds | null;
-  serial: string | null;
-  not_after: number | null;
-}
-
-interface CallRow {
-  id: number;
-  device_id: string;
-  call: ApiCall;
-  out_trade_no: string | null;
-  out_refund_no: string | null;
-  outcome: CallOutcomeKind;
-  code: string | null;
-  state: string | null;
-  amount_fen: number | null;
-  paid_at: number | null;
-  ms: number | null;
-  at: number;
-}
-
 const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b.calls, b.errors, b.max_amount_fen, b.refunds, c.serial, c.not_after`;
 const BOX_FROM = `boxes b LEFT JOIN LATERAL (
   SELECT serial, not_after FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, seq DESC LIMIT 1) c ON true`;
 const CALL_COLUMNS = 'id, device_id, call, out_trade_no, out_refund_no, outcome, code, state, amount_fen, paid_at, ms, at';
-
-function toBox(row: BoxRow): BoxRecord {
-  return {
-    deviceId: row.device_id,
-    serial: row.serial,
-    notAfter: row.not_after,
-    enrolledAt: row.enrolled_at,
-    revokedAt: row.revoked_at,
-    lastSeenAt: row.last_seen_at,
-    calls: row.calls,
-    errors: row.errors,
-    maxAmountFen: row.max_amount_fen,
-    refunds: row.refunds,
-  };
-}
-
-function toCall(row: CallRow): CallRecord {
-  return {
-    id: row.id,
-    deviceId: row.device_id,
-    call: row.call,
-    outTradeNo: row.out_trade_no,
-    outRefundNo: row.out_refund_no,
-    outcome: row.outcome,
-    code: row.code,
-    state: row.state,
-    amountFen: row.amount_fen,
-    paidAt: row.paid_at ?? null,
-    ms: row.ms,
-    at: row.at,
-  };
-}
-
-/** A box's history is pruned at every HEARTBEAT_PRUNE_EVERY-th heartbeat it sends (its own count). */
-const HEARTBEAT_PRUNE_EVERY = 32;
-
-interface HeartbeatRow {
-  device_id: string;
-  at: number;
-  report: string;
-}
-
-/** A stored report that no longer parses (written by another version) is left out rather than shown wrong. */
-function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
-  let json: unknown;
-  try {
-    json = JSON.parse(row.report);
-  } catch {
-    return [];
-  }
-  const parsed = parseHeartbeatReport(json);
-  return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
-}
 
 const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
 
