@@ -178,18 +178,15 @@ readonly HAVE_SYSTEMD HAVE_UDEV
 OPT=$ROOT/opt/scanbox
 ETC=$ROOT/etc/scanbox
 STATE=$ROOT/var/lib/scanbox
-UNIT_FILE=$ROOT/etc/systemd/system/$UNIT
-RECONCILE_UNIT_FILE=$ROOT/etc/systemd/system/$RECONCILE_UNIT
-RECONCILE_TIMER_FILE=$ROOT/etc/systemd/system/$RECONCILE_TIMER
+SYSTEMD_DIR=$ROOT/etc/systemd/system
+UNIT_FILE=$SYSTEMD_DIR/$UNIT
 RULES_FILE=$ROOT/etc/udev/rules.d/99-scanbox.rules
 BIN_LINK=$ROOT/usr/local/bin/scanbox
-readonly OPT ETC STATE UNIT_FILE RECONCILE_UNIT_FILE RECONCILE_TIMER_FILE RULES_FILE BIN_LINK
+readonly OPT ETC STATE SYSTEMD_DIR UNIT_FILE RULES_FILE BIN_LINK
 BACKEND_ETC=$ROOT/etc/scanbox-backend
 BACKEND_STATE=$ROOT/var/lib/scanbox-backend
-BACKEND_UNIT_FILE=$ROOT/etc/systemd/system/$BACKEND_UNIT
-BACKEND_RECONCILE_UNIT_FILE=$ROOT/etc/systemd/system/$BACKEND_RECONCILE_UNIT
-BACKEND_RECONCILE_TIMER_FILE=$ROOT/etc/systemd/system/$BACKEND_RECONCILE_TIMER
-readonly BACKEND_ETC BACKEND_STATE BACKEND_UNIT_FILE BACKEND_RECONCILE_UNIT_FILE BACKEND_RECONCILE_TIMER_FILE
+BACKEND_UNIT_FILE=$SYSTEMD_DIR/$BACKEND_UNIT
+readonly BACKEND_ETC BACKEND_STATE BACKEND_UNIT_FILE
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 user_exists() { getent passwd "$1" >/dev/null 2>&1; }
@@ -220,38 +217,113 @@ remove_app() {
   return 0
 }
 
-# --------------------------------------------------------------------------------------------- uninstall
+# ------------------------------------------------------------------------------------------ systemd units
 
-uninstall() {
-  say "removing scanbox${ROOT:+ from $ROOT}"
-  # The timer first, so that it cannot start a reconciliation while the units go; then a reconciliation that
-  # is running (or waiting to be tried again) is stopped: the next install's timer does the day again.
-  if [ "$HAVE_SYSTEMD" = 1 ]; then
-    systemctl disable --now --quiet "$RECONCILE_TIMER" || true
-    systemctl stop "$RECONCILE_UNIT" || true
-    say "stopped and disabled $RECONCILE_TIMER, stopped $RECONCILE_UNIT"
+# The box and the backend each have a service and a daily reconciliation (a oneshot service that only its timer
+# starts). These functions install, start and remove them the same way for both.
+
+# Writes this version's $SRC/systemd/NAME to /etc/systemd/system/NAME with ExecStart= naming the Node found
+# (the templates name /usr/bin/node), and refuses a template whose ExecStart= does not run
+# `NODE [--flags] /opt/scanbox/dist/cli.js ARGS`. Overwritten on every update: local changes go in drop-ins.
+install_unit() {
+  local name=$1 args=$2 file=$SYSTEMD_DIR/$1 tmp
+  mkdir -p -- "$SYSTEMD_DIR"
+  tmp=$(mktemp "$file.XXXXXX")
+  if [ "$NODE" = "$DEFAULT_NODE" ]; then
+    cp -- "$SRC/systemd/$name" "$tmp"
   else
-    would "systemctl disable --now $RECONCILE_TIMER; systemctl stop $RECONCILE_UNIT"
+    sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$name" >"$tmp"
   fi
-  rm -f -- "$ROOT/etc/systemd/system/timers.target.wants/$RECONCILE_TIMER"
-  rm -f -- "$RECONCILE_TIMER_FILE" "$RECONCILE_UNIT_FILE"
-  for d in "$RECONCILE_TIMER_FILE.d" "$RECONCILE_UNIT_FILE.d"; do
+  grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js $args\$" "$tmp" || {
+    rm -f -- "$tmp"
+    die "could not set ExecStart= to $NODE in $name"
+  }
+  chmod 0644 "$tmp"
+  mv -- "$tmp" "$file"
+}
+
+# install_units UNIT ARGS RECONCILE_UNIT RECONCILE_ARGS RECONCILE_TIMER: the service, its reconciliation
+# service (the same Node) and the reconciliation's timer (copied as it is).
+install_units() {
+  local unit=$1 args=$2 reconcile=$3 reconcile_args=$4 timer=$5
+  install_unit "$unit" "$args"
+  install_unit "$reconcile" "$reconcile_args"
+  install -m 0644 -- "$SRC/systemd/$timer" "$SYSTEMD_DIR/$timer"
+  if [ "$NODE" != "$DEFAULT_NODE" ]; then say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"; fi
+  say "installed /etc/systemd/system/$unit (overwritten on every update: put local changes in 'systemctl edit ${unit%.service}')"
+  say "installed /etc/systemd/system/$reconcile and $timer (the daily reconciliation; overwritten on every update too)"
+}
+
+# enable_unit UNIT: enabled at boot, unless --no-enable (after systemctl daemon-reload).
+enable_unit() {
+  if [ "$ENABLE" = 1 ]; then
+    systemctl enable --quiet "$1"
+    say "enabled $1 (starts at boot)"
+  else
+    say "not enabled (--no-enable): sudo systemctl enable --now ${1%.service}"
+  fi
+}
+
+# start_timer TIMER WHAT: the timer, not its service, is enabled and started (the timer starts the service every
+# morning). A timer already running is restarted, --no-enable or not: a changed schedule takes effect now, and
+# Persistent= keeps the time of the last run across the restart.
+start_timer() {
+  local timer=$1 what=$2
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    if [ "$ENABLE" = 1 ]; then
+      systemctl enable --quiet "$timer"
+      say "enabled $timer ($what)"
+    else
+      say "reconciliation timer not enabled (--no-enable): sudo systemctl enable --now $timer"
+    fi
+    if systemctl is-active --quiet "$timer"; then
+      systemctl restart "$timer"
+      say "restarted $timer: this version's schedule applies (systemctl list-timers ${timer%.timer})"
+    elif [ "$ENABLE" = 1 ]; then
+      systemctl start "$timer"
+      say "started $timer (next run: systemctl list-timers ${timer%.timer})"
+    fi
+  elif [ "$ENABLE" = 1 ]; then
+    would "systemctl enable --now $timer; systemctl restart $timer (only if it was running)"
+  else
+    would "systemctl restart $timer (only if it was running)"
+  fi
+}
+
+# remove_units UNIT RECONCILE_UNIT RECONCILE_TIMER: stopped, disabled and removed. The timer first, so that it
+# cannot start a reconciliation while the units go; then a reconciliation that is running (or waiting to be
+# tried again) is stopped: the next install's timer does the day again. Then the service. Drop-ins are local
+# changes: kept, and named.
+remove_units() {
+  local unit=$1 reconcile=$2 timer=$3 d
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    systemctl disable --now --quiet "$timer" || true
+    systemctl stop "$reconcile" || true
+    say "stopped and disabled $timer, stopped $reconcile"
+  else
+    would "systemctl disable --now $timer; systemctl stop $reconcile"
+  fi
+  rm -f -- "$SYSTEMD_DIR/timers.target.wants/$timer" "$SYSTEMD_DIR/$timer" "$SYSTEMD_DIR/$reconcile"
+  if [ "$HAVE_SYSTEMD" = 1 ]; then
+    systemctl disable --now --quiet "$unit" || true
+    say "stopped and disabled $unit"
+  else
+    would "systemctl disable --now $unit"
+  fi
+  rm -f -- "$SYSTEMD_DIR/multi-user.target.wants/$unit" "$SYSTEMD_DIR/$unit"
+  for d in "$SYSTEMD_DIR/$timer.d" "$SYSTEMD_DIR/$reconcile.d" "$SYSTEMD_DIR/$unit.d"; do
     if [ -d "$d" ]; then
       say "kept the drop-ins in ${d} (your local changes); remove them by hand if unwanted"
     fi
   done
-  if [ "$HAVE_SYSTEMD" = 1 ]; then
-    # Stopping lets a sale that is talking to WeChat Pay finish (up to 20 s; the unit allows 40 s).
-    systemctl disable --now --quiet "$UNIT" || true
-    say "stopped and disabled $UNIT"
-  else
-    would "systemctl disable --now $UNIT"
-  fi
-  rm -f -- "$ROOT/etc/systemd/system/multi-user.target.wants/$UNIT"
-  rm -f -- "$UNIT_FILE"
-  if [ -d "$UNIT_FILE.d" ]; then
-    say "kept the drop-ins in ${UNIT_FILE}.d (your local changes); remove them by hand if unwanted"
-  fi
+}
+
+# --------------------------------------------------------------------------------------------- uninstall
+
+uninstall() {
+  say "removing scanbox${ROOT:+ from $ROOT}"
+  # Stopping the daemon lets a sale that is talking to WeChat Pay finish (up to 20 s; the unit allows 40 s).
+  remove_units "$UNIT" "$RECONCILE_UNIT" "$RECONCILE_TIMER"
   local app_removed=1
   remove_app "$BACKEND_UNIT_FILE" "the merchant backend" || app_removed=0
   if [ -f "$RULES_FILE" ]; then
@@ -277,28 +349,8 @@ uninstall() {
 
 uninstall_backend() {
   say "removing the scanbox merchant backend${ROOT:+ from $ROOT}"
-  # Its daily reconciliation first: the timer cannot start it while the units go.
-  if [ "$HAVE_SYSTEMD" = 1 ]; then
-    systemctl disable --now --quiet "$BACKEND_RECONCILE_TIMER" || true
-    systemctl stop "$BACKEND_RECONCILE_UNIT" || true
-    say "stopped and disabled $BACKEND_RECONCILE_TIMER, stopped $BACKEND_RECONCILE_UNIT"
-  else
-    would "systemctl disable --now $BACKEND_RECONCILE_TIMER; systemctl stop $BACKEND_RECONCILE_UNIT"
-  fi
-  rm -f -- "$ROOT/etc/systemd/system/timers.target.wants/$BACKEND_RECONCILE_TIMER"
-  rm -f -- "$BACKEND_RECONCILE_TIMER_FILE" "$BACKEND_RECONCILE_UNIT_FILE"
-  if [ "$HAVE_SYSTEMD" = 1 ]; then
-    # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
-    systemctl disable --now --quiet "$BACKEND_UNIT" || true
-    say "stopped and disabled $BACKEND_UNIT"
-  else
-    would "systemctl disable --now $BACKEND_UNIT"
-  fi
-  rm -f -- "$ROOT/etc/systemd/system/multi-user.target.wants/$BACKEND_UNIT"
-  rm -f -- "$BACKEND_UNIT_FILE"
-  if [ -d "$BACKEND_UNIT_FILE.d" ]; then
-    say "kept the drop-ins in ${BACKEND_UNIT_FILE}.d (your local changes); remove them by hand if unwanted"
-  fi
+  # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
+  remove_units "$BACKEND_UNIT" "$BACKEND_RECONCILE_UNIT" "$BACKEND_RECONCILE_TIMER"
   local app_removed=1
   remove_app "$UNIT_FILE" "the box" || app_removed=0
   if [ "$HAVE_SYSTEMD" = 1 ]; then systemctl daemon-reload; else would "systemctl daemon-reload"; fi
@@ -378,38 +430,7 @@ install_backend() {
   chmod 0700 "$BACKEND_STATE"
   own "$BACKEND_USER" "$BACKEND_USER" "$BACKEND_STATE"
 
-  mkdir -p -- "$(dirname -- "$BACKEND_UNIT_FILE")"
-  local tmp
-  tmp=$(mktemp "$BACKEND_UNIT_FILE.XXXXXX")
-  if [ "$NODE" = "$DEFAULT_NODE" ]; then
-    cp -- "$SRC/systemd/$BACKEND_UNIT" "$tmp"
-  else
-    sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$BACKEND_UNIT" >"$tmp"
-    say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"
-  fi
-  grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js backend\$" "$tmp" || {
-    rm -f -- "$tmp"
-    die "could not set ExecStart= to $NODE in $BACKEND_UNIT"
-  }
-  chmod 0644 "$tmp"
-  mv -- "$tmp" "$BACKEND_UNIT_FILE"
-  say "installed /etc/systemd/system/$BACKEND_UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox-backend')"
-
-  # Its daily reconciliation: the same Node (the same ExecStart= rewrite), the timer as it is.
-  tmp=$(mktemp "$BACKEND_RECONCILE_UNIT_FILE.XXXXXX")
-  if [ "$NODE" = "$DEFAULT_NODE" ]; then
-    cp -- "$SRC/systemd/$BACKEND_RECONCILE_UNIT" "$tmp"
-  else
-    sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$BACKEND_RECONCILE_UNIT" >"$tmp"
-  fi
-  grep -q "^ExecStart=$NODE /opt/scanbox/dist/cli.js backend reconcile --days 3\$" "$tmp" || {
-    rm -f -- "$tmp"
-    die "could not set ExecStart= to $NODE in $BACKEND_RECONCILE_UNIT"
-  }
-  chmod 0644 "$tmp"
-  mv -- "$tmp" "$BACKEND_RECONCILE_UNIT_FILE"
-  install -m 0644 -- "$SRC/systemd/$BACKEND_RECONCILE_TIMER" "$BACKEND_RECONCILE_TIMER_FILE"
-  say "installed /etc/systemd/system/$BACKEND_RECONCILE_UNIT and $BACKEND_RECONCILE_TIMER (the daily reconciliation of the merchant's bill)"
+  install_units "$BACKEND_UNIT" backend "$BACKEND_RECONCILE_UNIT" "backend reconcile --days 3" "$BACKEND_RECONCILE_TIMER"
   if [ -e "$UNIT_FILE" ]; then
     say "the box on this machine runs /opt/scanbox too: sudo systemctl restart $UNIT to run this version"
   fi
@@ -419,19 +440,7 @@ install_backend() {
   local was_active=0 running=0
   if [ "$HAVE_SYSTEMD" = 1 ]; then
     systemctl daemon-reload
-    if [ "$ENABLE" = 1 ]; then
-      systemctl enable --quiet "$BACKEND_UNIT"
-      say "enabled $BACKEND_UNIT (starts at boot)"
-    else
-      say "not enabled (--no-enable): sudo systemctl enable --now scanbox-backend"
-    fi
-    if [ "$ENABLE" = 1 ]; then
-      systemctl enable --quiet "$BACKEND_RECONCILE_TIMER"
-      if systemctl is-active --quiet "$BACKEND_RECONCILE_TIMER"; then systemctl restart "$BACKEND_RECONCILE_TIMER"; else systemctl start "$BACKEND_RECONCILE_TIMER"; fi
-      say "enabled $BACKEND_RECONCILE_TIMER (reconciles the merchant's bill every day after 10:00 China time; systemctl list-timers scanbox-backend-reconcile)"
-    else
-      say "reconciliation timer not enabled (--no-enable): sudo systemctl enable --now $BACKEND_RECONCILE_TIMER"
-    fi
+    enable_unit "$BACKEND_UNIT"
     if systemctl is-active --quiet "$BACKEND_UNIT"; then
       was_active=1
       # Calls in flight are cut; each box treats a cut call as an unknown result (queried, reversed).
@@ -452,12 +461,12 @@ install_backend() {
       say "not started yet: the merchant ids and credentials are not all in /etc/scanbox-backend (next steps below)"
     fi
   elif [ "$ENABLE" = 1 ]; then
-    would "systemctl enable --now $BACKEND_RECONCILE_TIMER"
     would "systemctl daemon-reload; systemctl enable $BACKEND_UNIT; systemctl restart $BACKEND_UNIT (only if it was running)"
     would "systemctl start $BACKEND_UNIT (once the merchant ids and credentials are in /etc/scanbox-backend)"
   else
     would "systemctl daemon-reload; systemctl restart $BACKEND_UNIT (only if it was running)"
   fi
+  start_timer "$BACKEND_RECONCILE_TIMER" "reconciles the merchant's bill every day after 10:00 China time"
 
   printf '\nscanbox merchant backend %s is installed%s:\n' "$VERSION" "${ROOT:+ in $ROOT}"
   row() { printf '  %-44s %s\n' "$1" "$2"; }
@@ -517,7 +526,7 @@ fi
 [ -f "$SRC/dist/cli.js" ] || die "$SRC/dist/cli.js is missing: run 'npm ci' (or 'npm install') in $SRC first, it builds dist/"
 [ -f "$SRC/package.json" ] || die "$SRC/package.json is missing: run this from a scanbox checkout or release"
 if [ "$BACKEND" = 1 ]; then
-  for f in "systemd/$BACKEND_UNIT" systemd/backend.env; do
+  for f in "systemd/$BACKEND_UNIT" "systemd/$BACKEND_RECONCILE_UNIT" "systemd/$BACKEND_RECONCILE_TIMER" systemd/backend.env; do
     [ -f "$SRC/$f" ] || die "$SRC/$f is missing: an incomplete checkout or release"
   done
 else
@@ -783,38 +792,7 @@ fi
 
 # -------------------------------------------------------------------------------------------- systemd
 
-mkdir -p -- "$(dirname -- "$UNIT_FILE")"
-tmp=$(mktemp "$UNIT_FILE.XXXXXX")
-if [ "$NODE" = "$DEFAULT_NODE" ]; then
-  cp -- "$SRC/systemd/scanbox.service" "$tmp"
-else
-  sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/scanbox.service" >"$tmp"
-  say "unit: ExecStart uses $NODE (not $DEFAULT_NODE)"
-fi
-grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js run\$" "$tmp" || {
-  rm -f -- "$tmp"
-  die "could not set ExecStart= to $NODE in the unit"
-}
-chmod 0644 "$tmp"
-mv -- "$tmp" "$UNIT_FILE"
-say "installed /etc/systemd/system/$UNIT (overwritten on every update: put local changes in 'systemctl edit scanbox')"
-
-# The daily reconciliation: its service runs the same Node as the daemon (the same ExecStart= rewrite), its
-# timer is copied as it is.
-tmp=$(mktemp "$RECONCILE_UNIT_FILE.XXXXXX")
-if [ "$NODE" = "$DEFAULT_NODE" ]; then
-  cp -- "$SRC/systemd/$RECONCILE_UNIT" "$tmp"
-else
-  sed "s#^ExecStart=$DEFAULT_NODE #ExecStart=$NODE #" "$SRC/systemd/$RECONCILE_UNIT" >"$tmp"
-fi
-grep -q "^ExecStart=$NODE \(--[a-z0-9=-]* \)*/opt/scanbox/dist/cli.js reconcile\$" "$tmp" || {
-  rm -f -- "$tmp"
-  die "could not set ExecStart= to $NODE in $RECONCILE_UNIT"
-}
-chmod 0644 "$tmp"
-mv -- "$tmp" "$RECONCILE_UNIT_FILE"
-install -m 0644 -- "$SRC/systemd/$RECONCILE_TIMER" "$RECONCILE_TIMER_FILE"
-say "installed /etc/systemd/system/$RECONCILE_UNIT and $RECONCILE_TIMER (the daily reconciliation; overwritten on every update too)"
+install_units "$UNIT" run "$RECONCILE_UNIT" reconcile "$RECONCILE_TIMER"
 
 # The box starts before NTP answers and refuses WeChat Pay calls until the clock is synchronised, so an NTP
 # client must run. systemd-time-wait-sync.service is deliberately NOT enabled: it would hold time-sync.target
@@ -831,42 +809,19 @@ fi
 WAS_ACTIVE=0
 if [ "$HAVE_SYSTEMD" = 1 ]; then
   systemctl daemon-reload
-  if [ "$ENABLE" = 1 ]; then
-    systemctl enable --quiet "$UNIT"
-    say "enabled $UNIT (starts at boot)"
-  else
-    say "not enabled (--no-enable): sudo systemctl enable scanbox"
-  fi
+  enable_unit "$UNIT"
   if systemctl is-active --quiet "$UNIT"; then
     WAS_ACTIVE=1
     # An open sale gets its 20 s to finish (SIGTERM), and the new version recovers whatever is left.
     systemctl restart "$UNIT"
     say "restarted $UNIT: the new version runs now"
   fi
-  # The timer, not the service, is enabled and started: the timer starts the service every morning.
-  if [ "$ENABLE" = 1 ]; then
-    systemctl enable --quiet "$RECONCILE_TIMER"
-    say "enabled $RECONCILE_TIMER (reconciles with WeChat Pay's bill every day after 10:00 China time)"
-  else
-    say "reconciliation timer not enabled (--no-enable): sudo systemctl enable --now $RECONCILE_TIMER"
-  fi
-  if systemctl is-active --quiet "$RECONCILE_TIMER"; then
-    # A changed schedule takes effect now; Persistent= keeps the time of the last run across the restart.
-    systemctl restart "$RECONCILE_TIMER"
-    say "restarted $RECONCILE_TIMER: this version's schedule applies (systemctl list-timers scanbox-reconcile)"
-  elif [ "$ENABLE" = 1 ]; then
-    systemctl start "$RECONCILE_TIMER"
-    say "started $RECONCILE_TIMER (next run: systemctl list-timers scanbox-reconcile)"
-  fi
+elif [ "$ENABLE" = 1 ]; then
+  would "systemctl daemon-reload; systemctl enable $UNIT; systemctl restart $UNIT (only if it was running)"
 else
-  if [ "$ENABLE" = 1 ]; then
-    would "systemctl daemon-reload; systemctl enable $UNIT; systemctl restart $UNIT (only if it was running)"
-    would "systemctl enable --now $RECONCILE_TIMER; systemctl restart $RECONCILE_TIMER (only if it was running)"
-  else
-    would "systemctl daemon-reload; systemctl restart $UNIT (only if it was running)"
-    would "systemctl restart $RECONCILE_TIMER (only if it was running)"
-  fi
+  would "systemctl daemon-reload; systemctl restart $UNIT (only if it was running)"
 fi
+start_timer "$RECONCILE_TIMER" "reconciles with WeChat Pay's bill every day after 10:00 China time"
 
 # -------------------------------------------------------------------------------------------- summary
 
