@@ -48,6 +48,12 @@ const TEXTS: ReadonlyMap<string, string> = new Map<string, string>([
   ['CERT_REJECTED', 'Merchant certificate refused by WeChat Pay: call the technician'],
 ]);
 
+/**
+ * The TEXT after `FAILED REF OFFLINE` when the merchant's backend (contract §8) refused the sale before sending
+ * anything to WeChat Pay because it cannot record sales now (BACKEND_UNAVAILABLE: its database takes no writes).
+ */
+export const BACKEND_OFFLINE_TEXT = "Merchant's backend cannot take sales now: nothing charged, take another payment method";
+
 /** Keeps an unknown code printable on a one-line ASCII display. */
 function printableCode(code: string): string {
   const cleaned = code.replace(/[^A-Za-z0-9_-]/g, '').slice(0, 40);

@@ -257,9 +257,9 @@ export class BackendGateway {
     // the call): provably unsent, so the sale ends OFFLINE at once (contract §8), with nothing to query or reverse.
     // Not NETWORK: the backend did answer, so the box does not count WeChat Pay unreachable and refuse the next
     // sales itself; each one asks the backend again and goes through as soon as its database takes writes.
-    if (refusal.code === 'BACKEND_UNAVAILABLE') {
-      return this.unknown(call, 'HTTP_STATUS', `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin, true);
-    }
+    // The engine reads `refusal` to say so: the backend answered that it cannot take sales now, not that the
+    // request never left the box.
+    if (refusal.code === 'BACKEND_UNAVAILABLE') return { ...this.refusedUnknown(call, refusal, started), unsent: true };
     const errCode = MICROPAY_REFUSAL_CODE[refusal.code];
     // Belt and braces: a code the engine would query and reverse must never stand for "nothing was sent".
     if (micropayAction(errCode) === 'unknown') throw new Error(`refusal ${refusal.code} maps to ${errCode}, which is not final`);
@@ -276,7 +276,7 @@ export class BackendGateway {
 
   private refusedUnknown<C extends ApiCall>(call: C, refusal: Refusal, started: number): Unknown & { call: C } {
     const failure: FailureCode = refusal.code === 'BOX_REVOKED' || refusal.code === 'BOX_UNKNOWN' ? 'CERT_REJECTED' : 'HTTP_STATUS';
-    return this.unknown(call, failure, `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin);
+    return { ...this.unknown(call, failure, `scanbox backend refused the call (${refusal.code}): ${clip(refusal.text)}`, started, this.origin), refusal: refusal.code };
   }
 
   private unknown<C extends ApiCall>(call: C, failure: FailureCode, message: string, started: number, origin: string | null, unsent = false): Unknown & { call: C } {

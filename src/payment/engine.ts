@@ -6,7 +6,7 @@ import { isFinal, refundHoldsMoney } from '../journal/states.js';
 import { formatYuan } from '../money.js';
 import { maskCode, type Logger } from '../log.js';
 import type { ApiOutcome, WechatPayClient } from '../wechatpay/client.js';
-import { cashierText, type BoxCode } from '../codes.js';
+import { BACKEND_OFFLINE_TEXT, cashierText, type BoxCode } from '../codes.js';
 import { micropayAction, tradeStateClass } from '../wechatpay/codes.js';
 
 /**
@@ -77,6 +77,12 @@ export function verdictOf(sale: Sale): Verdict {
   return { kind: 'pending', ref: sale.ref };
 }
 
+/** What happened to a call the merchant's backend refused (contract §8) without sending it, for the journal and the log. */
+function unsentText(refusal: string): string {
+  const why = refusal === 'BACKEND_UNAVAILABLE' ? 'answered that it cannot take sales now' : 'refused it';
+  return `the merchant's backend ${why} (${refusal}): nothing was sent to WeChat Pay`;
+}
+
 const DEFAULT_BACKOFF = [1000, 2000, 5000, 10000, 30000, 60000, 300000, 900000] as const;
 
 function outcomeDetail(outcome: ApiOutcome): string {
@@ -85,7 +91,8 @@ function outcomeDetail(outcome: ApiOutcome): string {
   if (outcome.kind === 'unknown') {
     detail.failure = outcome.failure;
     detail.message = outcome.message;
-    if (outcome.unsent) detail.unsent = 'no connection was made: the request never left the box';
+    if (outcome.refusal) detail.refusal = outcome.refusal;
+    if (outcome.unsent) detail.unsent = outcome.refusal ? unsentText(outcome.refusal) : 'no connection was made: the request never left the box';
   } else if (outcome.kind === 'business') {
     detail.err_code = outcome.errCode;
     if (outcome.errCodeDes) detail.err_code_des = outcome.errCodeDes;
@@ -231,19 +238,29 @@ export class PaymentEngine {
     log.info('micropay answered', { ...this.outcomeFields(outcome) });
 
     if (outcome.kind === 'unknown' && outcome.unsent === true) {
-      // No connection to WeChat Pay was ever made for it (DNS failure, refused, connect timeout): no byte of the
+      // No connection to WeChat Pay was ever made for it (DNS failure, refused, connect timeout), or the merchant's
+      // backend refused it before sending anything (`refusal`: it cannot record sales now): no byte of the
       // request can have reached WeChat Pay, so nothing can have been charged. No query, no reversal: the
       // register hears at once instead of after the unknown-result loop. The evidence goes in the journal.
       const code = signal?.aborted ? 'CANCELLED' : 'OFFLINE';
-      const text = code === 'OFFLINE' ? `${cashierText('OFFLINE')} (${outcome.failure})` : cashierText(code);
+      const text =
+        code === 'CANCELLED'
+          ? cashierText(code)
+          : outcome.refusal === 'BACKEND_UNAVAILABLE'
+            ? BACKEND_OFFLINE_TEXT
+            : `${cashierText('OFFLINE')} (${outcome.refusal ?? outcome.failure})`;
       const failed = this.journal.transition(saleId, 'failed', { finalCode: code, finalText: text }, {
         kind: 'micropay_answer',
         detail: outcomeDetail(outcome),
       });
-      log.warning('micropay never left the box (no connection to WeChat Pay); nothing charged, nothing to reverse', {
-        failure: outcome.failure,
-        result: code,
-      });
+      if (outcome.refusal) {
+        log.warning(`micropay not made: ${unsentText(outcome.refusal)}, nothing charged, nothing to reverse`, { result: code });
+      } else {
+        log.warning('micropay never left the box (no connection to WeChat Pay); nothing charged, nothing to reverse', {
+          failure: outcome.failure,
+          result: code,
+        });
+      }
       return failed;
     }
 
@@ -636,6 +653,7 @@ export class PaymentEngine {
     const fields: Record<string, string | number> = { result: outcome.kind, ms: outcome.ms };
     if (outcome.kind === 'business') fields.err_code = outcome.errCode;
     if (outcome.kind === 'unknown') fields.failure = outcome.failure;
+    if (outcome.kind === 'unknown' && outcome.refusal) fields.refusal = outcome.refusal;
     if (outcome.kind === 'success' && outcome.fields.trade_state) fields.trade_state = outcome.fields.trade_state;
     return fields;
   }

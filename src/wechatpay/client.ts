@@ -59,8 +59,10 @@ export type ApiOutcome =
    * Anything else: never paid, never a final failure. `origin` is who answered, null when nobody did.
    * `unsent` is true only when no byte of the request can have reached WeChat Pay: the connection for it was
    * never made (DNS failure, refused, connect timeout on a fresh connection). Any doubt leaves it false.
+   * `refusal`, in merchant-backend mode only (contract §8): the backend refused the call with that code instead
+   * of answering it (`BACKEND_UNAVAILABLE` with `unsent`: it sent nothing to WeChat Pay).
    */
-  | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null; unsent?: boolean };
+  | { kind: 'unknown'; call: ApiCall; failure: FailureCode; message: string; ms: number; origin: string | null; unsent?: boolean; refusal?: string };
 
 /**
  * What an outcome says about whether WeChat Pay can be reached: `unreachable` when nothing answered in time

@@ -131,9 +131,19 @@ t.test('a backend that cannot record the call sends nothing: the box ends the sa
   const sale = await paySale(box, 'R-NR', 500, freshCode());
   t.equal(sale.state, 'failed');
   t.equal(sale.finalCode, 'OFFLINE', 'the register is told OFFLINE, not a WeChat Pay error');
+  t.equal(sale.finalText, "Merchant's backend cannot take sales now: nothing charged, take another payment method", 'the text says what happened');
   t.equal(world.sim.requests().length, before, 'nothing reached WeChat Pay');
   const events = box.journal.events(sale.id).map((e) => e.kind);
   t.notOk(events.includes('reverse_started'), 'nothing to reverse');
+  const answer = JSON.parse(box.journal.events(sale.id).find((e) => e.kind === 'micropay_answer')!.detail!) as Record<string, string>;
+  t.match(answer, { refusal: 'BACKEND_UNAVAILABLE', unsent: /answered that it cannot take sales now \(BACKEND_UNAVAILABLE\): nothing was sent to WeChat Pay/ }, 'the journal says what happened');
+  const said = box.log.lines.filter((l) => /R-NR/.test(l) && /^<4>/.test(l));
+  t.match(
+    said,
+    [/^<4>micropay not made: the merchant's backend answered that it cannot take sales now \(BACKEND_UNAVAILABLE\): nothing was sent to WeChat Pay, nothing charged, nothing to reverse .*result=OFFLINE/],
+    "the box's log says the backend cannot take sales now",
+  );
+  t.notOk(box.log.lines.some((l) => /never left the box/.test(l)), 'not that it never left the box');
 });
 
 t.test('another box\'s orders are refused, and nothing reaches WeChat Pay', async (t) => {

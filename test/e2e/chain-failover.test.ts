@@ -113,6 +113,15 @@ t.test('primary killed and standby promoted, with sales before, during and after
   const f5 = await sale('F5', 105);
   t.match(f5, /^FAILED F5 OFFLINE /);
   t.equal(rig.sim.requests().length, upstream, 'nothing reached WeChat Pay while no database accepted writes');
+  // What the box says of it: the backend answered that it cannot take sales now, not that nothing left the box.
+  t.match(f4, /^FAILED F4 OFFLINE Merchant's backend cannot take sales now: nothing charged, take another payment method$/, 'the text says what happened');
+  const boxSaid = rig.daemon!.lines.filter((l) => /ref=F4 /.test(l) && l.startsWith('<4>'));
+  t.match(
+    boxSaid,
+    [/^<4>micropay not made: the merchant's backend answered that it cannot take sales now \(BACKEND_UNAVAILABLE\): nothing was sent to WeChat Pay, nothing charged, nothing to reverse /],
+    "the box's log says the backend cannot take sales now",
+  );
+  t.notOk(rig.daemon!.lines.some((l) => /ref=F[45] /.test(l) && /never left the box/.test(l)), 'and not that the micropay never left the box');
 
   // The standby promoted.
   const promotedAt = performance.now();
