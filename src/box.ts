@@ -10,6 +10,7 @@ import { MAX_LINE_BYTES, parseRegisterLine, withChecksum, type RegisterCommand }
 import { classifyCode, describeForeign } from './devices/scanner.js';
 import { statusLine, type Health } from './health.js';
 import { JournalError, type Journal, type Sale, type SaleOrigin } from './journal/journal.js';
+import type { Refund } from './journal/refunds.js';
 import type { Logger } from './log.js';
 import { messageOf } from './errors.js';
 import { formatYuan } from './money.js';
@@ -602,7 +603,7 @@ export class Box {
         const refund = await refunds.answerWithin(refundId, this.o.refundAnswerMs ?? 10_000);
         // The line comes from the committed row only.
         const sent = this.reply(refundLine(refund), checksum);
-        if (refundAccepted(refund.state)) this.voice.announce({ kind: 'refunded', fen: refund.amountFen }, { after: sent, event: `refund:${refund.id}` });
+        this.announceRefund(refund, sent);
         this.o.indicator.show(refund.state === 'failed' ? 'failed' : 'refunded');
       } catch (error) {
         if (!this.journalFailed(error, checksum)) {
@@ -619,6 +620,17 @@ export class Box {
         this.refreshLight();
       }
     })();
+  }
+
+  /**
+   * A refund just answered, from the register (after its line, `after`) or from the technician's `scanbox refund`
+   * through the control socket: 退款成功 and the amount once WeChat Pay has accepted it (contract §9), once per
+   * refund; nothing for one refused, failed or still pending (§9 has no words for those).
+   */
+  announceRefund(refund: Refund, after?: Promise<unknown>): void {
+    if (!refundAccepted(refund.state)) return;
+    const event = `refund:${refund.id}`;
+    this.voice.announce({ kind: 'refunded', fen: refund.amountFen }, after === undefined ? { event } : { after, event });
   }
 
   /** `TOTALS [YYYYMMDD]`: the business day's paid sales and refunds (contract §3), from the journal only. */

@@ -141,7 +141,12 @@ async function runWithClient(env: NodeJS.ProcessEnv, config: Config, log: Logger
       ...(client instanceof BackendChain ? { backends: client.backends() } : {}),
     }),
     reverse: async (outTradeNo) => reverseAnswer(await engine.manualReverse(outTradeNo)),
-    refund: async (request) => refundAnswer(await refunds.technicianRefund(request, TECHNICIAN_REFUND_WAIT_MS)),
+    refund: async (request) => {
+      const answer = await refunds.technicianRefund(request, TECHNICIAN_REFUND_WAIT_MS);
+      // Said as a register refund is (contract §9); a RID refunded before is not said again.
+      if (answer.made && answer.refund) box.announceRefund(answer.refund);
+      return refundAnswer(answer);
+    },
     ...displayHandler(config, devices),
   });
   try {

@@ -58,6 +58,14 @@ export function refundLine(refund: Refund): string {
   return `PENDING ${refund.rid}`;
 }
 
+/** A technician's refund as the engine answers it: `made` when this request made it (not a RID used before). */
+export interface TechnicianRefund {
+  refund: Refund | null;
+  made: boolean;
+  line: string;
+  text: string;
+}
+
 function detailOf(outcome: ApiOutcome, extra: Record<string, string | number> = {}): string {
   const detail: Record<string, string | number> = { call: outcome.call, result: outcome.kind, ms: outcome.ms, ...extra };
   if (outcome.origin) detail.origin = outcome.origin;
@@ -188,22 +196,22 @@ export class RefundEngine {
    * A technician's refund (`scanbox refund`, through the daemon or alone): recorded like the register's but
    * without the register's switch and day cap, then worked on for up to `ms`.
    */
-  async technicianRefund(req: { ref: string; amountFen: number; rid: string }, ms: number): Promise<{ refund: Refund | null; line: string; text: string }> {
+  async technicianRefund(req: { ref: string; amountFen: number; rid: string }, ms: number): Promise<TechnicianRefund> {
     const result = this.request({ ...req, source: 'technician' });
     switch (result.kind) {
       case 'created': {
         const refund = await this.answerWithin(result.refund.id, ms);
-        return { refund, line: refundLine(refund), text: refund.finalText ?? (refundAccepted(refund.state) ? 'accepted by WeChat Pay' : '') };
+        return { refund, made: true, line: refundLine(refund), text: refund.finalText ?? (refundAccepted(refund.state) ? 'accepted by WeChat Pay' : '') };
       }
       case 'existing':
-        return { refund: result.refund, line: refundLine(result.refund), text: 'this RID was refunded before: nothing refunded again' };
+        return { refund: result.refund, made: false, line: refundLine(result.refund), text: 'this RID was refunded before: nothing refunded again' };
       case 'rid_reused':
-        return { refund: null, line: `ERR RID_REUSED ${req.rid}`, text: `RID ${req.rid} was used for ${result.refund.ref} ${formatYuan(result.refund.amountFen)} yuan: choose another` };
+        return { refund: null, made: false, line: `ERR RID_REUSED ${req.rid}`, text: `RID ${req.rid} was used for ${result.refund.ref} ${formatYuan(result.refund.amountFen)} yuan: choose another` };
       case 'not_paid':
-        return { refund: null, line: `FAILED ${req.rid} NOT_PAID ${refundText('NOT_PAID')}`, text: refundText('NOT_PAID') };
+        return { refund: null, made: false, line: `FAILED ${req.rid} NOT_PAID ${refundText('NOT_PAID')}`, text: refundText('NOT_PAID') };
       case 'over_amount': {
         const text = `${refundText('OVER_AMOUNT')} (${formatYuan(result.leftFen)} yuan left)`;
-        return { refund: null, line: `FAILED ${req.rid} OVER_AMOUNT ${text}`, text };
+        return { refund: null, made: false, line: `FAILED ${req.rid} OVER_AMOUNT ${text}`, text };
       }
       case 'limit':
         // Only the register has a day cap.

@@ -7,6 +7,7 @@ import { aplayArgs } from '../../src/devices/voice/player.js';
 import { Journal } from '../../src/journal/journal.js';
 import { Rig } from '../../src/simulator/rig.js';
 import { StandInAplay, type Play } from '../helpers/aplay.js';
+import { cli } from '../helpers/cli.js';
 
 /**
  * The voice of the real daemon (contract §9) on its ptys against the simulator, with a stand-in `aplay` first
@@ -47,6 +48,8 @@ const KNOWN: Record<string, Buffer> = {
   支付已撤销: pcmOf('支付已撤销'),
   微信收款三元: pcmOf('微信收款', '三', '元'),
   微信收款四元: pcmOf('微信收款', '四', '元'),
+  退款成功二点三四元: pcmOf('退款成功', '二', '点', '三', '四', '元'),
+  退款成功五元: pcmOf('退款成功', '五', '元'),
 };
 
 t.test('the box speaks each result once, after the register line', async (t) => {
@@ -131,6 +134,56 @@ t.test('the box speaks each result once, after the register line', async (t) => 
     t.match(await sale(rig, 'V-4', 300), /^PAID V-4 /);
     t.equal(said(await next(), KNOWN), '微信收款三元', 'the first thing said after the restart is the new sale');
     t.equal(aplay.plays().length, heard);
+  });
+});
+
+t.test('a refund is said once WeChat Pay accepts it, from the register and from scanbox refund alike', async (t) => {
+  const rig = await Rig.start({ env: { SCANBOX_AUDIO_DEVICE: DEVICE, SCANBOX_REFUNDS: 'register' } });
+  t.teardown(() => rig.close());
+  const aplay = new StandInAplay(join(rig.dir, 'aplay'));
+  await rig.startDaemon(aplay.env());
+  let heard = 0;
+  const next = async (): Promise<Play> => (await aplay.waitFor(++heard))[heard - 1]!;
+  const paid = await sale(rig, 'VR-1', 1234);
+  t.match(paid, /^PAID VR-1 /);
+  const outTradeNo = paid.split(' ')[2]!;
+  t.equal(said(await next(), KNOWN), '微信收款十二点三四元');
+
+  await t.test('from the register: 退款成功 + the amount, after the REFUNDED line', async (t) => {
+    const from = rig.register.mark;
+    rig.register.send('REFUND VR-1 234 VRR-1');
+    t.match(await rig.register.next(/^(REFUNDED|FAILED|PENDING) VRR-1/, 15000, from), /^REFUNDED VRR-1 VR-1 234 /);
+    t.equal(said(await next(), KNOWN), '退款成功二点三四元');
+  });
+
+  await t.test("from the technician's scanbox refund (the daemon's control socket): the same words", async (t) => {
+    const run = await cli(['refund', 'VR-1', '500', '--id', 'VRT-1'], rig.env);
+    t.equal(run.status, 0, run.stdout + run.stderr);
+    t.match(run.stdout, /^REFUNDED VRT-1 VR-1 500 \S+\naccepted by WeChat Pay by the running daemon/m);
+    t.equal(said(await next(), KNOWN), '退款成功五元');
+    t.equal(rig.sim.refunds().filter((r) => r.outTradeNo === outTradeNo).length, 2, 'two refunds at WeChat Pay');
+  });
+
+  await t.test('a RID refunded before, and refunds that fail, are not said (contract §9 has no words for a failed refund)', async (t) => {
+    const again = await cli(['refund', 'VR-1', '500', '--id', 'VRT-1'], rig.env);
+    t.equal(again.status, 0, again.stdout + again.stderr);
+    t.match(again.stdout, /this RID was refunded before: nothing refunded again/);
+    const over = await cli(['refund', 'VR-1', '600', '--id', 'VRT-2'], rig.env);
+    t.equal(over.status, 1);
+    t.match(over.stdout, /^FAILED VRT-2 OVER_AMOUNT /m);
+    // WeChat Pay refuses it: the merchant's available balance is short.
+    rig.sim.setRefundScenario(outTradeNo, { outcome: 'NOTENOUGH' });
+    const refused = await cli(['refund', 'VR-1', '100', '--id', 'VRT-3'], rig.env);
+    t.equal(refused.status, 1);
+    t.match(refused.stdout, /^FAILED VRT-3 NOTENOUGH /m);
+    const from = rig.register.mark;
+    rig.register.send('REFUND VR-1 100 VRR-2');
+    t.match(await rig.register.next(/^(REFUNDED|FAILED|PENDING) VRR-2/, 15000, from), /^FAILED VRR-2 NOTENOUGH /);
+    t.equal(rig.sim.refunds().filter((r) => r.outTradeNo === outTradeNo).length, 2, 'still the two refunds');
+    // The next sale's announcement comes next in the one queue: nothing was played before it.
+    t.match(await sale(rig, 'VR-2', 300), /^PAID VR-2 /);
+    t.equal(said(await next(), KNOWN), '微信收款三元', 'nothing for the repeat or the failed refunds');
+    t.equal(aplay.plays().length, heard, 'nothing else played');
   });
 });
 
