@@ -10,9 +10,8 @@ import { ConsoleServer } from '../backend/console/server.js';
 import { BackendServer } from '../backend/server.js';
 import { SqliteBackendStore, type CallRecord } from '../backend/store.js';
 import { createLogger, maskCode, maskCodesIn } from '../log.js';
-import { Rig } from '../simulator/rig.js';
+import { Rig, backendModeEnv } from '../simulator/rig.js';
 import type { Scenario } from '../simulator/gateway.js';
-import { WechatPayClient } from '../wechatpay/client.js';
 
 /**
  * `scanbox demo`: the whole box on any Linux machine. The built-in gateway simulator, two virtual serial
@@ -131,14 +130,7 @@ async function startConsole(options: Omit<Parameters<typeof ConsoleServer.start>
 async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<DemoBackend> {
   const dir = join(rig.dir, 'backend');
   const log = createLogger({ level: 'info', write: onLog });
-  const upstream = new WechatPayClient({
-    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
-    apiBase: rig.sim.origin,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-    log,
-  });
+  const upstream = rig.merchantClient(log);
   const dbPath = join(dir, 'backend.db');
   const store = SqliteBackendStore.open(dbPath);
   const pki = BackendPki.openOrCreate(dir);
@@ -168,26 +160,9 @@ async function startBackend(rig: Rig, onLog: (line: string) => void): Promise<De
   const { certificate } = await enrolBox(pki, store, deviceId);
   const files = writeBoxFiles(join(rig.dir, 'box-backend-credentials'), certificate);
   log.info('backend listening', { origin: server.origin, enrolled: deviceId, serial: certificate.serial });
-  const unset = { SCANBOX_MCH_ID: '', SCANBOX_APPID: '', SCANBOX_API_KEY_FILE: '', SCANBOX_CERT_FILE: '', SCANBOX_CERT_KEY_FILE: '', SCANBOX_API_BASE: '', SCANBOX_API_BACKUP_BASE: '' };
   return {
-    boxEnv: {
-      ...unset,
-      SCANBOX_BACKEND: server.origin,
-      SCANBOX_BACKEND_CERT_FILE: files.cert,
-      SCANBOX_BACKEND_KEY_FILE: files.key,
-      SCANBOX_BACKEND_CA_FILE: files.ca,
-    },
-    backendEnv: {
-      SCANBOX_MCH_ID: rig.merchant.mchId,
-      SCANBOX_APPID: rig.merchant.appId,
-      SCANBOX_API_KEY_FILE: rig.env.SCANBOX_API_KEY_FILE!,
-      SCANBOX_CERT_FILE: rig.env.SCANBOX_CERT_FILE!,
-      SCANBOX_CERT_KEY_FILE: rig.env.SCANBOX_CERT_KEY_FILE!,
-      SCANBOX_API_BASE: rig.sim.origin,
-      SCANBOX_API_BACKUP_BASE: 'none',
-      NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
-      SCANBOX_BACKEND_DB: dbPath,
-    },
+    boxEnv: backendModeEnv(server.origin, files),
+    backendEnv: { ...rig.merchantEnv(), SCANBOX_BACKEND_DB: dbPath },
     calls: () => store.calls({ limit: 100_000 }),
     console: { origin: web.origin, name: 'demo', password },
     async close() {

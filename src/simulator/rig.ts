@@ -8,6 +8,8 @@ import { GatewaySimulator, type GatewaySimulatorOptions } from './gateway.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../runtime.js';
 import { packageRoot } from './package-root.js';
 import { LineChannel, VirtualPorts } from './ptys.js';
+import type { Logger } from '../log.js';
+import { WechatPayClient } from '../wechatpay/client.js';
 
 /**
  * A counter on a bench: the gateway simulator, two virtual serial ports, credential files, and the real
@@ -53,6 +55,27 @@ export interface RigOptions {
    * register's display output and, with `out`, a second one `display-out` where the real display would be.
    */
   display?: { out?: boolean };
+}
+
+/**
+ * A box's configuration in merchant-backend mode (contract §8), over a rig's: the merchant's ids and secrets
+ * unset (empty: they are not on such a box), SCANBOX_BACKEND naming the backend (several: a chain, in that
+ * order), and the three files `scanbox backend enroll` made for the box.
+ */
+export function backendModeEnv(backend: string | readonly string[], files: { cert: string; key: string; ca: string }): Record<string, string> {
+  return {
+    SCANBOX_MCH_ID: '',
+    SCANBOX_APPID: '',
+    SCANBOX_API_KEY_FILE: '',
+    SCANBOX_CERT_FILE: '',
+    SCANBOX_CERT_KEY_FILE: '',
+    SCANBOX_API_BASE: '',
+    SCANBOX_API_BACKUP_BASE: '',
+    SCANBOX_BACKEND: typeof backend === 'string' ? backend : backend.join(','),
+    SCANBOX_BACKEND_CERT_FILE: files.cert,
+    SCANBOX_BACKEND_KEY_FILE: files.key,
+    SCANBOX_BACKEND_CA_FILE: files.ca,
+  };
 }
 
 export interface SpawnedDaemon {
@@ -193,6 +216,36 @@ export class Rig {
       ...options.env,
     };
     return new Rig(dir, sim, ports, dbPath, merchant, env, options.onLog);
+  }
+
+  /**
+   * What the merchant's server holds when `scanbox backend` runs against this rig: the merchant's ids, API key
+   * and client certificate, this rig's simulator as WeChat Pay (no backup domain) with its CA trusted.
+   */
+  merchantEnv(): Record<string, string> {
+    const env = this.env;
+    return {
+      SCANBOX_MCH_ID: this.merchant.mchId,
+      SCANBOX_APPID: this.merchant.appId,
+      SCANBOX_API_KEY_FILE: env.SCANBOX_API_KEY_FILE!,
+      SCANBOX_CERT_FILE: env.SCANBOX_CERT_FILE!,
+      SCANBOX_CERT_KEY_FILE: env.SCANBOX_CERT_KEY_FILE!,
+      SCANBOX_API_BASE: this.sim.origin,
+      SCANBOX_API_BACKUP_BASE: 'none',
+      NODE_EXTRA_CA_CERTS: env.NODE_EXTRA_CA_CERTS!,
+    };
+  }
+
+  /** WeChat Pay's client as a backend in this process holds it: this rig's merchant against its simulator. */
+  merchantClient(log: Logger): WechatPayClient {
+    return new WechatPayClient({
+      merchant: { ...this.merchant, signType: 'HMAC-SHA256' },
+      apiBase: this.sim.origin,
+      backupBase: null,
+      ca: this.sim.pki.ca.certPem,
+      certificate: { kind: 'pem', certPem: this.sim.pki.client.certPem, keyPem: this.sim.pki.client.keyPem },
+      log,
+    });
   }
 
   get register(): LineChannel {

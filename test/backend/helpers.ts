@@ -5,6 +5,7 @@ import { BackendGateway, type BackendGatewayOptions } from '../../src/backend/ga
 import { enrolBox } from '../../src/backend/enrol.js';
 import { BackendPki, type BoxCertificate } from '../../src/backend/pki.js';
 import { BackendServer, type BackendPolicy } from '../../src/backend/server.js';
+import { openBackend } from '../helpers/backend-rig.js';
 import { SqliteBackendStore, type BoxPolicy } from '../../src/backend/store.js';
 import { Journal } from '../../src/journal/journal.js';
 import { memoryLogger } from '../../src/log.js';
@@ -16,7 +17,7 @@ import { DEVICE_ID, MERCHANT, clientOptions, tempDir } from '../helpers/world.js
 
 export { DEVICE_ID, MERCHANT, freshCode } from '../helpers/world.js';
 
-export const POLICY: BackendPolicy = { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 };
+export { POLICY } from '../helpers/backend-rig.js';
 
 export interface Box {
   deviceId: string;
@@ -68,16 +69,9 @@ export async function createBackendWorld(
     ...(options.upstream?.connections ? { payConnections: options.upstream.connections } : {}),
     ...options.client,
   });
-  const store = SqliteBackendStore.open(join(backendDir, 'backend.db'));
-  const pki = BackendPki.openOrCreate(backendDir, { hostname: 'backend.test' });
-  const server = await BackendServer.start({
-    listen: { host: '127.0.0.1', port: 0 },
-    store,
-    pki,
-    client: upstream,
-    policy: { ...POLICY, ...options.policy },
-    log: backendLog,
+  const { store, pki, server } = await openBackend(backendDir, upstream, backendLog, {
     recheckMs: 0,
+    ...(options.policy ? { policy: options.policy } : {}),
     ...(options.now ? { now: options.now } : {}),
     ...(options.upstream ? { upstream: options.upstream } : {}),
     ...(options.connections ? { connections: options.connections } : {}),

@@ -1,13 +1,13 @@
-import { execFile, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { BackendGateway } from '../../src/backend/gateway.js';
 import { SqliteBackendStore, type CallRecord } from '../../src/backend/store.js';
 import { businessDay } from '../../src/business-day.js';
 import { createTestPki } from '../../src/simulator/ca.js';
-import { Daemon, Rig } from '../../src/simulator/rig.js';
+import { Rig, type Daemon } from '../../src/simulator/rig.js';
+import { backendModeEnv, boxFilesIn, cli, kill, payCode, startBackend } from '../helpers/backend-rig.js';
+import { freePort } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/world.js';
 
 /**
@@ -25,38 +25,6 @@ import { tempDir } from '../helpers/world.js';
  *   open connection within a second.
  */
 
-const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
-let n = 0;
-const code = (): string => `13${String(process.pid % 100000).padStart(5, '0')}7${String(++n).padStart(10, '0')}`;
-
-/** This process's environment less anything that would configure a scanbox from outside the test. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value !== undefined && !key.startsWith('SCANBOX_') && !['NODE_OPTIONS', 'CREDENTIALS_DIRECTORY', 'STATE_DIRECTORY', 'NOTIFY_SOCKET'].includes(key)) env[key] = value;
-  }
-  return env;
-}
-
-function cli(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...baseEnv(), ...env }, encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
-      resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
-    });
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 t.test('backend mode with real processes: crashes of the box and of the backend, access', async (t) => {
   // Today's bill as it stands, for the backend's reconciliation of the day at the end.
   const rig = await Rig.start({ simulator: { billReadyAfterMs: -86_400_000 } });
@@ -67,35 +35,15 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
   const adminPort = await freePort();
   const dbPath = join(dir, 'backend', 'backend.db');
   const backendEnv: Record<string, string> = {
-    SCANBOX_MCH_ID: rig.merchant.mchId,
-    SCANBOX_APPID: rig.merchant.appId,
     // The rig's files: the API key and the simulator's client certificate, as the merchant's server holds them.
-    SCANBOX_API_KEY_FILE: rig.env.SCANBOX_API_KEY_FILE!,
-    SCANBOX_CERT_FILE: rig.env.SCANBOX_CERT_FILE!,
-    SCANBOX_CERT_KEY_FILE: rig.env.SCANBOX_CERT_KEY_FILE!,
-    SCANBOX_API_BASE: rig.sim.origin,
-    SCANBOX_API_BACKUP_BASE: 'none',
-    NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
+    ...rig.merchantEnv(),
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
     SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     SCANBOX_BACKEND_DB: dbPath,
     SCANBOX_LOG_LEVEL: 'debug',
   };
   let backend: Daemon | null = null;
-  const startBackend = async (): Promise<Daemon> => {
-    const child = spawn(process.execPath, [CLI, 'backend'], { env: { ...baseEnv(), ...backendEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const started = new Daemon(child);
-    backend = started;
-    await started.waitFor(/backend listening/, 15_000);
-    return started;
-  };
-  const killBackend = async (): Promise<void> => {
-    if (backend && backend.process.exitCode === null && backend.process.signalCode === null) {
-      backend.process.kill('SIGKILL');
-      await backend.exited;
-    }
-  };
-  t.teardown(killBackend);
+  t.teardown(() => kill(backend));
   const backendCalls = async (outTradeNo: string): Promise<CallRecord[]> => {
     const store = SqliteBackendStore.open(dbPath);
     try {
@@ -108,29 +56,13 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
   const enrolled = await cli(['backend', 'enroll', 'BENCH01', '--out', join(dir, 'bench01')], { SCANBOX_BACKEND_DB: dbPath });
   t.equal(enrolled.status, 0, enrolled.stderr);
   t.equal((await cli(['backend', 'enroll', 'BENCH02', '--out', join(dir, 'bench02')], { SCANBOX_BACKEND_DB: dbPath })).status, 0);
-  await startBackend();
-  const files = (name: string) => ({
-    cert: join(dir, name, 'backend_cert.pem'),
-    key: join(dir, name, 'backend_key.pem'),
-    ca: join(dir, name, 'backend_ca.pem'),
-  });
-  const box = files('bench01');
-  const boxEnv = {
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: `https://127.0.0.1:${port}`,
-    SCANBOX_BACKEND_CERT_FILE: box.cert,
-    SCANBOX_BACKEND_KEY_FILE: box.key,
-    SCANBOX_BACKEND_CA_FILE: box.ca,
+  backend = await startBackend(backendEnv);
+  const box = {
+    ...backendModeEnv(`https://127.0.0.1:${port}`, boxFilesIn(join(dir, 'bench01'))),
     SCANBOX_USERPAYING_POLL_S: '1',
     SCANBOX_USERPAYING_TIMEOUT_S: '5',
   };
-  await rig.startDaemon(boxEnv);
+  await rig.startDaemon(box);
   const reg = rig.register;
   const query = async (ref: string): Promise<string> => {
     const from = reg.mark;
@@ -150,7 +82,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     const from = reg.mark;
     reg.send('PAY 700 BC-1');
     await reg.next('ACK BC-1', 5000, from);
-    const payment = code();
+    const payment = payCode();
     // The payer confirms 1.5 s after the micropay: while the box is down.
     rig.sim.setScenario(payment, { outcome: 'userpaying', confirmAfterMs: 1500 });
     const daemon = rig.daemon!;
@@ -162,7 +94,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     await until(() => rig.sim.entry(otn)?.charged === true, 5000, 'the payer confirms while the box is down');
     t.pass('charged at WeChat Pay while the box was down, the register told nothing');
 
-    const restarted = await rig.startDaemon(boxEnv);
+    const restarted = await rig.startDaemon(box);
     t.ok(restarted.lines.some((l) => /recovering a sale left unfinished by a restart/.test(l) && l.includes(otn)), 'recovered at start');
     t.match(await query('BC-1'), /^FAILED BC-1 INTERRUPTED /);
     const entry = rig.sim.entry(otn)!;
@@ -190,7 +122,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
       });
     });
     const upstreamBefore = rig.sim.requests().length;
-    rig.scanner.send(code());
+    rig.scanner.send(payCode());
     await killed;
     await backend!.exited;
     const line = await reg.next(/^(PAID|FAILED) BC-2 /, 40_000, from);
@@ -204,7 +136,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
 
     const daemon = rig.daemon!;
     const mark = daemon.mark;
-    await startBackend();
+    backend = await startBackend(backendEnv);
     await daemon.waitFor(new RegExp(`reversed at WeChat Pay .*out_trade_no=${otn}`), 20_000, mark);
     const entry = rig.sim.entry(otn)!;
     t.equal(entry.charged, false, 'the money given back');
@@ -219,7 +151,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
 
   await t.test('the running backend process: another box\'s order, a foreign CA, a revoke from another process', async (t) => {
     const before = rig.sim.requests().length;
-    const other = files('bench02');
+    const other = boxFilesIn(join(dir, 'bench02'));
     const thief = new BackendGateway({
       origin: `https://127.0.0.1:${port}`,
       certificate: { certPem: readFileSync(other.cert, 'utf8'), keyPem: readFileSync(other.key, 'utf8') },
@@ -227,7 +159,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     });
     t.teardown(() => thief.close());
     const victim = rig.sim.ledger().find((e) => e.attach === 'BC-1')!.outTradeNo;
-    const pay = await thief.micropay({ outTradeNo: 'BENCH01ZZZZ00000001', totalFee: 100, authCode: code(), body: 'x' });
+    const pay = await thief.micropay({ outTradeNo: 'BENCH01ZZZZ00000001', totalFee: 100, authCode: payCode(), body: 'x' });
     t.match(pay, { kind: 'business', errCode: 'NOAUTH', fields: { backend_refusal: 'NOT_YOUR_ORDER' } }, 'a micropay under BENCH01\'s name');
     const reverse = await thief.reverse({ outTradeNo: victim });
     t.match(reverse, { kind: 'unknown', message: /NOT_YOUR_ORDER/ }, 'a reverse of BENCH01\'s sale');
@@ -242,7 +174,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     let from = reg.mark;
     reg.send('PAY 300 BC-3');
     await reg.next('ACK BC-3', 5000, from);
-    rig.scanner.send(code());
+    rig.scanner.send(payCode());
     t.match(await reg.next(/^(PAID|FAILED) BC-3 /, 15_000, from), /^PAID BC-3 /, 'paid through the restarted backend');
     const mark = backend!.mark;
     const revoked = await cli(['backend', 'revoke', 'BENCH01'], { SCANBOX_BACKEND_DB: dbPath });
@@ -254,7 +186,7 @@ t.test('backend mode with real processes: crashes of the box and of the backend,
     from = reg.mark;
     reg.send('PAY 400 BC-4');
     await reg.next('ACK BC-4', 5000, from);
-    rig.scanner.send(code());
+    rig.scanner.send(payCode());
     t.match(await reg.next(/^(PAID|FAILED) BC-4 /, 15_000, from), /^FAILED BC-4 NOAUTH /, 'the revoked box\'s next sale refused');
     t.equal(rig.sim.requests().length, upstream, 'nothing reached WeChat Pay');
     const status = await cli(['backend', 'status', '--json'], { SCANBOX_BACKEND_DB: dbPath });

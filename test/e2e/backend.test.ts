@@ -1,15 +1,10 @@
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { enrolBox } from '../../src/backend/enrol.js';
-import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
-import { BackendServer } from '../../src/backend/server.js';
-import { SqliteBackendStore } from '../../src/backend/store.js';
-import { memoryLogger } from '../../src/log.js';
 import { Rig } from '../../src/simulator/rig.js';
-import { WechatPayClient } from '../../src/wechatpay/client.js';
 import { tempDir } from '../helpers/world.js';
 import { StandInAplay } from '../helpers/aplay.js';
+import { backendModeEnv, payCode, startBackendHere } from '../helpers/backend-rig.js';
 import { JOIN_DEFAULTS, joinClips } from '../../src/devices/voice/join.js';
 import { builtInVoiceDir, loadPack } from '../../src/devices/voice/pack.js';
 import { tokensOf, type Announcement } from '../../src/devices/voice/phrases.js';
@@ -21,66 +16,31 @@ import { tokensOf, type Announcement } from '../../src/devices/voice/phrases.js'
  * log; a revoked box is refused and nothing reaches WeChat Pay.
  */
 
-let n = 0;
-const code = (): string => `13${String(process.pid % 100000).padStart(5, '0')}5${String(++n).padStart(10, '0')}`;
-
 t.test('a box in backend mode at the counter', async (t) => {
   const rig = await Rig.start();
   t.teardown(() => rig.close());
   const dir = tempDir('scanbox-backend-e2e-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const backendLog = memoryLogger('debug');
-  const upstream = new WechatPayClient({
-    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
-    apiBase: rig.sim.origin,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-    log: backendLog,
-  });
-  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
-  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
-  const server = await BackendServer.start({
-    listen: { host: '127.0.0.1', port: 0 },
-    store,
-    pki,
-    client: upstream,
-    policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 },
-    log: backendLog,
-  });
-  t.teardown(async () => {
-    await server.close();
-    await upstream.close();
-    await store.close();
-  });
-  const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
-  const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
+  const backend = await startBackendHere(rig, dir);
+  t.teardown(() => backend.close());
+  const { store, server } = backend;
+  const files = await backend.enrol('BENCH01', join(rig.dir, 'backend-credentials'));
   // The box's configuration: the backend instead of the merchant's ids and secrets (empty = unset).
-  const boxEnv = {
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: server.origin,
-    SCANBOX_BACKEND_CERT_FILE: files.cert,
-    SCANBOX_BACKEND_KEY_FILE: files.key,
-    SCANBOX_BACKEND_CA_FILE: files.ca,
+  const box = {
+    ...backendModeEnv(server.origin, files),
     SCANBOX_REFUNDS: 'register',
     SCANBOX_USERPAYING_POLL_S: '1',
     SCANBOX_USERPAYING_TIMEOUT_S: '5',
   };
   // The voice speaks in backend mode as in direct mode: a stand-in aplay records what it is given.
   const aplay = new StandInAplay(join(dir, 'aplay'));
-  const daemon = await rig.startDaemon({ ...boxEnv, ...aplay.env(), SCANBOX_AUDIO_DEVICE: 'plughw:CARD=Test,DEV=0' });
+  const daemon = await rig.startDaemon({ ...box, ...aplay.env(), SCANBOX_AUDIO_DEVICE: 'plughw:CARD=Test,DEV=0' });
   const reg = rig.register;
   const sell = async (ref: string, amount: number, scenario?: Parameters<Rig['sim']['setScenario']>[1]) => {
     const from = reg.mark;
     reg.send(`PAY ${amount} ${ref}`);
     await reg.next(`ACK ${ref}`, 5000, from);
-    const payment = code();
+    const payment = payCode();
     if (scenario) rig.sim.setScenario(payment, scenario);
     rig.scanner.send(payment);
     return reg.next(new RegExp(`^(PAID|FAILED) ${ref} `), 40000, from);

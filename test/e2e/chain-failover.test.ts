@@ -4,7 +4,7 @@ import t from 'tap';
 import { Rig, type Daemon } from '../../src/simulator/rig.js';
 import { freePort, startPostgres } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/world.js';
-import { cli, kill, payCode, startBackend } from './chain-helpers.js';
+import { backendModeEnv, boxFilesIn, cli, kill, payCode, startBackend } from '../helpers/backend-rig.js';
 
 /**
  * A database failover under a real box (contract §8 "A chain"): `scanbox backend` on a PostgreSQL primary with a
@@ -38,34 +38,15 @@ t.test('primary killed and standby promoted, with sales before, during and after
   const enrolled = await cli(['backend', 'enroll', 'BENCH01', '--out', join(dir, 'box')], dbEnv);
   t.equal(enrolled.status, 0, enrolled.stderr);
   const backend: Daemon = await startBackend({
-    SCANBOX_MCH_ID: rig.merchant.mchId,
-    SCANBOX_APPID: rig.merchant.appId,
-    SCANBOX_API_KEY_FILE: rig.env.SCANBOX_API_KEY_FILE!,
-    SCANBOX_CERT_FILE: rig.env.SCANBOX_CERT_FILE!,
-    SCANBOX_CERT_KEY_FILE: rig.env.SCANBOX_CERT_KEY_FILE!,
-    SCANBOX_API_BASE: rig.sim.origin,
-    SCANBOX_API_BACKUP_BASE: 'none',
-    NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
+    ...rig.merchantEnv(),
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
     SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     SCANBOX_LOG_LEVEL: 'debug',
     ...dbEnv,
   });
   t.teardown(() => kill(backend));
-  const boxEnv = {
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: `https://127.0.0.1:${deadPort},https://127.0.0.1:${port}`,
-    SCANBOX_BACKEND_CERT_FILE: join(dir, 'box', 'backend_cert.pem'),
-    SCANBOX_BACKEND_KEY_FILE: join(dir, 'box', 'backend_key.pem'),
-    SCANBOX_BACKEND_CA_FILE: join(dir, 'box', 'backend_ca.pem'),
-  };
-  await rig.startDaemon(boxEnv);
+  const box = backendModeEnv([`https://127.0.0.1:${deadPort}`, `https://127.0.0.1:${port}`], boxFilesIn(join(dir, 'box')));
+  await rig.startDaemon(box);
   const reg = rig.register;
   const transcript: string[] = [];
   const t0 = performance.now();
@@ -141,7 +122,7 @@ t.test('primary killed and standby promoted, with sales before, during and after
     else t.ok(entries.every((e) => !e.charged), `${ref}: FAILED, nothing kept (${entries.length} orders at WeChat Pay)`);
   }
   // scanbox status on the box: each backend's state.
-  const boxStatus = await cli(['status'], { ...rig.env, ...boxEnv });
+  const boxStatus = await cli(['status'], { ...rig.env, ...box });
   t.equal(boxStatus.status, 0, boxStatus.stderr);
   t.match(boxStatus.stdout, new RegExp(`^backend: https://127\\.0\\.0\\.1:${deadPort}: UNREACHABLE since `, 'm'), 'the first backend: unreachable');
   t.match(boxStatus.stdout, new RegExp(`^backend: https://127\\.0\\.0\\.1:${port} \\(in use\\): ok \\(last answer `, 'm'), 'the second: in use');

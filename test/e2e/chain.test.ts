@@ -10,7 +10,7 @@ import { PaymentEngine } from '../../src/payment/engine.js';
 import { Rig, type Daemon } from '../../src/simulator/rig.js';
 import { freePort, startPostgres } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/world.js';
-import { cli, kill, payCode, startBackend } from './chain-helpers.js';
+import { boxFilesIn, cli, kill, payCode, startBackend } from '../helpers/backend-rig.js';
 
 /**
  * A chain (contract §8): two `scanbox backend` processes on one real PostgreSQL database, sharing one CA
@@ -43,14 +43,7 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
     [portB, await freePort()],
   ]);
   const envFor = (port: number): Record<string, string> => ({
-    SCANBOX_MCH_ID: rig.merchant.mchId,
-    SCANBOX_APPID: rig.merchant.appId,
-    SCANBOX_API_KEY_FILE: rig.env.SCANBOX_API_KEY_FILE!,
-    SCANBOX_CERT_FILE: rig.env.SCANBOX_CERT_FILE!,
-    SCANBOX_CERT_KEY_FILE: rig.env.SCANBOX_CERT_KEY_FILE!,
-    SCANBOX_API_BASE: rig.sim.origin,
-    SCANBOX_API_BACKUP_BASE: 'none',
-    NODE_EXTRA_CA_CERTS: rig.env.NODE_EXTRA_CA_CERTS!,
+    ...rig.merchantEnv(),
     SCANBOX_BACKEND_LISTEN: `127.0.0.1:${port}`,
     SCANBOX_BACKEND_ADMIN_LISTEN: `127.0.0.1:${adminPorts.get(port)!}`,
     SCANBOX_BACKEND_RATE: '100000',
@@ -67,11 +60,10 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
   const b: Daemon = await startBackend(envFor(portB));
   t.teardown(() => kill(b));
   const origins = [`https://127.0.0.1:${portA}`, `https://127.0.0.1:${portB}`];
-  const filesOf = (id: string) => ({
-    certPem: readFileSync(join(dir, id, 'backend_cert.pem'), 'utf8'),
-    keyPem: readFileSync(join(dir, id, 'backend_key.pem'), 'utf8'),
-    caPem: readFileSync(join(dir, id, 'backend_ca.pem'), 'utf8'),
-  });
+  const filesOf = (id: string) => {
+    const files = boxFilesIn(join(dir, id));
+    return { certPem: readFileSync(files.cert, 'utf8'), keyPem: readFileSync(files.key, 'utf8'), caPem: readFileSync(files.ca, 'utf8') };
+  };
 
   await t.test('a revoke made on the database is seen by both backends at once: open connections cut, calls refused', async (t) => {
     const f = filesOf('CHAINRV');
