@@ -438,10 +438,12 @@ export class BackendServer {
   private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number }> {
     const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
-    const cert = await this.o.store.certificate(peer.serial);
+    // The certificate and its box in one read of the store.
+    const found = await this.o.store.peer(peer.serial);
+    const cert = found?.certificate;
     if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
     if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`, cert.revokedAt);
-    const box = await this.o.store.box(peer.deviceId);
+    const box = found!.box;
     if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
     if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`, box.revokedAt);
     // TLS checked the dates at the handshake; a connection kept open past the end is cut here.

@@ -338,6 +338,23 @@ export class PostgresBackendStore implements BackendStore {
     return this.run(async () => (await this.db.query<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id COLLATE "C"`)).map(toBox));
   }
 
+  peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined> {
+    return this.run(async () => {
+      const rows = await this.db.query<BoxRow & { x_serial: string; x_device_id: string; x_issued_at: number; x_not_after: number; x_revoked_at: number | null }>(
+        `SELECT x.serial AS x_serial, x.device_id AS x_device_id, x.issued_at AS x_issued_at, x.not_after AS x_not_after, x.revoked_at AS x_revoked_at, ${BOX_COLUMNS}
+         FROM certificates x LEFT JOIN (${BOX_FROM}) ON b.device_id = x.device_id WHERE x.serial = $1`,
+        [serial],
+        'scanbox_peer',
+      );
+      const row = rows[0];
+      if (row === undefined) return undefined;
+      return {
+        certificate: { serial: row.x_serial, deviceId: row.x_device_id, issuedAt: row.x_issued_at, notAfter: row.x_not_after, revokedAt: row.x_revoked_at },
+        box: row.device_id === null ? undefined : toBox(row),
+      };
+    });
+  }
+
   certificate(serial: string): Promise<CertificateRecord | undefined> {
     return this.run(async () => {
       const rows = await this.db.query<{ serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }>(
@@ -359,6 +376,7 @@ export class PostgresBackendStore implements BackendStore {
          )
          SELECT id FROM c`,
         [call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at],
+        'scanbox_start_call',
       );
       return rows[0]!.id;
     });
@@ -374,6 +392,7 @@ export class PostgresBackendStore implements BackendStore {
          )
          SELECT count(*)::int AS n FROM c`,
         [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
+        'scanbox_finish_call',
       );
       if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
     });
