@@ -141,6 +141,8 @@ export interface BackendStore {
    * device id (undefined when that box is not enrolled); undefined when no such certificate.
    */
   peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined>;
+  /** `peer` of many serials in one read (the open connections' recheck, every second): the ones found, by serial. */
+  peers(serials: readonly string[]): Promise<Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>>;
   /** Records a call before it goes upstream; returns its id for `finishCall`. Also the box's last seen and call count. */
   startCall(call: NewCall): Promise<number>;
   finishCall(id: number, result: FinishedCall): Promise<void>;
@@ -557,6 +559,16 @@ export class SqliteBackendStore implements BackendStore {
       if (row === undefined) return undefined;
       return { certificate: { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at }, box: this.boxSync(row.device_id) };
     });
+  }
+
+  async peers(serials: readonly string[]): Promise<Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>> {
+    // In this process's own file: no round trip to save, one read each.
+    const found = new Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>();
+    for (const serial of new Set(serials)) {
+      const peer = await this.peer(serial);
+      if (peer !== undefined) found.set(serial, peer);
+    }
+    return found;
   }
 
   certificate(serial: string): Promise<CertificateRecord | undefined> {
