@@ -9,17 +9,29 @@ const TICK_MS = 10; // USER_HZ is 100 on every Linux the project runs on (getcon
 
 /** utime + stime (and, with `children`, cutime + cstime: children already reaped) of one process, in ms; 0 when gone. */
 export function cpuMsOf(pid: number, children = false): number {
+  const t = cpuTimesOf(pid, children);
+  return t.user + t.system;
+}
+
+/** The same, user and system apart (system: the kernel's part, the sockets' and the disk's). */
+export function cpuTimesOf(pid: number, children = false): { user: number; system: number } {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return 0;
+    return { user: 0, system: 0 };
   }
   // The command name is in parentheses and may hold spaces: the fields after it are counted from its end.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // f[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
-  const ticks = Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0);
-  return ticks * TICK_MS;
+  const user = Number(f[11]) + (children ? Number(f[13]) : 0);
+  const system = Number(f[12]) + (children ? Number(f[14]) : 0);
+  return { user: user * TICK_MS, system: system * TICK_MS };
+}
+
+/** System CPU ms of a process tree (treeCpuMs's kernel part). */
+export function treeSystemMs(pid: number): number {
+  return cpuTimesOf(pid, true).system + childrenOf(pid).reduce((sum, c) => sum + cpuTimesOf(c, true).system, 0);
 }
 
 /** The direct children of `pid` (every thread's children list). */
@@ -72,9 +84,15 @@ export const ownCpuMs = (): number => {
   return (u.user + u.system) / 1000;
 };
 
-/** "backend 1 1.23, postgres 0.80, ... = 3.10 ms" from CPU ms over `calls` calls. */
-export function perCall(cpu: Record<string, number>, calls: number): { text: string; total: number } {
-  const parts = Object.entries(cpu).map(([name, ms]) => `${name} ${(ms / calls).toFixed(2)}`);
+/** This process's system CPU in ms. */
+export const ownSystemMs = (): number => process.cpuUsage().system / 1000;
+
+/**
+ * "backend 1 1.23 (sys 0.40), postgres 0.80 (sys 0.30), ... = 3.10 CPU ms per call" from CPU ms over `calls`
+ * calls; `system` (optional, per name) is the kernel's part of each.
+ */
+export function perCall(cpu: Record<string, number>, calls: number, system: Record<string, number> = {}): { text: string; total: number } {
+  const parts = Object.entries(cpu).map(([name, ms]) => `${name} ${(ms / calls).toFixed(2)}${system[name] === undefined ? '' : ` (sys ${(system[name] / calls).toFixed(2)})`}`);
   const total = Object.values(cpu).reduce((a, b) => a + b, 0) / calls;
   return { text: `${parts.join(', ')} = ${total.toFixed(2)} CPU ms per call`, total };
 }
