@@ -35,12 +35,20 @@ import { DelayProxy } from './delay-proxy.js';
  *   the simulator (success: charged; a business failure: nothing charged), so 0 must be answered wrongly; calls
  *   that never left a box and went to the other backend are counted; the time until every box has a success again.
  *
- * Knobs: BENCH_CHAIN_SECONDS (per rate, default 5), BENCH_CHAIN_BOXES (default 64).
+ * Knobs: BENCH_CHAIN_SECONDS (per rate, default 5), BENCH_CHAIN_BOXES (default 64), BENCH_CHAIN_WARMUP (default 3 s),
+ * BENCH_CHAIN_STORES (pg,sqlite), BENCH_CHAIN_PROF (a directory: the backends run under --cpu-prof).
  */
 
 const SECONDS = Number(process.env.BENCH_CHAIN_SECONDS ?? 5);
 const BOXES = Number(process.env.BENCH_CHAIN_BOXES ?? 64);
 const RATES = [50, 150, 500];
+/**
+ * BENCH_CHAIN_WARMUP (s, default 3): a closed loop, not measured, before the rates. Fresh processes run their
+ * code unoptimised for the first thousand calls or so (V8 compiles the hot paths as they run): without it the
+ * first rates measured a cold backend at two to three times the CPU per call of a warm one, and a backend runs
+ * for days.
+ */
+const WARMUP = Number(process.env.BENCH_CHAIN_WARMUP ?? 3);
 const CLI = join(packageRoot(), 'dist', 'cli.js');
 
 /** The load generator, a process of its own (chain-load.ts): one command at a time, one answer each. */
@@ -223,6 +231,7 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
       },
       'ready',
     );
+    await load.ask({ op: 'closed', seconds: WARMUP }, 'closed');
     const directLatency = new Map<number, number[]>();
     for (const rate of RATES) {
       const m = meter([], false);
@@ -240,6 +249,7 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
       const label = kind === 'pg' ? 'two backends on PostgreSQL' : 'one backend on SQLite';
       const certs = s.certs.map((c) => ({ deviceId: c.deviceId, certPem: c.certPem, keyPem: c.keyPem }));
       await load.ask({ op: 'backend', origins: s.origins, certs, caPem: s.caPem }, 'ready');
+      await load.ask({ op: 'closed', seconds: WARMUP }, 'closed');
       for (const rate of RATES) {
         const m = meter(s.backends, kind === 'pg');
         m.start();
