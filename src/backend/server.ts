@@ -160,6 +160,8 @@ const REQUEST_TIMEOUT_MS = 15_000;
 /** Above the box's 20 s keep-alive, so the box, not the backend, closes idle connections (no write into a closing socket). */
 const KEEP_ALIVE_MS = 30_000;
 
+type Standing = { box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number };
+
 interface Peer {
   deviceId: string;
   serial: string;
@@ -387,19 +389,20 @@ export class BackendServer {
 
   private async recheckOnce(): Promise<number> {
     let cut = 0;
-    const verdicts = new Map<string, string | null>();
-    for (const [socket, peer] of [...this.peers]) {
-      let problem = verdicts.get(peer.serial);
-      if (problem === undefined) {
-        try {
-          problem = (await this.standing(peer)).problem;
-        } catch (error) {
-          // A store that cannot be read says nothing about the box: the next request is refused anyway.
-          this.o.log.error('backend: cannot read the store to check open connections', { error: messageOf(error) });
-          return cut;
-        }
-        verdicts.set(peer.serial, problem);
-      }
+    const open = [...this.peers];
+    if (open.length === 0) return 0;
+    let found: Awaited<ReturnType<BackendStore['peers']>>;
+    try {
+      // Every open connection's certificate and box in one read of the store.
+      found = await this.o.store.peers(open.map(([, peer]) => peer.serial).filter((serial) => serial !== ''));
+    } catch (error) {
+      // A store that cannot be read says nothing about the box: the next request is refused anyway.
+      this.o.log.error('backend: cannot read the store to check open connections', { error: messageOf(error) });
+      return cut;
+    }
+    for (const [socket, peer] of open) {
+      if (!this.peers.has(socket)) continue;
+      const problem = this.judge(peer, found.get(peer.serial)).problem;
       if (problem !== null) {
         this.cut(socket, peer, problem);
         cut++;
@@ -435,13 +438,20 @@ export class BackendServer {
   }
 
   /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<{ box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number }> {
+  private async standing(peer: Peer): Promise<Standing> {
+    if (peer.serial === '' || peer.deviceId === '') return this.judge(peer, undefined);
+    // The certificate and its box in one read of the store.
+    return this.judge(peer, await this.o.store.peer(peer.serial));
+  }
+
+  /** What the store holds of a connection's certificate and box says about it. */
+  private judge(peer: Peer, found: Awaited<ReturnType<BackendStore['peer']>>): Standing {
     const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
-    const cert = await this.o.store.certificate(peer.serial);
+    const cert = found?.certificate;
     if (cert === undefined || cert.deviceId !== peer.deviceId) return refuse('BOX_UNKNOWN', `certificate ${peer.serial} is not enrolled for ${peer.deviceId}`);
     if (cert.revokedAt !== null) return refuse('BOX_REVOKED', `certificate ${peer.serial} of ${peer.deviceId} was revoked`, cert.revokedAt);
-    const box = await this.o.store.box(peer.deviceId);
+    const box = found!.box;
     if (box === undefined) return refuse('BOX_UNKNOWN', `box ${peer.deviceId} is not enrolled`);
     if (box.revokedAt !== null) return refuse('BOX_REVOKED', `box ${peer.deviceId} was revoked`, box.revokedAt);
     // TLS checked the dates at the handshake; a connection kept open past the end is cut here.

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
+import Database, { type Database as SqliteDatabase, type Statement } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
 import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
 
@@ -136,6 +136,13 @@ export interface BackendStore {
   box(deviceId: string): Promise<BoxRecord | undefined>;
   boxes(): Promise<BoxRecord[]>;
   certificate(serial: string): Promise<CertificateRecord | undefined>;
+  /**
+   * A connection's standing in one read (asked on every call): the certificate of `serial` and the box of its
+   * device id (undefined when that box is not enrolled); undefined when no such certificate.
+   */
+  peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined>;
+  /** `peer` of many serials in one read (the open connections' recheck, every second): the ones found, by serial. */
+  peers(serials: readonly string[]): Promise<Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>>;
   /** Records a call before it goes upstream; returns its id for `finishCall`. Also the box's last seen and call count. */
   startCall(call: NewCall): Promise<number>;
   finishCall(id: number, result: FinishedCall): Promise<void>;
@@ -424,6 +431,8 @@ const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refuse
 export class SqliteBackendStore implements BackendStore {
   readonly path: string;
   private readonly db: SqliteDatabase;
+  /** Every statement prepared once (all are fixed texts): parsing one again on every call cost the most CPU. */
+  private readonly statements = new Map<string, Statement>();
 
   static open(path: string): SqliteBackendStore {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -478,16 +487,16 @@ export class SqliteBackendStore implements BackendStore {
             problem: `device id ${cert.deviceId} and the enrolled box ${clash.device_id} begin alike: each box owns the out_trade_no beginning with its id, so neither may be a prefix of the other`,
           };
         }
-        const existing = this.db.prepare('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
+        const existing = this.prepare('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
         if (existing === undefined) {
           this.db
             .prepare('INSERT INTO boxes (device_id, enrolled_at, max_amount_fen, refunds) VALUES (?, ?, ?, ?)')
             .run(cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null);
         } else {
-          this.db.prepare('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
-          if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
-          if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
-          this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
+          this.prepare('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
+          if (policy.maxAmountFen !== undefined) this.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
+          if (policy.refunds !== undefined) this.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
+          this.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
         }
         this.db
           .prepare('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES (?, ?, ?, ?)')
@@ -500,9 +509,9 @@ export class SqliteBackendStore implements BackendStore {
   setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        if (this.db.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
-        if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
-        if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
+        if (this.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
+        if (policy.maxAmountFen !== undefined) this.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
+        if (policy.refunds !== undefined) this.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
         return true;
       }).immediate(),
     );
@@ -511,10 +520,10 @@ export class SqliteBackendStore implements BackendStore {
   revoke(deviceId: string, at: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const box = this.db.prepare('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
+        const box = this.prepare('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
         if (box === undefined) return false;
-        if (box.revoked_at === null) this.db.prepare('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
-        this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
+        if (box.revoked_at === null) this.prepare('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
+        this.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
         return true;
       }).immediate(),
     );
@@ -524,18 +533,47 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() => this.boxSync(deviceId));
   }
 
+  private prepare(sql: string): Statement {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   private boxSync(deviceId: string): BoxRecord | undefined {
-    const row = this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
+    const row = this.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
     return row ? toBox(row) : undefined;
   }
 
   boxes(): Promise<BoxRecord[]> {
-    return this.run(() => (this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
+    return this.run(() => (this.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
+  }
+
+  peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined> {
+    return this.run(() => {
+      const row = this.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+        | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
+        | undefined;
+      if (row === undefined) return undefined;
+      return { certificate: { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at }, box: this.boxSync(row.device_id) };
+    });
+  }
+
+  async peers(serials: readonly string[]): Promise<Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>> {
+    // In this process's own file: no round trip to save, one read each.
+    const found = new Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>();
+    for (const serial of new Set(serials)) {
+      const peer = await this.peer(serial);
+      if (peer !== undefined) found.set(serial, peer);
+    }
+    return found;
   }
 
   certificate(serial: string): Promise<CertificateRecord | undefined> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+      const row = this.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
         | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
         | undefined;
       return row ? { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at } : undefined;
@@ -548,7 +586,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, ?, ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at);
-        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return Number(info.lastInsertRowid);
       }).immediate(),
     );
@@ -557,12 +595,12 @@ export class SqliteBackendStore implements BackendStore {
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        const row = this.db.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
+        const row = this.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
         this.db
           .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, paid_at = ?, ms = ? WHERE id = ?')
           .run(result.outcome, result.code, result.state ?? null, result.paidAt ?? null, Math.round(result.ms), id);
-        if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+        if (ERROR_OUTCOMES.has(result.outcome)) this.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
       }).immediate(),
     );
   }
@@ -623,7 +661,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, 'refund', ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at);
-        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return { ok: true, id: Number(info.lastInsertRowid), totalFeeFen, again: earlier !== undefined };
       }).immediate(),
     );
@@ -656,8 +694,8 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() => {
       const rows =
         options.deviceId === undefined
-          ? this.db.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
-          : this.db.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
+          ? this.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
+          : this.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
       return (rows as CallRow[]).map(toCall).reverse();
     });
   }
@@ -681,14 +719,14 @@ export class SqliteBackendStore implements BackendStore {
   recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        const info = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+        const info = this.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
         // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
         // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
         if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) return;
         const oldest = this.db
           .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
           .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
-        if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+        if (oldest !== undefined) this.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
       }).immediate(),
     );
   }
@@ -706,7 +744,7 @@ export class SqliteBackendStore implements BackendStore {
   heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
+        this.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
   }
@@ -714,21 +752,21 @@ export class SqliteBackendStore implements BackendStore {
   putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const known = this.db.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
-        if (known) this.db.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
-        else this.db.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
+        const known = this.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
+        if (known) this.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
+        else this.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
         return !known;
       }).immediate(),
     );
   }
 
   removeAdmin(name: string): Promise<boolean> {
-    return this.run(() => this.db.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
+    return this.run(() => this.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
   }
 
   admin(name: string): Promise<AdminRecord | undefined> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
+      const row = this.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
         | { name: string; password_hash: string; created_at: number }
         | undefined;
       return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
@@ -746,7 +784,7 @@ export class SqliteBackendStore implements BackendStore {
   adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
+        this.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
           id: number;
           admin: string;
           action: string;
@@ -806,7 +844,7 @@ export class SqliteBackendStore implements BackendStore {
 
   attentionCalls(options: { from: number }): Promise<CallRecord[]> {
     return this.run(() =>
-      (this.db.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
+      (this.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
     );
   }
 

@@ -171,7 +171,7 @@ type Daemon = 'running' | 'stopped';
 function checkConfig(loaded: ConfigResult): CheckResult {
   if (loaded.ok) {
     const c = loaded.config;
-    return { status: 'PASS', name: 'config', detail: `valid (mch_id ${c.mchId}, device ${c.deviceId})` };
+    return { status: 'PASS', name: 'config', detail: c.backend ? `valid (backend mode, ${c.backend.origins.length} backend(s), device ${c.deviceId})` : `valid (mch_id ${c.mchId}, device ${c.deviceId})` };
   }
   const first = loaded.errors[0] ?? '';
   return { status: 'FAIL', name: 'config', detail: `${loaded.errors.length} problem(s), first: ${first} (scanbox config check lists them all)` };
@@ -369,23 +369,37 @@ async function checkReach(deps: SelftestDeps, name: string, base: string): Promi
 
 /**
  * Backend mode: the backend answers this box over mutual TLS, and has not revoked it. With several backends (a
- * chain) each is asked on its own: all answer PASS, some WARN (the box moves to one that answers), none FAIL.
+ * chain) each is asked on its own: all answer PASS, some WARN (the box moves to one that answers), none FAIL;
+ * beside a running daemon each also says what the daemon found of it and which one the daemon uses.
  */
-async function checkBackend(deps: SelftestDeps, config: Readonly<Config>): Promise<CheckResult> {
+async function checkBackend(deps: SelftestDeps, config: Readonly<Config>, daemonBackends: unknown): Promise<CheckResult> {
   const name = 'backend';
   const origins = config.backend!.origins;
+  // The running daemon's own view of a chain (its health answer, as `scanbox status` shows it): which backend it
+  // uses now and what it last found of each. A box whose daemon is stopped uses none.
+  const seen = new Map<string, Record<string, unknown>>();
+  if (Array.isArray(daemonBackends)) for (const b of daemonBackends as Array<Record<string, unknown>>) if (typeof b?.origin === 'string') seen.set(b.origin, b);
+  const daemonView = (origin: string): string => {
+    if (origins.length === 1) return '';
+    const b = seen.get(origin);
+    if (b === undefined) return '';
+    const state = b.state === 'unreachable' ? 'the daemon found it unreachable' : b.state === 'ok' ? 'the daemon had answers from it' : 'the daemon has not asked it yet';
+    return ` [${b.current === true ? 'in use by the daemon; ' : ''}${state}]`;
+  };
   const results: Array<{ ok: boolean; refused: boolean; text: string }> = [];
   for (const origin of origins) {
     const outcome = await deps.probeBackend(origins.length === 1 ? config : { ...config, backend: { ...config.backend!, origin, origins: [origin] } });
+    const view = daemonView(origin);
     if (outcome.kind !== 'unknown') {
-      results.push({ ok: true, refused: false, text: `${origin} answers this box (${config.deviceId}) over mutual TLS in ${outcome.ms} ms; WeChat Pay answered through it` });
+      results.push({ ok: true, refused: false, text: `${origin} answers this box (${config.deviceId}) over mutual TLS in ${outcome.ms} ms; WeChat Pay answered through it${view}` });
     } else if (outcome.failure === 'CERT_REJECTED') {
-      results.push({ ok: false, refused: true, text: `${origin} refuses this box: ${outcome.message} (enroll it again: scanbox backend enroll ${config.deviceId} --out DIR)` });
+      results.push({ ok: false, refused: true, text: `${origin} refuses this box: ${outcome.message} (enroll it again: scanbox backend enroll ${config.deviceId} --out DIR)${view}` });
     } else {
-      results.push({ ok: false, refused: false, text: `${origin} cannot be asked (${outcome.failure}): ${outcome.message}` });
+      results.push({ ok: false, refused: false, text: `${origin} cannot be asked (${outcome.failure}): ${outcome.message}${view}` });
     }
   }
-  const detail = results.map((r) => r.text).join('; ');
+  const noDaemon = origins.length > 1 && seen.size === 0 ? ' (the daemon is not running: no backend in use)' : '';
+  const detail = results.map((r) => r.text).join('; ') + noDaemon;
   if (results.every((r) => r.ok)) return { status: 'PASS', name, detail };
   if (results.some((r) => r.ok) && !results.some((r) => r.refused)) return { status: 'WARN', name, detail: `${results.filter((r) => r.ok).length} of ${results.length} backends answer: ${detail}` };
   return { status: 'FAIL', name, detail };
@@ -449,8 +463,10 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
     deps.write(`${result.status} ${result.name}: ${result.detail.replace(/[\r\n]+/g, ' ')}`);
   };
   let daemon: Daemon = 'stopped';
+  let health: Record<string, unknown> | null = null;
   try {
-    if ((await deps.askDaemon(controlSocketPath(deps.env), { cmd: 'health' }, 2000)) !== null) daemon = 'running';
+    health = await deps.askDaemon(controlSocketPath(deps.env), { cmd: 'health' }, 2000);
+    if (health !== null) daemon = 'running';
   } catch {
     // Something is there but cannot be asked: treat it as a running daemon and leave its devices alone.
     daemon = 'running';
@@ -469,7 +485,7 @@ export async function runSelftest(deps: SelftestDeps): Promise<{ results: CheckR
   report(await checkGpio(deps, config, daemon));
   report(await checkVoice(deps));
   report(await checkClock(deps));
-  if (config?.backend) report(await checkBackend(deps, config));
+  if (config?.backend) report(await checkBackend(deps, config, health?.backends));
   else {
     let apiBase = config?.apiBase ?? DEFAULT_API_BASE;
     if (!config && deps.env.SCANBOX_API_BASE) apiBase = deps.env.SCANBOX_API_BASE;

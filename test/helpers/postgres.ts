@@ -138,6 +138,8 @@ export class PgServer {
     readonly port: number,
     private readonly bin: Binaries,
     private readonly owner: { uid?: number; gid?: number },
+    /** Whether the server flushes its WAL to disk (the bench: as in production); the tests turn it off for speed. */
+    private readonly fsync = false,
   ) {}
 
   get host(): string {
@@ -149,7 +151,7 @@ export class PgServer {
     if (this.child) throw new Error(`${this.name} already runs`);
     const child = spawn(
       this.bin.postgres,
-      ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'fsync=off', '-c', 'wal_keep_size=256MB'],
+      ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', `fsync=${this.fsync ? 'on' : 'off'}`, '-c', 'wal_keep_size=256MB'],
       { ...this.owner, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' } },
     );
     this.child = child;
@@ -249,7 +251,7 @@ let counter = 0;
  * `scanbox` created. The data directories live in a 0755 directory under the system's temporary directory, which
  * the `postgres` user can reach when the tests run as root.
  */
-export async function startPostgres(options: { standby?: boolean } = {}): Promise<PgCluster> {
+export async function startPostgres(options: { standby?: boolean; fsync?: boolean } = {}): Promise<PgCluster> {
   const bin = await binaries();
   const root = mkdtempSync(join(tmpdir(), 'scanbox-pg-'));
   chmodSync(root, 0o755);
@@ -278,7 +280,7 @@ export async function startPostgres(options: { standby?: boolean } = {}): Promis
   }
   // Replication connections from 127.0.0.1 with a password (initdb's file already has them; this says it plainly).
   writeFileSync(join(primaryDir, 'pg_hba.conf'), 'host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n');
-  const primary = new PgServer('primary', primaryDir, await freePort(), bin, owner);
+  const primary = new PgServer('primary', primaryDir, await freePort(), bin, owner, options.fsync);
   let standby: PgServer | null = null;
   if (options.standby) {
     const standbyDir = join(root, 'standby');
@@ -294,7 +296,7 @@ export async function startPostgres(options: { standby?: boolean } = {}): Promis
       chownSync(join(standbyDir, 'standby.signal'), owner.uid, owner.gid);
       chownSync(join(standbyDir, 'postgresql.auto.conf'), owner.uid, owner.gid);
     }
-    standby = new PgServer('standby', standbyDir, port, bin, owner);
+    standby = new PgServer('standby', standbyDir, port, bin, owner, options.fsync);
   }
   await primary.start();
   await primary.query(`CREATE DATABASE ${PG_DATABASE}`, [], 'postgres');

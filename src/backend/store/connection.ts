@@ -285,11 +285,14 @@ export class PgConnection extends EventEmitter {
     return this.pool;
   }
 
-  /** One statement (atomic on its own). */
-  async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
+  /**
+   * One statement (atomic on its own). With a `name`, a prepared statement: parsed and planned once per
+   * connection, then only bound and run (the calls' hot path; a name must always stand for the same text).
+   */
+  async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<R[]> {
     const pool = this.ready();
     try {
-      return (await pool.query<R>(text, values)).rows;
+      return (await pool.query<R>(name === undefined ? { text, values } : { name, text, values })).rows;
     } catch (error) {
       throw this.failure(pool, error);
     }

@@ -157,6 +157,16 @@ const HOLDING_REFUND = `outcome IN ('sent', 'success', 'unknown')
 const BOX_COLUMNS = `b.device_id, b.enrolled_at, b.revoked_at, b.last_seen_at, b.calls, b.errors, b.max_amount_fen, b.refunds, c.serial, c.not_after`;
 const BOX_FROM = `boxes b LEFT JOIN LATERAL (
   SELECT serial, not_after FROM certificates WHERE device_id = b.device_id AND revoked_at IS NULL ORDER BY issued_at DESC, seq DESC LIMIT 1) c ON true`;
+/** A certificate by serial and the box of its device id (store.peer): one read per call. */
+const PEER_SELECT = `SELECT x.serial AS x_serial, x.device_id AS x_device_id, x.issued_at AS x_issued_at, x.not_after AS x_not_after, x.revoked_at AS x_revoked_at, ${BOX_COLUMNS}
+  FROM certificates x LEFT JOIN (${BOX_FROM}) ON b.device_id = x.device_id`;
+type PeerRow = BoxRow & { x_serial: string; x_device_id: string; x_issued_at: number; x_not_after: number; x_revoked_at: number | null };
+function toPeer(row: PeerRow): { certificate: CertificateRecord; box: BoxRecord | undefined } {
+  return {
+    certificate: { serial: row.x_serial, deviceId: row.x_device_id, issuedAt: row.x_issued_at, notAfter: row.x_not_after, revokedAt: row.x_revoked_at },
+    box: row.device_id === null ? undefined : toBox(row),
+  };
+}
 const CALL_COLUMNS = 'id, device_id, call, out_trade_no, out_refund_no, outcome, code, state, amount_fen, paid_at, ms, at';
 
 const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
@@ -338,6 +348,23 @@ export class PostgresBackendStore implements BackendStore {
     return this.run(async () => (await this.db.query<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id COLLATE "C"`)).map(toBox));
   }
 
+  peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined> {
+    return this.run(async () => {
+      const rows = await this.db.query<PeerRow>(`${PEER_SELECT} WHERE x.serial = $1`, [serial], 'scanbox_peer');
+      return rows[0] === undefined ? undefined : toPeer(rows[0]);
+    });
+  }
+
+  peers(serials: readonly string[]): Promise<Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>> {
+    return this.run(async () => {
+      const found = new Map<string, { certificate: CertificateRecord; box: BoxRecord | undefined }>();
+      if (serials.length === 0) return found;
+      const rows = await this.db.query<PeerRow>(`${PEER_SELECT} WHERE x.serial = ANY($1::text[])`, [[...new Set(serials)]], 'scanbox_peers');
+      for (const row of rows) found.set(row.x_serial, toPeer(row));
+      return found;
+    });
+  }
+
   certificate(serial: string): Promise<CertificateRecord | undefined> {
     return this.run(async () => {
       const rows = await this.db.query<{ serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }>(
@@ -359,6 +386,7 @@ export class PostgresBackendStore implements BackendStore {
          )
          SELECT id FROM c`,
         [call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at],
+        'scanbox_start_call',
       );
       return rows[0]!.id;
     });
@@ -374,6 +402,7 @@ export class PostgresBackendStore implements BackendStore {
          )
          SELECT count(*)::int AS n FROM c`,
         [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
+        'scanbox_finish_call',
       );
       if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
     });

@@ -75,6 +75,28 @@ export function storeSuite(t: Test, make: StoreMaker): void {
     t.equal((await s.certificate('21'))!.revokedAt, T0 + 5);
   });
 
+  t.test('peer and peers: a certificate and the box of its device id in one read, as the backend checks a connection', async (t) => {
+    const s = await make.fresh();
+    t.teardown(() => s.close());
+    await s.enrol({ deviceId: 'P1', serial: '71', notAfter: T0 + DAY, at: T0 }, { maxAmountFen: 900 });
+    await s.enrol({ deviceId: 'P1', serial: '72', notAfter: T0 + 2 * DAY, at: T0 + 1 });
+    await s.enrol({ deviceId: 'P2', serial: '73', notAfter: T0 + DAY, at: T0 });
+    await s.revoke('P2', T0 + 7);
+    const current = await s.peer('72');
+    t.same(current?.certificate, await s.certificate('72'));
+    t.same(current?.box, await s.box('P1'), 'the box as box() reads it, with its current certificate');
+    t.match(current?.box, { serial: '72', maxAmountFen: 900 });
+    const earlier = await s.peer('71');
+    t.equal(earlier?.certificate.revokedAt, T0 + 1, 'a certificate replaced by a newer one: revoked');
+    t.same(earlier?.box, await s.box('P1'));
+    t.match((await s.peer('73'))?.box, { deviceId: 'P2', revokedAt: T0 + 7 }, 'a revoked box');
+    t.equal(await s.peer('ffff'), undefined, 'no such certificate');
+    const many = await s.peers(['71', '72', '73', 'ffff', '72']);
+    t.same([...many.keys()].sort(), ['71', '72', '73'], 'each serial found once; an unknown one left out');
+    for (const serial of ['71', '72', '73']) t.same(many.get(serial), await s.peer(serial), `peers gives what peer gives (${serial})`);
+    t.equal((await s.peers([])).size, 0);
+  });
+
   t.test('boxes: in device id order (byte order)', async (t) => {
     const s = await make.fresh();
     t.teardown(() => s.close());
