@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
 import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
+import { FILL_MONEY_SQL, bucketPlan, moneyKeyOf, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS, type MoneyKind } from './store/money.js';
 
 /**
  * The backend's journal (contract §8): the enrolled boxes, their certificates, and every call the backend
@@ -190,10 +191,48 @@ export interface BackendStore {
    * calendar day or hour of a zone without daylight saving (China's). Calls up to a day before `from` are read,
    * so that a sale begun before midnight and paid after is counted. `deviceId`: that box's only.
    */
-  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]>;
+  moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]>;
+  /**
+   * The same sums as `moneyBuckets`, recounted from the calls themselves by the query the console used before
+   * the buckets (schema step 4) existed: slow (it groups every call of the window by order), kept for checks
+   * and tests. It reads only calls up to a day before `from`, and counts a refused micropay's amount; the
+   * buckets read every call of an order and none refused, and are otherwise the same sums.
+   */
+  recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]>;
+  /**
+   * `scanbox backend reconcile`'s result for a day (the backend's own discrepancies, contract §11 problems):
+   * replaces what an earlier run of the same day kept.
+   */
+  recordReconciliation(reconciliation: ReconciliationRecord): Promise<void>;
+  /** The kept reconciliations of days >= `fromDay` (YYYYMMDD), oldest day first. */
+  reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]>;
   /** The reverse, refund and refundquery calls made since `from`, oldest first: what the console's problems read. */
   attentionCalls(options: { from: number }): Promise<CallRecord[]>;
   close(): Promise<void>;
+}
+
+/**
+ * What `moneyBuckets` sums: [from, to) on whole hours, by the hour (bucketMs an hour, offsetMs whole hours) or by
+ * China's calendar day (bucketMs a day, offsetMs China's 8 hours, from and to China midnights): the buckets the
+ * store keeps. `total`: the chain's sums, one row per bucket with deviceId '*'.
+ */
+export interface MoneyBucketsOptions {
+  from: number;
+  to: number;
+  bucketMs: number;
+  offsetMs: number;
+  deviceId?: string;
+  total?: boolean;
+}
+
+/** A day's backend reconciliation as kept for the console. */
+export interface ReconciliationRecord {
+  /** The bill's day, YYYYMMDD. */
+  day: string;
+  /** When it ran (the backend's clock). */
+  at: number;
+  matched: number;
+  discrepancies: ReadonlyArray<{ kind: string; box: string | null; out_trade_no: string; out_refund_no?: string; what: string }>;
 }
 
 export interface MoneyBucket {
@@ -318,6 +357,50 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       ) STRICT;
     `);
   },
+  // 4: the console's money by box and hour and by box and China day, kept as calls finish (store/money.ts),
+  // filled here from the calls already journalled; and the backend's own reconciliations, for the problems page.
+  (db) => {
+    db.exec(`
+      CREATE TABLE money_items (
+        kind       TEXT NOT NULL CHECK (kind IN ('paid', 'refund')),
+        no         TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        amount_fen INTEGER NOT NULL,
+        PRIMARY KEY (kind, no)
+      ) STRICT, WITHOUT ROWID;
+
+      CREATE TABLE money_hours (
+        device_id    TEXT NOT NULL,
+        hour         INTEGER NOT NULL,
+        paid_count   INTEGER NOT NULL,
+        paid_fen     INTEGER NOT NULL,
+        refund_count INTEGER NOT NULL,
+        refund_fen   INTEGER NOT NULL,
+        PRIMARY KEY (device_id, hour)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX money_hours_hour ON money_hours (hour);
+
+      CREATE TABLE money_days (
+        device_id    TEXT NOT NULL,
+        day          INTEGER NOT NULL,
+        paid_count   INTEGER NOT NULL,
+        paid_fen     INTEGER NOT NULL,
+        refund_count INTEGER NOT NULL,
+        refund_fen   INTEGER NOT NULL,
+        PRIMARY KEY (device_id, day)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX money_days_day ON money_days (day);
+
+      CREATE TABLE reconciliations (
+        day           TEXT PRIMARY KEY,
+        at            INTEGER NOT NULL,
+        matched       INTEGER NOT NULL,
+        discrepancies TEXT NOT NULL
+      ) STRICT;
+    `);
+    db.exec(FILL_MONEY_SQL);
+  },
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -411,6 +494,38 @@ export function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
   }
   const parsed = parseHeartbeatReport(json);
   return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
+}
+
+/** Buckets of every box summed into the chain's (deviceId '*'), in bucket order; as they are when not asked. */
+export function totalOf(rows: MoneyBucket[], total: boolean): MoneyBucket[] {
+  if (!total) return rows;
+  const by = new Map<number, MoneyBucket>();
+  for (const r of rows) {
+    const t = by.get(r.bucket) ?? { deviceId: '*', bucket: r.bucket, paidCount: 0, paidFen: 0, refundCount: 0, refundFen: 0 };
+    t.paidCount += r.paidCount;
+    t.paidFen += r.paidFen;
+    t.refundCount += r.refundCount;
+    t.refundFen += r.refundFen;
+    by.set(r.bucket, t);
+  }
+  return [...by.values()].sort((a, b) => a.bucket - b.bucket);
+}
+
+export interface ReconciliationRow {
+  day: string;
+  at: number;
+  matched: number;
+  discrepancies: string;
+}
+
+export function toReconciliation(row: ReconciliationRow): ReconciliationRecord[] {
+  try {
+    const list = JSON.parse(row.discrepancies) as unknown;
+    if (!Array.isArray(list)) return [];
+    return [{ day: row.day, at: row.at, matched: row.matched, discrepancies: list as ReconciliationRecord['discrepancies'] }];
+  } catch {
+    return [];
+  }
 }
 
 /** Outcomes counted as a box's errors: what left the box without a verified answer, and what was refused. */
@@ -557,12 +672,16 @@ export class SqliteBackendStore implements BackendStore {
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        const row = this.db.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
+        const row = this.db.prepare("SELECT device_id, call, out_trade_no, out_refund_no FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as
+          | { device_id: string; call: string; out_trade_no: string | null; out_refund_no: string | null }
+          | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
         this.db
           .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, paid_at = ?, ms = ? WHERE id = ?')
           .run(result.outcome, result.code, result.state ?? null, result.paidAt ?? null, Math.round(result.ms), id);
         if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+        const key = moneyKeyOf(row.call, row.out_trade_no, row.out_refund_no);
+        if (key !== null) this.settleMoney(key.kind, key.no);
       }).immediate(),
     );
   }
@@ -758,9 +877,91 @@ export class SqliteBackendStore implements BackendStore {
     );
   }
 
-  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+  /**
+   * An order's or a refund's item worked out again from its calls and, when it changed, moved in the sums
+   * (store/money.ts); inside the caller's transaction.
+   */
+  private settleMoney(kind: MoneyKind, no: string): void {
+    const truth = this.db
+      .prepare(kind === 'paid' ? truthSql('paid', 'out_trade_no = @no', '') : truthSql('refund', '', 'out_refund_no = @no'))
+      .get({ no }) as { device_id: string; at: number; amount: number } | undefined;
+    const was = this.db.prepare('SELECT device_id, at, amount_fen FROM money_items WHERE kind = ? AND no = ?').get(kind, no) as
+      | { device_id: string; at: number; amount_fen: number }
+      | undefined;
+    if (truth !== undefined && was !== undefined && truth.device_id === was.device_id && truth.at === was.at && truth.amount === was.amount_fen) return;
+    const move = (deviceId: string, at: number, count: number, fen: number): void => {
+      const values = kind === 'paid' ? [count, fen, 0, 0] : [0, 0, count, fen];
+      for (const [table, column, unit] of [
+        ['money_hours', 'hour', Math.floor(at / HOUR_MS)],
+        ['money_days', 'day', Math.floor((at + CHINA_OFFSET_MS) / DAY_MS)],
+      ] as const) {
+        this.db
+          .prepare(
+            `INSERT INTO ${table} (device_id, ${column}, paid_count, paid_fen, refund_count, refund_fen) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (device_id, ${column}) DO UPDATE SET paid_count = paid_count + excluded.paid_count, paid_fen = paid_fen + excluded.paid_fen,
+               refund_count = refund_count + excluded.refund_count, refund_fen = refund_fen + excluded.refund_fen`,
+          )
+          .run(deviceId, unit, ...values);
+      }
+    };
+    if (was !== undefined) {
+      move(was.device_id, was.at, -1, -was.amount_fen);
+      this.db.prepare('DELETE FROM money_items WHERE kind = ? AND no = ?').run(kind, no);
+    }
+    if (truth !== undefined) {
+      move(truth.device_id, truth.at, 1, truth.amount);
+      this.db.prepare('INSERT INTO money_items (kind, no, device_id, at, amount_fen) VALUES (?, ?, ?, ?, ?)').run(kind, no, truth.device_id, truth.at, truth.amount);
+    }
+  }
+
+  moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
+    let plan: ReturnType<typeof bucketPlan>;
+    try {
+      plan = bucketPlan(options);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const device = options.total ? "'*'" : 'device_id';
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `SELECT ${device} AS device_id, ${plan.column} AS unit, sum(paid_count) AS paid_count, sum(paid_fen) AS paid_fen,
+             sum(refund_count) AS refund_count, sum(refund_fen) AS refund_fen
+           FROM ${plan.table} WHERE ${plan.column} >= @lo AND ${plan.column} < @hi AND (@device IS NULL OR device_id = @device)
+           GROUP BY 1, 2 HAVING sum(paid_count) <> 0 OR sum(refund_count) <> 0 ORDER BY 1, 2`,
+        )
+        .all({ lo: plan.lo, hi: plan.hi, device: options.deviceId ?? null }) as {
+        device_id: string;
+        unit: number;
+        paid_count: number;
+        paid_fen: number;
+        refund_count: number;
+        refund_fen: number;
+      }[];
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: plan.toBucket(r.unit), paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  recordReconciliation(r: ReconciliationRecord): Promise<void> {
+    return this.run(() => {
+      this.db
+        .prepare(
+          `INSERT INTO reconciliations (day, at, matched, discrepancies) VALUES (?, ?, ?, ?)
+           ON CONFLICT (day) DO UPDATE SET at = excluded.at, matched = excluded.matched, discrepancies = excluded.discrepancies`,
+        )
+        .run(r.day, r.at, r.matched, JSON.stringify(r.discrepancies));
+    });
+  }
+
+  reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]> {
+    return this.run(() =>
+      (this.db.prepare('SELECT day, at, matched, discrepancies FROM reconciliations WHERE day >= ? ORDER BY day').all(options.fromDay) as ReconciliationRow[]).flatMap(toReconciliation),
+    );
+  }
+
+  recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
     const { from, to, bucketMs, offsetMs } = options;
-    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('recountMoney: whole ms');
     return this.run(() => {
       const rows = this.db
         .prepare(
@@ -800,7 +1001,10 @@ export class SqliteBackendStore implements BackendStore {
         refund_count: number;
         refund_fen: number;
       }[];
-      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+      return totalOf(
+        rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen })),
+        options.total === true,
+      );
     });
   }
 

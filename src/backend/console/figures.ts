@@ -1,6 +1,7 @@
 import { businessDay, dayBounds, previousDay } from '../../business-day.js';
 import { isOnline, type HeartbeatRecord } from '../heartbeat.js';
-import type { BackendStore, BoxRecord, CallRecord, MoneyBucket } from '../store.js';
+import type { BackendStore, BoxRecord, CallRecord } from '../store.js';
+import { CHINA_OFFSET_MS, DAY_MS, HOUR_MS } from '../store/money.js';
 
 /**
  * What the console shows, read from the store (contract §11): the backend's own view of each box's money from
@@ -165,41 +166,30 @@ function callProblems(calls: readonly CallRecord[]): Problem[] {
   return p;
 }
 
-/** China's offset from UTC: the store sums by China day and hour (no daylight saving there). */
-const CHINA_OFFSET_MS = 8 * 3600_000;
-const DAY_MS = 86_400_000;
-const HOUR_MS = 3_600_000;
-
-const dayBucket = (ms: number): number => Math.floor((ms + CHINA_OFFSET_MS) / DAY_MS);
 const bucketDay = (bucket: number): string => businessDay(bucket * DAY_MS - CHINA_OFFSET_MS, CHINA);
 
-function toMoney(b: MoneyBucket): Money {
-  return { paidCount: b.paidCount, paidFen: b.paidFen, refundCount: b.refundCount, refundFen: b.refundFen, netFen: b.paidFen - b.refundFen };
-}
 
-/** The store's sums as the pages want them: each box's today, the days (chain or one box) and today's hours. */
+/**
+ * The store's sums as the pages want them (read from its money buckets, a few rows per box): each box's today,
+ * the days (chain or one box) and today's hours.
+ */
 async function sums(store: BackendStore, now: number, days: number, deviceId?: string) {
   const day = businessDay(now, CHINA);
   const dayList = lastDays(day, days);
   const from = dayBounds(dayList[0]!, CHINA).startMs;
   const { startMs: todayStart, endMs: todayEnd } = dayBounds(day, CHINA);
-  const only = deviceId === undefined ? {} : { deviceId };
-  // Today by the hour (each box's today is the sum of its hours), the days before by the day: today's calls,
-  // the most, are read once.
-  const [byDayRows, byHourRows] = await Promise.all([
-    store.moneyBuckets({ from, to: todayStart, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+  const only = deviceId === undefined ? { total: true } : { deviceId };
+  const [byDayRows, todayRows, byHourRows] = await Promise.all([
+    store.moneyBuckets({ from, to: todayEnd, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+    store.moneyBuckets({ from: todayStart, to: todayEnd, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...(deviceId === undefined ? {} : { deviceId }) }),
     store.moneyBuckets({ from: todayStart, to: todayEnd, bucketMs: HOUR_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
   ]);
   const todayByBox = new Map<string, Money>();
   const byDay = new Map<string, Money>();
   for (const b of byDayRows) add(get(byDay, bucketDay(b.bucket)), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
+  for (const b of todayRows) add(get(todayByBox, b.deviceId), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
   const byHour = new Array<number>(24).fill(0);
-  const todayTotal = get(byDay, day);
-  for (const b of byHourRows) {
-    byHour[((b.bucket % 24) + 24) % 24]! += b.paidFen;
-    add(get(todayByBox, b.deviceId), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
-    add(todayTotal, b.paidFen, b.refundFen, b.paidCount, b.refundCount);
-  }
+  for (const b of byHourRows) byHour[((b.bucket % 24) + 24) % 24]! += b.paidFen;
   return { day, from, todayByBox, byDay: dayList.map((d) => ({ day: d, money: byDay.get(d) ?? zero() })), byHour };
 }
 
