@@ -392,6 +392,9 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       ) STRICT, WITHOUT ROWID;
       CREATE INDEX money_days_day ON money_days (day);
 
+      -- The problems' calls (attentionCalls) of the last 30 days, without walking every call of them.
+      CREATE INDEX calls_attention ON calls (at) WHERE call IN ('reverse', 'refund', 'refundquery');
+
       CREATE TABLE reconciliations (
         day           TEXT PRIMARY KEY,
         at            INTEGER NOT NULL,
@@ -816,7 +819,15 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() =>
       (
         this.db
-          .prepare('SELECT h.device_id, h.at, h.report FROM heartbeats h WHERE h.id IN (SELECT max(id) FROM heartbeats GROUP BY device_id) ORDER BY h.device_id')
+          // Two index seeks per box (the next device id, then its newest heartbeat), not a walk of every box's history.
+          .prepare(
+            `WITH RECURSIVE d(id) AS (
+               SELECT min(device_id) FROM heartbeats
+               UNION ALL SELECT (SELECT min(device_id) FROM heartbeats WHERE device_id > d.id) FROM d WHERE d.id IS NOT NULL
+             )
+             SELECT h.device_id, h.at, h.report FROM d JOIN heartbeats h ON h.id = (SELECT max(id) FROM heartbeats WHERE device_id = d.id)
+             ORDER BY h.device_id`,
+          )
           .all() as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
@@ -1010,7 +1021,9 @@ export class SqliteBackendStore implements BackendStore {
 
   attentionCalls(options: { from: number }): Promise<CallRecord[]> {
     return this.run(() =>
-      (this.db.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
+      (
+        this.db.prepare("SELECT * FROM calls INDEXED BY calls_attention WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]
+      ).map(toCall),
     );
   }
 

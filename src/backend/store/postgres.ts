@@ -186,6 +186,7 @@ export const PG_MIGRATIONS: readonly string[] = [
      PRIMARY KEY (device_id, day)
    );
    CREATE INDEX money_days_day ON money_days (day) INCLUDE (device_id, paid_count, paid_fen, refund_count, refund_fen);
+   CREATE INDEX calls_attention ON calls (at) WHERE call IN ('reverse', 'refund', 'refundquery');
    CREATE TABLE reconciliations (
      day           text PRIMARY KEY,
      at            bigint NOT NULL,

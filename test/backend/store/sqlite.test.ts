@@ -32,7 +32,7 @@ t.test('schema step 4 fills the money buckets from the calls already journalled'
   await store.close();
   // The journal as schema step 3 left it: the calls, no buckets.
   const db = new Database(path);
-  db.exec('DROP TABLE money_items; DROP TABLE money_hours; DROP TABLE money_days; DROP TABLE reconciliations; PRAGMA user_version = 3');
+  db.exec('DROP TABLE money_items; DROP TABLE money_hours; DROP TABLE money_days; DROP TABLE reconciliations; DROP INDEX calls_attention; PRAGMA user_version = 3');
   db.close();
   const again = SqliteBackendStore.open(path);
   t.teardown(() => again.close());
