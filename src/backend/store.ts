@@ -167,7 +167,14 @@ export interface BackendStore {
    * the box's latest, and in its history of the last HEARTBEAT_HISTORY (older ones are dropped from time to time,
    * so a few more may be kept for a while; `heartbeats` never returns more).
    */
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void>;
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void>;
+  /** Several heartbeats (of any boxes, a box's in the order given) in one transaction: all kept, or none. */
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void>;
+  /**
+   * A value that changes whenever a certificate is revoked (by `revoke`, or replaced by an enrolment): the
+   * server's cheap check, every second, of whether its open connections must be checked one by one again.
+   */
+  revocationMark(): Promise<string>;
   /** The newest heartbeat of every box that ever sent one. */
   latestHeartbeats(): Promise<HeartbeatRecord[]>;
   /** A box's heartbeats, newest first. */
@@ -233,6 +240,13 @@ export interface ReconciliationRecord {
   at: number;
   matched: number;
   discrepancies: ReadonlyArray<{ kind: string; box: string | null; out_trade_no: string; out_refund_no?: string; what: string }>;
+}
+
+export interface NewHeartbeat {
+  deviceId: string;
+  /** When the backend received it (its clock). */
+  at: number;
+  report: HeartbeatReport;
 }
 
 export interface MoneyBucket {
@@ -800,19 +814,34 @@ export class SqliteBackendStore implements BackendStore {
     });
   }
 
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void> {
+    return this.recordHeartbeats([heartbeat]);
+  }
+
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void> {
+    if (heartbeats.length === 0) return Promise.resolve();
     return this.run(() =>
       this.db.transaction(() => {
-        const info = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
-        // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
-        // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
-        if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) return;
-        const oldest = this.db
-          .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
-          .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
-        if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+        const insert = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)');
+        for (const heartbeat of heartbeats) {
+          const info = insert.run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+          // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
+          // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
+          if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) continue;
+          const oldest = this.db
+            .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
+            .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
+          if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+        }
       }).immediate(),
     );
+  }
+
+  revocationMark(): Promise<string> {
+    return this.run(() => {
+      const row = this.db.prepare('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL').get() as { n: number; m: number | null };
+      return `${row.n}:${row.m ?? ''}`;
+    });
   }
 
   latestHeartbeats(): Promise<HeartbeatRecord[]> {

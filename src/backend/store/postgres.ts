@@ -27,6 +27,7 @@ import {
   totalOf,
   type NewAdminAction,
   type NewCall,
+  type NewHeartbeat,
   type NewRefundCall,
   type RefundLimits,
   type RefundStart,
@@ -187,6 +188,7 @@ export const PG_MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX money_days_day ON money_days (day) INCLUDE (device_id, paid_count, paid_fen, refund_count, refund_fen);
    CREATE INDEX calls_attention ON calls (at) WHERE call IN ('reverse', 'refund', 'refundquery');
+   CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
    CREATE TABLE reconciliations (
      day           text PRIMARY KEY,
      at            bigint NOT NULL,
@@ -564,33 +566,63 @@ export class PostgresBackendStore implements BackendStore {
     });
   }
 
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void> {
+    return this.recordHeartbeats([heartbeat]);
+  }
+
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void> {
+    if (heartbeats.length === 0) return Promise.resolve();
     return this.run(async () => {
-      // One statement: the history's row, and the box's latest (the newest by id wins, whichever backend commits
-      // first) with its count of heartbeats received.
-      const rows = await this.db.query<{ received: number }>(
+      // One statement: the history's rows, and each box's latest (the newest by id wins, whichever backend commits
+      // first) with its count of heartbeats received. A box twice in the batch is one row of the latest (ON
+      // CONFLICT may touch a row once per statement): its last, counted as many.
+      const last = new Map<string, { heartbeat: NewHeartbeat; n: number }>();
+      for (const heartbeat of heartbeats) last.set(heartbeat.deviceId, { heartbeat, n: (last.get(heartbeat.deviceId)?.n ?? 0) + 1 });
+      const rows = await this.db.query<{ device_id: string; received: number; n: number }>(
         `WITH h AS (
-           INSERT INTO heartbeats (device_id, at, report) VALUES ($1, $2, $3) RETURNING id
+           INSERT INTO heartbeats (device_id, at, report) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) RETURNING id, device_id
+         ), top AS (
+           SELECT device_id, max(id) AS id FROM h GROUP BY device_id
+         ), newest AS (
+           SELECT g.device_id, top.id, g.at, g.report, g.n FROM unnest($4::text[], $5::bigint[], $6::text[], $7::bigint[]) AS g(device_id, at, report, n) JOIN top USING (device_id)
          ), l AS (
-           INSERT INTO heartbeat_latest (device_id, heartbeat_id, at, report) SELECT $1::text, id, $2::bigint, $3::text FROM h
+           INSERT INTO heartbeat_latest (device_id, received, heartbeat_id, at, report) SELECT device_id, n, id, at, report FROM newest ORDER BY device_id
            ON CONFLICT (device_id) DO UPDATE SET
-             received = heartbeat_latest.received + 1,
+             received = heartbeat_latest.received + EXCLUDED.received,
              at = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.at ELSE heartbeat_latest.at END,
              report = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.report ELSE heartbeat_latest.report END,
              heartbeat_id = GREATEST(EXCLUDED.heartbeat_id, heartbeat_latest.heartbeat_id)
-           RETURNING received
+           RETURNING device_id, received
          )
-         SELECT received FROM l`,
-        [heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report)],
+         SELECT l.device_id, l.received, newest.n FROM l JOIN newest USING (device_id)`,
+        [
+          heartbeats.map((h) => h.deviceId),
+          heartbeats.map((h) => h.at),
+          heartbeats.map((h) => JSON.stringify(h.report)),
+          [...last.keys()],
+          [...last.values()].map((l) => l.heartbeat.at),
+          [...last.values()].map((l) => JSON.stringify(l.heartbeat.report)),
+          [...last.values()].map((l) => l.n),
+        ],
       );
-      // Pruning walks HEARTBEAT_HISTORY index entries: done at one heartbeat in HEARTBEAT_PRUNE_EVERY of the box's
-      // own, so a box keeps at most that many more than HEARTBEAT_HISTORY (a prune that fails is done at the next).
-      if ((rows[0]?.received ?? 1) % HEARTBEAT_PRUNE_EVERY !== 0) return;
-      await this.db.query(
-        `DELETE FROM heartbeats WHERE device_id = $1
-           AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
-        [heartbeat.deviceId, HEARTBEAT_HISTORY],
-      );
+      // Pruning walks HEARTBEAT_HISTORY index entries: done for a box when its count of heartbeats received passes a
+      // multiple of HEARTBEAT_PRUNE_EVERY, so a box keeps at most that many more than HEARTBEAT_HISTORY (a prune
+      // that fails is done at the next).
+      for (const row of rows) {
+        if (Math.floor(row.received / HEARTBEAT_PRUNE_EVERY) === Math.floor((row.received - row.n) / HEARTBEAT_PRUNE_EVERY)) continue;
+        await this.db.query(
+          `DELETE FROM heartbeats WHERE device_id = $1
+             AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
+          [row.device_id, HEARTBEAT_HISTORY],
+        );
+      }
+    });
+  }
+
+  revocationMark(): Promise<string> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ n: number; m: number | null }>('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL');
+      return `${rows[0]!.n}:${rows[0]!.m ?? ''}`;
     });
   }
 

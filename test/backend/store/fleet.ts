@@ -199,6 +199,43 @@ export function fleetSuite(t: Test, make: StoreMaker): void {
     t.match(await store.adminActions({ limit: 1 }), [{ action: 'login', at: 8 }]);
   });
 
+  t.test('heartbeats in a batch: every one in the history, a box twice its last as the latest; the revocation mark moves with each revocation', async (t) => {
+    const store = await make.fresh();
+    t.teardown(() => store.close());
+    const r: HeartbeatReport = {
+      version: '0.1.0', health: 'READY', healthText: '', uptimeS: 1, clockSynced: true, openSale: null, pendingReversals: 0,
+      pendingRefunds: 0, reconciliation: null, diskFreeBytes: null, journalBytes: null, sentAt: 5,
+    };
+    await store.recordHeartbeat({ deviceId: 'B1', at: 1, report: r });
+    await store.recordHeartbeats([
+      { deviceId: 'B1', at: 10, report: { ...r, uptimeS: 10 } },
+      { deviceId: 'B2', at: 11, report: { ...r, uptimeS: 11 } },
+      { deviceId: 'B1', at: 12, report: { ...r, uptimeS: 12, health: 'BUSY' } },
+    ]);
+    await store.recordHeartbeats([]);
+    t.same((await store.latestHeartbeats()).map((h) => [h.deviceId, h.at, h.report.health]), [['B1', 12, 'BUSY'], ['B2', 11, 'READY']]);
+    t.same((await store.heartbeats('B1')).map((h) => h.report.uptimeS), [12, 10, 1]);
+    // A batch past the pruning point of a box still leaves at most the history.
+    const many = Array.from({ length: HEARTBEAT_HISTORY + 70 }, (_, i) => ({ deviceId: 'B3', at: 100 + i, report: { ...r, uptimeS: i } }));
+    await store.recordHeartbeats(many.slice(0, 700));
+    await store.recordHeartbeats(many.slice(700));
+    await store.recordHeartbeat({ deviceId: 'B3', at: 99_999, report: r });
+    t.equal((await store.heartbeats('B3')).length, HEARTBEAT_HISTORY);
+    t.equal((await store.heartbeats('B3'))[0]!.at, 99_999);
+
+    const m0 = await store.revocationMark();
+    await store.enrol({ deviceId: 'C1', serial: 'c1', notAfter: 1e13, at: 1 });
+    t.equal(await store.revocationMark(), m0, 'an enrolment of a new box revokes nothing');
+    await store.enrol({ deviceId: 'C1', serial: 'c2', notAfter: 1e13, at: 2 });
+    const m1 = await store.revocationMark();
+    t.not(m1, m0, 'a certificate replaced');
+    await store.revoke('C1', 1);
+    const m2 = await store.revocationMark();
+    t.not(m2, m1, 'a box revoked, even with an earlier time');
+    await store.revoke('C1', 3);
+    t.equal(await store.revocationMark(), m2, 'revoking a revoked box revokes nothing more');
+  });
+
   t.test('heartbeats: a box keeps a bounded history of its own, whatever the others send; the latest is the newest', async (t) => {
     const store = await make.fresh();
     t.teardown(() => store.close());

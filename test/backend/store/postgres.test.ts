@@ -117,7 +117,7 @@ t.test('schema step 4 fills the money buckets from the calls already journalled'
     await store.finishCall(id, { outcome: i % 4 ? 'success' : 'business', code: null, state: i % 4 ? 'SUCCESS' : null, ms: 1 });
   }
   // The database as schema step 3 left it: the calls, no buckets.
-  await store.db.query('DROP TABLE money_items, money_hours, money_days, reconciliations; DROP INDEX calls_attention; DELETE FROM scanbox_schema WHERE version = 4');
+  await store.db.query('DROP TABLE money_items, money_hours, money_days, reconciliations; DROP INDEX calls_attention, certificates_revoked; DELETE FROM scanbox_schema WHERE version = 4');
   await store.close();
   const again = await open(url);
   t.teardown(() => again.close());
