@@ -23,6 +23,7 @@ import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
 import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import { HEARTBEAT_PATH, parseHeartbeatReport, type HeartbeatReport } from './heartbeat.js';
+import { HeartbeatBatch } from './heartbeat-batch.js';
 import type { BackendStore, BoxRecord, BoxRefunds, CallOutcomeKind, NewCall } from './store.js';
 
 /**
@@ -88,6 +89,8 @@ export interface BackendServerOptions {
   connections?: { handshakeMs?: number; total?: number; perAddress?: number };
   /** Told of every call's end and every heartbeat kept (the metrics, console/metrics.ts). */
   observer?: ServerObserver;
+  /** Heartbeats are written in batches (heartbeat-batch.ts): at most `batchMs` (default 1000) late, `batchMax` (500) at a time. */
+  heartbeats?: { batchMs?: number; batchMax?: number };
 }
 
 export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
@@ -154,11 +157,15 @@ export interface ServerObserver {
 /** Heartbeats per box per minute: one a minute and one per health change; more is a box in a loop. */
 const HEARTBEATS_PER_MINUTE = 20;
 
-/** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
+/** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 150 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 15_000;
-/** Above the box's 20 s keep-alive, so the box, not the backend, closes idle connections (no write into a closing socket). */
-const KEEP_ALIVE_MS = 30_000;
+/**
+ * Above what the box keeps an idle connection (its calls' 30 s, its heartbeats' 120 s, which outlast the minute
+ * between two heartbeats: a box sends them all on one TLS connection, and a new handshake costs the backend more
+ * than the heartbeat), so the box, not the backend, closes idle connections (no write into a closing socket).
+ */
+export const KEEP_ALIVE_MS = 150_000;
 
 interface Peer {
   deviceId: string;
@@ -266,6 +273,10 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** The store's revocation mark when every open connection was last checked one by one. */
+  private checkedMark: string | null = null;
+  /** Heartbeats waiting to be written together. */
+  readonly heartbeatBatch: HeartbeatBatch;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
   /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
@@ -310,6 +321,7 @@ export class BackendServer {
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
     this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
     this.heartbeatRate = new RateLimit(HEARTBEATS_PER_MINUTE, this.now);
+    this.heartbeatBatch = new HeartbeatBatch(options.store, { everyMs: options.heartbeats?.batchMs ?? 1000, max: options.heartbeats?.batchMax ?? 500 });
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -346,7 +358,7 @@ export class BackendServer {
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
-    this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
+    this.timer = every > 0 ? setInterval(() => void this.recheckIfRevoked(), every) : null;
     this.timer?.unref();
   }
 
@@ -385,8 +397,36 @@ export class BackendServer {
     return this.rechecking;
   }
 
+  /**
+   * The timer's check: with thousands of boxes keeping a connection open, asking the store about each of them
+   * every second would cost more than all their heartbeats. So one cheap question (the store's revocation mark)
+   * each time, the connections checked one by one only when it moved; a certificate's end is checked here on
+   * each connection (the store is not needed for it).
+   */
+  async recheckIfRevoked(): Promise<number> {
+    let mark: string;
+    try {
+      mark = await this.o.store.revocationMark();
+    } catch (error) {
+      this.o.log.error('backend: cannot read the store to check open connections', { error: messageOf(error) });
+      return 0;
+    }
+    if (mark !== this.checkedMark) return this.recheck();
+    let cut = 0;
+    const now = this.now();
+    for (const [socket, peer] of [...this.peers]) {
+      if (peer.notAfter > 0 && peer.notAfter <= now) {
+        this.cut(socket, peer, `certificate ${peer.serial} of ${peer.deviceId} has expired`);
+        cut++;
+      }
+    }
+    return cut;
+  }
+
   private async recheckOnce(): Promise<number> {
     let cut = 0;
+    // Read before the connections are checked: a revocation during the check moves it again.
+    const mark = await this.o.store.revocationMark().catch(() => null);
     const verdicts = new Map<string, string | null>();
     for (const [socket, peer] of [...this.peers]) {
       let problem = verdicts.get(peer.serial);
@@ -405,6 +445,7 @@ export class BackendServer {
         cut++;
       }
     }
+    this.checkedMark = mark;
     return cut;
   }
 
@@ -415,7 +456,8 @@ export class BackendServer {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
       for (const socket of this.peers.keys()) socket.destroy();
-    });
+      // The heartbeats received and not yet written are written: a clean stop loses none.
+    }).then(() => this.heartbeatBatch.close());
     return this.closing;
   }
 
@@ -538,7 +580,7 @@ export class BackendServer {
     if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
     const at = this.now();
     try {
-      await this.o.store.recordHeartbeat({ deviceId: box.deviceId, at, report: parsed.report });
+      await this.heartbeatBatch.add({ deviceId: box.deviceId, at, report: parsed.report });
     } catch (error) {
       this.o.log.error('backend: cannot keep a heartbeat', { box: box.deviceId, error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the heartbeat in its journal');
