@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database, { type Database as SqliteDatabase } from 'better-sqlite3';
+import Database, { type Database as SqliteDatabase, type Statement } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
 import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
 import { FILL_MONEY_SQL, bucketPlan, moneyKeyOf, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS, type MoneyKind } from './store/money.js';
@@ -596,6 +596,15 @@ export class SqliteBackendStore implements BackendStore {
     this.db = db;
   }
 
+  /** Statements are prepared once and kept (preparing one costs more than running most of them). */
+  private readonly statements = new Map<string, Statement>();
+
+  private prepared(sql: string): Statement {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) this.statements.set(sql, (statement = this.db.prepare(sql)));
+    return statement;
+  }
+
   enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy: Partial<BoxPolicy> = {}): Promise<EnrolResult> {
     return this.run(() =>
       this.db.transaction((): EnrolResult => {
@@ -610,16 +619,16 @@ export class SqliteBackendStore implements BackendStore {
             problem: `device id ${cert.deviceId} and the enrolled box ${clash.device_id} begin alike: each box owns the out_trade_no beginning with its id, so neither may be a prefix of the other`,
           };
         }
-        const existing = this.db.prepare('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
+        const existing = this.prepared('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
         if (existing === undefined) {
           this.db
             .prepare('INSERT INTO boxes (device_id, enrolled_at, max_amount_fen, refunds) VALUES (?, ?, ?, ?)')
             .run(cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null);
         } else {
-          this.db.prepare('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
-          if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
-          if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
-          this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
+          this.prepared('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
+          if (policy.maxAmountFen !== undefined) this.prepared('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
+          if (policy.refunds !== undefined) this.prepared('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
+          this.prepared('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
         }
         this.db
           .prepare('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES (?, ?, ?, ?)')
@@ -632,9 +641,9 @@ export class SqliteBackendStore implements BackendStore {
   setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        if (this.db.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
-        if (policy.maxAmountFen !== undefined) this.db.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
-        if (policy.refunds !== undefined) this.db.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
+        if (this.prepared('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
+        if (policy.maxAmountFen !== undefined) this.prepared('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
+        if (policy.refunds !== undefined) this.prepared('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
         return true;
       }).immediate(),
     );
@@ -643,10 +652,10 @@ export class SqliteBackendStore implements BackendStore {
   revoke(deviceId: string, at: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const box = this.db.prepare('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
+        const box = this.prepared('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
         if (box === undefined) return false;
-        if (box.revoked_at === null) this.db.prepare('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
-        this.db.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
+        if (box.revoked_at === null) this.prepared('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
+        this.prepared('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
         return true;
       }).immediate(),
     );
@@ -657,17 +666,17 @@ export class SqliteBackendStore implements BackendStore {
   }
 
   private boxSync(deviceId: string): BoxRecord | undefined {
-    const row = this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
+    const row = this.prepared(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
     return row ? toBox(row) : undefined;
   }
 
   boxes(): Promise<BoxRecord[]> {
-    return this.run(() => (this.db.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
+    return this.run(() => (this.prepared(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
   }
 
   certificate(serial: string): Promise<CertificateRecord | undefined> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+      const row = this.prepared('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
         | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
         | undefined;
       return row ? { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at } : undefined;
@@ -680,7 +689,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, ?, ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at);
-        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepared('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return Number(info.lastInsertRowid);
       }).immediate(),
     );
@@ -689,14 +698,14 @@ export class SqliteBackendStore implements BackendStore {
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        const row = this.db.prepare("SELECT device_id, call, out_trade_no, out_refund_no FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as
+        const row = this.prepared("SELECT device_id, call, out_trade_no, out_refund_no FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as
           | { device_id: string; call: string; out_trade_no: string | null; out_refund_no: string | null }
           | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
         this.db
           .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, paid_at = ?, ms = ? WHERE id = ?')
           .run(result.outcome, result.code, result.state ?? null, result.paidAt ?? null, Math.round(result.ms), id);
-        if (ERROR_OUTCOMES.has(result.outcome)) this.db.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+        if (ERROR_OUTCOMES.has(result.outcome)) this.prepared('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
         const key = moneyKeyOf(row.call, row.out_trade_no, row.out_refund_no);
         if (key !== null) this.settleMoney(key.kind, key.no);
       }).immediate(),
@@ -759,7 +768,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, 'refund', ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at);
-        this.db.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepared('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return { ok: true, id: Number(info.lastInsertRowid), totalFeeFen, again: earlier !== undefined };
       }).immediate(),
     );
@@ -792,8 +801,8 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() => {
       const rows =
         options.deviceId === undefined
-          ? this.db.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
-          : this.db.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
+          ? this.prepared('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
+          : this.prepared('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
       return (rows as CallRow[]).map(toCall).reverse();
     });
   }
@@ -822,7 +831,7 @@ export class SqliteBackendStore implements BackendStore {
     if (heartbeats.length === 0) return Promise.resolve();
     return this.run(() =>
       this.db.transaction(() => {
-        const insert = this.db.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)');
+        const insert = this.prepared('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)');
         for (const heartbeat of heartbeats) {
           const info = insert.run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
           // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
@@ -831,7 +840,7 @@ export class SqliteBackendStore implements BackendStore {
           const oldest = this.db
             .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
             .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
-          if (oldest !== undefined) this.db.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+          if (oldest !== undefined) this.prepared('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
         }
       }).immediate(),
     );
@@ -839,7 +848,7 @@ export class SqliteBackendStore implements BackendStore {
 
   revocationMark(): Promise<string> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL').get() as { n: number; m: number | null };
+      const row = this.prepared('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL').get() as { n: number; m: number | null };
       return `${row.n}:${row.m ?? ''}`;
     });
   }
@@ -865,7 +874,7 @@ export class SqliteBackendStore implements BackendStore {
   heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
+        this.prepared('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
   }
@@ -873,21 +882,21 @@ export class SqliteBackendStore implements BackendStore {
   putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const known = this.db.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
-        if (known) this.db.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
-        else this.db.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
+        const known = this.prepared('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
+        if (known) this.prepared('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
+        else this.prepared('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
         return !known;
       }).immediate(),
     );
   }
 
   removeAdmin(name: string): Promise<boolean> {
-    return this.run(() => this.db.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
+    return this.run(() => this.prepared('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
   }
 
   admin(name: string): Promise<AdminRecord | undefined> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
+      const row = this.prepared('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
         | { name: string; password_hash: string; created_at: number }
         | undefined;
       return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
@@ -905,7 +914,7 @@ export class SqliteBackendStore implements BackendStore {
   adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
+        this.prepared('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
           id: number;
           admin: string;
           action: string;
@@ -925,7 +934,7 @@ export class SqliteBackendStore implements BackendStore {
     const truth = this.db
       .prepare(kind === 'paid' ? truthSql('paid', 'out_trade_no = @no', '') : truthSql('refund', '', 'out_refund_no = @no'))
       .get({ no }) as { device_id: string; at: number; amount: number } | undefined;
-    const was = this.db.prepare('SELECT device_id, at, amount_fen FROM money_items WHERE kind = ? AND no = ?').get(kind, no) as
+    const was = this.prepared('SELECT device_id, at, amount_fen FROM money_items WHERE kind = ? AND no = ?').get(kind, no) as
       | { device_id: string; at: number; amount_fen: number }
       | undefined;
     if (truth !== undefined && was !== undefined && truth.device_id === was.device_id && truth.at === was.at && truth.amount === was.amount_fen) return;
@@ -946,11 +955,11 @@ export class SqliteBackendStore implements BackendStore {
     };
     if (was !== undefined) {
       move(was.device_id, was.at, -1, -was.amount_fen);
-      this.db.prepare('DELETE FROM money_items WHERE kind = ? AND no = ?').run(kind, no);
+      this.prepared('DELETE FROM money_items WHERE kind = ? AND no = ?').run(kind, no);
     }
     if (truth !== undefined) {
       move(truth.device_id, truth.at, 1, truth.amount);
-      this.db.prepare('INSERT INTO money_items (kind, no, device_id, at, amount_fen) VALUES (?, ?, ?, ?, ?)').run(kind, no, truth.device_id, truth.at, truth.amount);
+      this.prepared('INSERT INTO money_items (kind, no, device_id, at, amount_fen) VALUES (?, ?, ?, ?, ?)').run(kind, no, truth.device_id, truth.at, truth.amount);
     }
   }
 
@@ -995,7 +1004,7 @@ export class SqliteBackendStore implements BackendStore {
 
   reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]> {
     return this.run(() =>
-      (this.db.prepare('SELECT day, at, matched, discrepancies FROM reconciliations WHERE day >= ? ORDER BY day').all(options.fromDay) as ReconciliationRow[]).flatMap(toReconciliation),
+      (this.prepared('SELECT day, at, matched, discrepancies FROM reconciliations WHERE day >= ? ORDER BY day').all(options.fromDay) as ReconciliationRow[]).flatMap(toReconciliation),
     );
   }
 
@@ -1051,7 +1060,7 @@ export class SqliteBackendStore implements BackendStore {
   attentionCalls(options: { from: number }): Promise<CallRecord[]> {
     return this.run(() =>
       (
-        this.db.prepare("SELECT * FROM calls INDEXED BY calls_attention WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]
+        this.prepared("SELECT * FROM calls INDEXED BY calls_attention WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]
       ).map(toCall),
     );
   }
