@@ -213,6 +213,30 @@ t.test('heartbeats: one kept connection across minutes, written in batches, none
     t.equal(hint, `timeout=${BACKEND_KEEP_ALIVE_MS / 1000}`);
   });
 
+  await t.test('revoked by another process while its connection stays open: the next heartbeat on it is refused', async (t) => {
+    const { certificate: other } = await enrolBox(pki, store, 'KEEP2', { policy: {} });
+    const server = await start(5);
+    t.teardown(() => server.close());
+    const log = memoryLogger('debug');
+    const sender = new HeartbeatSender({ origin: server.origin, certificate: other, caPem: pki.caPem, report: () => report, watch: () => 'x', log });
+    t.teardown(() => sender.stop());
+    const beat = async (): Promise<void> => {
+      sender.beat();
+      await (sender as unknown as { inFlight: Promise<void> | null }).inFlight;
+    };
+    await beat();
+    await beat();
+    t.equal(sender.sent, 2);
+    // `scanbox backend revoke` writes the store; this server's timer is off (recheckMs 0): the connection stays.
+    const revoker = SqliteBackendStore.open(join(dir, 'backend.db'));
+    await revoker.revoke('KEEP2', Date.now());
+    await revoker.close();
+    t.equal(server.connections('KEEP2'), 1, 'still open');
+    await beat();
+    t.equal(sender.failed, 1, 'refused on the same connection');
+    t.match(log.lines.join('\n'), /BOX_REVOKED/);
+  });
+
   await t.test('a heartbeat waits for its batch; a clean stop writes what waits', async (t) => {
     const server = await start(60_000);
     const before = (await store.heartbeats('KEEP1')).length;
