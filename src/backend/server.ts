@@ -93,7 +93,7 @@ export interface BackendServerOptions {
   heartbeats?: { batchMs?: number; batchMax?: number };
 }
 
-export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
+export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 8192, perAddress: 64 } as const;
 
 /**
  * Refused handshakes and connections over a cap, told in the log without a line each: the first of a quiet
