@@ -147,10 +147,12 @@ export async function migrateSqliteToPostgres(
       await PostgresBackendStore.rebuildMoney(q);
       const items = `count(*) AS n, coalesce(sum(amount), 0) AS fen, coalesce(sum(at % 1000003), 0) AS m, coalesce(sum(at / 1000003), 0) AS d`;
       const wantMoney = source.prepare(`SELECT ${items} FROM (${truthSql('both', '1 = 1', '1 = 1')}) x`).get() as Record<string, number>;
-      const gotMoney = (await q<Record<string, number>>(`SELECT ${items} FROM (SELECT amount_fen AS amount, at FROM money_items) x`))[0]!;
+      const gotMoney = (await q<Record<string, number>>(`SELECT ${items} FROM (SELECT amount_fen AS amount, at FROM money_items) x`, [], { long: true }))[0]!;
       const sums = (await q<Record<string, number>>(
         `SELECT (SELECT coalesce(sum(paid_count + refund_count), 0) FROM money_hours) AS h_n, (SELECT coalesce(sum(paid_fen + refund_fen), 0) FROM money_hours) AS h_fen,
                 (SELECT coalesce(sum(paid_count + refund_count), 0) FROM money_days) AS d_n, (SELECT coalesce(sum(paid_fen + refund_fen), 0) FROM money_days) AS d_fen`,
+        [],
+        { long: true },
       ))[0]!;
       const moneyProblems = [
         ...Object.entries(wantMoney).filter(([k, v]) => Number(gotMoney[k]) !== Number(v)).map(([k, v]) => `${k}: ${String(gotMoney[k])} in the database, ${v} from the file's calls`),
@@ -161,7 +163,7 @@ export async function migrateSqliteToPostgres(
       // The check, inside the transaction: any difference and nothing is kept.
       for (const table of copied) {
         const want = source.prepare(checkSql(table, false, sourceColumns[table])).get() as Record<string, number>;
-        const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table])))[0]!;
+        const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table]), [], { long: true }))[0]!;
         for (const [key, value] of Object.entries(want)) {
           if (Number(got[key]) !== Number(value)) {
             throw new StoreError('CORRUPT', `the copy of ${table} differs from ${file} (${key}: ${String(got[key])} in the database, ${value} in the file): nothing was kept`);

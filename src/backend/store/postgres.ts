@@ -290,8 +290,10 @@ export class PostgresBackendStore implements BackendStore {
         if (version > PG_MIGRATIONS.length) {
           throw new StoreError('NEWER', `backend database is schema ${version}, newer than this scanbox (${PG_MIGRATIONS.length})`);
         }
+        // A step may work through every call there is (step 4 fills the money sums): no statement limit for it.
+        if (version < PG_MIGRATIONS.length) await q('SET LOCAL statement_timeout = 0');
         for (let step = version; step < PG_MIGRATIONS.length; step++) {
-          await q(PG_MIGRATIONS[step]!);
+          await q(PG_MIGRATIONS[step]!, [], { long: true });
           await q('INSERT INTO scanbox_schema (version) VALUES ($1)', [step + 1]);
         }
       })
@@ -729,11 +731,11 @@ export class PostgresBackendStore implements BackendStore {
   }
 
   /** The money items and their sums worked out again from every call (migrate, after copying the calls). */
-  static async rebuildMoney(q: <R extends Record<string, unknown>>(text: string, values?: unknown[]) => Promise<R[]>): Promise<void> {
-    await q('DELETE FROM money_items');
-    await q('DELETE FROM money_hours');
-    await q('DELETE FROM money_days');
-    for (const statement of FILL_MONEY_SQL.split(';').map((x) => x.trim()).filter((x) => x !== '')) await q(statement);
+  static async rebuildMoney(q: <R extends Record<string, unknown>>(text: string, values?: unknown[], options?: { long?: boolean }) => Promise<R[]>): Promise<void> {
+    await q('DELETE FROM money_items', [], { long: true });
+    await q('DELETE FROM money_hours', [], { long: true });
+    await q('DELETE FROM money_days', [], { long: true });
+    for (const statement of FILL_MONEY_SQL.split(';').map((x) => x.trim()).filter((x) => x !== '')) await q(statement, [], { long: true });
   }
 
   recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
