@@ -23,7 +23,7 @@ import type { BackendPolicy } from './server.js';
  * | SCANBOX_BACKEND_REFUND_DAY_MAX | 100000 | most fen one box may refund in a business day (China time), refunds of any source |
  * | SCANBOX_BACKEND_BILLS | on | on/off: whether boxes may download the merchant's daily bill (it lists every box's trades) |
  * | SCANBOX_BACKEND_RATE | 120 | calls per box per minute (a sale is a micropay and up to a dozen queries and reversals) |
- * | SCANBOX_BACKEND_MAX_CONNECTIONS | 4096 | open connections from boxes, in all (a TLS handshake must finish within 10 s) |
+ * | SCANBOX_BACKEND_MAX_CONNECTIONS | 8192 | open connections from boxes, in all (a TLS handshake must finish within 10 s; each box keeps one for its heartbeats) |
  * | SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS | 64 | open connections from one address (raise it behind a load balancer or a shop NAT) |
  * | SCANBOX_BACKEND_UPSTREAM_CONNECTIONS | 32 | connections to WeChat Pay for micropay and orderquery: as many such calls under way at once |
  * | SCANBOX_BACKEND_ADMIN_LISTEN | 127.0.0.1:8444 | host:port of the admin listener: /metrics and the web console (contract §11) |
@@ -253,7 +253,7 @@ export function loadBackendConfig(sources: ConfigSources): BackendConfigResult {
   };
   const upstreamConnections = integer(env, errors, 'SCANBOX_BACKEND_UPSTREAM_CONNECTIONS', 32, 1, 1024);
   const maxConnections = {
-    total: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS', 4096, 1, 1_000_000),
+    total: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS', 8192, 1, 1_000_000),
     perAddress: integer(env, errors, 'SCANBOX_BACKEND_MAX_CONNECTIONS_PER_ADDRESS', 64, 1, 1_000_000),
   };
   const adminListen = parseListen(value(env, 'SCANBOX_BACKEND_ADMIN_LISTEN') ?? DEFAULT_ADMIN_LISTEN);

@@ -66,6 +66,8 @@ const DEFAULT_TIMEOUTS: Readonly<Record<ApiCall | 'connect', number>> = {
 
 const MAX_ANSWER_BYTES = 512 * 1024;
 const KEEP_ALIVE_MS = 20_000;
+/** The most a call's connection is kept idle whatever the backend's Keep-Alive hint says (it says 150 s, for heartbeats). */
+const KEEP_ALIVE_MAX_MS = 30_000;
 
 /**
  * The err_code a refused micropay is reported with: each one micropayAction calls `final` or `config`, so the
@@ -165,7 +167,7 @@ export class BackendGateway {
       timeout: this.timeouts.connect,
     });
     const agent = (maxResponseSize: number): Agent =>
-      new Agent({ connect, keepAliveTimeout: KEEP_ALIVE_MS, keepAliveMaxTimeout: 60_000, maxResponseSize, pipelining: 1, connections: 2 });
+      new Agent({ connect, keepAliveTimeout: KEEP_ALIVE_MS, keepAliveMaxTimeout: KEEP_ALIVE_MAX_MS, maxResponseSize, pipelining: 1, connections: 2 });
     this.agent = agent(MAX_ANSWER_BYTES);
     this.billAgent = agent(2 * MAX_BILL_TEXT + 4096);
   }

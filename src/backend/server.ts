@@ -23,6 +23,7 @@ import { businessDay, chinaTimeMs, dayBounds } from '../business-day.js';
 import { BillCache, boxTrades } from './bills.js';
 import { SEND_WITHIN_MS, UpstreamGate } from './upstream.js';
 import { HEARTBEAT_PATH, parseHeartbeatReport, type HeartbeatReport } from './heartbeat.js';
+import { HeartbeatBatch } from './heartbeat-batch.js';
 import type { BackendStore, BoxRecord, BoxRefunds, CallOutcomeKind, NewCall } from './store.js';
 
 /**
@@ -88,9 +89,11 @@ export interface BackendServerOptions {
   connections?: { handshakeMs?: number; total?: number; perAddress?: number };
   /** Told of every call's end and every heartbeat kept (the metrics, console/metrics.ts). */
   observer?: ServerObserver;
+  /** Heartbeats are written in batches (heartbeat-batch.ts): at most `batchMs` (default 1000) late, `batchMax` (500) at a time. */
+  heartbeats?: { batchMs?: number; batchMax?: number };
 }
 
-export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 4096, perAddress: 64 } as const;
+export const DEFAULT_CONNECTION_LIMITS = { handshakeMs: 10_000, total: 8192, perAddress: 64 } as const;
 
 /**
  * Refused handshakes and connections over a cap, told in the log without a line each: the first of a quiet
@@ -154,11 +157,15 @@ export interface ServerObserver {
 /** Heartbeats per box per minute: one a minute and one per health change; more is a box in a loop. */
 const HEARTBEATS_PER_MINUTE = 20;
 
-/** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
+/** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 150 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 15_000;
-/** Above the box's 20 s keep-alive, so the box, not the backend, closes idle connections (no write into a closing socket). */
-const KEEP_ALIVE_MS = 30_000;
+/**
+ * Above what the box keeps an idle connection (its calls' 30 s, its heartbeats' 120 s, which outlast the minute
+ * between two heartbeats: a box sends them all on one TLS connection, and a new handshake costs the backend more
+ * than the heartbeat), so the box, not the backend, closes idle connections (no write into a closing socket).
+ */
+export const KEEP_ALIVE_MS = 150_000;
 
 type Standing = { box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number };
 
@@ -166,6 +173,12 @@ interface Peer {
   deviceId: string;
   serial: string;
   notAfter: number;
+  /**
+   * The store's revocation mark when this connection's certificate and box were last found good, and the box
+   * then: a heartbeat asks the store only whether the mark moved since (one cheap read, as fresh as the two
+   * reads of a call), not for the certificate and the box again. Calls always read them (the policy is the box's).
+   */
+  good?: { mark: string; box: BoxRecord };
 }
 
 class Refused extends Error {
@@ -268,6 +281,10 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** The store's revocation mark when every open connection was last checked one by one. */
+  private checkedMark: string | null = null;
+  /** Heartbeats waiting to be written together. */
+  readonly heartbeatBatch: HeartbeatBatch;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
   /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
@@ -275,6 +292,8 @@ export class BackendServer {
   private closing: Promise<void> | null = null;
   private readonly byAddress = new Map<string, number>();
   private servedCertPem: string;
+  /** TLS handshakes completed since the start (the bench reads it). */
+  handshakes = 0;
   /** Refused handshakes and connections, summarised in the log. */
   readonly refusals: RefusalSummary;
 
@@ -312,11 +331,15 @@ export class BackendServer {
     this.bills = new BillCache({ client: options.client, log: options.log, now: this.now, ...options.bills });
     this.gate = new UpstreamGate(options.upstream?.connections ?? 1, options.upstream?.sendWithinMs ?? SEND_WITHIN_MS);
     this.heartbeatRate = new RateLimit(HEARTBEATS_PER_MINUTE, this.now);
+    this.heartbeatBatch = new HeartbeatBatch(options.store, { everyMs: options.heartbeats?.batchMs ?? 1000, max: options.heartbeats?.batchMax ?? 500 });
     const address = server.address() as AddressInfo;
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.origin = `https://${host === '0.0.0.0' ? '127.0.0.1' : host === '[::]' ? '[::1]' : host}:${address.port}`;
-    server.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    server.on('secureConnection', (socket: TLSSocket) => {
+      this.handshakes += 1;
+      this.accept(socket);
+    });
     const capped = new WeakSet<Socket>();
     server.on('tlsClientError', (error: Error, socket: TLSSocket) => {
       // A connection cut for being over a cap is counted there, not again as a handshake.
@@ -348,7 +371,7 @@ export class BackendServer {
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
-    this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
+    this.timer = every > 0 ? setInterval(() => void this.recheckIfRevoked(), every) : null;
     this.timer?.unref();
   }
 
@@ -387,10 +410,41 @@ export class BackendServer {
     return this.rechecking;
   }
 
+  /**
+   * The timer's check: with thousands of boxes keeping a connection open, asking the store about each of them
+   * every second would cost more than all their heartbeats. So one cheap question (the store's revocation mark)
+   * each time, the connections checked one by one only when it moved; a certificate's end is checked here on
+   * each connection (the store is not needed for it).
+   */
+  async recheckIfRevoked(): Promise<number> {
+    let mark: string;
+    try {
+      mark = await this.o.store.revocationMark();
+    } catch (error) {
+      this.o.log.error('backend: cannot read the store to check open connections', { error: messageOf(error) });
+      return 0;
+    }
+    if (mark !== this.checkedMark) return this.recheck();
+    let cut = 0;
+    const now = this.now();
+    for (const [socket, peer] of [...this.peers]) {
+      if (peer.notAfter > 0 && peer.notAfter <= now) {
+        this.cut(socket, peer, `certificate ${peer.serial} of ${peer.deviceId} has expired`);
+        cut++;
+      }
+    }
+    return cut;
+  }
+
   private async recheckOnce(): Promise<number> {
     let cut = 0;
+    // Read before the connections are checked: a revocation during the check moves it again.
+    const mark = await this.o.store.revocationMark().catch(() => null);
     const open = [...this.peers];
-    if (open.length === 0) return 0;
+    if (open.length === 0) {
+      this.checkedMark = mark;
+      return 0;
+    }
     let found: Awaited<ReturnType<BackendStore['peers']>>;
     try {
       // Every open connection's certificate and box in one read of the store.
@@ -408,6 +462,7 @@ export class BackendServer {
         cut++;
       }
     }
+    this.checkedMark = mark;
     return cut;
   }
 
@@ -418,7 +473,8 @@ export class BackendServer {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
       for (const socket of this.peers.keys()) socket.destroy();
-    });
+      // The heartbeats received and not yet written are written: a clean stop loses none.
+    }).then(() => this.heartbeatBatch.close());
     return this.closing;
   }
 
@@ -435,6 +491,19 @@ export class BackendServer {
     this.o.log.warning('backend: connection cut', { box: peer.deviceId, serial: peer.serial, why });
     this.peers.delete(socket);
     socket.destroy();
+  }
+
+  /** A heartbeat's standing: the connection's last good one while the store's revocation mark has not moved. */
+  private async heartbeatStanding(peer: Peer): Promise<Awaited<ReturnType<BackendServer['standing']>>> {
+    const mark = await this.o.store.revocationMark();
+    if (peer.good !== undefined && peer.good.mark === mark && (peer.notAfter === 0 || peer.notAfter > this.now())) {
+      return { box: peer.good.box, problem: null, code: 'BOX_UNKNOWN' };
+    }
+    const standing = await this.standing(peer);
+    // The mark read before the check: a revocation during it moves the mark, and the next heartbeat checks again.
+    if (standing.problem === null && standing.box !== null) peer.good = { mark, box: standing.box };
+    else delete peer.good;
+    return standing;
   }
 
   /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
@@ -472,7 +541,7 @@ export class BackendServer {
       if (peer === undefined) throw new Refused('BOX_UNKNOWN', 'no client certificate on this connection');
       let standing;
       try {
-        standing = await this.standing(peer);
+        standing = path === HEARTBEAT_PATH ? await this.heartbeatStanding(peer) : await this.standing(peer);
       } catch (error) {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
@@ -548,7 +617,7 @@ export class BackendServer {
     if (!parsed.ok) throw new Refused('BAD_REQUEST', parsed.text);
     const at = this.now();
     try {
-      await this.o.store.recordHeartbeat({ deviceId: box.deviceId, at, report: parsed.report });
+      await this.heartbeatBatch.add({ deviceId: box.deviceId, at, report: parsed.report });
     } catch (error) {
       this.o.log.error('backend: cannot keep a heartbeat', { box: box.deviceId, error: messageOf(error) });
       throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot record the heartbeat in its journal');

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database, { type Database as SqliteDatabase, type Statement } from 'better-sqlite3';
 import type { ApiCall } from '../wechatpay/client.js';
 import { HEARTBEAT_HISTORY, parseHeartbeatReport, type HeartbeatRecord, type HeartbeatReport } from './heartbeat.js';
+import { FILL_MONEY_SQL, bucketPlan, moneyKeyOf, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS, type MoneyKind } from './store/money.js';
 
 /**
  * The backend's journal (contract §8): the enrolled boxes, their certificates, and every call the backend
@@ -173,7 +174,14 @@ export interface BackendStore {
    * the box's latest, and in its history of the last HEARTBEAT_HISTORY (older ones are dropped from time to time,
    * so a few more may be kept for a while; `heartbeats` never returns more).
    */
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void>;
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void>;
+  /** Several heartbeats (of any boxes, a box's in the order given) in one transaction: all kept, or none. */
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void>;
+  /**
+   * A value that changes whenever a certificate is revoked (by `revoke`, or replaced by an enrolment): the
+   * server's cheap check, every second, of whether its open connections must be checked one by one again.
+   */
+  revocationMark(): Promise<string>;
   /** The newest heartbeat of every box that ever sent one. */
   latestHeartbeats(): Promise<HeartbeatRecord[]>;
   /** A box's heartbeats, newest first. */
@@ -197,10 +205,55 @@ export interface BackendStore {
    * calendar day or hour of a zone without daylight saving (China's). Calls up to a day before `from` are read,
    * so that a sale begun before midnight and paid after is counted. `deviceId`: that box's only.
    */
-  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]>;
+  moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]>;
+  /**
+   * The same sums as `moneyBuckets`, recounted from the calls themselves by the query the console used before
+   * the buckets (schema step 4) existed: slow (it groups every call of the window by order), kept for checks
+   * and tests. It reads only calls up to a day before `from`, and counts a refused micropay's amount; the
+   * buckets read every call of an order and none refused, and are otherwise the same sums.
+   */
+  recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]>;
+  /**
+   * `scanbox backend reconcile`'s result for a day (the backend's own discrepancies, contract §11 problems):
+   * replaces what an earlier run of the same day kept.
+   */
+  recordReconciliation(reconciliation: ReconciliationRecord): Promise<void>;
+  /** The kept reconciliations of days >= `fromDay` (YYYYMMDD), oldest day first. */
+  reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]>;
   /** The reverse, refund and refundquery calls made since `from`, oldest first: what the console's problems read. */
   attentionCalls(options: { from: number }): Promise<CallRecord[]>;
   close(): Promise<void>;
+}
+
+/**
+ * What `moneyBuckets` sums: [from, to) on whole hours, by the hour (bucketMs an hour, offsetMs whole hours) or by
+ * China's calendar day (bucketMs a day, offsetMs China's 8 hours, from and to China midnights): the buckets the
+ * store keeps. `total`: the chain's sums, one row per bucket with deviceId '*'.
+ */
+export interface MoneyBucketsOptions {
+  from: number;
+  to: number;
+  bucketMs: number;
+  offsetMs: number;
+  deviceId?: string;
+  total?: boolean;
+}
+
+/** A day's backend reconciliation as kept for the console. */
+export interface ReconciliationRecord {
+  /** The bill's day, YYYYMMDD. */
+  day: string;
+  /** When it ran (the backend's clock). */
+  at: number;
+  matched: number;
+  discrepancies: ReadonlyArray<{ kind: string; box: string | null; out_trade_no: string; out_refund_no?: string; what: string }>;
+}
+
+export interface NewHeartbeat {
+  deviceId: string;
+  /** When the backend received it (its clock). */
+  at: number;
+  report: HeartbeatReport;
 }
 
 export interface MoneyBucket {
@@ -325,6 +378,53 @@ const MIGRATIONS: ReadonlyArray<(db: SqliteDatabase) => void> = [
       ) STRICT;
     `);
   },
+  // 4: the console's money by box and hour and by box and China day, kept as calls finish (store/money.ts),
+  // filled here from the calls already journalled; and the backend's own reconciliations, for the problems page.
+  (db) => {
+    db.exec(`
+      CREATE TABLE money_items (
+        kind       TEXT NOT NULL CHECK (kind IN ('paid', 'refund')),
+        no         TEXT NOT NULL,
+        device_id  TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        amount_fen INTEGER NOT NULL,
+        PRIMARY KEY (kind, no)
+      ) STRICT, WITHOUT ROWID;
+
+      CREATE TABLE money_hours (
+        device_id    TEXT NOT NULL,
+        hour         INTEGER NOT NULL,
+        paid_count   INTEGER NOT NULL,
+        paid_fen     INTEGER NOT NULL,
+        refund_count INTEGER NOT NULL,
+        refund_fen   INTEGER NOT NULL,
+        PRIMARY KEY (device_id, hour)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX money_hours_hour ON money_hours (hour);
+
+      CREATE TABLE money_days (
+        device_id    TEXT NOT NULL,
+        day          INTEGER NOT NULL,
+        paid_count   INTEGER NOT NULL,
+        paid_fen     INTEGER NOT NULL,
+        refund_count INTEGER NOT NULL,
+        refund_fen   INTEGER NOT NULL,
+        PRIMARY KEY (device_id, day)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX money_days_day ON money_days (day);
+
+      -- The problems' calls (attentionCalls) of the last 30 days, without walking every call of them.
+      CREATE INDEX calls_attention ON calls (at) WHERE call IN ('reverse', 'refund', 'refundquery');
+
+      CREATE TABLE reconciliations (
+        day           TEXT PRIMARY KEY,
+        at            INTEGER NOT NULL,
+        matched       INTEGER NOT NULL,
+        discrepancies TEXT NOT NULL
+      ) STRICT;
+    `);
+    db.exec(FILL_MONEY_SQL);
+  },
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -420,6 +520,38 @@ export function toHeartbeat(row: HeartbeatRow): HeartbeatRecord[] {
   return parsed.ok ? [{ deviceId: row.device_id, at: row.at, report: parsed.report }] : [];
 }
 
+/** Buckets of every box summed into the chain's (deviceId '*'), in bucket order; as they are when not asked. */
+export function totalOf(rows: MoneyBucket[], total: boolean): MoneyBucket[] {
+  if (!total) return rows;
+  const by = new Map<number, MoneyBucket>();
+  for (const r of rows) {
+    const t = by.get(r.bucket) ?? { deviceId: '*', bucket: r.bucket, paidCount: 0, paidFen: 0, refundCount: 0, refundFen: 0 };
+    t.paidCount += r.paidCount;
+    t.paidFen += r.paidFen;
+    t.refundCount += r.refundCount;
+    t.refundFen += r.refundFen;
+    by.set(r.bucket, t);
+  }
+  return [...by.values()].sort((a, b) => a.bucket - b.bucket);
+}
+
+export interface ReconciliationRow {
+  day: string;
+  at: number;
+  matched: number;
+  discrepancies: string;
+}
+
+export function toReconciliation(row: ReconciliationRow): ReconciliationRecord[] {
+  try {
+    const list = JSON.parse(row.discrepancies) as unknown;
+    if (!Array.isArray(list)) return [];
+    return [{ day: row.day, at: row.at, matched: row.matched, discrepancies: list as ReconciliationRecord['discrepancies'] }];
+  } catch {
+    return [];
+  }
+}
+
 /** Outcomes counted as a box's errors: what left the box without a verified answer, and what was refused. */
 const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refused']);
 
@@ -431,8 +563,6 @@ const ERROR_OUTCOMES: ReadonlySet<CallOutcomeKind> = new Set(['unknown', 'refuse
 export class SqliteBackendStore implements BackendStore {
   readonly path: string;
   private readonly db: SqliteDatabase;
-  /** Every statement prepared once (all are fixed texts): parsing one again on every call cost the most CPU. */
-  private readonly statements = new Map<string, Statement>();
 
   static open(path: string): SqliteBackendStore {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -473,6 +603,15 @@ export class SqliteBackendStore implements BackendStore {
     this.db = db;
   }
 
+  /** Statements are prepared once and kept (preparing one costs more than running most of them). */
+  private readonly statements = new Map<string, Statement>();
+
+  private prepared(sql: string): Statement {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) this.statements.set(sql, (statement = this.db.prepare(sql)));
+    return statement;
+  }
+
   enrol(cert: { deviceId: string; serial: string; notAfter: number; at: number }, policy: Partial<BoxPolicy> = {}): Promise<EnrolResult> {
     return this.run(() =>
       this.db.transaction((): EnrolResult => {
@@ -487,16 +626,16 @@ export class SqliteBackendStore implements BackendStore {
             problem: `device id ${cert.deviceId} and the enrolled box ${clash.device_id} begin alike: each box owns the out_trade_no beginning with its id, so neither may be a prefix of the other`,
           };
         }
-        const existing = this.prepare('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
+        const existing = this.prepared('SELECT device_id FROM boxes WHERE device_id = ?').get(cert.deviceId);
         if (existing === undefined) {
           this.db
             .prepare('INSERT INTO boxes (device_id, enrolled_at, max_amount_fen, refunds) VALUES (?, ?, ?, ?)')
             .run(cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null);
         } else {
-          this.prepare('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
-          if (policy.maxAmountFen !== undefined) this.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
-          if (policy.refunds !== undefined) this.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
-          this.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
+          this.prepared('UPDATE boxes SET enrolled_at = ?, revoked_at = NULL WHERE device_id = ?').run(cert.at, cert.deviceId);
+          if (policy.maxAmountFen !== undefined) this.prepared('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, cert.deviceId);
+          if (policy.refunds !== undefined) this.prepared('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, cert.deviceId);
+          this.prepared('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(cert.at, cert.deviceId);
         }
         this.db
           .prepare('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES (?, ?, ?, ?)')
@@ -509,9 +648,9 @@ export class SqliteBackendStore implements BackendStore {
   setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        if (this.prepare('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
-        if (policy.maxAmountFen !== undefined) this.prepare('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
-        if (policy.refunds !== undefined) this.prepare('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
+        if (this.prepared('SELECT 1 FROM boxes WHERE device_id = ?').get(deviceId) === undefined) return false;
+        if (policy.maxAmountFen !== undefined) this.prepared('UPDATE boxes SET max_amount_fen = ? WHERE device_id = ?').run(policy.maxAmountFen, deviceId);
+        if (policy.refunds !== undefined) this.prepared('UPDATE boxes SET refunds = ? WHERE device_id = ?').run(policy.refunds, deviceId);
         return true;
       }).immediate(),
     );
@@ -520,10 +659,10 @@ export class SqliteBackendStore implements BackendStore {
   revoke(deviceId: string, at: number): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const box = this.prepare('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
+        const box = this.prepared('SELECT revoked_at FROM boxes WHERE device_id = ?').get(deviceId) as { revoked_at: number | null } | undefined;
         if (box === undefined) return false;
-        if (box.revoked_at === null) this.prepare('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
-        this.prepare('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
+        if (box.revoked_at === null) this.prepared('UPDATE boxes SET revoked_at = ? WHERE device_id = ?').run(at, deviceId);
+        this.prepared('UPDATE certificates SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL').run(at, deviceId);
         return true;
       }).immediate(),
     );
@@ -533,27 +672,18 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() => this.boxSync(deviceId));
   }
 
-  private prepare(sql: string): Statement {
-    let statement = this.statements.get(sql);
-    if (statement === undefined) {
-      statement = this.db.prepare(sql);
-      this.statements.set(sql, statement);
-    }
-    return statement;
-  }
-
   private boxSync(deviceId: string): BoxRecord | undefined {
-    const row = this.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
+    const row = this.prepared(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = ?`).get(deviceId) as BoxRow | undefined;
     return row ? toBox(row) : undefined;
   }
 
   boxes(): Promise<BoxRecord[]> {
-    return this.run(() => (this.prepare(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
+    return this.run(() => (this.prepared(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} ORDER BY b.device_id`).all() as BoxRow[]).map(toBox));
   }
 
   peer(serial: string): Promise<{ certificate: CertificateRecord; box: BoxRecord | undefined } | undefined> {
     return this.run(() => {
-      const row = this.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+      const row = this.prepared('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
         | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
         | undefined;
       if (row === undefined) return undefined;
@@ -573,7 +703,7 @@ export class SqliteBackendStore implements BackendStore {
 
   certificate(serial: string): Promise<CertificateRecord | undefined> {
     return this.run(() => {
-      const row = this.prepare('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
+      const row = this.prepared('SELECT serial, device_id, issued_at, not_after, revoked_at FROM certificates WHERE serial = ?').get(serial) as
         | { serial: string; device_id: string; issued_at: number; not_after: number; revoked_at: number | null }
         | undefined;
       return row ? { serial: row.serial, deviceId: row.device_id, issuedAt: row.issued_at, notAfter: row.not_after, revokedAt: row.revoked_at } : undefined;
@@ -586,7 +716,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, ?, ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.call, call.outTradeNo, call.outRefundNo, call.amountFen ?? null, call.at);
-        this.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepared('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return Number(info.lastInsertRowid);
       }).immediate(),
     );
@@ -595,12 +725,16 @@ export class SqliteBackendStore implements BackendStore {
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(() =>
       this.db.transaction(() => {
-        const row = this.prepare("SELECT device_id FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as { device_id: string } | undefined;
+        const row = this.prepared("SELECT device_id, call, out_trade_no, out_refund_no FROM calls WHERE id = ? AND outcome = 'sent'").get(id) as
+          | { device_id: string; call: string; out_trade_no: string | null; out_refund_no: string | null }
+          | undefined;
         if (row === undefined) throw new Error(`call ${id} is not a call under way`);
         this.db
           .prepare('UPDATE calls SET outcome = ?, code = ?, state = ?, paid_at = ?, ms = ? WHERE id = ?')
           .run(result.outcome, result.code, result.state ?? null, result.paidAt ?? null, Math.round(result.ms), id);
-        if (ERROR_OUTCOMES.has(result.outcome)) this.prepare('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+        if (ERROR_OUTCOMES.has(result.outcome)) this.prepared('UPDATE boxes SET errors = errors + 1 WHERE device_id = ?').run(row.device_id);
+        const key = moneyKeyOf(row.call, row.out_trade_no, row.out_refund_no);
+        if (key !== null) this.settleMoney(key.kind, key.no);
       }).immediate(),
     );
   }
@@ -661,7 +795,7 @@ export class SqliteBackendStore implements BackendStore {
         const info = this.db
           .prepare(`INSERT INTO calls (device_id, call, out_trade_no, out_refund_no, amount_fen, outcome, at) VALUES (?, 'refund', ?, ?, ?, 'sent', ?)`)
           .run(call.deviceId, call.outTradeNo, call.outRefundNo, call.amountFen, call.at);
-        this.prepare('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
+        this.prepared('UPDATE boxes SET calls = calls + 1, last_seen_at = ? WHERE device_id = ?').run(call.at, call.deviceId);
         return { ok: true, id: Number(info.lastInsertRowid), totalFeeFen, again: earlier !== undefined };
       }).immediate(),
     );
@@ -694,8 +828,8 @@ export class SqliteBackendStore implements BackendStore {
     return this.run(() => {
       const rows =
         options.deviceId === undefined
-          ? this.prepare('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
-          : this.prepare('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
+          ? this.prepared('SELECT * FROM calls ORDER BY id DESC LIMIT ?').all(limit)
+          : this.prepared('SELECT * FROM calls WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(options.deviceId, limit);
       return (rows as CallRow[]).map(toCall).reverse();
     });
   }
@@ -716,26 +850,49 @@ export class SqliteBackendStore implements BackendStore {
     });
   }
 
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void> {
+    return this.recordHeartbeats([heartbeat]);
+  }
+
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void> {
+    if (heartbeats.length === 0) return Promise.resolve();
     return this.run(() =>
       this.db.transaction(() => {
-        const info = this.prepare('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)').run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
-        // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
-        // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
-        if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) return;
-        const oldest = this.db
-          .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
-          .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
-        if (oldest !== undefined) this.prepare('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+        const insert = this.prepared('INSERT INTO heartbeats (device_id, at, report) VALUES (?, ?, ?)');
+        for (const heartbeat of heartbeats) {
+          const info = insert.run(heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report));
+          // Pruning walks HEARTBEAT_HISTORY index entries: done at one insert in HEARTBEAT_PRUNE_EVERY, so a box keeps
+          // at most that many more than HEARTBEAT_HISTORY, and heartbeats() never shows more than HEARTBEAT_HISTORY.
+          if (Number(info.lastInsertRowid) % HEARTBEAT_PRUNE_EVERY !== 0) continue;
+          const oldest = this.db
+            .prepare('SELECT id FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?')
+            .get(heartbeat.deviceId, HEARTBEAT_HISTORY) as { id: number } | undefined;
+          if (oldest !== undefined) this.prepared('DELETE FROM heartbeats WHERE device_id = ? AND id <= ?').run(heartbeat.deviceId, oldest.id);
+        }
       }).immediate(),
     );
+  }
+
+  revocationMark(): Promise<string> {
+    return this.run(() => {
+      const row = this.prepared('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL').get() as { n: number; m: number | null };
+      return `${row.n}:${row.m ?? ''}`;
+    });
   }
 
   latestHeartbeats(): Promise<HeartbeatRecord[]> {
     return this.run(() =>
       (
         this.db
-          .prepare('SELECT h.device_id, h.at, h.report FROM heartbeats h WHERE h.id IN (SELECT max(id) FROM heartbeats GROUP BY device_id) ORDER BY h.device_id')
+          // Two index seeks per box (the next device id, then its newest heartbeat), not a walk of every box's history.
+          .prepare(
+            `WITH RECURSIVE d(id) AS (
+               SELECT min(device_id) FROM heartbeats
+               UNION ALL SELECT (SELECT min(device_id) FROM heartbeats WHERE device_id > d.id) FROM d WHERE d.id IS NOT NULL
+             )
+             SELECT h.device_id, h.at, h.report FROM d JOIN heartbeats h ON h.id = (SELECT max(id) FROM heartbeats WHERE device_id = d.id)
+             ORDER BY h.device_id`,
+          )
           .all() as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
@@ -744,7 +901,7 @@ export class SqliteBackendStore implements BackendStore {
   heartbeats(deviceId: string, options: { limit?: number } = {}): Promise<HeartbeatRecord[]> {
     return this.run(() =>
       (
-        this.prepare('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
+        this.prepared('SELECT device_id, at, report FROM heartbeats WHERE device_id = ? ORDER BY id DESC LIMIT ?').all(deviceId, Math.min(options.limit ?? HEARTBEAT_HISTORY, HEARTBEAT_HISTORY)) as HeartbeatRow[]
       ).flatMap(toHeartbeat),
     );
   }
@@ -752,21 +909,21 @@ export class SqliteBackendStore implements BackendStore {
   putAdmin(admin: { name: string; passwordHash: string; at: number }): Promise<boolean> {
     return this.run(() =>
       this.db.transaction((): boolean => {
-        const known = this.prepare('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
-        if (known) this.prepare('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
-        else this.prepare('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
+        const known = this.prepared('SELECT 1 FROM admins WHERE name = ?').get(admin.name) !== undefined;
+        if (known) this.prepared('UPDATE admins SET password_hash = ? WHERE name = ?').run(admin.passwordHash, admin.name);
+        else this.prepared('INSERT INTO admins (name, password_hash, created_at) VALUES (?, ?, ?)').run(admin.name, admin.passwordHash, admin.at);
         return !known;
       }).immediate(),
     );
   }
 
   removeAdmin(name: string): Promise<boolean> {
-    return this.run(() => this.prepare('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
+    return this.run(() => this.prepared('DELETE FROM admins WHERE name = ?').run(name).changes === 1);
   }
 
   admin(name: string): Promise<AdminRecord | undefined> {
     return this.run(() => {
-      const row = this.prepare('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
+      const row = this.prepared('SELECT name, password_hash, created_at FROM admins WHERE name = ?').get(name) as
         | { name: string; password_hash: string; created_at: number }
         | undefined;
       return row ? { name: row.name, passwordHash: row.password_hash, createdAt: row.created_at } : undefined;
@@ -784,7 +941,7 @@ export class SqliteBackendStore implements BackendStore {
   adminActions(options: { limit?: number } = {}): Promise<AdminActionRecord[]> {
     return this.run(() =>
       (
-        this.prepare('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
+        this.prepared('SELECT id, admin, action, device_id, detail, at FROM admin_actions ORDER BY id DESC LIMIT ?').all(options.limit ?? 100) as {
           id: number;
           admin: string;
           action: string;
@@ -796,9 +953,91 @@ export class SqliteBackendStore implements BackendStore {
     );
   }
 
-  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+  /**
+   * An order's or a refund's item worked out again from its calls and, when it changed, moved in the sums
+   * (store/money.ts); inside the caller's transaction.
+   */
+  private settleMoney(kind: MoneyKind, no: string): void {
+    const truth = this.db
+      .prepare(kind === 'paid' ? truthSql('paid', 'out_trade_no = @no', '') : truthSql('refund', '', 'out_refund_no = @no'))
+      .get({ no }) as { device_id: string; at: number; amount: number } | undefined;
+    const was = this.prepared('SELECT device_id, at, amount_fen FROM money_items WHERE kind = ? AND no = ?').get(kind, no) as
+      | { device_id: string; at: number; amount_fen: number }
+      | undefined;
+    if (truth !== undefined && was !== undefined && truth.device_id === was.device_id && truth.at === was.at && truth.amount === was.amount_fen) return;
+    const move = (deviceId: string, at: number, count: number, fen: number): void => {
+      const values = kind === 'paid' ? [count, fen, 0, 0] : [0, 0, count, fen];
+      for (const [table, column, unit] of [
+        ['money_hours', 'hour', Math.floor(at / HOUR_MS)],
+        ['money_days', 'day', Math.floor((at + CHINA_OFFSET_MS) / DAY_MS)],
+      ] as const) {
+        this.db
+          .prepare(
+            `INSERT INTO ${table} (device_id, ${column}, paid_count, paid_fen, refund_count, refund_fen) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (device_id, ${column}) DO UPDATE SET paid_count = paid_count + excluded.paid_count, paid_fen = paid_fen + excluded.paid_fen,
+               refund_count = refund_count + excluded.refund_count, refund_fen = refund_fen + excluded.refund_fen`,
+          )
+          .run(deviceId, unit, ...values);
+      }
+    };
+    if (was !== undefined) {
+      move(was.device_id, was.at, -1, -was.amount_fen);
+      this.prepared('DELETE FROM money_items WHERE kind = ? AND no = ?').run(kind, no);
+    }
+    if (truth !== undefined) {
+      move(truth.device_id, truth.at, 1, truth.amount);
+      this.prepared('INSERT INTO money_items (kind, no, device_id, at, amount_fen) VALUES (?, ?, ?, ?, ?)').run(kind, no, truth.device_id, truth.at, truth.amount);
+    }
+  }
+
+  moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
+    let plan: ReturnType<typeof bucketPlan>;
+    try {
+      plan = bucketPlan(options);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const device = options.total ? "'*'" : 'device_id';
+    return this.run(() => {
+      const rows = this.db
+        .prepare(
+          `SELECT ${device} AS device_id, ${plan.column} AS unit, sum(paid_count) AS paid_count, sum(paid_fen) AS paid_fen,
+             sum(refund_count) AS refund_count, sum(refund_fen) AS refund_fen
+           FROM ${plan.table} WHERE ${plan.column} >= @lo AND ${plan.column} < @hi AND (@device IS NULL OR device_id = @device)
+           GROUP BY 1, 2 HAVING sum(paid_count) <> 0 OR sum(refund_count) <> 0 ORDER BY 1, 2`,
+        )
+        .all({ lo: plan.lo, hi: plan.hi, device: options.deviceId ?? null }) as {
+        device_id: string;
+        unit: number;
+        paid_count: number;
+        paid_fen: number;
+        refund_count: number;
+        refund_fen: number;
+      }[];
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: plan.toBucket(r.unit), paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  recordReconciliation(r: ReconciliationRecord): Promise<void> {
+    return this.run(() => {
+      this.db
+        .prepare(
+          `INSERT INTO reconciliations (day, at, matched, discrepancies) VALUES (?, ?, ?, ?)
+           ON CONFLICT (day) DO UPDATE SET at = excluded.at, matched = excluded.matched, discrepancies = excluded.discrepancies`,
+        )
+        .run(r.day, r.at, r.matched, JSON.stringify(r.discrepancies));
+    });
+  }
+
+  reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]> {
+    return this.run(() =>
+      (this.prepared('SELECT day, at, matched, discrepancies FROM reconciliations WHERE day >= ? ORDER BY day').all(options.fromDay) as ReconciliationRow[]).flatMap(toReconciliation),
+    );
+  }
+
+  recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
     const { from, to, bucketMs, offsetMs } = options;
-    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('recountMoney: whole ms');
     return this.run(() => {
       const rows = this.db
         .prepare(
@@ -838,13 +1077,18 @@ export class SqliteBackendStore implements BackendStore {
         refund_count: number;
         refund_fen: number;
       }[];
-      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+      return totalOf(
+        rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen })),
+        options.total === true,
+      );
     });
   }
 
   attentionCalls(options: { from: number }): Promise<CallRecord[]> {
     return this.run(() =>
-      (this.prepare("SELECT * FROM calls WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]).map(toCall),
+      (
+        this.prepared("SELECT * FROM calls INDEXED BY calls_attention WHERE at >= ? AND call IN ('reverse', 'refund', 'refundquery') ORDER BY id").all(options.from) as CallRow[]
+      ).map(toCall),
     );
   }
 

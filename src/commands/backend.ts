@@ -386,6 +386,11 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
     // A day either side, so that an order begun before midnight and finished after it is seen whole.
     const calls = await store.tradeCalls({ from: startMs - 86_400_000, to: endMs + 86_400_000, outTradeNos: [...new Set(entries.map((e) => e.outTradeNo))] });
     result = reconcileBackend({ date, entries, boxes: await store.boxes(), calls });
+    // Kept for the console's problems page (contract §11): the day's latest run replaces an earlier one.
+    const kept = result.discrepancies.map((d) => ({ kind: d.kind, box: d.box, out_trade_no: d.out_trade_no, ...(d.out_refund_no ? { out_refund_no: d.out_refund_no } : {}), what: d.what }));
+    await store.recordReconciliation({ day: date, at: Date.now(), matched: result.matched, discrepancies: kept }).catch((error: unknown) => {
+      log.error('reconciliation: cannot keep the result for the console', { date, error: messageOf(error) });
+    });
   } finally {
     await store.close();
   }

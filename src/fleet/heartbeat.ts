@@ -10,6 +10,9 @@ import type { Logger } from '../log.js';
  * says everything again) and logged at most once per `logEveryMs`, with one line when they get through again.
  */
 
+/** How long the heartbeat's connection is kept idle: past the minute between two heartbeats, under the backend's 150 s. */
+export const KEEP_ALIVE_MS = 120_000;
+
 export interface HeartbeatSenderOptions {
   origin: string;
   certificate: { certPem: string; keyPem: string };
@@ -42,7 +45,10 @@ export class HeartbeatSender {
   constructor(options: HeartbeatSenderOptions) {
     this.o = { everyMs: 60_000, watchMs: 1000, timeoutMs: 5000, logEveryMs: 600_000, ...options };
     const connect = buildConnector({ ca: [options.caPem], cert: options.certificate.certPem, key: options.certificate.keyPem, minVersion: 'TLSv1.2', timeout: this.o.timeoutMs });
-    this.agent = new Agent({ connect, connections: 1, pipelining: 1, keepAliveTimeout: 20_000, keepAliveMaxTimeout: 60_000, maxResponseSize: 16 * 1024 });
+    // One TLS connection kept across minutes (the backend keeps idle ones 150 s, backend/server.ts): a heartbeat
+    // on a kept connection costs the backend a fraction of one on a new connection (whose handshake verifies the
+    // box's certificate in full: the backend refuses session tickets on purpose).
+    this.agent = new Agent({ connect, connections: 1, pipelining: 1, keepAliveTimeout: KEEP_ALIVE_MS, keepAliveMaxTimeout: KEEP_ALIVE_MS, maxResponseSize: 16 * 1024 });
   }
 
   start(): void {

@@ -173,7 +173,7 @@ t.test('the store: WAL, schema version, reopened as it was', async (t) => {
   await store.close();
   const raw = new Database(path, { readonly: true });
   t.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
-  t.equal(raw.pragma('user_version', { simple: true }), 3, 'schema 3: calls, boxes, certificates; refund policy and payment time; the fleet');
+  t.equal(raw.pragma('user_version', { simple: true }), 4, 'schema 4: calls, boxes, certificates; refund policy and payment time; the fleet; its money sums and the reconciliations');
   raw.close();
   const reopened = SqliteBackendStore.open(path);
   t.match(await reopened.calls(), [{ deviceId: 'S1', call: 'micropay', outcome: 'unknown', code: 'TIMEOUT', ms: 12 }]);

@@ -145,6 +145,32 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
     t.match(zh, /设备故障/);
   });
 
+  t.test("the backend's own reconciliation discrepancies are problems: the chain's, the box's, and a row of no box", async (t) => {
+    const w = await world(t);
+    const token = w.cookieOf(await w.login());
+    const cookie = { headers: { cookie: `scanbox_console=${token}`, 'accept-language': 'en' } };
+    const before = await (await w.app.request('/problems', cookie)).text();
+    t.notMatch(before, /reconciliation discrepancy/);
+    await w.store.recordReconciliation({
+      day: '20261206',
+      at: w.clock.get() - 3_600_000,
+      matched: 7,
+      discrepancies: [
+        { kind: 'PAID_NOT_IN_BILL', box: 'SHOP1', out_trade_no: 'SHOP1X0001', what: 'paid through the backend, not in the bill' },
+        { kind: 'UNKNOWN_ORDER', box: null, out_trade_no: 'TILL9X0001', what: 'a bill row of no box enrolled' },
+      ],
+    });
+    const problems = await (await w.app.request('/problems', cookie)).text();
+    t.match(problems, /Backend&#39;s reconciliation discrepancy<\/td><td>20261206 PAID_NOT_IN_BILL SHOP1X0001/);
+    t.match(problems, /<td>—<\/td><td>Backend&#39;s reconciliation discrepancy<\/td><td>20261206 UNKNOWN_ORDER TILL9X0001/);
+    const box = await (await w.app.request('/box/SHOP1', cookie)).text();
+    t.match(box, /PAID_NOT_IN_BILL SHOP1X0001/);
+    t.notMatch(box, /TILL9X0001/, "another's is not the box's");
+    // A later run of the day found nothing: the problems are gone.
+    await w.store.recordReconciliation({ day: '20261206', at: w.clock.get(), matched: 9, discrepancies: [] });
+    t.notMatch(await (await w.app.request('/problems', cookie)).text(), /reconciliation discrepancy/);
+  });
+
   t.test('scanbox backend admin add / remove', async (t) => {
     const w = await world(t);
     const out: string[] = [];

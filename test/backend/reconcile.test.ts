@@ -171,6 +171,7 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
     t.equal(text.status, 0);
     t.match(text.stdout, /the backend cannot know what each register was told/);
     t.match(text.stdout, /RECA: 4 row\(s\), 4 matched, 0 discrepancies/);
+    t.match(await store.reconciliations({ fromDay: today }), [{ day: today, matched: 5, discrepancies: [] }], "kept for the console's problems page");
   });
 
   await t.test('each planted difference found once with its kind and box; exit 1; logged at error level', async (t) => {
@@ -218,6 +219,13 @@ t.test('two boxes through a real backend, the day reconciled by the backend', as
     t.match(result.boxes, [{ box: 'RECA', discrepancies: 4 }, { box: 'RECB', discrepancies: 1 }]);
     t.same(result.rows.unenrolled, 1);
     t.equal(run.stderr.split('\n').filter((l) => l.startsWith('<3>reconciliation: ')).length, 6, 'each at error level');
+    const kept = await store.reconciliations({ fromDay: today });
+    t.equal(kept.length, 1, 'the day kept once, the clean run replaced');
+    t.same(
+      kept[0]!.discrepancies.map((d) => [d.kind, d.box, d.out_trade_no]).sort(),
+      result.discrepancies.map((d) => [d.kind, d.box, d.out_trade_no]).sort(),
+      "the backend's discrepancies kept for the console's problems page",
+    );
     const text = await cli(['backend', 'reconcile', '--date', today], env);
     t.match(text.stdout, /CHARGED_NOT_RECORDED \S+ box RECA ref RA-3 \(bill 5\.00, backend 5\.00\)\n {2}[^\n]*\n {2}to do: [^\n]*scanbox reconcile on the box/);
     sim.clearBillChanges();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import chromium from '@sparticuz/chromium';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import t from 'tap';
+import { businessDay } from '../../src/business-day.js';
 import { BackendMetrics } from '../../src/backend/console/metrics.js';
 import { hashPassword } from '../../src/backend/console/password.js';
 import { ConsoleServer } from '../../src/backend/console/server.js';
@@ -223,6 +224,17 @@ t.test('the console in a browser', async (t) => {
     const rows = await page.$$eval('table.problems tbody tr', (trs) => trs.map((r) => r.textContent ?? ''));
     t.ok(rows.some((r) => r.includes('BENCH01') && r.includes('设备离线')), 'offline is a problem');
     t.ok(rows.some((r) => r.includes('SHOP2') && r.includes('从未收到心跳')), 'never heard from');
+    // The backend's own reconciliation (what `scanbox backend reconcile` keeps; the command itself is tested in
+    // test/backend/reconcile.test.ts): its discrepancies are problems too.
+    await store.recordReconciliation({
+      day: businessDay(now - 86_400_000, 'Asia/Shanghai'),
+      at: now,
+      matched: 1,
+      discrepancies: [{ kind: 'PAID_NOT_IN_BILL', box: 'BENCH01', out_trade_no: 'BENCH01X9', what: 'paid through the backend, not in the bill' }],
+    });
+    await go('/problems');
+    const after = await page.$$eval('table.problems tbody tr', (trs) => trs.map((r) => r.textContent ?? ''));
+    t.ok(after.some((r) => r.includes('BENCH01') && r.includes('后台对账差异') && r.includes('PAID_NOT_IN_BILL BENCH01X9')), "the backend's reconciliation discrepancy");
     await shot('problems.png');
   });
 

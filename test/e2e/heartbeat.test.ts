@@ -1,13 +1,14 @@
 import { readFileSync, rmSync } from 'node:fs';
+import https from 'node:https';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { enrolBox } from '../../src/backend/enrol.js';
-import { HEARTBEAT_HISTORY, isOnline, OFFLINE_AFTER_MS, type HeartbeatReport } from '../../src/backend/heartbeat.js';
+import { HEARTBEAT_HISTORY, HEARTBEAT_PATH, isOnline, OFFLINE_AFTER_MS, type HeartbeatReport } from '../../src/backend/heartbeat.js';
 import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
-import { BackendServer } from '../../src/backend/server.js';
+import { BackendServer, KEEP_ALIVE_MS as BACKEND_KEEP_ALIVE_MS } from '../../src/backend/server.js';
 import { SqliteBackendStore } from '../../src/backend/store.js';
-import { HeartbeatSender } from '../../src/fleet/heartbeat.js';
+import { HeartbeatSender, KEEP_ALIVE_MS as BOX_KEEP_ALIVE_MS } from '../../src/fleet/heartbeat.js';
 import { memoryLogger } from '../../src/log.js';
 import { Rig } from '../../src/simulator/rig.js';
 import { WechatPayClient } from '../../src/wechatpay/client.js';
@@ -159,5 +160,101 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
     t.equal(warnings.length, 1, 'one warning for three failures');
     t.match(warnings[0], /BOX_REVOKED/);
     t.ok(backendLog.lines.some((l) => /call refused.*refused=BOX_REVOKED/.test(l) && /heartbeat/.test(l)), 'the backend says it refused it');
+  });
+});
+
+t.test('heartbeats: one kept connection across minutes, written in batches, none lost on a clean stop', async (t) => {
+  const dir = tempDir('scanbox-heartbeat-batch-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
+  t.teardown(() => store.close());
+  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
+  const start = (batchMs: number) =>
+    BackendServer.start({
+      listen: { host: '127.0.0.1', port: 0 },
+      store,
+      pki,
+      client: {} as never,
+      policy: { maxAmountFen: 1000, refunds: 'off', bills: 'off', ratePerMinute: 60 },
+      log: memoryLogger('debug'),
+      recheckMs: 0,
+      heartbeats: { batchMs, batchMax: 500 },
+    });
+  const { certificate } = await enrolBox(pki, store, 'KEEP1', { policy: {} });
+  const report: HeartbeatReport = {
+    version: '0.1.0', health: 'READY', healthText: '', uptimeS: 1, clockSynced: true, openSale: null, pendingReversals: 0,
+    pendingRefunds: 0, reconciliation: null, diskFreeBytes: null, journalBytes: null, sentAt: 1,
+  };
+
+  await t.test("the box's heartbeats share one connection, kept longer than the minute between two", async (t) => {
+    const server = await start(5);
+    t.teardown(() => server.close());
+    const sender = new HeartbeatSender({ origin: server.origin, certificate, caPem: pki.caPem, report: () => report, watch: () => 'x', log: memoryLogger('debug') });
+    for (let i = 0; i < 3; i++) {
+      sender.beat();
+      await (sender as unknown as { inFlight: Promise<void> | null }).inFlight;
+    }
+    t.equal(sender.sent, 3);
+    t.equal(server.connections('KEEP1'), 1, 'one connection for the three');
+    await sender.stop();
+    t.ok(BOX_KEEP_ALIVE_MS > 60_000, "the box keeps it idle past a minute");
+    t.ok(BOX_KEEP_ALIVE_MS < BACKEND_KEEP_ALIVE_MS, 'and closes it before the backend would');
+    // What the backend tells clients (undici keeps a connection no longer than this hint).
+    const agent = new https.Agent({ keepAlive: true });
+    t.teardown(() => agent.destroy());
+    const hint = await new Promise<string>((resolve, reject) => {
+      const req = https.request(new URL(HEARTBEAT_PATH, server.origin), { method: 'POST', ca: pki.caPem, cert: certificate.certPem, key: certificate.keyPem, agent, headers: { 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(String(res.headers['keep-alive'] ?? ''));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(report));
+    });
+    t.equal(hint, `timeout=${BACKEND_KEEP_ALIVE_MS / 1000}`);
+  });
+
+  await t.test('revoked by another process while its connection stays open: the next heartbeat on it is refused', async (t) => {
+    const { certificate: other } = await enrolBox(pki, store, 'KEEP2', { policy: {} });
+    const server = await start(5);
+    t.teardown(() => server.close());
+    const log = memoryLogger('debug');
+    const sender = new HeartbeatSender({ origin: server.origin, certificate: other, caPem: pki.caPem, report: () => report, watch: () => 'x', log });
+    t.teardown(() => sender.stop());
+    const beat = async (): Promise<void> => {
+      sender.beat();
+      await (sender as unknown as { inFlight: Promise<void> | null }).inFlight;
+    };
+    await beat();
+    await beat();
+    t.equal(sender.sent, 2);
+    // `scanbox backend revoke` writes the store; this server's timer is off (recheckMs 0): the connection stays.
+    const revoker = SqliteBackendStore.open(join(dir, 'backend.db'));
+    await revoker.revoke('KEEP2', Date.now());
+    await revoker.close();
+    t.equal(server.connections('KEEP2'), 1, 'still open');
+    await beat();
+    t.equal(sender.failed, 1, 'refused on the same connection');
+    t.match(log.lines.join('\n'), /BOX_REVOKED/);
+  });
+
+  await t.test('a heartbeat waits for its batch; a clean stop writes what waits', async (t) => {
+    const server = await start(60_000);
+    const before = (await store.heartbeats('KEEP1')).length;
+    const answered = new Promise<number>((resolve) => {
+      const req = https.request(new URL(HEARTBEAT_PATH, server.origin), { method: 'POST', ca: pki.caPem, cert: certificate.certPem, key: certificate.keyPem, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', () => resolve(-1));
+      req.end(JSON.stringify({ ...report, uptimeS: 777 }));
+    });
+    while (server.heartbeatBatch.waiting === 0) await new Promise((r) => setImmediate(r));
+    t.equal((await store.heartbeats('KEEP1')).length, before, 'not written yet: the batch waits');
+    await server.close();
+    const kept = await store.heartbeats('KEEP1');
+    t.equal(kept.length, before + 1, 'written at the stop');
+    t.equal(kept[0]!.report.uptimeS, 777);
+    t.equal(server.heartbeatBatch.batches, 1);
+    await answered;
   });
 });

@@ -1,6 +1,7 @@
 import { businessDay, dayBounds, previousDay } from '../../business-day.js';
 import { isOnline, type HeartbeatRecord } from '../heartbeat.js';
-import type { BackendStore, BoxRecord, CallRecord, MoneyBucket } from '../store.js';
+import type { BackendStore, BoxRecord, CallRecord } from '../store.js';
+import { CHINA_OFFSET_MS, DAY_MS, HOUR_MS } from '../store/money.js';
 
 /**
  * What the console shows, read from the store (contract §11): the backend's own view of each box's money from
@@ -21,7 +22,7 @@ export interface Money {
   netFen: number;
 }
 
-export type ProblemKind = 'OFFLINE' | 'NEVER_HEARD' | 'FAULT' | 'BOX_OFFLINE' | 'REVERSAL_PENDING' | 'REVERSAL_REFUSED' | 'REFUND_PENDING' | 'REFUND_CHANGE' | 'REFUND_CLOSED' | 'RECONCILIATION' | 'CLOCK' | 'CERT_EXPIRING' | 'DISK';
+export type ProblemKind = 'OFFLINE' | 'NEVER_HEARD' | 'FAULT' | 'BOX_OFFLINE' | 'REVERSAL_PENDING' | 'REVERSAL_REFUSED' | 'REFUND_PENDING' | 'REFUND_CHANGE' | 'REFUND_CLOSED' | 'RECONCILIATION' | 'BACKEND_RECONCILIATION' | 'CLOCK' | 'CERT_EXPIRING' | 'DISK';
 
 export interface Problem {
   kind: ProblemKind;
@@ -165,51 +166,65 @@ function callProblems(calls: readonly CallRecord[]): Problem[] {
   return p;
 }
 
-/** China's offset from UTC: the store sums by China day and hour (no daylight saving there). */
-const CHINA_OFFSET_MS = 8 * 3600_000;
-const DAY_MS = 86_400_000;
-const HOUR_MS = 3_600_000;
-
-const dayBucket = (ms: number): number => Math.floor((ms + CHINA_OFFSET_MS) / DAY_MS);
 const bucketDay = (bucket: number): string => businessDay(bucket * DAY_MS - CHINA_OFFSET_MS, CHINA);
 
-function toMoney(b: MoneyBucket): Money {
-  return { paidCount: b.paidCount, paidFen: b.paidFen, refundCount: b.refundCount, refundFen: b.refundFen, netFen: b.paidFen - b.refundFen };
-}
 
-/** The store's sums as the pages want them: each box's today, the days (chain or one box) and today's hours. */
+/**
+ * The store's sums as the pages want them (read from its money buckets, a few rows per box): each box's today,
+ * the days (chain or one box) and today's hours.
+ */
 async function sums(store: BackendStore, now: number, days: number, deviceId?: string) {
   const day = businessDay(now, CHINA);
   const dayList = lastDays(day, days);
   const from = dayBounds(dayList[0]!, CHINA).startMs;
   const { startMs: todayStart, endMs: todayEnd } = dayBounds(day, CHINA);
-  const only = deviceId === undefined ? {} : { deviceId };
-  // Today by the hour (each box's today is the sum of its hours), the days before by the day: today's calls,
-  // the most, are read once.
-  const [byDayRows, byHourRows] = await Promise.all([
-    store.moneyBuckets({ from, to: todayStart, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+  const only = deviceId === undefined ? { total: true } : { deviceId };
+  const [byDayRows, todayRows, byHourRows] = await Promise.all([
+    store.moneyBuckets({ from, to: todayEnd, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
+    store.moneyBuckets({ from: todayStart, to: todayEnd, bucketMs: DAY_MS, offsetMs: CHINA_OFFSET_MS, ...(deviceId === undefined ? {} : { deviceId }) }),
     store.moneyBuckets({ from: todayStart, to: todayEnd, bucketMs: HOUR_MS, offsetMs: CHINA_OFFSET_MS, ...only }),
   ]);
   const todayByBox = new Map<string, Money>();
   const byDay = new Map<string, Money>();
   for (const b of byDayRows) add(get(byDay, bucketDay(b.bucket)), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
+  for (const b of todayRows) add(get(todayByBox, b.deviceId), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
   const byHour = new Array<number>(24).fill(0);
-  const todayTotal = get(byDay, day);
-  for (const b of byHourRows) {
-    byHour[((b.bucket % 24) + 24) % 24]! += b.paidFen;
-    add(get(todayByBox, b.deviceId), b.paidFen, b.refundFen, b.paidCount, b.refundCount);
-    add(todayTotal, b.paidFen, b.refundFen, b.paidCount, b.refundCount);
-  }
+  for (const b of byHourRows) byHour[((b.bucket % 24) + 24) % 24]! += b.paidFen;
   return { day, from, todayByBox, byDay: dayList.map((d) => ({ day: d, money: byDay.get(d) ?? zero() })), byHour };
+}
+
+/**
+ * The backend's own discrepancies (`scanbox backend reconcile`, kept per day, the latest run of each): one problem
+ * each; deviceId '' for a bill row of no enrolled box.
+ */
+async function reconciliationProblems(store: BackendStore, fromDay: string, deviceId?: string): Promise<Problem[]> {
+  const p: Problem[] = [];
+  for (const r of await store.reconciliations({ fromDay })) {
+    for (const d of r.discrepancies) {
+      if (deviceId !== undefined && d.box !== deviceId) continue;
+      p.push({ kind: 'BACKEND_RECONCILIATION', deviceId: d.box ?? '', subject: `${r.day} ${d.kind} ${d.out_refund_no ?? d.out_trade_no}: ${d.what}`, at: r.at });
+    }
+  }
+  return p;
 }
 
 /** The whole fleet as of `now`. */
 export async function fleetView(store: BackendStore, now: number, days = 30): Promise<FleetView> {
   const s = await sums(store, now, days);
-  const [boxes, latest, attention] = await Promise.all([store.boxes(), store.latestHeartbeats(), store.attentionCalls({ from: s.from })]);
+  const [boxes, latest, attention, reconciled] = await Promise.all([
+    store.boxes(),
+    store.latestHeartbeats(),
+    store.attentionCalls({ from: s.from }),
+    reconciliationProblems(store, s.byDay[0]!.day),
+  ]);
   const heard = new Map(latest.map((h) => [h.deviceId, h]));
   const fromCalls = new Map<string, Problem[]>();
-  for (const p of callProblems(attention)) fromCalls.set(p.deviceId, [...(fromCalls.get(p.deviceId) ?? []), p]);
+  for (const p of [...callProblems(attention), ...reconciled]) {
+    const list = fromCalls.get(p.deviceId);
+    if (list === undefined) fromCalls.set(p.deviceId, [p]);
+    else list.push(p);
+  }
+  const known = new Set(boxes.map((b) => b.deviceId));
   const totals = { ...zero(), online: 0, offline: 0, revoked: 0 };
   const views: BoxView[] = boxes.map((box) => {
     const hb = heard.get(box.deviceId) ?? null;
@@ -220,7 +235,9 @@ export async function fleetView(store: BackendStore, now: number, days = 30): Pr
     const problems = [...boxProblems(box, hb, now), ...(fromCalls.get(box.deviceId) ?? [])];
     return { box, state, heartbeat: hb, today: t, problems };
   });
-  return { now, day: s.day, boxes: views, totals, byHour: s.byHour, byDay: s.byDay, problems: views.flatMap((v) => v.problems) };
+  // What names no box (a bill row of no enrolled box) is the chain's problem.
+  const unattached = [...fromCalls].filter(([id]) => !known.has(id)).flatMap(([, list]) => list);
+  return { now, day: s.day, boxes: views, totals, byHour: s.byHour, byDay: s.byDay, problems: [...views.flatMap((v) => v.problems), ...unattached] };
 }
 
 export interface BoxPage {
@@ -236,7 +253,12 @@ export async function boxPage(store: BackendStore, deviceId: string, now: number
   const box = await store.box(deviceId);
   if (box === undefined) return null;
   const s = await sums(store, now, days, deviceId);
-  const [heartbeats, recent, attention] = await Promise.all([store.heartbeats(deviceId, { limit: 60 }), store.calls({ deviceId, limit: 50 }), store.attentionCalls({ from: s.from })]);
+  const [heartbeats, recent, attention, reconciled] = await Promise.all([
+    store.heartbeats(deviceId, { limit: 60 }),
+    store.calls({ deviceId, limit: 50 }),
+    store.attentionCalls({ from: s.from }),
+    reconciliationProblems(store, s.byDay[0]!.day, deviceId),
+  ]);
   const hb = heartbeats[0] ?? null;
   const state = box.revokedAt !== null ? 'revoked' : isOnline(hb?.at ?? null, now) ? 'online' : 'offline';
   const view: BoxView = {
@@ -244,7 +266,7 @@ export async function boxPage(store: BackendStore, deviceId: string, now: number
     state,
     heartbeat: hb,
     today: s.todayByBox.get(deviceId) ?? zero(),
-    problems: [...boxProblems(box, hb, now), ...callProblems(attention.filter((c) => c.deviceId === deviceId))],
+    problems: [...boxProblems(box, hb, now), ...callProblems(attention.filter((c) => c.deviceId === deviceId)), ...reconciled],
   };
   return { view, byHour: s.byHour, byDay: s.byDay, heartbeats, calls: recent.reverse() };
 }

@@ -93,6 +93,7 @@ const PROBLEMS: Record<ProblemKind, [string, string]> = {
   REFUND_CHANGE: ['退款异常（CHANGE）', 'Refund CHANGE'],
   REFUND_CLOSED: ['退款已关闭', 'Refund closed'],
   RECONCILIATION: ['对账差异', 'Reconciliation discrepancies'],
+  BACKEND_RECONCILIATION: ['后台对账差异', "Backend's reconciliation discrepancy"],
   CLOCK: ['时钟未同步', 'Clock not synchronised'],
   CERT_EXPIRING: ['设备证书即将过期', 'Certificate expiring'],
   DISK: ['磁盘空间不足', 'Disk nearly full'],

@@ -88,7 +88,7 @@ function problemList(c: PageContext, problems: Problem[], withBox: boolean): Out
   if (problems.length === 0) return html`<p class="ok">${t(c.lang, 'noProblems')}</p>`;
   return html`<div class="scroll"><table class="problems"><thead><tr>${withBox ? html`<th>${t(c.lang, 'box')}</th>` : ''}<th>${t(c.lang, 'problem')}</th><th>${t(c.lang, 'detail')}</th><th>${t(c.lang, 'since')}</th></tr></thead><tbody>${problems.map(
     (p) =>
-      html`<tr class="problem ${p.kind.toLowerCase()}">${withBox ? html`<td><a href="/box/${p.deviceId}">${p.deviceId}</a></td>` : ''}<td>${problemText(c.lang, p.kind)}</td><td>${p.subject}</td><td>${p.kind === 'CERT_EXPIRING' ? fullDate(p.at) : dateTime(p.at, c.lang)}</td></tr>`,
+      html`<tr class="problem ${p.kind.toLowerCase()}">${withBox ? html`<td>${p.deviceId === '' ? '—' : html`<a href="/box/${p.deviceId}">${p.deviceId}</a>`}</td>` : ''}<td>${problemText(c.lang, p.kind)}</td><td>${p.subject}</td><td>${p.kind === 'CERT_EXPIRING' ? fullDate(p.at) : dateTime(p.at, c.lang)}</td></tr>`,
   )}</tbody></table></div>`;
 }
 

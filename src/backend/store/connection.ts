@@ -118,6 +118,9 @@ export function isConnectionFailure(error: unknown): boolean {
   return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '25006' || code === '53300';
 }
 
+/** The client-side limit of a long query: a day (setTimeout's own limit is 24.8 days). */
+const LONG_QUERY_MS = 86_400_000;
+
 export type PgState = { state: 'connecting' } | { state: 'writable'; host: string; since: number } | { state: 'unavailable'; since: number; why: string };
 
 export class PgConnection extends EventEmitter {
@@ -298,8 +301,12 @@ export class PgConnection extends EventEmitter {
     }
   }
 
-  /** One short transaction in READ COMMITTED; `work` makes no call outside the database. */
-  async transaction<T>(work: (q: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>) => Promise<T>): Promise<T> {
+  /**
+   * One short transaction in READ COMMITTED; `work` makes no call outside the database. A query given
+   * `{ long: true }` has no client-side time limit (a schema step or migrate working through every call; the
+   * caller lifts statement_timeout for the transaction too).
+   */
+  async transaction<T>(work: (q: <R extends pg.QueryResultRow>(text: string, values?: unknown[], options?: { long?: boolean }) => Promise<R[]>) => Promise<T>): Promise<T> {
     const pool = this.ready();
     let client: pg.PoolClient;
     try {
@@ -310,7 +317,9 @@ export class PgConnection extends EventEmitter {
     let broken = false;
     try {
       await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-      const result = await work(async (text, values = []) => (await client.query(text, values)).rows);
+      const result = await work(async (text, values = [], options = {}) =>
+        options.long ? (await client.query({ text, values, query_timeout: LONG_QUERY_MS } as pg.QueryConfig)).rows : (await client.query(text, values)).rows,
+      );
       await client.query('COMMIT');
       return result;
     } catch (error) {

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { StoreError } from '../store.js';
-import type { PostgresBackendStore } from './postgres.js';
+import { truthSql } from './money.js';
+import { PostgresBackendStore } from './postgres.js';
 
 /**
  * `scanbox backend migrate --from FILE` (contract §1, §8 "A chain"): a SQLite backend journal copied into the
@@ -39,10 +40,12 @@ const TABLES = {
   heartbeats: ['id', 'device_id', 'at', 'report'],
   admins: ['name', 'password_hash', 'created_at'],
   admin_actions: ['id', 'admin', 'action', 'device_id', 'detail', 'at'],
+  // The backend's own reconciliations (schema step 4 here).
+  reconciliations: ['day', 'at', 'matched', 'discrepancies'],
 } as const;
 
 /** Tables a journal of an earlier schema step lacks: nothing to copy. */
-const LATER_TABLES: ReadonlySet<string> = new Set(['heartbeats', 'admins', 'admin_actions']);
+const LATER_TABLES: ReadonlySet<string> = new Set(['heartbeats', 'admins', 'admin_actions', 'reconciliations']);
 /** Tables whose ids are copied, with the sequence moved past them. */
 const SERIAL: ReadonlySet<string> = new Set(['calls', 'heartbeats', 'admin_actions']);
 
@@ -50,7 +53,7 @@ const SERIAL: ReadonlySet<string> = new Set(['calls', 'heartbeats', 'admin_actio
 const LATER: ReadonlySet<string> = new Set(['paid_at']);
 
 type Table = keyof typeof TABLES;
-const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'paid_at', 'ms', 'at', 'created_at']);
+const NUMERIC = new Set(['enrolled_at', 'revoked_at', 'last_seen_at', 'calls', 'errors', 'max_amount_fen', 'issued_at', 'not_after', 'id', 'amount_fen', 'paid_at', 'ms', 'at', 'created_at', 'matched']);
 const PG_TYPES: Record<string, string> = { text: 'text[]', bigint: 'bigint[]' };
 
 /** Figures that any lost, doubled or changed row moves: the count, and per column sums and the non-null count. */
@@ -108,7 +111,7 @@ export async function migrateSqliteToPostgres(
       const typeOf = (table: string, column: string): string => PG_TYPES[types.find((r) => r.table_name === table && r.column_name === column)!.data_type]!;
       for (const table of copied) {
         const columns = TABLES[table];
-        const order = SERIAL.has(table) ? 'id' : table === 'certificates' ? 'rowid' : table === 'admins' ? 'name' : 'device_id';
+        const order = SERIAL.has(table) ? 'id' : table === 'certificates' ? 'rowid' : table === 'admins' ? 'name' : table === 'reconciliations' ? 'day' : 'device_id';
         const insert = `INSERT INTO ${table} (${columns.join(', ')}) SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${typeOf(table, c)}`).join(', ')})`;
         let done = 0;
         options.progress?.({ table, done, total: totals[table] });
@@ -138,10 +141,29 @@ export async function migrateSqliteToPostgres(
            SELECT DISTINCT ON (device_id) device_id, id, at, report FROM heartbeats ORDER BY device_id, id DESC`,
         );
       }
+      // The console's money buckets (schema step 4) worked out again from the copied calls, whatever the file's
+      // own hold (rows written into the file by other means would not be in them), and checked against the same
+      // items worked out from the file's calls.
+      await PostgresBackendStore.rebuildMoney(q);
+      const items = `count(*) AS n, coalesce(sum(amount), 0) AS fen, coalesce(sum(at % 1000003), 0) AS m, coalesce(sum(at / 1000003), 0) AS d`;
+      const wantMoney = source.prepare(`SELECT ${items} FROM (${truthSql('both', '1 = 1', '1 = 1')}) x`).get() as Record<string, number>;
+      const gotMoney = (await q<Record<string, number>>(`SELECT ${items} FROM (SELECT amount_fen AS amount, at FROM money_items) x`, [], { long: true }))[0]!;
+      const sums = (await q<Record<string, number>>(
+        `SELECT (SELECT coalesce(sum(paid_count + refund_count), 0) FROM money_hours) AS h_n, (SELECT coalesce(sum(paid_fen + refund_fen), 0) FROM money_hours) AS h_fen,
+                (SELECT coalesce(sum(paid_count + refund_count), 0) FROM money_days) AS d_n, (SELECT coalesce(sum(paid_fen + refund_fen), 0) FROM money_days) AS d_fen`,
+        [],
+        { long: true },
+      ))[0]!;
+      const moneyProblems = [
+        ...Object.entries(wantMoney).filter(([k, v]) => Number(gotMoney[k]) !== Number(v)).map(([k, v]) => `${k}: ${String(gotMoney[k])} in the database, ${v} from the file's calls`),
+        ...[sums.h_n, sums.d_n].filter((n) => Number(n) !== Number(wantMoney.n)).map((n) => `bucket count ${String(n)}, ${wantMoney.n} items`),
+        ...[sums.h_fen, sums.d_fen].filter((f) => Number(f) !== Number(wantMoney.fen)).map((f) => `bucket fen ${String(f)}, ${wantMoney.fen} in the items`),
+      ];
+      if (moneyProblems.length > 0) throw new StoreError('CORRUPT', `the money buckets differ from ${file}'s calls (${moneyProblems[0]}): nothing was kept`);
       // The check, inside the transaction: any difference and nothing is kept.
       for (const table of copied) {
         const want = source.prepare(checkSql(table, false, sourceColumns[table])).get() as Record<string, number>;
-        const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table])))[0]!;
+        const got = (await q<Record<string, number>>(checkSql(table, true, sourceColumns[table]), [], { long: true }))[0]!;
         for (const [key, value] of Object.entries(want)) {
           if (Number(got[key]) !== Number(value)) {
             throw new StoreError('CORRUPT', `the copy of ${table} differs from ${file} (${key}: ${String(got[key])} in the database, ${value} in the file): nothing was kept`);

@@ -20,12 +20,19 @@ import {
   type EnrolResult,
   type FinishedCall,
   type MoneyBucket,
+  type MoneyBucketsOptions,
+  type ReconciliationRecord,
+  type ReconciliationRow,
+  toReconciliation,
+  totalOf,
   type NewAdminAction,
   type NewCall,
+  type NewHeartbeat,
   type NewRefundCall,
   type RefundLimits,
   type RefundStart,
 } from '../store.js';
+import { FILL_MONEY_SQL, bucketPlan, moneyKeyOf, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS, type MoneyKind } from './money.js';
 import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type PgTarget } from './connection.js';
 
 /**
@@ -52,6 +59,8 @@ const LOCK_SCHEMA = 7_246_001;
 const LOCK_ENROL = 7_246_002;
 /** With a second key, hashtext(device_id): one box's refunds, checked and recorded one at a time. */
 const LOCK_REFUND = 7_246_003;
+/** With a second key, hashtext(kind:no): one order's or refund's money item, worked out again one at a time. */
+const LOCK_MONEY = 7_246_004;
 
 /** One step per version; a shipped step is never edited. */
 /**
@@ -148,6 +157,45 @@ export const PG_MIGRATIONS: readonly string[] = [
        OR (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND', 'REVOKED', 'CLOSED', 'PAYERROR'))
        OR (call = 'reverse' AND state = 'REVERSED')
        OR (call = 'refundquery' AND state IN ('CHANGE', 'REFUNDCLOSE'));`,
+  // 4: the console's money by box and hour and by box and China day, kept as calls finish (store/money.ts),
+  // filled here from the calls already journalled; and the backend's own reconciliations, for the problems page.
+  `CREATE TABLE money_items (
+     kind       text NOT NULL CHECK (kind IN ('paid', 'refund')),
+     no         text NOT NULL,
+     device_id  text NOT NULL,
+     at         bigint NOT NULL,
+     amount_fen bigint NOT NULL,
+     PRIMARY KEY (kind, no)
+   );
+   CREATE TABLE money_hours (
+     device_id    text NOT NULL,
+     hour         bigint NOT NULL,
+     paid_count   bigint NOT NULL,
+     paid_fen     bigint NOT NULL,
+     refund_count bigint NOT NULL,
+     refund_fen   bigint NOT NULL,
+     PRIMARY KEY (device_id, hour)
+   );
+   CREATE INDEX money_hours_hour ON money_hours (hour) INCLUDE (device_id, paid_count, paid_fen, refund_count, refund_fen);
+   CREATE TABLE money_days (
+     device_id    text NOT NULL,
+     day          bigint NOT NULL,
+     paid_count   bigint NOT NULL,
+     paid_fen     bigint NOT NULL,
+     refund_count bigint NOT NULL,
+     refund_fen   bigint NOT NULL,
+     PRIMARY KEY (device_id, day)
+   );
+   CREATE INDEX money_days_day ON money_days (day) INCLUDE (device_id, paid_count, paid_fen, refund_count, refund_fen);
+   CREATE INDEX calls_attention ON calls (at) WHERE call IN ('reverse', 'refund', 'refundquery');
+   CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+   CREATE TABLE reconciliations (
+     day           text PRIMARY KEY,
+     at            bigint NOT NULL,
+     matched       bigint NOT NULL,
+     discrepancies text NOT NULL
+   );
+   ${FILL_MONEY_SQL}`,
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -252,8 +300,10 @@ export class PostgresBackendStore implements BackendStore {
         if (version > PG_MIGRATIONS.length) {
           throw new StoreError('NEWER', `backend database is schema ${version}, newer than this scanbox (${PG_MIGRATIONS.length})`);
         }
+        // A step may work through every call there is (step 4 fills the money sums): no statement limit for it.
+        if (version < PG_MIGRATIONS.length) await q('SET LOCAL statement_timeout = 0');
         for (let step = version; step < PG_MIGRATIONS.length; step++) {
-          await q(PG_MIGRATIONS[step]!);
+          await q(PG_MIGRATIONS[step]!, [], { long: true });
           await q('INSERT INTO scanbox_schema (version) VALUES ($1)', [step + 1]);
         }
       })
@@ -394,17 +444,23 @@ export class PostgresBackendStore implements BackendStore {
 
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(async () => {
-      const rows = await this.db.query<{ n: number }>(
-        `WITH c AS (
-           UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent' RETURNING device_id
-         ), b AS (
-           UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
-         )
-         SELECT count(*)::int AS n FROM c`,
-        [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
-        'scanbox_finish_call',
-      );
-      if (rows[0]?.n !== 1) throw new Error(`call ${id} is not a call under way`);
+      // An error thrown in a transaction without a SQLSTATE counts as a lost connection: the answer comes out first.
+      const found = await this.db.transaction(async (q) => {
+        const rows = await q<{ call: string; out_trade_no: string | null; out_refund_no: string | null }>(
+          `WITH c AS (
+             UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent' RETURNING device_id, call, out_trade_no, out_refund_no
+           ), b AS (
+             UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
+           )
+           SELECT call, out_trade_no, out_refund_no FROM c`,
+          [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
+        );
+        if (rows.length !== 1) return false;
+        const key = moneyKeyOf(rows[0]!.call, rows[0]!.out_trade_no, rows[0]!.out_refund_no);
+        if (key !== null) await settleMoney(q, key.kind, key.no);
+        return true;
+      });
+      if (!found) throw new Error(`call ${id} is not a call under way`);
     });
   }
 
@@ -540,33 +596,63 @@ export class PostgresBackendStore implements BackendStore {
     });
   }
 
-  recordHeartbeat(heartbeat: { deviceId: string; at: number; report: HeartbeatReport }): Promise<void> {
+  recordHeartbeat(heartbeat: NewHeartbeat): Promise<void> {
+    return this.recordHeartbeats([heartbeat]);
+  }
+
+  recordHeartbeats(heartbeats: readonly NewHeartbeat[]): Promise<void> {
+    if (heartbeats.length === 0) return Promise.resolve();
     return this.run(async () => {
-      // One statement: the history's row, and the box's latest (the newest by id wins, whichever backend commits
-      // first) with its count of heartbeats received.
-      const rows = await this.db.query<{ received: number }>(
+      // One statement: the history's rows, and each box's latest (the newest by id wins, whichever backend commits
+      // first) with its count of heartbeats received. A box twice in the batch is one row of the latest (ON
+      // CONFLICT may touch a row once per statement): its last, counted as many.
+      const last = new Map<string, { heartbeat: NewHeartbeat; n: number }>();
+      for (const heartbeat of heartbeats) last.set(heartbeat.deviceId, { heartbeat, n: (last.get(heartbeat.deviceId)?.n ?? 0) + 1 });
+      const rows = await this.db.query<{ device_id: string; received: number; n: number }>(
         `WITH h AS (
-           INSERT INTO heartbeats (device_id, at, report) VALUES ($1, $2, $3) RETURNING id
+           INSERT INTO heartbeats (device_id, at, report) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[]) RETURNING id, device_id
+         ), top AS (
+           SELECT device_id, max(id) AS id FROM h GROUP BY device_id
+         ), newest AS (
+           SELECT g.device_id, top.id, g.at, g.report, g.n FROM unnest($4::text[], $5::bigint[], $6::text[], $7::bigint[]) AS g(device_id, at, report, n) JOIN top USING (device_id)
          ), l AS (
-           INSERT INTO heartbeat_latest (device_id, heartbeat_id, at, report) SELECT $1::text, id, $2::bigint, $3::text FROM h
+           INSERT INTO heartbeat_latest (device_id, received, heartbeat_id, at, report) SELECT device_id, n, id, at, report FROM newest ORDER BY device_id
            ON CONFLICT (device_id) DO UPDATE SET
-             received = heartbeat_latest.received + 1,
+             received = heartbeat_latest.received + EXCLUDED.received,
              at = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.at ELSE heartbeat_latest.at END,
              report = CASE WHEN EXCLUDED.heartbeat_id > heartbeat_latest.heartbeat_id THEN EXCLUDED.report ELSE heartbeat_latest.report END,
              heartbeat_id = GREATEST(EXCLUDED.heartbeat_id, heartbeat_latest.heartbeat_id)
-           RETURNING received
+           RETURNING device_id, received
          )
-         SELECT received FROM l`,
-        [heartbeat.deviceId, heartbeat.at, JSON.stringify(heartbeat.report)],
+         SELECT l.device_id, l.received, newest.n FROM l JOIN newest USING (device_id)`,
+        [
+          heartbeats.map((h) => h.deviceId),
+          heartbeats.map((h) => h.at),
+          heartbeats.map((h) => JSON.stringify(h.report)),
+          [...last.keys()],
+          [...last.values()].map((l) => l.heartbeat.at),
+          [...last.values()].map((l) => JSON.stringify(l.heartbeat.report)),
+          [...last.values()].map((l) => l.n),
+        ],
       );
-      // Pruning walks HEARTBEAT_HISTORY index entries: done at one heartbeat in HEARTBEAT_PRUNE_EVERY of the box's
-      // own, so a box keeps at most that many more than HEARTBEAT_HISTORY (a prune that fails is done at the next).
-      if ((rows[0]?.received ?? 1) % HEARTBEAT_PRUNE_EVERY !== 0) return;
-      await this.db.query(
-        `DELETE FROM heartbeats WHERE device_id = $1
-           AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
-        [heartbeat.deviceId, HEARTBEAT_HISTORY],
-      );
+      // Pruning walks HEARTBEAT_HISTORY index entries: done for a box when its count of heartbeats received passes a
+      // multiple of HEARTBEAT_PRUNE_EVERY, so a box keeps at most that many more than HEARTBEAT_HISTORY (a prune
+      // that fails is done at the next).
+      for (const row of rows) {
+        if (Math.floor(row.received / HEARTBEAT_PRUNE_EVERY) === Math.floor((row.received - row.n) / HEARTBEAT_PRUNE_EVERY)) continue;
+        await this.db.query(
+          `DELETE FROM heartbeats WHERE device_id = $1
+             AND id <= (SELECT id FROM heartbeats WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
+          [row.device_id, HEARTBEAT_HISTORY],
+        );
+      }
+    });
+  }
+
+  revocationMark(): Promise<string> {
+    return this.run(async () => {
+      const rows = await this.db.query<{ n: number; m: number | null }>('SELECT count(*) AS n, max(revoked_at) AS m FROM certificates WHERE revoked_at IS NOT NULL');
+      return `${rows[0]!.n}:${rows[0]!.m ?? ''}`;
     });
   }
 
@@ -634,9 +720,55 @@ export class PostgresBackendStore implements BackendStore {
     );
   }
 
-  moneyBuckets(options: { from: number; to: number; bucketMs: number; offsetMs: number; deviceId?: string }): Promise<MoneyBucket[]> {
+  moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
+    let plan: ReturnType<typeof bucketPlan>;
+    try {
+      plan = bucketPlan(options);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const device = options.total ? "'*'::text" : 'device_id';
+    return this.run(async () => {
+      const rows = await this.db.query<{ device_id: string; unit: number; paid_count: number; paid_fen: number; refund_count: number; refund_fen: number }>(
+        `SELECT ${device} AS device_id, ${plan.column} AS unit, sum(paid_count)::bigint AS paid_count, sum(paid_fen)::bigint AS paid_fen,
+           sum(refund_count)::bigint AS refund_count, sum(refund_fen)::bigint AS refund_fen
+         FROM ${plan.table} WHERE ${plan.column} >= $1 AND ${plan.column} < $2 AND ($3::text IS NULL OR device_id = $3)
+         GROUP BY 1, 2 HAVING sum(paid_count) <> 0 OR sum(refund_count) <> 0 ORDER BY ${device} COLLATE "C", ${plan.column}`,
+        [plan.lo, plan.hi, options.deviceId ?? null],
+      );
+      return rows.map((r) => ({ deviceId: r.device_id, bucket: plan.toBucket(r.unit), paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+    });
+  }
+
+  recordReconciliation(r: ReconciliationRecord): Promise<void> {
+    return this.run(async () => {
+      await this.db.query(
+        `INSERT INTO reconciliations (day, at, matched, discrepancies) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (day) DO UPDATE SET at = EXCLUDED.at, matched = EXCLUDED.matched, discrepancies = EXCLUDED.discrepancies`,
+        [r.day, r.at, r.matched, JSON.stringify(r.discrepancies)],
+      );
+    });
+  }
+
+  reconciliations(options: { fromDay: string }): Promise<ReconciliationRecord[]> {
+    return this.run(async () =>
+      (await this.db.query<ReconciliationRow>('SELECT day, at, matched, discrepancies FROM reconciliations WHERE day >= $1 ORDER BY day', [options.fromDay])).flatMap(
+        toReconciliation,
+      ),
+    );
+  }
+
+  /** The money items and their sums worked out again from every call (migrate, after copying the calls). */
+  static async rebuildMoney(q: <R extends Record<string, unknown>>(text: string, values?: unknown[], options?: { long?: boolean }) => Promise<R[]>): Promise<void> {
+    await q('DELETE FROM money_items', [], { long: true });
+    await q('DELETE FROM money_hours', [], { long: true });
+    await q('DELETE FROM money_days', [], { long: true });
+    for (const statement of FILL_MONEY_SQL.split(';').map((x) => x.trim()).filter((x) => x !== '')) await q(statement, [], { long: true });
+  }
+
+  recountMoney(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
     const { from, to, bucketMs, offsetMs } = options;
-    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('moneyBuckets: whole ms');
+    if (![from, to, bucketMs, offsetMs].every(Number.isSafeInteger) || bucketMs <= 0) throw new TypeError('recountMoney: whole ms');
     const values: unknown[] = [from - 86_400_000, from, to, offsetMs, bucketMs];
     // Only the money rows of the window (the partial index calls_money; one box's through calls_device_call_at).
     let where = `at >= $1 AND at < $3 AND ${MONEY_ROWS}`;
@@ -676,7 +808,10 @@ export class PostgresBackendStore implements BackendStore {
          FROM money GROUP BY device_id, bucket ORDER BY device_id COLLATE "C", bucket`,
         values,
       );
-      return rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen }));
+      return totalOf(
+        rows.map((r) => ({ deviceId: r.device_id, bucket: r.bucket, paidCount: r.paid_count, paidFen: r.paid_fen, refundCount: r.refund_count, refundFen: r.refund_fen })),
+        options.total === true,
+      );
     });
   }
 
@@ -691,4 +826,41 @@ export class PostgresBackendStore implements BackendStore {
   close(): Promise<void> {
     return this.db.close();
   }
+}
+
+type Query = <R extends Record<string, unknown>>(text: string, values?: unknown[]) => Promise<R[]>;
+
+/**
+ * An order's or a refund's money item worked out again from its calls and, when it changed, moved in the sums
+ * (store/money.ts), inside the transaction that recorded the call's outcome. Two backends finishing calls of one
+ * order at once take turns on an advisory lock, and the second's statements (READ COMMITTED: a new snapshot each)
+ * see the first's committed calls, so the item is always worked out from all of them. The sums' rows are
+ * upserted in (box, hour) order, so two transactions never wait on each other's rows crosswise.
+ */
+async function settleMoney(q: Query, kind: MoneyKind, no: string): Promise<void> {
+  await q('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_MONEY, `${kind}:${no}`]);
+  const truth = kind === 'paid' ? truthSql('paid', 'out_trade_no = $2', '') : truthSql('refund', '', 'out_refund_no = $2');
+  const [paidCount, paidFen, refundCount, refundFen] = kind === 'paid' ? ['sum(n)', 'sum(fen)', '0', '0'] : ['0', '0', 'sum(n)', 'sum(fen)'];
+  const sums = (table: string, column: string, unit: string): string => `
+    INSERT INTO ${table} (device_id, ${column}, paid_count, paid_fen, refund_count, refund_fen)
+      SELECT device_id, ${unit}, ${paidCount}, ${paidFen}, ${refundCount}, ${refundFen} FROM delta GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (device_id, ${column}) DO UPDATE SET paid_count = ${table}.paid_count + EXCLUDED.paid_count, paid_fen = ${table}.paid_fen + EXCLUDED.paid_fen,
+      refund_count = ${table}.refund_count + EXCLUDED.refund_count, refund_fen = ${table}.refund_fen + EXCLUDED.refund_fen`;
+  await q(
+    `WITH truth AS (${truth}),
+     was AS (SELECT device_id, at, amount_fen FROM money_items WHERE kind = $1 AND no = $2),
+     same AS (SELECT 1 FROM truth, was WHERE truth.device_id = was.device_id AND truth.at = was.at AND truth.amount = was.amount_fen),
+     gone AS (DELETE FROM money_items WHERE kind = $1 AND no = $2 AND NOT EXISTS (SELECT 1 FROM truth)),
+     put AS (
+       INSERT INTO money_items (kind, no, device_id, at, amount_fen) SELECT $1, $2, device_id, at, amount FROM truth WHERE NOT EXISTS (SELECT 1 FROM same)
+       ON CONFLICT (kind, no) DO UPDATE SET device_id = EXCLUDED.device_id, at = EXCLUDED.at, amount_fen = EXCLUDED.amount_fen
+     ),
+     delta AS (
+       SELECT device_id, at, 1 AS n, amount AS fen FROM truth WHERE NOT EXISTS (SELECT 1 FROM same)
+       UNION ALL SELECT device_id, at, -1, -amount_fen FROM was WHERE NOT EXISTS (SELECT 1 FROM same)
+     ),
+     hours AS (${sums('money_hours', 'hour', `at / ${HOUR_MS}`)})
+     ${sums('money_days', 'day', `(at + ${CHINA_OFFSET_MS}) / ${DAY_MS}`)}`,
+    [kind, no],
+  );
 }

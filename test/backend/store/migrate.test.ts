@@ -51,6 +51,7 @@ async function sqliteJournal(calls: number): Promise<string> {
     INSERT INTO heartbeats (device_id, at, report) VALUES ('M1', 1, '{}'), ('M1', 2, '{}'), ('M2', 3, '{}');
     INSERT INTO admins VALUES ('ops', 'scrypt$x', 5), ('chef', 'scrypt$y', 6);
     INSERT INTO admin_actions (admin, action, device_id, detail, at) VALUES ('ops', 'revoke', 'M3', 'lost', 9);
+    INSERT INTO reconciliations VALUES ('20260104', 7, 12, '[]');
   `);
   db.close();
   return path;
@@ -76,11 +77,19 @@ t.test('a SQLite journal copied once, row for row, checked; a second run refused
   for (const serial of ['c1', 'c2', 'c3', 'c4']) t.same(await pg.certificate(serial), await sqlite.certificate(serial));
   t.same(await pg.calls({ limit: 20_000 }), await sqlite.calls({ limit: 20_000 }), 'every call, same ids, same fields');
   const fleet = await pg.db.query<{ h: number; a: number; x: number }>(
-    'SELECT (SELECT count(*) FROM heartbeats)::int AS h, (SELECT count(*) FROM admins)::int AS a, (SELECT count(*) FROM admin_actions)::int AS x',
+    'SELECT (SELECT count(*) FROM heartbeats)::int AS h, (SELECT count(*) FROM admins)::int AS a, (SELECT count(*) FROM admin_actions)::int AS x, (SELECT count(*) FROM reconciliations)::int AS r',
   );
-  t.same(fleet[0], { h: 3, a: 2, x: 1 }, "the fleet's tables too: heartbeats, admins, their actions");
+  t.same(fleet[0], { h: 3, a: 2, x: 1, r: 1 }, "the fleet's tables too: heartbeats, admins, their actions");
   const latest = await pg.db.query<{ device_id: string; at: string }>('SELECT device_id, at FROM heartbeat_latest ORDER BY device_id');
   t.same(latest.map((r) => [r.device_id, Number(r.at)]), [['M1', 2], ['M2', 3]], "each box's newest heartbeat, for the fleet page");
+  // The console's money buckets, worked out again from the copied calls: the same sums as the file's calls recounted.
+  const from = Date.UTC(2026, 0, 4, 16);
+  for (const bucketMs of [3_600_000, 86_400_000]) {
+    const o = { from, to: from + 86_400_000, bucketMs, offsetMs: 8 * 3_600_000 };
+    const kept = await pg.moneyBuckets(o);
+    t.ok(kept.length > 0);
+    t.same(kept, await sqlite.recountMoney(o), `the money by ${bucketMs === 3_600_000 ? 'hour' : 'day'}`);
+  }
   // The copy goes on as the journal: new ids after the copied ones.
   const next = await pg.startCall({ deviceId: 'M1', call: 'orderquery', outTradeNo: 'M1-1', outRefundNo: null, at: T0 + 1e9 });
   t.equal(next, 12_003);

@@ -107,3 +107,25 @@ t.test('a revoke through one store is heard by every other at once (LISTEN/NOTIF
   await one.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`);
   t.equal(await again, '', 'a recheck of all after the reconnection');
 });
+
+t.test('schema step 4 fills the money buckets from the calls already journalled', async (t) => {
+  const url = await cluster.newDatabase();
+  const store = await open(url);
+  const day = Date.UTC(2026, 11, 6, 16);
+  for (let i = 0; i < 20; i++) {
+    const id = await store.startCall({ deviceId: `S${i % 3}`, call: 'micropay', outTradeNo: `S${i % 3}X${i}`, outRefundNo: null, amountFen: 100 + i, at: day + i * 3_000_000 });
+    await store.finishCall(id, { outcome: i % 4 ? 'success' : 'business', code: null, state: i % 4 ? 'SUCCESS' : null, ms: 1 });
+  }
+  // The database as schema step 3 left it: the calls, no buckets.
+  await store.db.query('DROP TABLE money_items, money_hours, money_days, reconciliations; DROP INDEX calls_attention, certificates_revoked; DELETE FROM scanbox_schema WHERE version = 4');
+  await store.close();
+  const again = await open(url);
+  t.teardown(() => again.close());
+  t.equal(await again.schemaVersion(), 4);
+  for (const bucketMs of [3_600_000, 86_400_000]) {
+    const o = { from: day, to: day + 86_400_000, bucketMs, offsetMs: 8 * 3_600_000 };
+    const kept = await again.moneyBuckets(o);
+    t.equal(kept.reduce((n, b) => n + b.paidCount, 0), 15);
+    t.same(kept, await again.recountMoney(o));
+  }
+});
