@@ -18,6 +18,8 @@ import { makeYearJournal } from './year-journal.js';
  * mappings whose private pages grew most over it.
  *
  * Knobs, for trying a setting without changing the product: BENCH_NODE_OPTIONS (V8 flags, as in index.ts),
+ * BENCH_WRAP (a program and its arguments, split at spaces, that runs the daemon: `strace -f -k -e trace=brk -o F`
+ * shows who grows glibc's heap),
  * BENCH_ENV ("NAME=value NAME2=value": more environment for the daemon, e.g. a glibc tunable), BENCH_PREFILL
  * (start on a journal already holding that many settled sales, year-journal.ts, as a box does after its first
  * weeks, instead of on an empty one).
@@ -95,7 +97,11 @@ async function main(): Promise<void> {
     const { daemon, ready } = rig.spawnDaemon({
       env: extraEnv,
       timeoutMs: 60_000,
-      wrap: process.env.BENCH_TRACE_GC === '1' ? ['/bin/sh', '-c', 'exec "$0" --trace-gc "$@"'] : [],
+      wrap: process.env.BENCH_WRAP
+        ? process.env.BENCH_WRAP.split(/\s+/).filter(Boolean)
+        : process.env.BENCH_TRACE_GC === '1'
+          ? ['/bin/sh', '-c', 'exec "$0" --trace-gc "$@"']
+          : [],
       onLog: (line) => {
         // --trace-gc: "... Mark-Compact 12.3 (14.1) -> 11.8 (14.6) MB, ..." (used (committed) before -> after).
         const gc = /(Scavenge|Mark-Compact|Mark-sweep)[^\d]*[\d.]+ \([\d.]+\) -> ([\d.]+) \(([\d.]+)\) MB/.exec(line);
