@@ -11,7 +11,8 @@ import { Rig } from '../../src/simulator/rig.js';
 import { WechatPayClient } from '../../src/wechatpay/client.js';
 import { freePort } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/world.js';
-import { baseEnv, CLI, payCode } from './chain-helpers.js';
+import { payCode } from '../helpers/backend-rig.js';
+import { baseEnv, CLI } from '../helpers/cli.js';
 
 /**
  * `scanbox selftest` and `scanbox status` on a chain's box (SCANBOX_BACKEND naming two origins, contract §2):
