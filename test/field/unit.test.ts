@@ -112,7 +112,6 @@ t.test('unit: the service settings the daemon relies on', async (t) => {
     ['Service', 'NotifyAccess', 'all'],
     ['Service', 'WatchdogSec', '30'],
     ['Service', 'ExecStart', `/usr/bin/node ${DAEMON_NODE_FLAGS.join(' ')} /opt/scanbox/dist/cli.js run`],
-    ...Object.entries(DAEMON_ENV).map(([k, v]): [string, string, string] => ['Service', 'Environment', `${k}=${v}`]),
     ['Service', 'Restart', 'always'],
     ['Service', 'RestartSec', '2'],
     ['Service', 'TimeoutStopSec', '40'],
@@ -148,6 +147,8 @@ t.test('unit: the service settings the daemon relies on', async (t) => {
   for (const [section, key, value] of required) {
     t.equal(last(unit, section, key), value, `[${section}] ${key}=${value}`);
   }
+  // The daemon's environment (src/runtime.ts), one Environment= line each, and nothing else set there.
+  t.same(values(unit, 'Service', 'Environment'), Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`), '[Service] Environment= is what src/runtime.ts gives the daemon');
   t.same(values(unit, 'Service', 'LoadCredential').sort(), [
     'apiclient_cert.pem:/etc/scanbox/apiclient_cert.pem',
     'apiclient_key.pem:/etc/scanbox/apiclient_key.pem',
