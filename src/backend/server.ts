@@ -32,11 +32,17 @@ import type { BackendStore, BoxRecord, BoxRefunds, CallOutcomeKind, NewCall } fr
  * For every request, in this order, and nothing goes to WeChat Pay unless all of it passes:
  * 1. TLS: a client certificate issued by the backend's CA (Node refuses the handshake otherwise).
  * 2. The certificate's serial is enrolled in the store for the device id in its CN, neither it nor the box
- *    revoked, not expired. Asked of the store on every request, so a revoke written by another process
- *    (`scanbox backend revoke`) holds from the next request on; open connections of a revoked certificate are
- *    cut by `revoke()` at once, and by `recheck()`, which runs every `recheckMs` (default 1 s) so that a revoke
- *    from another process also cuts them within a second. Polling was chosen over a control socket: the store
- *    is already shared by both processes, and a networked store would need no second channel.
+ *    revoked, not expired. `recheck()` reads it for every open connection in one statement every `recheckMs`
+ *    (default 1 s), and at once when another backend's revoke is heard (LISTEN/NOTIFY on PostgreSQL); it cuts
+ *    the connections whose standing is lost, and `revoke()` cuts them at once. A micropay or orderquery reuses
+ *    its connection's standing as last read (by the recheck or an earlier request), never older than one
+ *    recheck period nor from before the last recheck or revoke began: a revoke written by another process
+ *    (`scanbox backend revoke`) is refused by all within a second, at once when heard. Every other call (a
+ *    refund, reverse, refundquery, bill, heartbeat) reads the store itself, so a policy change (`scanbox
+ *    backend policy`) holds for refunds from the next one on and for micropay's amount limit within a second
+ *    (at once on PostgreSQL, where the change is told like a revoke). Without a recheck timer (`recheckMs` 0)
+ *    every request reads the store. Polling was chosen over a control socket: the store is already shared by
+ *    all processes.
  * 3. The box's rate limit; then the request itself, every field checked (protocol.ts).
  * 4. The policy: the box's own orders only (out_trade_no / out_refund_no beginning with its device id, its own
  *    device_info), the amount limit, refunds and bills allowed.
@@ -162,10 +168,17 @@ const KEEP_ALIVE_MS = 30_000;
 
 type Standing = { box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number };
 
+type Found = Awaited<ReturnType<BackendStore['peer']>>;
+
 interface Peer {
   deviceId: string;
   serial: string;
   notAfter: number;
+  /**
+   * What the store last said of this connection's certificate and box, when that was good: reused by its
+   * micropays and orderqueries while `generation` is the server's and it is at most a recheck period old.
+   */
+  checked?: { found: Found; at: number; generation: number };
 }
 
 class Refused extends Error {
@@ -268,6 +281,10 @@ export class BackendServer {
   private readonly peers = new Map<TLSSocket, Peer>();
   private readonly timer: NodeJS.Timeout | null;
   private rechecking: Promise<number> | null = null;
+  /** The recheck period; 0: no timer, and every request reads the store. */
+  private readonly every: number;
+  /** Bumped by every recheck and revoke: a connection's standing read before it is not reused. */
+  private generation = 0;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
   /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
@@ -348,6 +365,7 @@ export class BackendServer {
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
+    this.every = every;
     this.timer = every > 0 ? setInterval(() => void this.recheck(), every) : null;
     this.timer?.unref();
   }
@@ -374,6 +392,7 @@ export class BackendServer {
   /** Revokes the box in the store and cuts its open connections at once. False when there is no such box. */
   async revoke(deviceId: string): Promise<boolean> {
     const found = await this.o.store.revoke(deviceId, this.now());
+    this.generation++;
     for (const [socket, peer] of this.peers) if (peer.deviceId === deviceId) this.cut(socket, peer, 'revoked');
     if (found) this.o.log.warning('backend: box revoked', { box: deviceId });
     return found;
@@ -389,6 +408,8 @@ export class BackendServer {
 
   private async recheckOnce(): Promise<number> {
     let cut = 0;
+    // Standings read before now are not reused from here on: until this read answers, requests read the store.
+    const generation = ++this.generation;
     const open = [...this.peers];
     if (open.length === 0) return 0;
     let found: Awaited<ReturnType<BackendStore['peers']>>;
@@ -406,6 +427,8 @@ export class BackendServer {
       if (problem !== null) {
         this.cut(socket, peer, problem);
         cut++;
+      } else if (generation === this.generation) {
+        peer.checked = { found: found.get(peer.serial), at: this.now(), generation };
       }
     }
     return cut;
@@ -437,15 +460,30 @@ export class BackendServer {
     socket.destroy();
   }
 
-  /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<Standing> {
+  /**
+   * The box of a connection's certificate, or why it may not call. A micropay or orderquery reuses what the
+   * store said of the connection at most a recheck period ago, unless a recheck or a revoke came since (a
+   * NOTIFY from another backend starts a recheck); every other call, and any call when the server has no
+   * recheck timer, asks the store: a refund sees a policy change from the next one on.
+   */
+  private async standing(peer: Peer, call: ApiCall | null): Promise<Standing> {
     if (peer.serial === '' || peer.deviceId === '') return this.judge(peer, undefined);
+    const reuse = this.every > 0 && (call === 'micropay' || call === 'orderquery');
+    const checked = peer.checked;
+    if (reuse && checked !== undefined && checked.generation === this.generation && this.now() - checked.at < this.every) {
+      const standing = this.judge(peer, checked.found);
+      if (standing.problem === null) return standing;
+    }
+    const generation = this.generation;
     // The certificate and its box in one read of the store.
-    return this.judge(peer, await this.o.store.peer(peer.serial));
+    const found = await this.o.store.peer(peer.serial);
+    const standing = this.judge(peer, found);
+    if (standing.problem === null && generation === this.generation) peer.checked = { found, at: this.now(), generation };
+    return standing;
   }
 
   /** What the store holds of a connection's certificate and box says about it. */
-  private judge(peer: Peer, found: Awaited<ReturnType<BackendStore['peer']>>): Standing {
+  private judge(peer: Peer, found: Found): Standing {
     const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
     const cert = found?.certificate;
@@ -472,7 +510,7 @@ export class BackendServer {
       if (peer === undefined) throw new Refused('BOX_UNKNOWN', 'no client certificate on this connection');
       let standing;
       try {
-        standing = await this.standing(peer);
+        standing = await this.standing(peer, path === HEARTBEAT_PATH ? null : call);
       } catch (error) {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');
