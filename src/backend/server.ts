@@ -160,6 +160,9 @@ export interface ServerObserver {
 /** Heartbeats per box per minute: one a minute and one per health change; more is a box in a loop. */
 const HEARTBEATS_PER_MINUTE = 20;
 
+/** A call's path: /v1/<call>. */
+const CALL_PATH = new RegExp(`^/${PROTOCOL_VERSION}/([a-z]+)$`);
+
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 30 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -502,7 +505,7 @@ export class BackendServer {
     const socket = req.socket as TLSSocket;
     const peer = this.peers.get(socket);
     const path = (req.url ?? '').split('?')[0] ?? '';
-    const match = new RegExp(`^/${PROTOCOL_VERSION}/([a-z]+)$`).exec(path);
+    const match = CALL_PATH.exec(path);
     const call = match && (CALLS as readonly string[]).includes(match[1]!) ? (match[1] as ApiCall) : null;
     const log = this.o.log.child({ box: peer?.deviceId ?? '-', call: call ?? path.slice(0, 40) });
     let recordable: NewCall | null = null;
