@@ -115,6 +115,17 @@ t.test('a revoke or a policy change through one store is heard by every other at
   t.equal(await told, 'N2', "a policy change is heard by the other store, with the box's device id");
   t.equal(await one.setPolicy('NOSUCH', { maxAmountFen: 100 }), false, 'no such box: nothing changed');
   t.match(await two.box('N2'), { maxAmountFen: 100 });
+  // And an enrolment that replaces a box's certificate (the old one revoked).
+  const replaced = new Promise<string>((resolve) => {
+    const off = two.onRevoked((id) => {
+      if (id === '') return;
+      off();
+      resolve(id);
+    });
+  });
+  t.match(await one.enrol({ deviceId: 'N2', serial: 'n2b', notAfter: Date.now() + 1e9, at: Date.now() }), { ok: true });
+  t.equal(await replaced, 'N2', 'a certificate replaced by an enrolment is told too');
+  t.match(await two.certificate('n2'), { revokedAt: Number });
   // The LISTEN connection lost: the store reconnects and asks its listeners to recheck everything ('').
   const again = new Promise<string>((resolve) => two.onRevoked(resolve));
   await one.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`);
