@@ -101,7 +101,7 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
       `open connections cut on both within a second of the revoke: ${Math.round(msA)} and ${Math.round(msB)} ms after the command returned (it ran ${Math.round(at - started)} ms)`,
     );
     for (const { origin, lastServed, firstRefused } of await Promise.all(asked)) {
-      t.ok(firstRefused - at < 1000, `${origin} refused the box's requests on its open connection ${Math.round(firstRefused - at)} ms after the revoke command returned`);
+      t.ok(firstRefused - at < 1000, `${origin} refused the box's requests (made on its open connection, then on the one after the cut) ${Math.round(firstRefused - at)} ms after the revoke command returned`);
       t.ok(lastServed - at < 1000, `${origin} served none of them a second or more after the revoke (the last served ${Math.round(lastServed - at)} ms after)`);
     }
     asking = false;
