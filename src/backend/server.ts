@@ -415,6 +415,7 @@ export class BackendServer {
     const generation = ++this.generation;
     const open = [...this.peers];
     if (open.length === 0) return 0;
+    const readAt = this.now();
     let found: Awaited<ReturnType<BackendStore['peers']>>;
     try {
       // Every open connection's certificate and box in one read of the store.
@@ -431,7 +432,7 @@ export class BackendServer {
         this.cut(socket, peer, problem);
         cut++;
       } else if (generation === this.generation) {
-        peer.checked = { found: found.get(peer.serial), at: this.now(), generation };
+        peer.checked = { found: found.get(peer.serial), at: readAt, generation };
       }
     }
     return cut;
@@ -478,10 +479,11 @@ export class BackendServer {
       if (standing.problem === null) return standing;
     }
     const generation = this.generation;
+    const readAt = this.now();
     // The certificate and its box in one read of the store.
     const found = await this.o.store.peer(peer.serial);
     const standing = this.judge(peer, found);
-    if (standing.problem === null && generation === this.generation) peer.checked = { found, at: this.now(), generation };
+    if (standing.problem === null && generation === this.generation) peer.checked = { found, at: readAt, generation };
     return standing;
   }
 
