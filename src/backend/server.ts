@@ -33,11 +33,17 @@ import type { BackendStore, BoxRecord, BoxRefunds, CallOutcomeKind, NewCall } fr
  * For every request, in this order, and nothing goes to WeChat Pay unless all of it passes:
  * 1. TLS: a client certificate issued by the backend's CA (Node refuses the handshake otherwise).
  * 2. The certificate's serial is enrolled in the store for the device id in its CN, neither it nor the box
- *    revoked, not expired. Asked of the store on every request, so a revoke written by another process
- *    (`scanbox backend revoke`) holds from the next request on; open connections of a revoked certificate are
- *    cut by `revoke()` at once, and by `recheck()`, which runs every `recheckMs` (default 1 s) so that a revoke
- *    from another process also cuts them within a second. Polling was chosen over a control socket: the store
- *    is already shared by both processes, and a networked store would need no second channel.
+ *    revoked, not expired. `recheck()` reads it for every open connection in one statement every `recheckMs`
+ *    (default 1 s), and at once when another backend's revoke is heard (LISTEN/NOTIFY on PostgreSQL); it cuts
+ *    the connections whose standing is lost, and `revoke()` cuts them at once. A micropay or orderquery reuses
+ *    its connection's standing as last read (by the recheck or an earlier request), never older than one
+ *    recheck period nor from before the last recheck or revoke began: a revoke written by another process
+ *    (`scanbox backend revoke`) is refused by all within a second, at once when heard. Every other call (a
+ *    refund, reverse, refundquery, bill, heartbeat) reads the store itself, so a policy change (`scanbox
+ *    backend policy`) holds for refunds from the next one on and for micropay's amount limit within a second
+ *    (at once on PostgreSQL, where the change is told like a revoke). Without a recheck timer (`recheckMs` 0)
+ *    every request reads the store. Polling was chosen over a control socket: the store is already shared by
+ *    all processes.
  * 3. The box's rate limit; then the request itself, every field checked (protocol.ts).
  * 4. The policy: the box's own orders only (out_trade_no / out_refund_no beginning with its device id, its own
  *    device_info), the amount limit, refunds and bills allowed.
@@ -157,6 +163,9 @@ export interface ServerObserver {
 /** Heartbeats per box per minute: one a minute and one per health change; more is a box in a loop. */
 const HEARTBEATS_PER_MINUTE = 20;
 
+/** A call's path: /v1/<call>. */
+const CALL_PATH = new RegExp(`^/${PROTOCOL_VERSION}/([a-z]+)$`);
+
 /** Node's limits on one request: the headers and the small JSON body in 10 s; an idle keep-alive connection 150 s. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 15_000;
@@ -169,6 +178,8 @@ export const KEEP_ALIVE_MS = 150_000;
 
 type Standing = { box: BoxRecord | null; problem: string | null; code: RefusalCode; revokedAt?: number };
 
+type Found = Awaited<ReturnType<BackendStore['peer']>>;
+
 interface Peer {
   deviceId: string;
   serial: string;
@@ -176,9 +187,14 @@ interface Peer {
   /**
    * The store's revocation mark when this connection's certificate and box were last found good, and the box
    * then: a heartbeat asks the store only whether the mark moved since (one cheap read, as fresh as the two
-   * reads of a call), not for the certificate and the box again. Calls always read them (the policy is the box's).
+   * reads of a call), not for the certificate and the box again.
    */
   good?: { mark: string; box: BoxRecord };
+  /**
+   * What the store last said of this connection's certificate and box, when that was good: reused by its
+   * micropays and orderqueries while `generation` is the server's and it is at most a recheck period old.
+   */
+  checked?: { found: Found; at: number; generation: number };
 }
 
 class Refused extends Error {
@@ -285,6 +301,10 @@ export class BackendServer {
   private checkedMark: string | null = null;
   /** Heartbeats waiting to be written together. */
   readonly heartbeatBatch: HeartbeatBatch;
+  /** The recheck period; 0: no timer, and every request reads the store. */
+  private readonly every: number;
+  /** Bumped by every recheck and revoke: a connection's standing read before it is not reused. */
+  private generation = 0;
   /** One download of a day's bill for every box, each handed its own trades (contract §8). */
   readonly bills: BillCache;
   /** At most as many micropays and orderqueries under way as the client has connections (backend/upstream.ts). */
@@ -371,6 +391,7 @@ export class BackendServer {
     });
     server.on('request', (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res));
     const every = options.recheckMs ?? 1000;
+    this.every = every;
     this.timer = every > 0 ? setInterval(() => void this.recheckIfRevoked(), every) : null;
     this.timer?.unref();
   }
@@ -397,6 +418,7 @@ export class BackendServer {
   /** Revokes the box in the store and cuts its open connections at once. False when there is no such box. */
   async revoke(deviceId: string): Promise<boolean> {
     const found = await this.o.store.revoke(deviceId, this.now());
+    this.generation++;
     for (const [socket, peer] of this.peers) if (peer.deviceId === deviceId) this.cut(socket, peer, 'revoked');
     if (found) this.o.log.warning('backend: box revoked', { box: deviceId });
     return found;
@@ -438,6 +460,8 @@ export class BackendServer {
 
   private async recheckOnce(): Promise<number> {
     let cut = 0;
+    // Standings read before now are not reused from here on: until this read answers, requests read the store.
+    const generation = ++this.generation;
     // Read before the connections are checked: a revocation during the check moves it again.
     const mark = await this.o.store.revocationMark().catch(() => null);
     const open = [...this.peers];
@@ -445,6 +469,7 @@ export class BackendServer {
       this.checkedMark = mark;
       return 0;
     }
+    const readAt = this.now();
     let found: Awaited<ReturnType<BackendStore['peers']>>;
     try {
       // Every open connection's certificate and box in one read of the store.
@@ -460,6 +485,8 @@ export class BackendServer {
       if (problem !== null) {
         this.cut(socket, peer, problem);
         cut++;
+      } else if (generation === this.generation) {
+        peer.checked = { found: found.get(peer.serial), at: readAt, generation };
       }
     }
     this.checkedMark = mark;
@@ -499,22 +526,38 @@ export class BackendServer {
     if (peer.good !== undefined && peer.good.mark === mark && (peer.notAfter === 0 || peer.notAfter > this.now())) {
       return { box: peer.good.box, problem: null, code: 'BOX_UNKNOWN' };
     }
-    const standing = await this.standing(peer);
+    const standing = await this.standing(peer, null);
     // The mark read before the check: a revocation during it moves the mark, and the next heartbeat checks again.
     if (standing.problem === null && standing.box !== null) peer.good = { mark, box: standing.box };
     else delete peer.good;
     return standing;
   }
 
-  /** The box of a connection's certificate, or why it may not call: asked of the store each time. */
-  private async standing(peer: Peer): Promise<Standing> {
+  /**
+   * The box of a connection's certificate, or why it may not call. A micropay or orderquery reuses what the
+   * store said of the connection at most a recheck period ago, unless a recheck or a revoke came since (a
+   * NOTIFY from another backend starts a recheck); every other call, and any call when the server has no
+   * recheck timer, asks the store: a refund sees a policy change from the next one on.
+   */
+  private async standing(peer: Peer, call: ApiCall | null): Promise<Standing> {
     if (peer.serial === '' || peer.deviceId === '') return this.judge(peer, undefined);
+    const reuse = this.every > 0 && (call === 'micropay' || call === 'orderquery');
+    const checked = peer.checked;
+    if (reuse && checked !== undefined && checked.generation === this.generation && this.now() - checked.at < this.every) {
+      const standing = this.judge(peer, checked.found);
+      if (standing.problem === null) return standing;
+    }
+    const generation = this.generation;
+    const readAt = this.now();
     // The certificate and its box in one read of the store.
-    return this.judge(peer, await this.o.store.peer(peer.serial));
+    const found = await this.o.store.peer(peer.serial);
+    const standing = this.judge(peer, found);
+    if (standing.problem === null && generation === this.generation) peer.checked = { found, at: readAt, generation };
+    return standing;
   }
 
   /** What the store holds of a connection's certificate and box says about it. */
-  private judge(peer: Peer, found: Awaited<ReturnType<BackendStore['peer']>>): Standing {
+  private judge(peer: Peer, found: Found): Standing {
     const refuse = (code: RefusalCode, problem: string, revokedAt?: number) => ({ box: null, problem, code, ...(revokedAt === undefined ? {} : { revokedAt }) });
     if (peer.serial === '' || peer.deviceId === '') return refuse('BOX_UNKNOWN', 'no client certificate with a serial and a device id');
     const cert = found?.certificate;
@@ -533,7 +576,7 @@ export class BackendServer {
     const socket = req.socket as TLSSocket;
     const peer = this.peers.get(socket);
     const path = (req.url ?? '').split('?')[0] ?? '';
-    const match = new RegExp(`^/${PROTOCOL_VERSION}/([a-z]+)$`).exec(path);
+    const match = CALL_PATH.exec(path);
     const call = match && (CALLS as readonly string[]).includes(match[1]!) ? (match[1] as ApiCall) : null;
     const log = this.o.log.child({ box: peer?.deviceId ?? '-', call: call ?? path.slice(0, 40) });
     let recordable: NewCall | null = null;
@@ -541,7 +584,7 @@ export class BackendServer {
       if (peer === undefined) throw new Refused('BOX_UNKNOWN', 'no client certificate on this connection');
       let standing;
       try {
-        standing = path === HEARTBEAT_PATH ? await this.heartbeatStanding(peer) : await this.standing(peer);
+        standing = path === HEARTBEAT_PATH ? await this.heartbeatStanding(peer) : await this.standing(peer, call);
       } catch (error) {
         log.error('backend: cannot read the store; refusing the call', { error: messageOf(error) });
         throw new Refused('BACKEND_UNAVAILABLE', 'the backend cannot read its journal');

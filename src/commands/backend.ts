@@ -31,10 +31,10 @@ import { CertificateError } from '../wechatpay/certificate.js';
  *   scanbox backend                          the server, until SIGTERM
  *   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
  *   scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
- *                                            change an enrolled box's policy; the running backend reads it on the
- *                                            box's next request
- *   scanbox backend revoke DEVICE_ID         cut a box off: refused from its next request, its open connections
- *                                            cut by the running server within a second (it rechecks them)
+ *                                            change an enrolled box's policy; the running backend holds it for the
+ *                                            box's next refund, and for its micropays within a second
+ *   scanbox backend revoke DEVICE_ID         cut a box off: refused and its open connections cut by the running
+ *                                            server within a second (it rechecks them; at once on PostgreSQL)
  *   scanbox backend status [--json]          boxes, last seen, calls and errors per box
  *   scanbox backend reconcile [--date YYYYMMDD] [--json]
  *                                            the merchant's whole bill of the day against the backend's journal,
@@ -49,7 +49,7 @@ const USAGE = `usage:
   scanbox backend enroll DEVICE_ID --out DIR [--max-amount FEN] [--refunds on|off]
                                                     issue a box its certificate: DIR/backend_cert.pem, backend_key.pem, backend_ca.pem
   scanbox backend policy DEVICE_ID [--max-amount FEN|default] [--refunds on|off|default]
-                                                    change an enrolled box's policy (from its next request on)
+                                                    change an enrolled box's policy (within a second)
   scanbox backend revoke DEVICE_ID                  cut a box off at once
   scanbox backend status [--json]                   boxes, last seen, calls and errors
   scanbox backend reconcile [--date YYYYMMDD | --days N] [--json]
@@ -201,7 +201,7 @@ async function setPolicy(args: string[], env: NodeJS.ProcessEnv): Promise<number
     }
     const box = (await store.box(deviceId))!;
     print(
-      `${deviceId}: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'} (from its next request on)`,
+      `${deviceId}: max amount ${box.maxAmountFen === null ? 'backend default' : `${formatYuan(box.maxAmountFen)} yuan`}, refunds ${box.refunds ?? 'backend default'} (refunds from its next request on, micropays within a second)`,
     );
     return 0;
   } finally {

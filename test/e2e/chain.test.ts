@@ -71,10 +71,28 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
     t.teardown(() => Promise.all(gateways.map((g) => g.close())));
     for (const g of gateways) t.match(await g.orderquery({ outTradeNo: 'CHAINRVPROBE' }), { kind: 'business' }, `served by ${g.origin} (enrolled once, on the database)`);
     const marks = [a!.mark, b.mark];
+    // Each gateway keeps asking on its open connection (every 20 ms) while the revoke runs: when each backend
+    // last served the box, and when it first refused it. A backend reuses a connection's standing between its
+    // rechecks (each second, and at once on the NOTIFY), so it may serve a request or two after the commit.
+    let at = Infinity;
+    let asking = true;
+    const asked = gateways.map(async (g) => {
+      let lastServed = -Infinity;
+      let firstRefused = Infinity;
+      while (asking && performance.now() - at < 3000) {
+        const o = await g.orderquery({ outTradeNo: 'CHAINRVPROBE' });
+        const now = performance.now();
+        if (o.kind === 'success' || o.kind === 'business') lastServed = now;
+        else if (o.kind === 'unknown' && /BOX_REVOKED/.test(o.message) && firstRefused === Infinity) firstRefused = now;
+        if (firstRefused !== Infinity && now - at > 1200) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return { origin: g.origin, lastServed, firstRefused };
+    });
     const started = performance.now();
     const revoked = await cli(['backend', 'revoke', 'CHAINRV'], dbEnv);
     t.equal(revoked.status, 0, revoked.stderr);
-    const at = performance.now();
+    at = performance.now();
     const cutA = a!.waitFor(/connection cut box=CHAINRV /, 3000, marks[0]).then(() => performance.now() - at);
     const cutB = b.waitFor(/connection cut box=CHAINRV /, 3000, marks[1]).then(() => performance.now() - at);
     const [msA, msB] = await Promise.all([cutA, cutB]);
@@ -82,6 +100,11 @@ t.test('two backends, one PostgreSQL database, boxes on both; a revoke seen by b
       msA < 1000 && msB < 1000,
       `open connections cut on both within a second of the revoke: ${Math.round(msA)} and ${Math.round(msB)} ms after the command returned (it ran ${Math.round(at - started)} ms)`,
     );
+    for (const { origin, lastServed, firstRefused } of await Promise.all(asked)) {
+      t.ok(firstRefused - at < 1000, `${origin} refused the box's requests (made on its open connection, then on the one after the cut) ${Math.round(firstRefused - at)} ms after the revoke command returned`);
+      t.ok(lastServed - at < 1000, `${origin} served none of them a second or more after the revoke (the last served ${Math.round(lastServed - at)} ms after)`);
+    }
+    asking = false;
     for (const g of gateways) t.match(await g.orderquery({ outTradeNo: 'CHAINRVPROBE' }), { kind: 'unknown', message: /BOX_REVOKED/ }, `refused by ${g.origin}`);
   });
 

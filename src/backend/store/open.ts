@@ -7,7 +7,7 @@ import { PostgresBackendStore } from './postgres.js';
 export type OpenStore = BackendStore & {
   /** The SQLite path or the PostgreSQL URL as shown (no password). */
   readonly path: string;
-  /** PostgreSQL only: hears every backend's revocations (LISTEN), and '' after a reconnection. */
+  /** PostgreSQL only: hears every backend's revocations and policy changes (LISTEN), and '' after a reconnection. */
   onRevoked?(listener: (deviceId: string) => void): () => void;
 };
 

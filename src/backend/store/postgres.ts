@@ -44,8 +44,8 @@ import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type
  * changes). Compare-and-set where a row moves on (`finishCall` only from `sent`), `INSERT ... ON CONFLICT` where
  * a row may already be there; enrolments are serialised by a transaction-scoped advisory lock, because the rule
  * that no device id is a prefix of another spans rows no unique key can cover. A revocation is told to every
- * backend by `NOTIFY scanbox_revoked` in the same transaction (delivered at its commit); each backend LISTENs and
- * rechecks its open connections at once (`onRevoked`).
+ * backend by `NOTIFY scanbox_revoked` in the same transaction (delivered at its commit), and so are a box's policy
+ * change and an enrolment that replaces a certificate; each backend LISTENs and rechecks its open connections at once (`onRevoked`).
  *
  * Schema: versioned steps in `scanbox_schema`, each run once in its own transaction under an advisory lock, so
  * that backends starting together migrate once; a shipped step is never edited; a database newer than this
@@ -283,7 +283,7 @@ export class PostgresBackendStore implements BackendStore {
     return this.db.state;
   }
 
-  /** Calls `listener` when any backend revokes a box (its device id), and with '' after a reconnection. */
+  /** Calls `listener` when any backend revokes a box or changes its policy (its device id), and with '' after a reconnection. */
   onRevoked(listener: (deviceId: string) => void): () => void {
     this.revokedListeners.add(listener);
     return () => this.revokedListeners.delete(listener);
@@ -356,8 +356,10 @@ export class PostgresBackendStore implements BackendStore {
              refunds = CASE WHEN $6 THEN EXCLUDED.refunds ELSE boxes.refunds END`,
           [cert.deviceId, cert.at, policy.maxAmountFen ?? null, policy.refunds ?? null, policy.maxAmountFen !== undefined, policy.refunds !== undefined],
         );
-        await q('UPDATE certificates SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL', [cert.deviceId, cert.at]);
+        const replaced = await q('UPDATE certificates SET revoked_at = $2 WHERE device_id = $1 AND revoked_at IS NULL RETURNING serial', [cert.deviceId, cert.at]);
         await q('INSERT INTO certificates (serial, device_id, issued_at, not_after) VALUES ($1, $2, $3, $4)', [cert.serial, cert.deviceId, cert.at, cert.notAfter]);
+        // A certificate replaced is revoked: told like a revoke, so open connections made with it are cut at once.
+        if (replaced.length > 0) await q('SELECT pg_notify($1, $2)', [REVOKED_CHANNEL, cert.deviceId]);
         const rows = await q<BoxRow>(`SELECT ${BOX_COLUMNS} FROM ${BOX_FROM} WHERE b.device_id = $1`, [cert.deviceId]);
         return { ok: true, box: toBox(rows[0]!) };
       }),
@@ -366,10 +368,15 @@ export class PostgresBackendStore implements BackendStore {
 
   setPolicy(deviceId: string, policy: Partial<BoxPolicy>): Promise<boolean> {
     return this.run(async () => {
+      // Told like a revoke (delivered at the commit): every backend rechecks its open connections, whose
+      // micropays reuse the box's policy as last read (server.ts).
       const rows = await this.db.query(
-        `UPDATE boxes SET max_amount_fen = CASE WHEN $2 THEN $3::bigint ELSE max_amount_fen END, refunds = CASE WHEN $4 THEN $5::text ELSE refunds END
-         WHERE device_id = $1 RETURNING device_id`,
-        [deviceId, policy.maxAmountFen !== undefined, policy.maxAmountFen ?? null, policy.refunds !== undefined, policy.refunds ?? null],
+        `WITH u AS (
+           UPDATE boxes SET max_amount_fen = CASE WHEN $2 THEN $3::bigint ELSE max_amount_fen END, refunds = CASE WHEN $4 THEN $5::text ELSE refunds END
+           WHERE device_id = $1 RETURNING device_id
+         )
+         SELECT device_id, pg_notify($6, device_id) FROM u`,
+        [deviceId, policy.maxAmountFen !== undefined, policy.maxAmountFen ?? null, policy.refunds !== undefined, policy.refunds ?? null, REVOKED_CHANNEL],
       );
       return rows.length === 1;
     });

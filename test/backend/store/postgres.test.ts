@@ -82,7 +82,7 @@ t.test('a server that is not there: open gives up after its wait with a StoreErr
   t.notMatch(error.message, new RegExp(PG_PASSWORD));
 });
 
-t.test('a revoke through one store is heard by every other at once (LISTEN/NOTIFY), and after a reconnection a recheck of all is asked', async (t) => {
+t.test('a revoke or a policy change through one store is heard by every other at once (LISTEN/NOTIFY), and after a reconnection a recheck of all is asked', async (t) => {
   const url = await cluster.newDatabase();
   const [one, two] = await Promise.all([open(url), open(url)]);
   t.teardown(async () => {
@@ -102,6 +102,30 @@ t.test('a revoke through one store is heard by every other at once (LISTEN/NOTIF
   const { id, ms } = await heard;
   t.equal(id, 'N1');
   t.ok(ms < 1000, `heard by the other store ${Math.round(ms)} ms after the revoke began`);
+  // A policy change is told the same way: the backends reuse a box's policy as last read until they recheck.
+  await one.enrol({ deviceId: 'N2', serial: 'n2', notAfter: Date.now() + 1e9, at: Date.now() });
+  const told = new Promise<string>((resolve) => {
+    const off = two.onRevoked((id) => {
+      if (id === '') return;
+      off();
+      resolve(id);
+    });
+  });
+  t.equal(await one.setPolicy('N2', { maxAmountFen: 100 }), true);
+  t.equal(await told, 'N2', "a policy change is heard by the other store, with the box's device id");
+  t.equal(await one.setPolicy('NOSUCH', { maxAmountFen: 100 }), false, 'no such box: nothing changed');
+  t.match(await two.box('N2'), { maxAmountFen: 100 });
+  // And an enrolment that replaces a box's certificate (the old one revoked).
+  const replaced = new Promise<string>((resolve) => {
+    const off = two.onRevoked((id) => {
+      if (id === '') return;
+      off();
+      resolve(id);
+    });
+  });
+  t.match(await one.enrol({ deviceId: 'N2', serial: 'n2b', notAfter: Date.now() + 1e9, at: Date.now() }), { ok: true });
+  t.equal(await replaced, 'N2', 'a certificate replaced by an enrolment is told too');
+  t.match(await two.certificate('n2'), { revokedAt: Number });
   // The LISTEN connection lost: the store reconnects and asks its listeners to recheck everything ('').
   const again = new Promise<string>((resolve) => two.onRevoked(resolve));
   await one.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()`);
