@@ -65,10 +65,10 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
       log: memoryLogger('debug'),
       now: () => now,
     });
-    await store.putAdmin({ name: 'alice', passwordHash: await hashPassword(PASSWORD), at: now });
+    await store.putAdmin({ name: 'desk', passwordHash: await hashPassword(PASSWORD), at: now });
     await store.enrol({ deviceId: 'SHOP1', serial: 'aa01', notAfter: now + 365 * 86_400_000, at: now });
     const form = (fields: Record<string, string>) => ({ method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
-    const login = async (password = PASSWORD, name = 'alice') => app.request('/login', form({ name, password }));
+    const login = async (password = PASSWORD, name = 'desk') => app.request('/login', form({ name, password }));
     const cookieOf = (res: Response): string => /scanbox_console=([^;]+)/.exec(res.headers.get('set-cookie') ?? '')?.[1] ?? '';
     return { dir, store, app, form, login, cookieOf, revoked, clock: { get: () => now, add: (ms: number) => (now += ms) } };
   }
@@ -103,7 +103,7 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
     t.equal(expired.status, 303);
     t.equal(expired.headers.get('location'), '/login');
     const token2 = w.cookieOf(await w.login());
-    await w.store.removeAdmin('alice');
+    await w.store.removeAdmin('desk');
     t.equal((await w.app.request('/', { headers: { cookie: `scanbox_console=${token2}` } })).status, 303, 'removed: out at the next request');
   });
 
@@ -120,7 +120,7 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
     t.equal((await w.store.box('SHOP1'))!.maxAmountFen, null, 'nothing changed');
     t.equal((await post({ _csrf: csrf, max_amount: '50.00', refunds: 'on' })).status, 303);
     t.match(await w.store.box('SHOP1'), { maxAmountFen: 5000, refunds: 'on' });
-    t.match((await w.store.adminActions())[0], { admin: 'alice', action: 'policy', deviceId: 'SHOP1', detail: 'max_amount=5000 refunds=on' });
+    t.match((await w.store.adminActions())[0], { admin: 'desk', action: 'policy', deviceId: 'SHOP1', detail: 'max_amount=5000 refunds=on' });
     t.equal((await post({ _csrf: csrf, max_amount: '12.345', refunds: 'on' })).status, 400, 'not a yuan amount');
     t.equal((await post({ _csrf: csrf, max_amount: '', refunds: 'maybe' })).status, 400);
     t.equal((await post({ _csrf: csrf, max_amount: '', refunds: 'default' })).status, 303, 'back to the defaults');
@@ -177,30 +177,30 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
     const err: string[] = [];
     const io = { out: (l: string) => void out.push(l), err: (l: string) => void err.push(l) };
     const file = join(w.dir, 'pw');
-    writeFileSync(file, 'bob has a long password\n');
+    writeFileSync(file, 'nightdesk has a long password\n');
     const open = async () => {
       const other = await make.again(w.store);
       t.teardown(() => other.close());
       return other;
     };
-    t.equal(await adminCommand(['add', 'bob', '--password-file', file], open, io), 0);
-    const bob = await w.store.admin('bob');
-    t.ok(bob && bob.passwordHash.startsWith('scrypt$'), 'a scrypt hash');
-    t.ok(await make.holds(w.store, bob!.passwordHash), 'the check sees what is stored');
-    t.notOk(await make.holds(w.store, 'bob has a long password'), 'never the password itself');
-    t.ok(await verifyPassword('bob has a long password', bob!.passwordHash));
-    t.notOk(await verifyPassword('bob has a long passwore', bob!.passwordHash));
+    t.equal(await adminCommand(['add', 'nightdesk', '--password-file', file], open, io), 0);
+    const nightdesk = await w.store.admin('nightdesk');
+    t.ok(nightdesk && nightdesk.passwordHash.startsWith('scrypt$'), 'a scrypt hash');
+    t.ok(await make.holds(w.store, nightdesk!.passwordHash), 'the check sees what is stored');
+    t.notOk(await make.holds(w.store, 'nightdesk has a long password'), 'never the password itself');
+    t.ok(await verifyPassword('nightdesk has a long password', nightdesk!.passwordHash));
+    t.notOk(await verifyPassword('nightdesk has a long passwore', nightdesk!.passwordHash));
     writeFileSync(file, 'short\n');
     t.equal(await adminCommand(['add', 'carol', '--password-file', file], open, io), 2);
     t.match(err.at(-1), /at least 10 characters/);
     t.equal(await adminCommand(['add', 'bad name', '--password-file', file], open, io), 2);
     t.equal(await adminCommand(['add', 'dave'], open, { ...io, askPassword: async () => 'dave typed this one' }), 0, 'asked on the terminal');
-    t.equal(await adminCommand(['remove', 'bob'], open, io), 0);
-    t.equal(await w.store.admin('bob'), undefined);
-    t.equal(await adminCommand(['remove', 'bob'], open, io), 1);
+    t.equal(await adminCommand(['remove', 'nightdesk'], open, io), 0);
+    t.equal(await w.store.admin('nightdesk'), undefined);
+    t.equal(await adminCommand(['remove', 'nightdesk'], open, io), 1);
     t.same(
       (await w.store.adminActions()).map((a) => `${a.action} ${a.detail}`),
-      ['admin_remove bob', 'admin_add dave', 'admin_add bob'],
+      ['admin_remove nightdesk', 'admin_add dave', 'admin_add nightdesk'],
     );
   });
 }

@@ -89,7 +89,7 @@ t.test('the console in a browser', async (t) => {
     await upstream.close();
     await store.close();
   });
-  await store.putAdmin({ name: 'alice', passwordHash: await hashPassword(PASSWORD), at: now });
+  await store.putAdmin({ name: 'desk', passwordHash: await hashPassword(PASSWORD), at: now });
   const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
   // A second box, enrolled and never heard from: offline from the start, and a problem.
   await enrolBox(pki, store, 'SHOP2', { policy: {} });
@@ -157,7 +157,7 @@ t.test('the console in a browser', async (t) => {
 
   await t.test('a wrong password is refused', async (t) => {
     await go('/login');
-    await page.type('input[name=name]', 'alice');
+    await page.type('input[name=name]', 'desk');
     await page.type('input[name=password]', 'not the password');
     const [response] = await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
     t.equal(response?.status(), 401);
@@ -165,7 +165,7 @@ t.test('the console in a browser', async (t) => {
     t.match(await page.$eval('.error', (e) => e.textContent), '用户名或密码错误');
     t.equal((await page.cookies()).filter((c) => c.name === 'scanbox_console').length, 0, 'no session cookie');
     await shot('login-refused.png');
-    t.ok((await store.adminActions()).some((a) => a.action === 'login_refused' && a.admin === 'alice'), 'journalled');
+    t.ok((await store.adminActions()).some((a) => a.action === 'login_refused' && a.admin === 'desk'), 'journalled');
   });
 
   await t.test('the fleet: the box that sold, with the right sums, and the pictures', async (t) => {
@@ -265,7 +265,7 @@ t.test('the console in a browser', async (t) => {
     t.match(await page.$eval('h1 .badge', (e) => e.textContent), '已吊销');
     await shot('box-revoked.png');
     const action = (await store.adminActions()).find((a) => a.action === 'revoke');
-    t.match(action, { admin: 'alice', deviceId: 'BENCH01', at: now }, 'who and when');
+    t.match(action, { admin: 'desk', deviceId: 'BENCH01', at: now }, 'who and when');
     // The box is cut off at once: its next sale is refused, nothing reaches WeChat Pay.
     const before = rig.sim.requests().length;
     t.match(await sell('C-3', 700), /^FAILED C-3 (NOAUTH|OFFLINE) /);
