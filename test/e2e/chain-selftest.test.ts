@@ -1,18 +1,10 @@
-import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { enrolBox } from '../../src/backend/enrol.js';
-import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
-import { BackendServer } from '../../src/backend/server.js';
-import { SqliteBackendStore } from '../../src/backend/store.js';
-import { memoryLogger } from '../../src/log.js';
-import { Rig } from '../../src/simulator/rig.js';
-import { WechatPayClient } from '../../src/wechatpay/client.js';
+import { backendModeEnv, Rig } from '../../src/simulator/rig.js';
 import { freePort } from '../helpers/postgres.js';
 import { tempDir } from '../helpers/world.js';
-import { payCode } from '../helpers/backend-rig.js';
-import { baseEnv, CLI } from '../helpers/cli.js';
+import { cli, payCode, startBackendHere } from '../helpers/backend-rig.js';
 
 /**
  * `scanbox selftest` and `scanbox status` on a chain's box (SCANBOX_BACKEND naming two origins, contract §2):
@@ -24,62 +16,19 @@ import { baseEnv, CLI } from '../helpers/cli.js';
 // Real processes on a shared 2-core machine.
 t.setTimeout(240_000);
 
-function scanbox(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env, encoding: 'utf8', timeout: 120_000 }, (error, stdout, stderr) => {
-      resolve({ status: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
-    });
-  });
-}
-
 t.test('a box naming two backends, one of them down: selftest and status show each one', async (t) => {
   const rig = await Rig.start();
   t.teardown(() => rig.close());
   const dir = tempDir('scanbox-chain-selftest-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const log = memoryLogger('debug');
-  const upstream = new WechatPayClient({
-    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
-    apiBase: rig.sim.origin,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-    log,
-  });
-  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
-  const pki = BackendPki.openOrCreate(join(dir, 'pki'), { hostnames: [] });
-  const server = await BackendServer.start({
-    listen: { host: '127.0.0.1', port: 0 },
-    store,
-    pki,
-    client: upstream,
-    policy: { maxAmountFen: 1_000_000, refunds: 'off', bills: 'off', ratePerMinute: 600 },
-    log,
-  });
-  t.teardown(async () => {
-    await server.close();
-    await upstream.close();
-    await store.close();
-  });
-  const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
-  const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
+  const backend = await startBackendHere(rig, dir, { policy: { refunds: 'off', bills: 'off' } });
+  t.teardown(() => backend.close());
+  const files = await backend.enrol('BENCH01', join(rig.dir, 'backend-credentials'));
   // Nothing listens there: a backend that is down (its machine off).
   const down = `https://127.0.0.1:${await freePort()}`;
-  const up = server.origin;
-  const boxEnv = {
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: `${down},${up}`,
-    SCANBOX_BACKEND_CERT_FILE: files.cert,
-    SCANBOX_BACKEND_KEY_FILE: files.key,
-    SCANBOX_BACKEND_CA_FILE: files.ca,
-  };
-  const env = { ...baseEnv(), ...rig.env, ...boxEnv };
+  const up = backend.server.origin;
+  const boxEnv = backendModeEnv([down, up], files);
+  const env = { ...rig.env, ...boxEnv };
   await rig.startDaemon(boxEnv);
 
   // A sale: the first backend cannot be reached, so the call never left the box and goes to the second.
@@ -95,7 +44,7 @@ t.test('a box naming two backends, one of them down: selftest and status show ea
   const backendLine = (stdout: string): string => stdout.split('\n').find((l) => / backend: /.test(l) && /^(PASS|WARN|FAIL) /.test(l)) ?? '';
 
   await t.test('selftest beside the daemon: WARN, each backend with its state, the one in use named', async (t) => {
-    const run = await scanbox(['selftest'], env);
+    const run = await cli(['selftest'], env);
     const line = backendLine(run.stdout);
     t.match(line, /^WARN backend: 1 of 2 backends answer: /, run.stdout);
     const [first, second] = line.replace(/^WARN backend: 1 of 2 backends answer: /, '').split('; https://');
@@ -108,14 +57,14 @@ t.test('a box naming two backends, one of them down: selftest and status show ea
   });
 
   await t.test('status shows the same: one line per backend', async (t) => {
-    const run = await scanbox(['status'], env);
+    const run = await cli(['status'], env);
     t.match(run.stdout, new RegExp(`^backend: ${down.replace(/[.]/g, '\\.')}: UNREACHABLE since `, 'm'), run.stdout);
     t.match(run.stdout, new RegExp(`^backend: ${up.replace(/[.]/g, '\\.')} \\(in use\\): ok \\(last answer `, 'm'));
   });
 
   await t.test('with the daemon stopped, selftest still asks each backend and says none is in use', async (t) => {
     t.equal(await rig.stopDaemon(), 0);
-    const run = await scanbox(['selftest'], env);
+    const run = await cli(['selftest'], env);
     const line = backendLine(run.stdout);
     t.match(line, /^WARN backend: 1 of 2 backends answer: /, run.stdout);
     t.match(line, /cannot be asked \([A-Z_]+\): /);

@@ -9,12 +9,10 @@ import { hashPassword } from '../../src/backend/console/password.js';
 import { ConsoleServer } from '../../src/backend/console/server.js';
 import { enrolBox } from '../../src/backend/enrol.js';
 import { OFFLINE_AFTER_MS } from '../../src/backend/heartbeat.js';
-import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
-import { BackendServer } from '../../src/backend/server.js';
-import { SqliteBackendStore } from '../../src/backend/store.js';
+import { writeBoxFiles } from '../../src/backend/pki.js';
 import { memoryLogger } from '../../src/log.js';
-import { Rig } from '../../src/simulator/rig.js';
-import { WechatPayClient } from '../../src/wechatpay/client.js';
+import { backendModeEnv, Rig } from '../../src/simulator/rig.js';
+import { startBackendHere } from '../helpers/backend-rig.js';
 import { tempDir } from '../helpers/world.js';
 
 /**
@@ -52,42 +50,28 @@ t.test('the console in a browser', async (t) => {
   const dir = tempDir('scanbox-console-e2e-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const log = memoryLogger('debug');
-  const upstream = new WechatPayClient({
-    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
-    apiBase: rig.sim.origin,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-    log,
-  });
-  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
-  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
   let now = Date.now();
   const clock = (): number => now;
-  const metrics = new BackendMetrics(store, clock);
   let heard: () => void = () => undefined;
-  const server = await BackendServer.start({
-    listen: { host: '127.0.0.1', port: 0 },
-    store,
-    pki,
-    client: upstream,
-    policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 },
+  // The metrics read the backend's store, made with it; the observer calls them once calls come.
+  let metrics: BackendMetrics | undefined;
+  const backend = await startBackendHere(rig, dir, {
     log,
     now: clock,
     observer: {
-      call: (...a) => metrics.call(...a),
+      call: (...a) => metrics?.call(...a),
       heartbeat: () => {
-        metrics.heartbeat();
+        metrics?.heartbeat();
         heard();
       },
     },
   });
+  const { store, pki, server } = backend;
+  metrics = new BackendMetrics(store, clock);
   const web = await ConsoleServer.start({ listen: { host: '127.0.0.1', port: 0 }, tls: null, store, metrics, revoke: (id) => server.revoke(id), log, now: clock });
   t.teardown(async () => {
     await web.close();
-    await server.close();
-    await upstream.close();
-    await store.close();
+    await backend.close();
   });
   await store.putAdmin({ name: 'desk', passwordHash: await hashPassword(PASSWORD), at: now });
   const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
@@ -96,17 +80,7 @@ t.test('the console in a browser', async (t) => {
   const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
   const firstHeartbeat = new Promise<void>((resolve) => (heard = resolve));
   await rig.startDaemon({
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: server.origin,
-    SCANBOX_BACKEND_CERT_FILE: files.cert,
-    SCANBOX_BACKEND_KEY_FILE: files.key,
-    SCANBOX_BACKEND_CA_FILE: files.ca,
+    ...backendModeEnv(server.origin, files),
     SCANBOX_REFUNDS: 'register',
   });
   await firstHeartbeat;

@@ -5,13 +5,13 @@ import Database from 'better-sqlite3';
 import t from 'tap';
 import { enrolBox } from '../../src/backend/enrol.js';
 import { HEARTBEAT_HISTORY, HEARTBEAT_PATH, isOnline, OFFLINE_AFTER_MS, type HeartbeatReport } from '../../src/backend/heartbeat.js';
-import { BackendPki, writeBoxFiles } from '../../src/backend/pki.js';
+import { BackendPki } from '../../src/backend/pki.js';
 import { BackendServer, KEEP_ALIVE_MS as BACKEND_KEEP_ALIVE_MS } from '../../src/backend/server.js';
 import { SqliteBackendStore } from '../../src/backend/store.js';
 import { HeartbeatSender, KEEP_ALIVE_MS as BOX_KEEP_ALIVE_MS } from '../../src/fleet/heartbeat.js';
 import { memoryLogger } from '../../src/log.js';
-import { Rig } from '../../src/simulator/rig.js';
-import { WechatPayClient } from '../../src/wechatpay/client.js';
+import { backendModeEnv, Rig } from '../../src/simulator/rig.js';
+import { startBackendHere } from '../helpers/backend-rig.js';
 import { tempDir } from '../helpers/world.js';
 
 /**
@@ -29,25 +29,10 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
   const dir = tempDir('scanbox-heartbeat-e2e-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const backendLog = memoryLogger('debug');
-  const upstream = new WechatPayClient({
-    merchant: { ...rig.merchant, signType: 'HMAC-SHA256' },
-    apiBase: rig.sim.origin,
-    backupBase: null,
-    ca: rig.sim.pki.ca.certPem,
-    certificate: { kind: 'pem', certPem: rig.sim.pki.client.certPem, keyPem: rig.sim.pki.client.keyPem },
-    log: backendLog,
-  });
-  const store = SqliteBackendStore.open(join(dir, 'backend.db'));
-  const pki = BackendPki.openOrCreate(dir, { hostname: 'backend.test' });
   let now = Date.now();
   const waiting: ((r: { deviceId: string; report: HeartbeatReport }) => void)[] = [];
   const nextHeartbeat = (): Promise<{ deviceId: string; report: HeartbeatReport }> => new Promise((resolve) => waiting.push(resolve));
-  const server = await BackendServer.start({
-    listen: { host: '127.0.0.1', port: 0 },
-    store,
-    pki,
-    client: upstream,
-    policy: { maxAmountFen: 1_000_000, refunds: 'on', bills: 'on', ratePerMinute: 600 },
+  const backend = await startBackendHere(rig, dir, {
     log: backendLog,
     now: () => now,
     observer: {
@@ -57,25 +42,11 @@ t.test('a box in backend mode sends heartbeats; the backend keeps them', async (
       },
     },
   });
-  t.teardown(async () => {
-    await server.close();
-    await upstream.close();
-    await store.close();
-  });
-  const { certificate } = await enrolBox(pki, store, 'BENCH01', { policy: {} });
-  const files = writeBoxFiles(join(rig.dir, 'backend-credentials'), certificate);
+  t.teardown(() => backend.close());
+  const { store, server } = backend;
+  const files = await backend.enrol('BENCH01', join(rig.dir, 'backend-credentials'));
   const boxEnv = {
-    SCANBOX_MCH_ID: '',
-    SCANBOX_APPID: '',
-    SCANBOX_API_KEY_FILE: '',
-    SCANBOX_CERT_FILE: '',
-    SCANBOX_CERT_KEY_FILE: '',
-    SCANBOX_API_BASE: '',
-    SCANBOX_API_BACKUP_BASE: '',
-    SCANBOX_BACKEND: server.origin,
-    SCANBOX_BACKEND_CERT_FILE: files.cert,
-    SCANBOX_BACKEND_KEY_FILE: files.key,
-    SCANBOX_BACKEND_CA_FILE: files.ca,
+    ...backendModeEnv(server.origin, files),
     SCANBOX_METRICS_FILE: join(dir, 'scanbox.prom'),
   };
   const first = nextHeartbeat();
