@@ -1,5 +1,6 @@
 import { cell, formatTime, print } from '../app/table.js';
 import { askDaemon, controlSocketPath } from '../control.js';
+import type { DisplayEntry } from '../devices/display/display.js';
 import { formatYuan } from '../money.js';
 
 /**
@@ -15,19 +16,8 @@ import { formatYuan } from '../money.js';
 const USAGE = 'usage: scanbox display [--follow] [--json]';
 const POLL_MS = 500;
 
-interface Entry {
-  seq: number;
-  kind: 'burst' | 'scan';
-  at: number;
-  ms?: number;
-  longestGapMs?: number;
-  quietBeforeMs?: number | null;
-  bytes?: number;
-  hex?: string;
-  truncated?: boolean;
-  meaning?: string;
-  decision: string;
-}
+/** What the daemon answers of one entry of the display line's log (its armed total is not shown here). */
+type Entry = Omit<DisplayEntry, 'armedFen'>;
 
 function seconds(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${ms} ms`;
