@@ -1,4 +1,5 @@
 import type { Logger } from '../../log.js';
+import { messageOf } from '../../errors.js';
 import { HEARTBEAT_HISTORY, type HeartbeatRecord, type HeartbeatReport } from '../heartbeat.js';
 import {
   HEARTBEAT_PRUNE_EVERY,
@@ -32,7 +33,7 @@ import {
   type RefundLimits,
   type RefundStart,
 } from '../store.js';
-import { FILL_MONEY_SQL, bucketPlan, moneyKeyOf, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS, type MoneyKind } from './money.js';
+import { FILL_MONEY_SQL, bucketPlan, truthSql, CHINA_OFFSET_MS, DAY_MS, HOUR_MS } from './money.js';
 import { DatabaseUnavailable, PgConnection, describePgTarget, type PgState, type PgTarget } from './connection.js';
 
 /**
@@ -59,7 +60,7 @@ const LOCK_SCHEMA = 7_246_001;
 const LOCK_ENROL = 7_246_002;
 /** With a second key, hashtext(device_id): one box's refunds, checked and recorded one at a time. */
 const LOCK_REFUND = 7_246_003;
-/** With a second key, hashtext(kind:no): one order's or refund's money item, worked out again one at a time. */
+/** The money items worked out again (settleMoney): one backend at a time. */
 const LOCK_MONEY = 7_246_004;
 
 /** One step per version; a shipped step is never edited. */
@@ -196,6 +197,13 @@ export const PG_MIGRATIONS: readonly string[] = [
      discrepancies text NOT NULL
    );
    ${FILL_MONEY_SQL}`,
+  // 5: the orders and refunds whose money item is to be worked out again: finishCall adds them in its one
+  // statement, settleMoney takes them in batches off the calls' path (instead of a transaction per call).
+  `CREATE TABLE money_recount (
+     id   bigserial PRIMARY KEY,
+     kind text NOT NULL CHECK (kind IN ('paid', 'refund')),
+     no   text NOT NULL
+   );`,
 ];
 
 /** Outcomes of a forwarded refund that may have moved money (a refused or WeChat-refused one did not). */
@@ -227,6 +235,8 @@ export interface PostgresStoreOptions {
   connectMs?: number;
   statementMs?: number;
   retryMs?: number;
+  /** How often the money items of finished calls are settled (settleMoney), in ms; 0: only when asked. Default 1000. */
+  settleMs?: number;
 }
 
 export class PostgresBackendStore implements BackendStore {
@@ -234,6 +244,12 @@ export class PostgresBackendStore implements BackendStore {
   private migrated: Promise<void> | null = null;
   private schemaReady = false;
   private readonly revokedListeners = new Set<(deviceId: string) => void>();
+  private readonly log: Logger;
+  private settleTimer: NodeJS.Timeout | null = null;
+  /** The settle under way or queued (one after another within a process; LOCK_MONEY between processes). */
+  private settling: Promise<unknown> = Promise.resolve();
+  private settleBusy = false;
+  private settleFailure = '';
 
   /**
    * Connects (to the writable host of the URL's) and brings the schema up to date. Throws StoreError when no
@@ -265,7 +281,13 @@ export class PostgresBackendStore implements BackendStore {
   }
 
   private constructor(options: PostgresStoreOptions) {
+    this.log = options.log;
     this.db = new PgConnection({ ...options, listen: [REVOKED_CHANNEL] });
+    const settleMs = options.settleMs ?? 1000;
+    if (settleMs > 0) {
+      this.settleTimer = setInterval(() => void this.settleInBackground(), settleMs);
+      this.settleTimer.unref();
+    }
     this.db.on('notification', (channel: string, payload: string) => {
       if (channel === REVOKED_CHANNEL) for (const listener of this.revokedListeners) listener(payload);
     });
@@ -451,23 +473,27 @@ export class PostgresBackendStore implements BackendStore {
 
   finishCall(id: number, result: FinishedCall): Promise<void> {
     return this.run(async () => {
-      // An error thrown in a transaction without a SQLSTATE counts as a lost connection: the answer comes out first.
-      const found = await this.db.transaction(async (q) => {
-        const rows = await q<{ call: string; out_trade_no: string | null; out_refund_no: string | null }>(
-          `WITH c AS (
-             UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent' RETURNING device_id, call, out_trade_no, out_refund_no
-           ), b AS (
-             UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
-           )
-           SELECT call, out_trade_no, out_refund_no FROM c`,
-          [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
-        );
-        if (rows.length !== 1) return false;
-        const key = moneyKeyOf(rows[0]!.call, rows[0]!.out_trade_no, rows[0]!.out_refund_no);
-        if (key !== null) await settleMoney(q, key.kind, key.no);
-        return true;
-      });
-      if (!found) throw new Error(`call ${id} is not a call under way`);
+      // One statement: the outcome, the box's error count, and the order or refund put on the list whose money
+      // items settleMoney works out again (the same commit, so a settle that sees the entry sees the outcome).
+      const rows = await this.db.query<{ id: number }>(
+        `WITH c AS (
+           UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent'
+           RETURNING id, device_id, call, out_trade_no, out_refund_no, state
+         ), b AS (
+           UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
+         ), r AS (
+           INSERT INTO money_recount (kind, no)
+             SELECT CASE WHEN call IN ('refund', 'refundquery') THEN 'refund' ELSE 'paid' END,
+                    CASE WHEN call IN ('refund', 'refundquery') THEN out_refund_no ELSE out_trade_no END
+             FROM c
+             WHERE ${MONEY_ROWS}
+               AND ((call IN ('micropay', 'orderquery', 'reverse') AND out_trade_no IS NOT NULL) OR (call IN ('refund', 'refundquery') AND out_refund_no IS NOT NULL))
+         )
+         SELECT id FROM c`,
+        [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],
+        'scanbox_finish_call',
+      );
+      if (rows.length !== 1) throw new Error(`call ${id} is not a call under way`);
     });
   }
 
@@ -727,6 +753,49 @@ export class PostgresBackendStore implements BackendStore {
     );
   }
 
+  /**
+   * Works the money items of the calls finished so far out again, and their sums (schema step 5: finishCall
+   * lists them, this takes the list in batches of SETTLE_BATCH, each one transaction under LOCK_MONEY, so one
+   * backend of a chain settles at a time). A timer does it every `settleMs`; moneyBuckets does it before it
+   * reads, so the sums it reads count every call finished before it was asked. Answers how many entries it took.
+   */
+  settleMoney(): Promise<number> {
+    const run = this.settling.then(() =>
+      this.run(async () => {
+        let taken = 0;
+        for (;;) {
+          const batch = await this.db.transaction(async (q) => {
+            await q('SELECT pg_advisory_xact_lock($1)', [LOCK_MONEY]);
+            return (await q<{ taken: number }>(SETTLE_SQL))[0]!.taken;
+          });
+          taken += batch;
+          if (batch < SETTLE_BATCH) return taken;
+        }
+      }),
+    );
+    this.settling = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The timer's settle: skipped while one is under way; a failure told once until it changes or heals. */
+  private async settleInBackground(): Promise<void> {
+    if (this.settleBusy) return;
+    this.settleBusy = true;
+    try {
+      await this.settleMoney();
+      if (this.settleFailure !== '') this.log.info('backend: the money sums are kept up to date again');
+      this.settleFailure = '';
+    } catch (error) {
+      // No database: every call says so already.
+      if (error instanceof StoreError && error.cause instanceof DatabaseUnavailable) return;
+      const text = messageOf(error);
+      if (text !== this.settleFailure) this.log.error('backend: cannot keep the money sums up to date; the console reads them when it can', { error: text });
+      this.settleFailure = text;
+    } finally {
+      this.settleBusy = false;
+    }
+  }
+
   moneyBuckets(options: MoneyBucketsOptions): Promise<MoneyBucket[]> {
     let plan: ReturnType<typeof bucketPlan>;
     try {
@@ -736,6 +805,7 @@ export class PostgresBackendStore implements BackendStore {
     }
     const device = options.total ? "'*'::text" : 'device_id';
     return this.run(async () => {
+      await this.settleMoney();
       const rows = await this.db.query<{ device_id: string; unit: number; paid_count: number; paid_fen: number; refund_count: number; refund_fen: number }>(
         `SELECT ${device} AS device_id, ${plan.column} AS unit, sum(paid_count)::bigint AS paid_count, sum(paid_fen)::bigint AS paid_fen,
            sum(refund_count)::bigint AS refund_count, sum(refund_fen)::bigint AS refund_fen
@@ -767,6 +837,7 @@ export class PostgresBackendStore implements BackendStore {
 
   /** The money items and their sums worked out again from every call (migrate, after copying the calls). */
   static async rebuildMoney(q: <R extends Record<string, unknown>>(text: string, values?: unknown[], options?: { long?: boolean }) => Promise<R[]>): Promise<void> {
+    await q('DELETE FROM money_recount', [], { long: true });
     await q('DELETE FROM money_items', [], { long: true });
     await q('DELETE FROM money_hours', [], { long: true });
     await q('DELETE FROM money_days', [], { long: true });
@@ -830,44 +901,65 @@ export class PostgresBackendStore implements BackendStore {
     );
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    if (this.settleTimer !== null) clearInterval(this.settleTimer);
+    this.settleTimer = null;
+    // A settle under way finishes first (what it has not taken stays listed for the next start).
+    await this.settling;
     return this.db.close();
   }
 }
 
-type Query = <R extends Record<string, unknown>>(text: string, values?: unknown[]) => Promise<R[]>;
+/** How many entries of money_recount one settle transaction takes. */
+export const SETTLE_BATCH = 2000;
 
 /**
- * An order's or a refund's money item worked out again from its calls and, when it changed, moved in the sums
- * (store/money.ts), inside the transaction that recorded the call's outcome. Two backends finishing calls of one
- * order at once take turns on an advisory lock, and the second's statements (READ COMMITTED: a new snapshot each)
- * see the first's committed calls, so the item is always worked out from all of them. The sums' rows are
- * upserted in (box, hour) order, so two transactions never wait on each other's rows crosswise.
+ * One batch of money_recount settled (run after LOCK_MONEY is taken, in that transaction): the entries taken
+ * off the list, each order's or refund's item worked out again from all of its calls (truthSql) and, when it
+ * changed, the old one taken off the sums and the new one put on. The entries and the calls they name are read
+ * in one snapshot, and finishCall adds an entry in the statement that records the outcome, so every outcome
+ * whose entry is taken here is counted; an outcome committed later has an entry left for the next batch. An
+ * entry taken twice, or an outcome that changes nothing, moves nothing. Answers how many entries it took.
  */
-async function settleMoney(q: Query, kind: MoneyKind, no: string): Promise<void> {
-  await q('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_MONEY, `${kind}:${no}`]);
-  const truth = kind === 'paid' ? truthSql('paid', 'out_trade_no = $2', '') : truthSql('refund', '', 'out_refund_no = $2');
-  const [paidCount, paidFen, refundCount, refundFen] = kind === 'paid' ? ['sum(n)', 'sum(fen)', '0', '0'] : ['0', '0', 'sum(n)', 'sum(fen)'];
+const SETTLE_SQL = (() => {
+  const truth = truthSql(
+    'both',
+    `out_trade_no = ANY (ARRAY (SELECT no FROM keys WHERE kind = 'paid'))`,
+    `out_refund_no = ANY (ARRAY (SELECT no FROM keys WHERE kind = 'refund'))`,
+  );
   const sums = (table: string, column: string, unit: string): string => `
     INSERT INTO ${table} (device_id, ${column}, paid_count, paid_fen, refund_count, refund_fen)
-      SELECT device_id, ${unit}, ${paidCount}, ${paidFen}, ${refundCount}, ${refundFen} FROM delta GROUP BY 1, 2 ORDER BY 1, 2
+      SELECT device_id, ${unit}, sum(CASE WHEN kind = 'paid' THEN n ELSE 0 END), sum(CASE WHEN kind = 'paid' THEN fen ELSE 0 END),
+        sum(CASE WHEN kind = 'refund' THEN n ELSE 0 END), sum(CASE WHEN kind = 'refund' THEN fen ELSE 0 END)
+      FROM delta GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (device_id, ${column}) DO UPDATE SET paid_count = ${table}.paid_count + EXCLUDED.paid_count, paid_fen = ${table}.paid_fen + EXCLUDED.paid_fen,
       refund_count = ${table}.refund_count + EXCLUDED.refund_count, refund_fen = ${table}.refund_fen + EXCLUDED.refund_fen`;
-  await q(
-    `WITH truth AS (${truth}),
-     was AS (SELECT device_id, at, amount_fen FROM money_items WHERE kind = $1 AND no = $2),
-     same AS (SELECT 1 FROM truth, was WHERE truth.device_id = was.device_id AND truth.at = was.at AND truth.amount = was.amount_fen),
-     gone AS (DELETE FROM money_items WHERE kind = $1 AND no = $2 AND NOT EXISTS (SELECT 1 FROM truth)),
-     put AS (
-       INSERT INTO money_items (kind, no, device_id, at, amount_fen) SELECT $1, $2, device_id, at, amount FROM truth WHERE NOT EXISTS (SELECT 1 FROM same)
-       ON CONFLICT (kind, no) DO UPDATE SET device_id = EXCLUDED.device_id, at = EXCLUDED.at, amount_fen = EXCLUDED.amount_fen
-     ),
-     delta AS (
-       SELECT device_id, at, 1 AS n, amount AS fen FROM truth WHERE NOT EXISTS (SELECT 1 FROM same)
-       UNION ALL SELECT device_id, at, -1, -amount_fen FROM was WHERE NOT EXISTS (SELECT 1 FROM same)
-     ),
-     hours AS (${sums('money_hours', 'hour', `at / ${HOUR_MS}`)})
-     ${sums('money_days', 'day', `(at + ${CHINA_OFFSET_MS}) / ${DAY_MS}`)}`,
-    [kind, no],
-  );
-}
+  return `WITH taken AS (
+      DELETE FROM money_recount WHERE id IN (SELECT id FROM money_recount ORDER BY id LIMIT ${SETTLE_BATCH}) RETURNING kind, no
+    ),
+    keys AS (SELECT DISTINCT kind, no FROM taken),
+    truth AS (${truth}),
+    was AS (SELECT m.kind, m.no, m.device_id, m.at, m.amount_fen FROM money_items m JOIN keys k ON m.kind = k.kind AND m.no = k.no),
+    changed AS (
+      SELECT k.kind, k.no FROM keys k WHERE NOT EXISTS (
+        SELECT 1 FROM truth t JOIN was w ON w.kind = t.kind AND w.no = t.no
+        WHERE t.kind = k.kind AND t.no = k.no AND t.device_id = w.device_id AND t.at = w.at AND t.amount = w.amount_fen)
+    ),
+    gone AS (
+      DELETE FROM money_items m USING changed c
+      WHERE m.kind = c.kind AND m.no = c.no AND NOT EXISTS (SELECT 1 FROM truth t WHERE t.kind = c.kind AND t.no = c.no)
+    ),
+    put AS (
+      INSERT INTO money_items (kind, no, device_id, at, amount_fen)
+        SELECT t.kind, t.no, t.device_id, t.at, t.amount FROM truth t JOIN changed c ON c.kind = t.kind AND c.no = t.no
+      ON CONFLICT (kind, no) DO UPDATE SET device_id = EXCLUDED.device_id, at = EXCLUDED.at, amount_fen = EXCLUDED.amount_fen
+    ),
+    delta AS (
+      SELECT t.kind, t.device_id, t.at, 1 AS n, t.amount AS fen FROM truth t JOIN changed c ON c.kind = t.kind AND c.no = t.no
+      UNION ALL
+      SELECT w.kind, w.device_id, w.at, -1, -w.amount_fen FROM was w JOIN changed c ON c.kind = w.kind AND c.no = w.no
+    ),
+    hours AS (${sums('money_hours', 'hour', `at / ${HOUR_MS}`)}),
+    days AS (${sums('money_days', 'day', `(at + ${CHINA_OFFSET_MS}) / ${DAY_MS}`)})
+    SELECT count(*)::int AS taken FROM taken`;
+})();
