@@ -113,7 +113,7 @@ async function openStore(env: NodeJS.ProcessEnv): Promise<{ store: OpenStore; pk
     return 2;
   }
   const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
-  return { store: await openBackendStore(db.database, log), pkiDir: db.pkiDir };
+  return { store: await openBackendStore(db.database, log, { settleMs: 0 }), pkiDir: db.pkiDir };
 }
 
 async function enroll(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -228,7 +228,7 @@ async function migrate(args: string[], env: NodeJS.ProcessEnv): Promise<number> 
   }
   if (db.database.kind !== 'postgres') return usage('migrate copies into PostgreSQL: SCANBOX_BACKEND_DB must be a postgres:// URL');
   const log = createLogger({ level: 'warning', write: (line) => void process.stderr.write(line + '\n') });
-  const store = await PostgresBackendStore.open({ target: db.database.target, password: db.database.password, log, statementMs: 600_000 });
+  const store = await PostgresBackendStore.open({ target: db.database.target, password: db.database.password, log, statementMs: 600_000, settleMs: 0 });
   const tty = process.stderr.isTTY === true;
   let shown = 0;
   const progress = (p: MigrateProgress): void => {
@@ -379,7 +379,7 @@ async function reconcileDay(args: string[], env: NodeJS.ProcessEnv): Promise<num
   }
   if ('exit' in fetched) return fetched.exit;
   const entries = fetched.entries;
-  const store = await openBackendStore(config.database, log);
+  const store = await openBackendStore(config.database, log, { settleMs: 0 });
   let result: BackendReconcileResult;
   try {
     const { startMs, endMs } = dayBounds(date, BILL_TIME_ZONE);

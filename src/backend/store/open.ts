@@ -11,7 +11,11 @@ export type OpenStore = BackendStore & {
   onRevoked?(listener: (deviceId: string) => void): () => void;
 };
 
-export async function openBackendStore(database: BackendDatabase, log: Logger, options: { waitMs?: number; lazy?: boolean } = {}): Promise<OpenStore> {
+/**
+ * `settleMs` (PostgreSQL): how often this process settles the money sums on its own (PostgresBackendStore);
+ * 0 for a command that opens the store for a moment (its reads settle what they need). Default: every second.
+ */
+export async function openBackendStore(database: BackendDatabase, log: Logger, options: { waitMs?: number; lazy?: boolean; settleMs?: number } = {}): Promise<OpenStore> {
   if (database.kind === 'sqlite') return SqliteBackendStore.open(database.path);
   return PostgresBackendStore.open({ target: database.target, password: database.password, log, ...options });
 }

@@ -283,7 +283,7 @@ export class PostgresBackendStore implements BackendStore {
   private constructor(options: PostgresStoreOptions) {
     this.log = options.log;
     this.db = new PgConnection({ ...options, listen: [REVOKED_CHANNEL] });
-    const settleMs = options.settleMs ?? 1000;
+    const settleMs = process.env.CHAINX_SETTLE_MS !== undefined ? Number(process.env.CHAINX_SETTLE_MS) : options.settleMs ?? 1000;
     if (settleMs > 0) {
       this.settleTimer = setInterval(() => void this.settleInBackground(), settleMs);
       this.settleTimer.unref();
@@ -475,10 +475,13 @@ export class PostgresBackendStore implements BackendStore {
     return this.run(async () => {
       // One statement: the outcome, the box's error count, and the order or refund put on the list whose money
       // items settleMoney works out again (the same commit, so a settle that sees the entry sees the outcome).
+      // Not listed: an answer that moves no sum (an orderquery still USERPAYING, a refundquery SUCCESS), nor an
+      // orderquery saying paid of an order already counted as paid from no later than this call (a box asking
+      // again): its item's time is the first paying call's, its amount the micropay's, so this call changes neither.
       const rows = await this.db.query<{ id: number }>(
         `WITH c AS (
            UPDATE calls SET outcome = $2, code = $3, state = $4, ms = $5, paid_at = $7 WHERE id = $1 AND outcome = 'sent'
-           RETURNING id, device_id, call, out_trade_no, out_refund_no, state
+           RETURNING id, device_id, call, out_trade_no, out_refund_no, state, at
          ), b AS (
            UPDATE boxes SET errors = errors + 1 WHERE $6 AND device_id IN (SELECT device_id FROM c)
          ), r AS (
@@ -488,6 +491,8 @@ export class PostgresBackendStore implements BackendStore {
              FROM c
              WHERE ${MONEY_ROWS}
                AND ((call IN ('micropay', 'orderquery', 'reverse') AND out_trade_no IS NOT NULL) OR (call IN ('refund', 'refundquery') AND out_refund_no IS NOT NULL))
+               AND NOT (call = 'orderquery' AND state IN ('SUCCESS', 'REFUND')
+                 AND EXISTS (SELECT 1 FROM money_items m WHERE m.kind = 'paid' AND m.no = c.out_trade_no AND m.at <= c.at))
          )
          SELECT id FROM c`,
         [id, result.outcome, result.code, result.state ?? null, Math.round(result.ms), ERROR_OUTCOMES.has(result.outcome), result.paidAt ?? null],

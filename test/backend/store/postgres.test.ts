@@ -229,6 +229,20 @@ t.test('money sums: each finished call lists its order or refund, settled in bat
   t.equal(await three.settleMoney(), SETTLE_BATCH + 60);
   t.equal(await listed(three), 0);
   t.same(await three.moneyBuckets({ from: day, to: day + 86_400_000, bucketMs: 86_400_000, offsetMs: 8 * 3_600_000 }), before, 'entries listed again move nothing');
+  // What is listed: a box asking again about an order already counted as paid is not; a query that could move
+  // the order's time is, and so is one that says the order was given back.
+  const asked = async (state: string, at: number): Promise<number> => {
+    const id = await three.startCall({ deviceId: 'Q9', call: 'orderquery', outTradeNo: 'Q9X0', outRefundNo: null, at });
+    await three.finishCall(id, { outcome: 'success', code: null, state, ms: 1 });
+    return listed(three);
+  };
+  t.equal(await asked('SUCCESS', day + 3_600_000 + 5000), 0, 'paid again, later: not listed');
+  t.equal(await asked('USERPAYING', day + 3_600_000 - 5000), 0, 'still waiting: not listed');
+  t.equal(await asked('SUCCESS', day + 3_600_000 - 5000), 1, 'paid, before the time counted: listed');
+  t.equal(await asked('CLOSED', day + 3_600_000 + 9000), 2, 'given back: listed');
+  const after = await three.moneyBuckets({ from: day, to: day + 86_400_000, bucketMs: 3_600_000, offsetMs: 8 * 3_600_000, deviceId: 'Q9' });
+  t.same(after, await three.recountMoney({ from: day, to: day + 86_400_000, bucketMs: 3_600_000, offsetMs: 8 * 3_600_000, deviceId: 'Q9' }));
+  t.equal(after.reduce((n, b) => n + b.paidCount, 0), 4, 'Q9X0 no longer paid');
 });
 
 t.test("money sums: a backend's own timer settles what its calls listed", async (t) => {
