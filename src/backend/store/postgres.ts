@@ -927,11 +927,8 @@ export const SETTLE_BATCH = 2000;
  * entry taken twice, or an outcome that changes nothing, moves nothing. Answers how many entries it took.
  */
 const SETTLE_SQL = (() => {
-  const truth = truthSql(
-    'both',
-    `out_trade_no = ANY (ARRAY (SELECT no FROM keys WHERE kind = 'paid'))`,
-    `out_refund_no = ANY (ARRAY (SELECT no FROM keys WHERE kind = 'refund'))`,
-  );
+  // Each key's item worked out from its own calls (an index scan of calls_trade or calls_refund per key).
+  const truth = truthSql('both', `k.kind = 'paid' AND out_trade_no = k.no`, `k.kind = 'refund' AND out_refund_no = k.no`);
   const sums = (table: string, column: string, unit: string): string => `
     INSERT INTO ${table} (device_id, ${column}, paid_count, paid_fen, refund_count, refund_fen)
       SELECT device_id, ${unit}, sum(CASE WHEN kind = 'paid' THEN n ELSE 0 END), sum(CASE WHEN kind = 'paid' THEN fen ELSE 0 END),
@@ -939,30 +936,29 @@ const SETTLE_SQL = (() => {
       FROM delta GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (device_id, ${column}) DO UPDATE SET paid_count = ${table}.paid_count + EXCLUDED.paid_count, paid_fen = ${table}.paid_fen + EXCLUDED.paid_fen,
       refund_count = ${table}.refund_count + EXCLUDED.refund_count, refund_fen = ${table}.refund_fen + EXCLUDED.refund_fen`;
+  // The batch is the list's first entries by id, taken as a range (an entry committed later with a smaller id is
+  // not in this statement's snapshot: it stays for the next batch).
   return `WITH taken AS (
-      DELETE FROM money_recount WHERE id IN (SELECT id FROM money_recount ORDER BY id LIMIT ${SETTLE_BATCH}) RETURNING kind, no
+      DELETE FROM money_recount WHERE id <= (SELECT max(id) FROM (SELECT id FROM money_recount ORDER BY id LIMIT ${SETTLE_BATCH}) f) RETURNING kind, no
     ),
     keys AS (SELECT DISTINCT kind, no FROM taken),
-    truth AS (${truth}),
-    was AS (SELECT m.kind, m.no, m.device_id, m.at, m.amount_fen FROM money_items m JOIN keys k ON m.kind = k.kind AND m.no = k.no),
-    changed AS (
-      SELECT k.kind, k.no FROM keys k WHERE NOT EXISTS (
-        SELECT 1 FROM truth t JOIN was w ON w.kind = t.kind AND w.no = t.no
-        WHERE t.kind = k.kind AND t.no = k.no AND t.device_id = w.device_id AND t.at = w.at AND t.amount = w.amount_fen)
+    item AS (
+      SELECT k.kind, k.no, t.kind IS NOT NULL AS now, t.device_id AS now_device, t.at AS now_at, t.amount AS now_fen,
+        m.kind IS NOT NULL AS was, m.device_id AS was_device, m.at AS was_at, m.amount_fen AS was_fen
+      FROM keys k
+      LEFT JOIN LATERAL (${truth}) t ON true
+      LEFT JOIN money_items m ON m.kind = k.kind AND m.no = k.no
     ),
-    gone AS (
-      DELETE FROM money_items m USING changed c
-      WHERE m.kind = c.kind AND m.no = c.no AND NOT EXISTS (SELECT 1 FROM truth t WHERE t.kind = c.kind AND t.no = c.no)
-    ),
+    changed AS (SELECT * FROM item WHERE (now_device, now_at, now_fen) IS DISTINCT FROM (was_device, was_at, was_fen)),
+    gone AS (DELETE FROM money_items m USING changed c WHERE m.kind = c.kind AND m.no = c.no AND NOT c.now),
     put AS (
-      INSERT INTO money_items (kind, no, device_id, at, amount_fen)
-        SELECT t.kind, t.no, t.device_id, t.at, t.amount FROM truth t JOIN changed c ON c.kind = t.kind AND c.no = t.no
+      INSERT INTO money_items (kind, no, device_id, at, amount_fen) SELECT kind, no, now_device, now_at, now_fen FROM changed WHERE now
       ON CONFLICT (kind, no) DO UPDATE SET device_id = EXCLUDED.device_id, at = EXCLUDED.at, amount_fen = EXCLUDED.amount_fen
     ),
     delta AS (
-      SELECT t.kind, t.device_id, t.at, 1 AS n, t.amount AS fen FROM truth t JOIN changed c ON c.kind = t.kind AND c.no = t.no
+      SELECT kind, now_device AS device_id, now_at AS at, 1 AS n, now_fen AS fen FROM changed WHERE now
       UNION ALL
-      SELECT w.kind, w.device_id, w.at, -1, -w.amount_fen FROM was w JOIN changed c ON c.kind = w.kind AND c.no = w.no
+      SELECT kind, was_device, was_at, -1, -was_fen FROM changed WHERE was
     ),
     hours AS (${sums('money_hours', 'hour', `at / ${HOUR_MS}`)}),
     days AS (${sums('money_days', 'day', `(at + ${CHINA_OFFSET_MS}) / ${DAY_MS}`)})
