@@ -493,6 +493,14 @@ export class BackendServer {
     return cut;
   }
 
+  /** Outcomes being recorded after their answer went back: a clean stop waits for them. */
+  private readonly records = new Set<Promise<void>>();
+
+  private recording(record: Promise<void>): void {
+    this.records.add(record);
+    void record.finally(() => this.records.delete(record));
+  }
+
   close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.refusals.stop();
@@ -500,8 +508,8 @@ export class BackendServer {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
       for (const socket of this.peers.keys()) socket.destroy();
-      // The heartbeats received and not yet written are written: a clean stop loses none.
-    }).then(() => this.heartbeatBatch.close());
+      // The heartbeats received and not yet written are written, and the outcomes: a clean stop loses none.
+    }).then(() => Promise.all([this.heartbeatBatch.close(), ...this.records]).then(() => undefined));
     return this.closing;
   }
 
@@ -776,10 +784,14 @@ export class BackendServer {
     const ms = Math.round(performance.now() - started);
     this.observe(value.call, outcome.kind, { seconds: (performance.now() - started) / 1000 });
     const code = outcomeCode(outcome);
-    // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth.
-    await this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {
-      log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
-    });
+    // The outcome goes back even when it cannot be recorded: the box's journal holds the money's truth. So the
+    // box does not wait for the record's commit (the call itself was recorded before it was sent); a clean stop
+    // waits for every record under way (close).
+    this.recording(
+      this.o.store.finishCall(id, { outcome: outcome.kind, code, state: stateOf(value, outcome), paidAt: paidAtOf(value, outcome), ms }).catch((error: unknown) => {
+        log.error('backend: cannot record the outcome of a call', { error: messageOf(error), outcome: outcome.kind });
+      }),
+    );
     log.info('backend: forwarded', {
       out_trade_no: record.outTradeNo ?? undefined,
       out_refund_no: record.outRefundNo ?? undefined,

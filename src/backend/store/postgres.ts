@@ -283,7 +283,7 @@ export class PostgresBackendStore implements BackendStore {
   private constructor(options: PostgresStoreOptions) {
     this.log = options.log;
     this.db = new PgConnection({ ...options, listen: [REVOKED_CHANNEL] });
-    const settleMs = process.env.CHAINX_SETTLE_MS !== undefined ? Number(process.env.CHAINX_SETTLE_MS) : options.settleMs ?? 1000;
+    const settleMs = options.settleMs ?? 1000;
     if (settleMs > 0) {
       this.settleTimer = setInterval(() => void this.settleInBackground(), settleMs);
       this.settleTimer.unref();

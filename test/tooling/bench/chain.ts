@@ -36,12 +36,13 @@ import { DelayProxy } from './delay-proxy.js';
  *   that never left a box and went to the other backend are counted; the time until every box has a success again.
  *
  * Knobs: BENCH_CHAIN_SECONDS (per rate, default 5), BENCH_CHAIN_BOXES (default 64), BENCH_CHAIN_WARMUP (default 3 s),
- * BENCH_CHAIN_STORES (pg,sqlite), BENCH_CHAIN_PROF (a directory: the backends run under --cpu-prof).
+ * BENCH_CHAIN_STORES (pg,sqlite), BENCH_CHAIN_RATES (50,150,500), BENCH_CHAIN_PROF (a directory: the backends run under --cpu-prof).
  */
 
 const SECONDS = Number(process.env.BENCH_CHAIN_SECONDS ?? 5);
 const BOXES = Number(process.env.BENCH_CHAIN_BOXES ?? 64);
-const RATES = process.env.CHAINX_RATES ? process.env.CHAINX_RATES.split(",").map(Number) : [50, 150, 500];
+/** BENCH_CHAIN_RATES: the open-loop rates, calls/s, comma-separated (default 50,150,500). */
+const RATES = (process.env.BENCH_CHAIN_RATES ?? "50,150,500").split(",").map(Number);
 /**
  * BENCH_CHAIN_WARMUP (s, default 3): a closed loop, not measured, before the rates. Fresh processes run their
  * code unoptimised for the first thousand calls or so (V8 compiles the hot paths as they run): without it the
