@@ -42,7 +42,7 @@ import { DelayProxy } from './delay-proxy.js';
 const SECONDS = Number(process.env.BENCH_CHAIN_SECONDS ?? 5);
 const BOXES = Number(process.env.BENCH_CHAIN_BOXES ?? 64);
 /** BENCH_CHAIN_RATES: the open-loop rates, calls/s, comma-separated (default 50,150,500). */
-const RATES = (process.env.BENCH_CHAIN_RATES ?? "50,150,500").split(",").map(Number);
+const RATES = (process.env.BENCH_CHAIN_RATES ?? '50,150,500').split(',').map(Number);
 /**
  * BENCH_CHAIN_WARMUP (s, default 3): a closed loop, not measured, before the rates. Fresh processes run their
  * code unoptimised for the first thousand calls or so (V8 compiles the hot paths as they run): without it the
