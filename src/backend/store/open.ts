@@ -13,7 +13,7 @@ export type OpenStore = BackendStore & {
 
 /**
  * `settleMs` (PostgreSQL): how often this process settles the money sums on its own (PostgresBackendStore);
- * 0 for a command that opens the store for a moment (its reads settle what they need). Default: every second.
+ * 0 for a command that opens the store for a moment (its reads settle what they need). Default: every 5 s.
  */
 export async function openBackendStore(database: BackendDatabase, log: Logger, options: { waitMs?: number; lazy?: boolean; settleMs?: number } = {}): Promise<OpenStore> {
   if (database.kind === 'sqlite') return SqliteBackendStore.open(database.path);

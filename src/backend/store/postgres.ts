@@ -235,7 +235,7 @@ export interface PostgresStoreOptions {
   connectMs?: number;
   statementMs?: number;
   retryMs?: number;
-  /** How often the money items of finished calls are settled (settleMoney), in ms; 0: only when asked. Default 1000. */
+  /** How often the money items of finished calls are settled (settleMoney), in ms; 0: only when asked. Default SETTLE_EVERY_MS. */
   settleMs?: number;
 }
 
@@ -283,7 +283,7 @@ export class PostgresBackendStore implements BackendStore {
   private constructor(options: PostgresStoreOptions) {
     this.log = options.log;
     this.db = new PgConnection({ ...options, listen: [REVOKED_CHANNEL] });
-    const settleMs = options.settleMs ?? 1000;
+    const settleMs = options.settleMs ?? SETTLE_EVERY_MS;
     if (settleMs > 0) {
       this.settleTimer = setInterval(() => void this.settleInBackground(), settleMs);
       this.settleTimer.unref();
@@ -761,7 +761,7 @@ export class PostgresBackendStore implements BackendStore {
   /**
    * Works the money items of the calls finished so far out again, and their sums (schema step 5: finishCall
    * lists them, this takes the list in batches of SETTLE_BATCH, each one transaction under LOCK_MONEY, so one
-   * backend of a chain settles at a time). A timer does it every `settleMs`; moneyBuckets does it before it
+   * backend of a chain settles at a time). A timer does it every `settleMs` (SETTLE_EVERY_MS); moneyBuckets does it before it
    * reads, so the sums it reads count every call finished before it was asked. Answers how many entries it took.
    */
   settleMoney(): Promise<number> {
@@ -770,6 +770,9 @@ export class PostgresBackendStore implements BackendStore {
         let taken = 0;
         for (;;) {
           const batch = await this.db.transaction(async (q) => {
+            // The sums are worked out from the calls: a settle lost in a crash (its commit not yet on disk) loses its
+            // taking of the list with it, and the next settle does it again. So its commit does not wait for the disk.
+            await q("SET LOCAL synchronous_commit = 'off'");
             await q('SELECT pg_advisory_xact_lock($1)', [LOCK_MONEY]);
             return (await q<{ taken: number }>(SETTLE_SQL))[0]!.taken;
           });
@@ -914,6 +917,13 @@ export class PostgresBackendStore implements BackendStore {
     return this.db.close();
   }
 }
+
+/**
+ * How often a backend settles the money sums on its own: the list stays short, and each settle is one
+ * transaction whatever its size, so a chain's calls meet a settle's work a few times a minute, not every second
+ * (the console settles before it reads in any case).
+ */
+export const SETTLE_EVERY_MS = 5000;
 
 /** How many entries of money_recount one settle transaction takes. */
 export const SETTLE_BATCH = 2000;
