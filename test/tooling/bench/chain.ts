@@ -25,7 +25,7 @@ import { DelayProxy } from './delay-proxy.js';
  * - At 50, 150 and 500 calls/s (open loop, half micropay, half orderquery of a paid order), the latency of each
  *   call through two backends on one PostgreSQL, and of the same calls made straight to the simulator (the
  *   merchant's client, through the same proxy): the backend's added p50 and p99. The same with one backend on
- *   SQLite.
+ *   SQLite, reported beside them (the targets are the chain's: two backends on PostgreSQL).
  * - The sustained rate: every box makes its next call as soon as its last is answered (a box makes one call at a
  *   time); calls completed per second.
  * - CPU ms per call of every process (each backend, PostgreSQL's processes, this process with the simulator and
@@ -266,8 +266,9 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
         rows.push({
           metric: `chain ${label}: added p50 / p99 at ${rate} calls/s`,
           value: measurable ? `${p50.toFixed(1)} / ${p99.toFixed(1)} ms` : `not measurable (reference p99 ${quantile(ref, 0.99).toFixed(0)} ms, ${r.failed} not successful)`,
-          target: rate === 150 ? 'p99 <= 10 ms' : '-',
-          ok: rate === 150 ? (measurable ? p99 <= 10 : false) : null,
+          // The targets are the chain's (two backends on PostgreSQL); SQLite's figures are reported beside them.
+          target: rate === 150 && kind === 'pg' ? 'p99 <= 10 ms' : '-',
+          ok: rate === 150 && kind === 'pg' ? (measurable ? p99 <= 10 : false) : null,
         });
         if (r.failed > 0) notes.push(`chain ${label} at ${rate} calls/s: ${r.failed} of ${r.ms.length} calls not successful`);
       }
@@ -277,7 +278,12 @@ export async function chainPhase(progress: (line: string) => void): Promise<{ ro
       const cpu = m.stop();
       const sustained = closed.calls / closed.seconds;
       const per = perCall(Object.fromEntries(Object.entries(cpu).filter(([k]) => !k.startsWith('sys:'))), closed.calls);
-      rows.push({ metric: `chain ${label}: sustained micropay + orderquery`, value: `${sustained.toFixed(0)} calls/s`, target: '>= 500 calls/s', ok: sustained >= 500 });
+      rows.push({
+        metric: `chain ${label}: sustained micropay + orderquery`,
+        value: `${sustained.toFixed(0)} calls/s`,
+        target: kind === 'pg' ? '>= 500 calls/s' : '-',
+        ok: kind === 'pg' ? sustained >= 500 : null,
+      });
       rows.push({ metric: `chain ${label}: CPU per call at full load, all processes`, value: `${per.total.toFixed(2)} ms`, target: `<= ${((os.cpus().length * 1000) / 500).toFixed(1)} ms`, ok: null });
       progress(`chain: ${label}: ${sustained.toFixed(0)} calls/s sustained (${BOXES} boxes, one call at a time each), ${closed.failed} not successful`);
       cpuNote(`${label} at full load`, { calls: closed.calls, cpu });
