@@ -14,8 +14,9 @@ import type { MoneyBucketsOptions } from '../store.js';
  * `money_items` holds what each order (kind 'paid') and refund ('refund') adds now; `money_hours` and
  * `money_days` the sums of the items by box and hour, and by box and China day. When a call about an order or
  * a refund finishes, its item is worked out again from all of its calls (`truthSql`) and, when it changed, the
- * old one is taken off the sums and the new one put on, in the transaction that records the outcome: a call
- * recorded twice, or an outcome that changes nothing, moves nothing.
+ * old one is taken off the sums and the new one put on: a call recorded twice, or an outcome that changes
+ * nothing, moves nothing. SQLite does it in the transaction that records the outcome; PostgreSQL lists the order
+ * or refund in that statement (schema step 5) and settles the list in batches (postgres.ts, settleMoney).
  */
 
 export const HOUR_MS = 3_600_000;
