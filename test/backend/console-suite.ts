@@ -191,16 +191,16 @@ export function consoleSuite(t: Test, make: ConsoleStoreMaker): void {
     t.ok(await verifyPassword('nightdesk has a long password', nightdesk!.passwordHash));
     t.notOk(await verifyPassword('nightdesk has a long passwore', nightdesk!.passwordHash));
     writeFileSync(file, 'short\n');
-    t.equal(await adminCommand(['add', 'carol', '--password-file', file], open, io), 2);
+    t.equal(await adminCommand(['add', 'latedesk', '--password-file', file], open, io), 2);
     t.match(err.at(-1), /at least 10 characters/);
     t.equal(await adminCommand(['add', 'bad name', '--password-file', file], open, io), 2);
-    t.equal(await adminCommand(['add', 'dave'], open, { ...io, askPassword: async () => 'dave typed this one' }), 0, 'asked on the terminal');
+    t.equal(await adminCommand(['add', 'backoffice'], open, { ...io, askPassword: async () => 'backoffice typed this one' }), 0, 'asked on the terminal');
     t.equal(await adminCommand(['remove', 'nightdesk'], open, io), 0);
     t.equal(await w.store.admin('nightdesk'), undefined);
     t.equal(await adminCommand(['remove', 'nightdesk'], open, io), 1);
     t.same(
       (await w.store.adminActions()).map((a) => `${a.action} ${a.detail}`),
-      ['admin_remove nightdesk', 'admin_add dave', 'admin_add nightdesk'],
+      ['admin_remove nightdesk', 'admin_add backoffice', 'admin_add nightdesk'],
     );
   });
 }
